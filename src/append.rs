@@ -1,0 +1,490 @@
+//! The write path: input checks, group commit, expected-version and idempotency rules.
+//!
+//! Appenders queue their batches; whichever finds no leader becomes the leader, takes every
+//! queued batch, checks each against the index (and the batches before it in the group), writes
+//! them with one positioned write and one fsync, updates the index, publishes the new end of the
+//! log, and hands every appender its own result.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::index::{Index, StreamId};
+use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
+use crate::log::reader::LogView;
+use crate::log::writer::LogWriter;
+use crate::options::{Durability, MAX_SEGMENT_SIZE};
+use crate::store::Shared;
+use crate::types::{AppendResult, EventData, EventId, ExpectedVersion, Position, StreamWrite};
+
+/// Longest stream name, in bytes.
+pub const MAX_STREAM_NAME_LEN: usize = 1024;
+/// Longest event type, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 1024;
+
+/// The group-commit queue.
+#[derive(Default)]
+pub(crate) struct Queue {
+    next_ticket: u64,
+    pending: Vec<(u64, Vec<StreamWrite>)>,
+    done: HashMap<u64, Result<Vec<AppendResult>>>,
+    leader: bool,
+}
+
+/// What only the leader touches.
+pub(crate) struct WriterState {
+    pub(crate) log: LogWriter,
+    buf: Vec<u8>,
+    last_sync: Instant,
+}
+
+impl WriterState {
+    pub(crate) fn new(log: LogWriter) -> WriterState {
+        WriterState {
+            log,
+            buf: Vec::new(),
+            last_sync: Instant::now(),
+        }
+    }
+}
+
+/// Checks a stream name given by a caller.
+pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
+    if stream.is_empty() {
+        return Err(Error::InvalidInput("stream name is empty".into()));
+    }
+    if stream.len() > MAX_STREAM_NAME_LEN {
+        return Err(Error::InvalidInput(format!(
+            "stream name of {} bytes is longer than {MAX_STREAM_NAME_LEN}",
+            stream.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a whole multi-stream batch before it is queued; returns its encoded size.
+fn check_batch(writes: &[StreamWrite], max_event_size: u64) -> Result<u64> {
+    let mut total = 0u64;
+    for (i, w) in writes.iter().enumerate() {
+        check_stream_name(&w.stream)?;
+        if writes[..i].iter().any(|o| o.stream == w.stream) {
+            return Err(Error::InvalidInput(format!(
+                "stream `{}` appears twice in one batch",
+                w.stream
+            )));
+        }
+        for e in &w.events {
+            if e.event_type.is_empty() || e.event_type.len() > MAX_EVENT_TYPE_LEN {
+                return Err(Error::InvalidInput(format!(
+                    "event type must be 1 to {MAX_EVENT_TYPE_LEN} bytes, got {}",
+                    e.event_type.len()
+                )));
+            }
+            let size = (w.stream.len() + e.event_type.len()) as u64
+                + e.data.len() as u64
+                + e.metadata.len() as u64;
+            if size > max_event_size {
+                return Err(Error::EventTooLarge {
+                    size,
+                    max: max_event_size,
+                });
+            }
+            total += record_len(
+                w.stream.len(),
+                e.event_type.len(),
+                e.data.len(),
+                e.metadata.len(),
+            ) as u64;
+        }
+    }
+    if total > MAX_SEGMENT_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "batch of {total} encoded bytes is larger than the largest segment"
+        )));
+    }
+    Ok(total)
+}
+
+/// A stream's state as the group sees it: committed events plus earlier batches of the group.
+struct GroupStream {
+    id: Option<StreamId>,
+    committed: u64,
+    new_ids: Vec<EventId>,
+    new_positions: Vec<u64>,
+}
+
+/// The outcome of the expected-version check for one stream write.
+enum Plan {
+    /// Append the events; the first gets this event number.
+    Write(u64),
+    /// An idempotent retry: write nothing, answer this. `provisional` if it matched events of this
+    /// group that are not durable yet.
+    Done(AppendResult, bool),
+}
+
+struct Checker<'a> {
+    index: &'a Index,
+    view: &'a LogView,
+}
+
+impl Checker<'_> {
+    fn id_at(&self, g: &GroupStream, k: u64) -> Result<EventId> {
+        if k < g.committed {
+            let pos =
+                g.id.and_then(|id| self.index.positions(id).get(k as usize).copied())
+                    .ok_or_else(|| Error::InvalidInput("internal: index out of step".into()))?;
+            Ok(self.view.record_at(pos)?.id)
+        } else {
+            g.new_ids
+                .get((k - g.committed) as usize)
+                .copied()
+                .ok_or_else(|| Error::InvalidInput("internal: group out of step".into()))
+        }
+    }
+
+    fn position_at(&self, g: &GroupStream, k: u64) -> Option<Position> {
+        let p = if k < g.committed {
+            *self.index.positions(g.id?).get(k as usize)?
+        } else {
+            *g.new_positions.get((k - g.committed) as usize)?
+        };
+        Some(Position(p))
+    }
+
+    fn result_at(&self, g: &GroupStream, last: Option<u64>) -> AppendResult {
+        AppendResult {
+            version: last,
+            position: last.and_then(|k| self.position_at(g, k)),
+        }
+    }
+
+    /// Whether the stream holds `events`' ids, in order, from event number `start` on.
+    fn matches_from(&self, g: &GroupStream, start: u64, events: &[EventData]) -> Result<bool> {
+        let count = g.committed + g.new_ids.len() as u64;
+        if start + events.len() as u64 > count {
+            return Ok(false);
+        }
+        for (i, e) in events.iter().enumerate() {
+            if self.id_at(g, start + i as u64)? != e.id {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn check(&self, w: &StreamWrite, g: &GroupStream) -> Result<Plan> {
+        let count = g.committed + g.new_ids.len() as u64;
+        let actual = count.checked_sub(1);
+        let wrong = || Error::WrongExpectedVersion {
+            stream: w.stream.clone(),
+            expected: w.expected,
+            actual,
+        };
+        let len = w.events.len() as u64;
+        if len == 0 {
+            let ok = match w.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::StreamExists => actual.is_some(),
+                ExpectedVersion::Exact(n) => actual == Some(n),
+            };
+            return if ok {
+                Ok(Plan::Done(self.result_at(g, actual), false))
+            } else {
+                Err(wrong())
+            };
+        }
+        let retry_from = |start: u64| -> Result<Plan> {
+            if self.matches_from(g, start, &w.events)? {
+                let last = start + len - 1;
+                Ok(Plan::Done(
+                    self.result_at(g, Some(last)),
+                    last >= g.committed,
+                ))
+            } else {
+                Err(wrong())
+            }
+        };
+        match w.expected {
+            ExpectedVersion::Exact(n) if actual == Some(n) => Ok(Plan::Write(count)),
+            ExpectedVersion::Exact(n) if actual.is_some_and(|a| a > n) => retry_from(n + 1),
+            ExpectedVersion::Exact(_) => Err(wrong()),
+            ExpectedVersion::NoStream if actual.is_none() => Ok(Plan::Write(0)),
+            ExpectedVersion::NoStream => retry_from(0),
+            ExpectedVersion::StreamExists if actual.is_none() => Err(wrong()),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                // A retry under `Any` is recognised by its first id; newest first, since retries
+                // follow their original closely.
+                let first = w.events[0].id;
+                for k in (0..count).rev() {
+                    if self.id_at(g, k)? == first {
+                        return retry_from(k);
+                    }
+                }
+                Ok(Plan::Write(count))
+            }
+        }
+    }
+}
+
+/// One stream write that will be appended: where its events went.
+struct Written {
+    stream: String,
+    first_event: u64,
+    /// (position, segment base) per event.
+    places: Vec<(u64, u64)>,
+}
+
+/// A request as the leader processes it.
+struct Outcome {
+    ticket: u64,
+    result: Result<Vec<AppendResult>>,
+    /// Whether `result` depends on this group's write reaching disk.
+    provisional: bool,
+    written: Vec<Written>,
+}
+
+impl Shared {
+    /// Appends a multi-stream batch through the group commit.
+    pub(crate) fn submit(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        check_batch(&writes, self.options.max_event_size)?;
+        let mut q = self.queue.lock();
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push((ticket, writes));
+        loop {
+            if let Some(r) = q.done.remove(&ticket) {
+                return r;
+            }
+            if !q.leader {
+                break;
+            }
+            self.queue_cv.wait(&mut q);
+        }
+        q.leader = true;
+        let group = std::mem::take(&mut q.pending);
+        drop(q);
+
+        let outcomes = self.commit_group(group);
+
+        let mut q = self.queue.lock();
+        q.leader = false;
+        for o in outcomes {
+            q.done.insert(o.ticket, o.result);
+        }
+        self.queue_cv.notify_all();
+        q.done
+            .remove(&ticket)
+            .unwrap_or_else(|| Err(Error::Poisoned("internal: append result lost".into())))
+    }
+
+    /// The leader's work for one group.
+    fn commit_group(&self, group: Vec<(u64, Vec<StreamWrite>)>) -> Vec<Outcome> {
+        let mut w = self.writer.lock();
+        if let Err(e) = w.log.check() {
+            let reason = e.to_string();
+            return group
+                .into_iter()
+                .map(|(ticket, _)| Outcome {
+                    ticket,
+                    result: Err(Error::Poisoned(reason.clone())),
+                    provisional: false,
+                    written: Vec::new(),
+                })
+                .collect();
+        }
+        let mut outcomes = self.plan_and_write(&mut w, group);
+        let wrote = outcomes.iter().any(|o| o.provisional);
+        let durable = if !wrote {
+            Ok(())
+        } else {
+            let ws = &mut *w;
+            let mut r = ws.log.write(&ws.buf);
+            ws.buf.clear();
+            if r.is_ok() {
+                r = match self.options.durability {
+                    Durability::Sync => ws.log.sync(),
+                    Durability::Buffered(every) if ws.last_sync.elapsed() >= every => ws.log.sync(),
+                    _ => Ok(()),
+                };
+                if r.is_ok() && !ws.log.is_unsynced() {
+                    ws.last_sync = Instant::now();
+                }
+            }
+            r
+        };
+        w.buf.clear();
+        if let Err(e) = durable {
+            let reason = e.to_string();
+            w.log.discard_unpublished();
+            for o in outcomes.iter_mut().filter(|o| o.provisional) {
+                o.result = Err(Error::Poisoned(reason.clone()));
+                o.written.clear();
+            }
+            return outcomes;
+        }
+        if wrote {
+            {
+                let mut index = self.index.write();
+                for o in &outcomes {
+                    for wr in &o.written {
+                        let id = index.get_or_create(&wr.stream);
+                        for (k, &(pos, base)) in wr.places.iter().enumerate() {
+                            // Cannot fail: the event numbers were assigned from this index.
+                            let _ = index.push(id, wr.first_event + k as u64, pos, base);
+                        }
+                    }
+                }
+            }
+            let sealed = w.log.publish(&self.log);
+            for seg in sealed {
+                self.save_segment_index(&seg, true);
+            }
+        }
+        outcomes
+    }
+
+    /// Checks every request of the group in order and encodes the accepted ones into the
+    /// writer's buffer, rolling segments as needed.
+    fn plan_and_write(
+        &self,
+        w: &mut WriterState,
+        group: Vec<(u64, Vec<StreamWrite>)>,
+    ) -> Vec<Outcome> {
+        let index = self.index.read();
+        let view = self.log.view();
+        let checker = Checker {
+            index: &index,
+            view: &view,
+        };
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut streams: HashMap<String, GroupStream> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+
+        for (ticket, writes) in group {
+            // Check every stream of the request before touching anything.
+            let mut plans = Vec::with_capacity(writes.len());
+            let mut failed = None;
+            for sw in &writes {
+                let g = streams.entry(sw.stream.clone()).or_insert_with(|| {
+                    let id = index.lookup(&sw.stream);
+                    GroupStream {
+                        id,
+                        committed: id.map_or(0, |id| index.len(id)),
+                        new_ids: Vec::new(),
+                        new_positions: Vec::new(),
+                    }
+                });
+                match checker.check(sw, g) {
+                    Ok(p) => plans.push(p),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                outcomes.push(Outcome {
+                    ticket,
+                    result: Err(e),
+                    provisional: false,
+                    written: Vec::new(),
+                });
+                continue;
+            }
+            let size: u64 = writes
+                .iter()
+                .zip(&plans)
+                .filter(|(_, p)| matches!(p, Plan::Write(_)))
+                .flat_map(|(sw, _)| {
+                    sw.events.iter().map(|e| {
+                        record_len(
+                            sw.stream.len(),
+                            e.event_type.len(),
+                            e.data.len(),
+                            e.metadata.len(),
+                        ) as u64
+                    })
+                })
+                .sum();
+            if size > 0 && (w.buf.len() as u64 + size) > w.log.remaining() {
+                let flushed = w.log.write(&w.buf);
+                w.buf.clear();
+                if let Err(e) = flushed.and_then(|_| w.log.roll(&self.log, size)) {
+                    // The writer is poisoned (or the batch cannot fit anywhere): this request
+                    // fails; earlier ones fail at the final write.
+                    outcomes.push(Outcome {
+                        ticket,
+                        result: Err(e),
+                        provisional: false,
+                        written: Vec::new(),
+                    });
+                    continue;
+                }
+            }
+            let last_record = writes
+                .iter()
+                .zip(&plans)
+                .rposition(|(sw, p)| matches!(p, Plan::Write(_)) && !sw.events.is_empty());
+            let mut results = Vec::with_capacity(writes.len());
+            let mut written = Vec::new();
+            let mut provisional = false;
+            for (i, (sw, plan)) in writes.into_iter().zip(plans).enumerate() {
+                let Some(g) = streams.get_mut(&sw.stream) else {
+                    continue; // every stream got an entry while checking
+                };
+                match plan {
+                    Plan::Done(r, prov) => {
+                        provisional |= prov;
+                        results.push(r);
+                    }
+                    Plan::Write(first) => {
+                        provisional = true;
+                        let base = w.log.active().base;
+                        let mut places = Vec::with_capacity(sw.events.len());
+                        let n = sw.events.len();
+                        for (k, e) in sw.events.iter().enumerate() {
+                            let pos = w.log.position() + w.buf.len() as u64;
+                            let end = Some(i) == last_record && k + 1 == n;
+                            encode_record(
+                                &mut w.buf,
+                                &RecordFields {
+                                    flags: if end { FLAG_BATCH_END } else { 0 },
+                                    event_number: first + k as u64,
+                                    timestamp_micros: timestamp,
+                                    id: e.id,
+                                    stream: sw.stream.as_bytes(),
+                                    event_type: e.event_type.as_bytes(),
+                                    data: &e.data,
+                                    metadata: &e.metadata,
+                                },
+                            );
+                            places.push((pos, base));
+                            g.new_ids.push(e.id);
+                            g.new_positions.push(pos);
+                        }
+                        let last = first + n as u64 - 1;
+                        results.push(AppendResult {
+                            version: Some(last),
+                            position: places.last().map(|p| Position(p.0)),
+                        });
+                        written.push(Written {
+                            stream: sw.stream,
+                            first_event: first,
+                            places,
+                        });
+                    }
+                }
+            }
+            outcomes.push(Outcome {
+                ticket,
+                result: Ok(results),
+                provisional,
+                written,
+            });
+        }
+        outcomes
+    }
+}

@@ -1,0 +1,107 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+use crate::types::{ExpectedVersion, Position};
+
+/// Everything that can go wrong in eventjournal.
+///
+/// Callers match on the variant; the message is for humans.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream's version did not match the expected version; nothing was written.
+    #[error("wrong expected version for stream `{stream}`: expected {expected:?}, actual {}", fmt_version(*actual))]
+    WrongExpectedVersion {
+        /// The stream the append targeted.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version at the time of the check (`None`: the stream has no events).
+        actual: Option<u64>,
+    },
+
+    /// Another `Store` (in this or another process) holds the directory.
+    #[error("store directory {} is locked by another opener", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// A file on disk does not hold what the format says it must.
+    #[error("corrupt store file {} at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage inside `file`.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The directory exists and holds files, but is not an eventjournal store.
+    #[error("{} is not an eventjournal store: {reason}", path.display())]
+    NotAStore {
+        /// The directory or file that was given.
+        path: PathBuf,
+        /// Why it was not recognised.
+        reason: String,
+    },
+
+    /// A file was written by a newer (or unknown) format version.
+    #[error("{} has format version {found}; this build reads versions up to {supported}", file.display())]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+
+    /// The caller passed something the store rejects (see the message); nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// One event is larger than `Options::max_event_size`; nothing was written.
+    #[error("event of {size} bytes exceeds the maximum event size of {max} bytes")]
+    EventTooLarge {
+        /// Encoded size of the event (stream name, type, data and metadata).
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+
+    /// A global position that is not the start of an event, the start or the end of the log.
+    #[error("position {} is not the position of an event in this store", .0 .0)]
+    InvalidPosition(Position),
+
+    /// `read_event` asked for an event number the stream does not have.
+    #[error("stream `{stream}` has no event number {event_number}")]
+    EventNotFound {
+        /// The stream.
+        stream: String,
+        /// The event number asked for.
+        event_number: u64,
+    },
+
+    /// An earlier write or fsync failed, so the store refuses further writes.
+    ///
+    /// Whatever was acknowledged before the failure is durable; reopen the store to recover.
+    #[error("store refuses writes after an earlier I/O failure: {0}")]
+    Poisoned(String),
+
+    /// An operating system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn fmt_version(v: Option<u64>) -> String {
+    match v {
+        Some(n) => n.to_string(),
+        None => "no stream".to_string(),
+    }
+}
+
+/// `Result` with eventjournal's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

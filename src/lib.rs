@@ -1,0 +1,28 @@
+//! eventjournal: an embedded, append-only event store.
+//!
+//! Events live in named streams (`account-42`); each append names the version the caller
+//! expects the stream to have, so concurrent writers cannot both extend one stream. Every event
+//! also has a place in `$all`, the global commit order. Reads come straight from memory-mapped
+//! segment files without copying event bytes.
+//!
+//! See [`Store`] for the API, `FORMAT.md` for the bytes on disk, and `README.md` for the design.
+
+#![warn(missing_docs)]
+
+mod append;
+mod error;
+mod index;
+mod log;
+mod options;
+mod read;
+mod store;
+mod types;
+
+pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
+pub use error::{Error, Result};
+pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+pub use read::{AllEvents, StreamEvents};
+pub use store::Store;
+pub use types::{
+    AppendResult, EventData, EventId, ExpectedVersion, Position, RecordedEvent, StreamWrite,
+};

@@ -1,0 +1,64 @@
+//! The log: segment files of records, appended by one writer and read through memory maps.
+//!
+//! - [`format`]: the byte layout of segments and records;
+//! - [`segment`]: one segment file;
+//! - [`writer`]: the append side (positioned writes, fsync, segment rolling);
+//! - [`reader`]: the read side (records at positions, `$all` cursors);
+//! - [`recovery`]: finding the segments and the last whole batch when a store opens.
+
+pub mod format;
+pub mod reader;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use self::reader::LogView;
+use self::segment::Segment;
+
+/// The shared, read-mostly state of the log.
+pub struct Log {
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Global position just past the newest whole, durable (per the durability mode) batch.
+    /// Readers never look at bytes at or past it.
+    visible: AtomicU64,
+    verify: bool,
+}
+
+impl Log {
+    /// A log over `segments` (in base order, at least one) with everything up to `visible` whole.
+    pub fn new(segments: Vec<Arc<Segment>>, visible: u64, verify: bool) -> Log {
+        Log {
+            segments: RwLock::new(Arc::new(segments)),
+            visible: AtomicU64::new(visible),
+            verify,
+        }
+    }
+
+    /// A consistent snapshot for reading: the visible end first, then the segments that hold it.
+    pub fn view(&self) -> LogView {
+        let visible = self.visible.load(Ordering::Acquire);
+        LogView::new(self.segments.read().clone(), visible, self.verify)
+    }
+
+    /// The visible end of the log.
+    pub fn visible(&self) -> u64 {
+        self.visible.load(Ordering::Acquire)
+    }
+
+    /// Makes everything before `end` readable in `$all`.
+    pub(crate) fn publish(&self, end: u64) {
+        self.visible.store(end, Ordering::Release);
+    }
+
+    pub(crate) fn push_segment(&self, seg: Arc<Segment>) {
+        let mut guard = self.segments.write();
+        let mut next: Vec<Arc<Segment>> = guard.as_ref().clone();
+        next.push(seg);
+        *guard = Arc::new(next);
+    }
+}

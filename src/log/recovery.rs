@@ -1,0 +1,141 @@
+//! Opening the log: finding the segments, and scanning records to find the last whole batch.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::format::{decode_record, u32_at, RecordError, RecordView, MIN_RECORD_LEN, RECORD_ALIGN};
+use super::segment::{parse_segment_file_name, Segment};
+use crate::error::{Error, Result};
+
+/// The segment files in `dir`, by base. Leftover temporary files from an interrupted segment or
+/// index creation are removed.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
+        if let Some(base) = parse_segment_file_name(name) {
+            out.push((base, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Offset just past the last whole batch.
+    pub end: u64,
+    /// Offset where the scan stopped: past `end` when an unfinished batch follows it.
+    pub stopped_at: u64,
+    /// Offset of the bad record that cut the scan short, with why, if one did.
+    pub cut: Option<(u64, &'static str)>,
+}
+
+/// What to do on a bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBad {
+    /// The newest segment: a bad record with nothing valid after it is a torn tail.
+    TornTailAllowed,
+    /// A sealed segment: any bad record is corruption.
+    Strict,
+    /// Salvage: stop at the first bad record, whatever follows.
+    Salvage,
+}
+
+/// Scans `seg` from offset `from`, verifying each record's checksum, and calls `on_record` with
+/// each record of each whole batch, in order, with its offset. Records after the last whole batch
+/// are not reported.
+pub fn scan(
+    seg: &Segment,
+    from: u64,
+    on_bad: OnBad,
+    mut on_record: impl FnMut(&RecordView, u64) -> Result<()>,
+) -> Result<ScanEnd> {
+    let bytes = seg.bytes();
+    let mut off = from as usize;
+    let mut batch_start = off;
+    let mut batch: Vec<RecordView> = Vec::new();
+    let mut offsets: Vec<u64> = Vec::new();
+    let mut cut = None;
+    loop {
+        match decode_record(bytes, off, true) {
+            Ok(v) => {
+                batch.push(v);
+                offsets.push(off as u64);
+                off += v.len;
+                if v.is_batch_end() {
+                    for (rec, at) in batch.iter().zip(&offsets) {
+                        on_record(rec, *at)?;
+                    }
+                    batch.clear();
+                    offsets.clear();
+                    batch_start = off;
+                }
+            }
+            Err(RecordError::End) => {
+                if !batch.is_empty() && on_bad == OnBad::Strict {
+                    return Err(corrupt(
+                        seg,
+                        batch_start as u64,
+                        "sealed segment ends inside a batch",
+                    ));
+                }
+                break;
+            }
+            Err(RecordError::Bad(reason)) => {
+                let torn = on_bad == OnBad::TornTailAllowed && !valid_record_after(bytes, off);
+                if !torn && on_bad != OnBad::Salvage {
+                    return Err(corrupt(seg, off as u64, reason));
+                }
+                cut = Some((off as u64, reason));
+                break;
+            }
+        }
+    }
+    Ok(ScanEnd {
+        end: batch_start as u64,
+        stopped_at: off as u64,
+        cut,
+    })
+}
+
+/// Whether any well-formed record with a valid checksum starts after `bad` — which tells damage
+/// in the middle of the log apart from a torn tail.
+fn valid_record_after(bytes: &[u8], bad: usize) -> bool {
+    let mut off = bad + RECORD_ALIGN;
+    while off + MIN_RECORD_LEN <= bytes.len() {
+        let len = u32_at(bytes, off) as usize;
+        if len >= MIN_RECORD_LEN
+            && len.is_multiple_of(RECORD_ALIGN)
+            && len <= bytes.len() - off
+            && decode_record(bytes, off, true).is_ok()
+        {
+            return true;
+        }
+        off += RECORD_ALIGN;
+    }
+    false
+}
+
+fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
+    Error::Corrupt {
+        file: seg.path.clone(),
+        offset,
+        reason: reason.to_string(),
+    }
+}
+
+/// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again.
+pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
+    seg.file.set_len(end)?;
+    seg.file.set_len(seg.capacity)?;
+    seg.file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! One segment file: a header, then records, then zeros up to its preallocated capacity.
+//!
+//! The whole file is mapped once, read-only; the writer appends with positioned writes, never
+//! through the map, so an I/O error is an error value rather than a signal.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::error::{Error, Result};
+
+/// File name suffix of segments.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+
+/// A segment's file name: its base position in 20 decimal digits, so names sort by position.
+pub fn segment_file_name(base: u64) -> String {
+    format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base position a segment file name stands for, if it is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// An open segment.
+pub struct Segment {
+    /// Global position of byte 0.
+    pub base: u64,
+    /// Bytes reserved for the segment; the next segment's base is `base + capacity`.
+    pub capacity: u64,
+    /// The file.
+    pub path: PathBuf,
+    pub(crate) file: File,
+    /// The file mapped read-only: `capacity` bytes, or fewer if the file is shorter.
+    pub(crate) map: Bytes,
+    /// Offset just past the last whole batch: what readers may see of this segment.
+    data_end: AtomicU64,
+}
+
+impl Segment {
+    /// Creates a segment file atomically (written under a temporary name, then renamed), sized to
+    /// `capacity` with zeros so that its unwritten tail reads as the end of the log.
+    pub fn create(dir: &Path, base: u64, capacity: u64, sync: bool) -> Result<Segment> {
+        let path = dir.join(segment_file_name(base));
+        let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            base,
+            capacity,
+        };
+        {
+            let f = create_file(&tmp)?;
+            f.write_all_at(&header.encode(), 0)?;
+            f.set_len(capacity)?;
+            if sync {
+                f.sync_all()?;
+            }
+        }
+        fs::rename(&tmp, &path)?;
+        if sync {
+            sync_dir(dir)?;
+        }
+        Segment::open(&path, base, true)
+    }
+
+    /// Opens an existing segment whose file name says `base`, checking its header.
+    pub fn open(path: &Path, base: u64, writable: bool) -> Result<Segment> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        let file_len = file.metadata()?.len();
+        let mut head = vec![0u8; SEGMENT_HEADER_LEN.min(file_len as usize)];
+        file.read_exact_at(&mut head, 0)?;
+        let header = SegmentHeader::decode(&head).map_err(|e| header_error(path, e))?;
+        if header.base != base {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                offset: 16,
+                reason: format!(
+                    "segment header says base {} but the file name says {base}",
+                    header.base
+                ),
+            });
+        }
+        if writable && file_len < header.capacity {
+            file.set_len(header.capacity)?;
+        }
+        let map_len = header.capacity.min(file.metadata()?.len());
+        // SAFETY: the directory lock keeps other eventjournal openers out, and this crate never
+        // truncates a segment below `map_len` while it is mapped (recovery cuts and re-extends
+        // before mapping), so the mapped range stays backed by the file.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(map_len as usize)
+                .map(&file)?
+        };
+        Ok(Segment {
+            base,
+            capacity: header.capacity,
+            path: path.to_path_buf(),
+            file,
+            map: Bytes::from_owner(map),
+            data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+        })
+    }
+
+    /// Global position one past the segment's reserved space: the next segment's base.
+    pub fn end_base(&self) -> u64 {
+        self.base + self.capacity
+    }
+
+    /// Offset just past the last whole batch.
+    pub fn data_end(&self) -> u64 {
+        self.data_end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_data_end(&self, end: u64) {
+        self.data_end.store(end, Ordering::Release);
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+fn header_error(path: &Path, e: HeaderError) -> Error {
+    match e {
+        HeaderError::Version(found) => Error::UnsupportedVersion {
+            file: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        },
+        HeaderError::Blank => Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: "blank segment header".into(),
+        },
+        HeaderError::Bad(reason) => Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: reason.into(),
+        },
+    }
+}
+
+/// Creates (or truncates) a file readable and writable by its owner only.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Makes a directory's entries (creations, renames) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,168 @@
+//! The append side of the log: one writer, positioned writes into the active segment, fsync,
+//! and rolling to a new segment when the active one is full.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::format::SEGMENT_HEADER_LEN;
+use super::segment::Segment;
+use super::Log;
+use crate::error::{Error, Result};
+
+/// The writer's state. Only the group-commit leader touches it, under the store's writer lock.
+pub struct LogWriter {
+    dir: PathBuf,
+    active: Arc<Segment>,
+    /// Offset in the active segment where the next record goes.
+    write_off: u64,
+    segment_size: u64,
+    sync_on_roll: bool,
+    /// Set by the first failed write or sync: the reason every later write is refused.
+    poisoned: Option<String>,
+    /// Whether bytes were written since the last sync.
+    unsynced: bool,
+    /// Segments filled since the last publish, with their final data end.
+    sealed: Vec<(Arc<Segment>, u64)>,
+}
+
+impl LogWriter {
+    /// A writer appending to `active` at `write_off`.
+    pub fn new(
+        dir: PathBuf,
+        active: Arc<Segment>,
+        write_off: u64,
+        segment_size: u64,
+        sync_on_roll: bool,
+    ) -> LogWriter {
+        LogWriter {
+            dir,
+            active,
+            write_off,
+            segment_size,
+            sync_on_roll,
+            poisoned: None,
+            unsynced: false,
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Fails if an earlier I/O error poisoned the writer.
+    pub fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison<T>(&mut self, what: &str, e: std::io::Error) -> Result<T> {
+        let reason = format!("{what} failed on {}: {e}", self.active.path.display());
+        self.poisoned = Some(reason);
+        Err(Error::Io(e))
+    }
+
+    /// Global position of the next record.
+    pub fn position(&self) -> u64 {
+        self.active.base + self.write_off
+    }
+
+    /// The active segment.
+    pub fn active(&self) -> &Arc<Segment> {
+        &self.active
+    }
+
+    /// Bytes left in the active segment.
+    pub fn remaining(&self) -> u64 {
+        self.active.capacity - self.write_off
+    }
+
+    /// Writes `bytes` at the end of the active segment. They are not visible to readers until
+    /// [`publish`](Self::publish).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.check()?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() as u64 > self.remaining() {
+            return Err(Error::InvalidInput(
+                "internal: write past the end of the segment".into(),
+            ));
+        }
+        if let Err(e) = self.active.file.write_all_at(bytes, self.write_off) {
+            return self.poison("write", e);
+        }
+        self.write_off += bytes.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check()?;
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Err(e) = self.active.file.sync_data() {
+            return self.poison("fdatasync", e);
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Whether bytes were written since the last sync.
+    pub fn is_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Seals the active segment (synced, unless durability is `None`) and starts a new one large
+    /// enough for `needed` bytes of records.
+    pub fn roll(&mut self, log: &Log, needed: u64) -> Result<()> {
+        self.check()?;
+        if self.sync_on_roll {
+            self.sync()?;
+        }
+        let capacity = self
+            .segment_size
+            .max(SEGMENT_HEADER_LEN as u64 + needed)
+            .next_multiple_of(4096);
+        if capacity > u64::from(u32::MAX) {
+            return Err(Error::InvalidInput(format!(
+                "a batch of {needed} bytes does not fit in one segment"
+            )));
+        }
+        let base = self.active.end_base();
+        let seg = match Segment::create(&self.dir, base, capacity, self.sync_on_roll) {
+            Ok(seg) => Arc::new(seg),
+            Err(Error::Io(e)) => return self.poison("creating a segment", e),
+            Err(e) => return Err(e),
+        };
+        log.push_segment(seg.clone());
+        let old = std::mem::replace(&mut self.active, seg);
+        self.sealed.push((old, self.write_off));
+        self.write_off = SEGMENT_HEADER_LEN as u64;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Makes everything written so far visible to readers; returns the segments sealed since the
+    /// last publish.
+    pub fn publish(&mut self, log: &Log) -> Vec<Arc<Segment>> {
+        let sealed: Vec<Arc<Segment>> = self
+            .sealed
+            .drain(..)
+            .map(|(seg, end)| {
+                seg.set_data_end(end);
+                seg
+            })
+            .collect();
+        self.active.set_data_end(self.write_off);
+        log.publish(self.position());
+        sealed
+    }
+
+    /// Forgets bytes written since the last publish after a failure, so they are never
+    /// published; the writer is poisoned in that case, so nothing is written after them.
+    pub fn discard_unpublished(&mut self) {
+        self.sealed.clear();
+    }
+}

@@ -1,0 +1,86 @@
+//! How a store is opened: durability, segment size, limits, recovery.
+
+use std::time::Duration;
+
+/// When an append's bytes reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fdatasync` before an append returns. Concurrent appenders share one sync (group commit).
+    Sync,
+    /// Written to the OS before an append returns; synced at most this long afterwards by a
+    /// background flusher. A crash of the machine (not of the process) may lose that window.
+    Buffered(Duration),
+    /// Written to the OS only; synced when the store closes.
+    None,
+}
+
+/// What to do with a damaged record found while opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Cut a torn tail of the newest segment back to its last whole batch; any other damage is
+    /// [`Error::Corrupt`](crate::Error::Corrupt).
+    Strict,
+    /// Verify every record of every segment and keep the log up to the last whole batch before the
+    /// first bad record; later segments are renamed `*.seg.salvaged`, never deleted.
+    Salvage,
+}
+
+/// Settings for [`Store::open`](crate::Store::open). Start from `Options::default()`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) segment_size: u64,
+    pub(crate) max_event_size: u64,
+    pub(crate) verify_checksums: bool,
+    pub(crate) recovery: Recovery,
+}
+
+/// Smallest allowed segment size: room for a header and a few records.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+/// Largest allowed segment size: record offsets inside a segment are 32-bit.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 31;
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::Sync,
+            segment_size: 64 << 20,
+            max_event_size: 16 << 20,
+            verify_checksums: true,
+            recovery: Recovery::Strict,
+        }
+    }
+}
+
+impl Options {
+    /// Durability mode (default [`Durability::Sync`]).
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Size of a new segment file in bytes (default 64 MiB; from 4 KiB to 2 GiB). A batch larger
+    /// than this gets a segment of its own, sized to fit.
+    pub fn segment_size(mut self, bytes: u64) -> Options {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Largest accepted event: stream name, type, data and metadata together (default 16 MiB).
+    pub fn max_event_size(mut self, bytes: u64) -> Options {
+        self.max_event_size = bytes;
+        self
+    }
+
+    /// Whether reads verify each record's CRC32 (default true).
+    pub fn verify_checksums(mut self, verify: bool) -> Options {
+        self.verify_checksums = verify;
+        self
+    }
+
+    /// What opening does with damaged records (default [`Recovery::Strict`]).
+    pub fn recovery(mut self, recovery: Recovery) -> Options {
+        self.recovery = recovery;
+        self
+    }
+}

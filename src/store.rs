@@ -1,0 +1,562 @@
+//! The store: opening and closing, and the public API over the log and the index.
+
+use std::fs::{self, File, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::append::{check_stream_name, Queue, WriterState};
+use crate::error::{Error, Result};
+use crate::index::{persist, Index};
+use crate::log::format::{
+    decode_record, trailer_len_before, u32_at, HeaderError, SegmentHeader, FORMAT_VERSION,
+    SEGMENT_HEADER_LEN,
+};
+use crate::log::recovery::{self, OnBad};
+use crate::log::segment::{create_file, sync_dir, Segment};
+use crate::log::writer::LogWriter;
+use crate::log::Log;
+use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use crate::read::{AllEvents, StreamEvents};
+use crate::types::{
+    AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, StreamWrite,
+};
+
+/// Name of the file that marks a directory as a store and holds its format version.
+pub const META_FILE: &str = "eventjournal.meta";
+/// Name of the lock file; an exclusive `flock` on it is held while the store is open.
+pub const LOCK_FILE: &str = "LOCK";
+/// First eight bytes of the meta file.
+const META_MAGIC: [u8; 8] = *b"EVJLSTOR";
+/// Largest event size an option may set: an event must fit in a segment.
+const MAX_EVENT_SIZE_LIMIT: u64 = 1 << 30;
+
+/// State shared by the store, its appenders and its background flusher.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) log: Log,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) writer: Mutex<WriterState>,
+    pub(crate) queue: Mutex<Queue>,
+    pub(crate) queue_cv: Condvar,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+}
+
+/// An open event store.
+///
+/// `Store` is `Send + Sync`: share it between threads with `Arc`. Appends from many threads are
+/// committed together (group commit); reads never wait for appends.
+///
+/// ```
+/// use eventjournal::{EventData, ExpectedVersion, Options, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), Options::default())?;
+/// let r = store.append("account-1", ExpectedVersion::NoStream, [EventData::new("Opened", "{}")])?;
+/// assert_eq!(r.version, Some(0));
+/// for event in store.read_stream_forward("account-1", 0, usize::MAX)? {
+///     let event = event?;
+///     assert_eq!(event.event_type(), "Opened");
+/// }
+/// store.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Store {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    lock: Option<File>,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and an empty store if there is none.
+    ///
+    /// Fails with [`Error::Locked`] if another `Store` has it open, [`Error::NotAStore`] if the
+    /// directory holds other files, [`Error::UnsupportedVersion`] for a newer format, and
+    /// [`Error::Corrupt`] for damage other than a torn tail (unless `Recovery::Salvage`).
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        check_options(&options)?;
+        let dir = dir.as_ref().to_path_buf();
+        prepare_dir(&dir)?;
+        let lock = lock_dir(&dir)?;
+        let (segments, index) = recover(&dir, &options)?;
+        let Some(active) = segments.last().cloned() else {
+            return Err(Error::InvalidInput(
+                "internal: no segment after recovery".into(),
+            ));
+        };
+        let visible = active.base + active.data_end();
+        let writer = LogWriter::new(
+            dir.clone(),
+            active.clone(),
+            active.data_end(),
+            options.segment_size,
+            options.durability != Durability::None,
+        );
+        let shared = Arc::new(Shared {
+            dir,
+            log: Log::new(segments, visible, options.verify_checksums),
+            index: RwLock::new(index),
+            writer: Mutex::new(WriterState::new(writer)),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            options,
+        });
+        let flusher = match shared.options.durability {
+            Durability::Buffered(every) => {
+                let s = shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("eventjournal-flush".into())
+                        .spawn(move || s.flush_loop(every))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Store {
+            shared,
+            flusher,
+            lock: Some(lock),
+        })
+    }
+
+    /// Waits for in-flight appends, syncs, saves the index and releases the directory lock.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let Some(lock) = self.lock.take() else {
+            return Ok(());
+        };
+        *self.shared.stop.lock() = true;
+        self.shared.stop_cv.notify_all();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+        let result = {
+            // The leader holds the writer lock for a whole group, so taking it waits for any
+            // append in flight.
+            let mut w = self.shared.writer.lock();
+            w.log.sync().map(|()| {
+                let active = w.log.active().clone();
+                self.shared.save_segment_index(&active, false);
+            })
+        };
+        drop(lock);
+        result
+    }
+
+    /// Appends `events` to `stream` if its version is `expected`; all or none of them.
+    ///
+    /// The rules are EventStoreDB's:
+    /// - `Any` appends whatever the stream holds; `NoStream` needs a stream without events;
+    ///   `StreamExists` one with events; `Exact(n)` one whose last event number is `n`.
+    /// - Otherwise the result is [`Error::WrongExpectedVersion`] and nothing is written — except
+    ///   for a retry: if the stream already holds the batch's event ids, in order, right after
+    ///   the expected version (for `Any` and `StreamExists`: from wherever the first id is), the
+    ///   append succeeds without writing and returns the original result. This is derived from
+    ///   the log, so it holds across restarts.
+    /// - An empty batch writes nothing and checks only the expected version.
+    ///
+    /// With [`Durability::Sync`] the events are on disk when this returns.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Result<AppendResult> {
+        let write = StreamWrite::new(stream, expected, events.into_iter().collect());
+        let mut results = self.shared.submit(vec![write])?;
+        results
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("internal: no result for the append".into()))
+    }
+
+    /// Appends to several streams atomically: each write is checked against its own expected
+    /// version, and either all are written, as one batch with one position range, or none.
+    /// Results come back in the order of `writes`. A stream may appear only once.
+    pub fn append_multi(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        self.shared.submit(writes)
+    }
+
+    /// Up to `max` events of `stream` from event number `from` on, oldest first. A stream without
+    /// events, or `from` past its end, yields nothing.
+    pub fn read_stream_forward(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<StreamEvents<'_>> {
+        check_stream_name(stream)?;
+        Ok(StreamEvents::new(&self.shared, stream, from, max, true))
+    }
+
+    /// Up to `max` events of `stream` from event number `from` down, newest first. `from` past
+    /// the end (e.g. `u64::MAX`) starts at the newest event.
+    pub fn read_stream_backward(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<StreamEvents<'_>> {
+        check_stream_name(stream)?;
+        Ok(StreamEvents::new(&self.shared, stream, from, max, false))
+    }
+
+    /// Event number `event_number` of `stream`, or [`Error::EventNotFound`].
+    pub fn read_event(&self, stream: &str, event_number: u64) -> Result<RecordedEvent> {
+        match self.read_stream_forward(stream, event_number, 1)?.next() {
+            Some(r) => r,
+            None => Err(Error::EventNotFound {
+                stream: stream.to_string(),
+                event_number,
+            }),
+        }
+    }
+
+    /// The stream's last event number; `None` if it has no events.
+    pub fn stream_version(&self, stream: &str) -> Option<u64> {
+        let index = self.shared.index.read();
+        index
+            .lookup(stream)
+            .and_then(|id| index.len(id).checked_sub(1))
+    }
+
+    /// Up to `max` events of `$all` in commit order, from the event at `from` (or
+    /// [`Position::START`]) on. `from` must be `START`, `END`, or an event's `position()` or
+    /// `next_position()`; anything else is [`Error::InvalidPosition`].
+    pub fn read_all_forward(&self, from: Position, max: usize) -> Result<AllEvents> {
+        let view = self.shared.log.view();
+        let cursor = view.cursor(from)?;
+        Ok(AllEvents::new(view, cursor, max, true))
+    }
+
+    /// Up to `max` events of `$all` in reverse commit order, from the event just before `from`
+    /// (use [`Position::END`] for the newest). Valid `from` values are as for
+    /// [`read_all_forward`](Self::read_all_forward); reading backward from an event's
+    /// `next_position()` starts with that event.
+    pub fn read_all_backward(&self, from: Position, max: usize) -> Result<AllEvents> {
+        let view = self.shared.log.view();
+        let cursor = view.cursor(from)?;
+        Ok(AllEvents::new(view, cursor, max, false))
+    }
+
+    /// The names of all streams with events, in the order they were first written.
+    pub fn streams(&self) -> Vec<String> {
+        self.shared
+            .index
+            .read()
+            .stream_names()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// The position just past the newest event: where the next event will be written, at the
+    /// earliest.
+    pub fn head(&self) -> Position {
+        Position(self.shared.log.visible())
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl Shared {
+    /// Saves the index file of `seg` (best effort: an index file is a cache; a missing one is
+    /// rebuilt from the log on open).
+    pub(crate) fn save_segment_index(&self, seg: &Segment, sealed: bool) {
+        let mut index = self.index.write();
+        let runs = index.segment_runs(seg.base, seg.capacity);
+        let sync = self.options.durability != Durability::None;
+        let _ = persist::save(&self.dir, seg.base, seg.data_end(), &runs, sync);
+        if sealed {
+            index.forget_segment(seg.base);
+        }
+    }
+
+    fn flush_loop(&self, every: std::time::Duration) {
+        let mut stop = self.stop.lock();
+        while !*stop {
+            self.stop_cv.wait_for(&mut stop, every);
+            if *stop {
+                break;
+            }
+            let mut w = self.writer.lock();
+            if w.log.is_unsynced() {
+                // A failure poisons the writer; the next append reports it.
+                let _ = w.log.sync();
+            }
+        }
+    }
+}
+
+fn check_options(o: &Options) -> Result<()> {
+    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&o.segment_size) {
+        return Err(Error::InvalidInput(format!(
+            "segment size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
+            o.segment_size
+        )));
+    }
+    if o.max_event_size == 0 || o.max_event_size > MAX_EVENT_SIZE_LIMIT {
+        return Err(Error::InvalidInput(format!(
+            "max event size {} is outside 1..={MAX_EVENT_SIZE_LIMIT}",
+            o.max_event_size
+        )));
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` is a store directory: an existing store, or a new empty one.
+fn prepare_dir(dir: &Path) -> Result<()> {
+    let not_a_store = |reason: &str| Error::NotAStore {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(not_a_store("not a directory")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(e) => return Err(e.into()),
+    }
+    let meta = dir.join(META_FILE);
+    match fs::read(&meta) {
+        Ok(bytes) => {
+            if bytes.len() != 16 || bytes[..8] != META_MAGIC {
+                return Err(not_a_store("unrecognised eventjournal.meta"));
+            }
+            if crc32fast::hash(&bytes[..12]) != u32_at(&bytes, 12) {
+                return Err(Error::Corrupt {
+                    file: meta,
+                    offset: 0,
+                    reason: "meta file checksum mismatch".into(),
+                });
+            }
+            let version = u32_at(&bytes, 8);
+            if version > FORMAT_VERSION || version == 0 {
+                return Err(Error::UnsupportedVersion {
+                    file: meta,
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let foreign = fs::read_dir(dir)?.any(|e| {
+                e.map_or(true, |e| {
+                    !e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp"))
+                })
+            });
+            if foreign {
+                return Err(not_a_store(
+                    "the directory holds files but no eventjournal.meta",
+                ));
+            }
+            let mut bytes = Vec::with_capacity(16);
+            bytes.extend_from_slice(&META_MAGIC);
+            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let tmp = dir.join(format!("{META_FILE}.tmp"));
+            let mut f = create_file(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &meta)?;
+            sync_dir(dir)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// Why a pass over the segments must start again without index files.
+enum Pass {
+    Failed(Error),
+    Rebuild,
+}
+
+impl From<Error> for Pass {
+    fn from(e: Error) -> Pass {
+        Pass::Failed(e)
+    }
+}
+
+/// Opens the segments and builds the index: from index files where they are valid, scanning the
+/// log only past what they cover (and everything, if one disagrees with the log).
+fn recover(dir: &Path, options: &Options) -> Result<(Vec<Arc<Segment>>, Index)> {
+    let salvage = options.recovery == Recovery::Salvage;
+    match recover_pass(dir, options, !salvage) {
+        Ok(r) => Ok(r),
+        Err(Pass::Failed(e)) => Err(e),
+        Err(Pass::Rebuild) => match recover_pass(dir, options, false) {
+            Ok(r) => Ok(r),
+            Err(Pass::Failed(e)) => Err(e),
+            Err(Pass::Rebuild) => Err(Error::InvalidInput(
+                "internal: index rebuild without index files".into(),
+            )),
+        },
+    }
+}
+
+fn recover_pass(
+    dir: &Path,
+    options: &Options,
+    use_index_files: bool,
+) -> Result<(Vec<Arc<Segment>>, Index), Pass> {
+    let salvage = options.recovery == Recovery::Salvage;
+    let sync = options.durability != Durability::None;
+    let mut listed = recovery::list_segments(dir)?;
+    // A newest segment whose header never reached the disk held no acknowledged batch.
+    if let Some((base, path)) = listed.last() {
+        if blank_header(path)? {
+            fs::remove_file(path).map_err(Error::from)?;
+            let _ = fs::remove_file(dir.join(persist::index_file_name(*base)));
+            listed.pop();
+        }
+    }
+    let mut index = Index::new();
+    let mut segments: Vec<Arc<Segment>> = Vec::new();
+    let count = listed.len();
+    let mut i = 0;
+    while i < count {
+        let (base, path) = &listed[i];
+        let base = *base;
+        let is_last = i + 1 == count;
+        let seg = Segment::open(path, base, true)?;
+        let expected_base = segments.last().map_or(0, |s| s.end_base());
+        if base != expected_base {
+            return Err(Pass::Failed(Error::Corrupt {
+                file: path.clone(),
+                offset: 16,
+                reason: format!(
+                    "segment starts at {base}, but the log continues at {expected_base}"
+                ),
+            }));
+        }
+        let mut from = SEGMENT_HEADER_LEN as u64;
+        let mut had_index_file = false;
+        if use_index_files {
+            if let Some(ix) = persist::load(dir, base, seg.capacity) {
+                if !ends_a_batch(seg.bytes(), ix.covered_end) {
+                    return Err(Pass::Rebuild);
+                }
+                index
+                    .apply_runs(base, &ix.runs)
+                    .map_err(|_| Pass::Rebuild)?;
+                from = ix.covered_end;
+                had_index_file = true;
+            }
+        }
+        let on_bad = if salvage {
+            OnBad::Salvage
+        } else if is_last {
+            OnBad::TornTailAllowed
+        } else {
+            OnBad::Strict
+        };
+        let mut scanned = 0u64;
+        let bytes = seg.bytes();
+        let end = recovery::scan(&seg, from, on_bad, |rec, off| {
+            scanned += 1;
+            let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
+            let id = index.get_or_create(name);
+            index
+                .push(id, rec.event_number, base + off, base)
+                .map_err(|d| Error::Corrupt {
+                    file: path.clone(),
+                    offset: off,
+                    reason: format!(
+                        "stream `{}` continues with event {} where {} belongs",
+                        d.stream, d.found, d.expected
+                    ),
+                })
+        })?;
+        let cut_here = end.cut.is_some() || end.stopped_at > end.end;
+        if cut_here {
+            recovery::truncate(&seg, end.end)?;
+        }
+        seg.set_data_end(end.end);
+        let seg = Arc::new(seg);
+        let stop_salvage = salvage && end.cut.is_some();
+        if !is_last && (!had_index_file || scanned > 0 || stop_salvage) {
+            let runs = index.segment_runs(base, seg.capacity);
+            let _ = persist::save(dir, base, end.end, &runs, sync);
+        }
+        if !is_last && !stop_salvage {
+            index.forget_segment(base);
+        }
+        segments.push(seg);
+        if stop_salvage {
+            for (later_base, later) in &listed[i + 1..] {
+                let mut aside = later.clone().into_os_string();
+                aside.push(".salvaged");
+                fs::rename(later, aside).map_err(Error::from)?;
+                let _ = fs::remove_file(dir.join(persist::index_file_name(*later_base)));
+            }
+            break;
+        }
+        i += 1;
+    }
+    if segments.is_empty() {
+        segments.push(Arc::new(Segment::create(
+            dir,
+            0,
+            options.segment_size,
+            sync,
+        )?));
+    }
+    Ok((segments, index))
+}
+
+/// Whether `off` is the start of a segment or the end of a whole batch in `bytes`.
+fn ends_a_batch(bytes: &[u8], off: u64) -> bool {
+    let off = off as usize;
+    if off == SEGMENT_HEADER_LEN {
+        return true;
+    }
+    let Some(len) = trailer_len_before(bytes, off) else {
+        return false;
+    };
+    off - len >= SEGMENT_HEADER_LEN
+        && decode_record(bytes, off - len, true).is_ok_and(|r| r.len == len && r.is_batch_end())
+}
+
+fn blank_header(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    File::open(path)?
+        .take(SEGMENT_HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    Ok(SegmentHeader::decode(&head) == Err(HeaderError::Blank))
+}

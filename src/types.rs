@@ -1,0 +1,252 @@
+//! The values callers hand to the store and get back from it.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// What the caller believes a stream's version to be when appending.
+///
+/// The rules are EventStoreDB's; see [`Store::append`](crate::Store::append).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No check: append whatever the stream holds.
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must have at least one event.
+    StreamExists,
+    /// The stream's last event number must be exactly this.
+    Exact(u64),
+}
+
+/// A global address in the log: events in `$all` order have strictly increasing positions.
+///
+/// A position is the byte address of an event's record; positions are not dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// Before the first event: reading forward from here starts at the beginning of the log.
+    pub const START: Position = Position(0);
+    /// After the last event: reading backward from here starts at the newest event.
+    pub const END: Position = Position(u64::MAX);
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A 16-byte event id, shaped like a UUID. Retrying an append with the same ids is idempotent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    /// A fresh random (version 4) id.
+    pub fn new_random() -> EventId {
+        EventId(*uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// The id's bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl From<uuid::Uuid> for EventId {
+    fn from(u: uuid::Uuid) -> EventId {
+        EventId(*u.as_bytes())
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", uuid::Uuid::from_bytes(self.0))
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// An event to append.
+///
+/// The id is drawn at construction, so a retry of the same value is recognised as a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventData {
+    pub(crate) id: EventId,
+    pub(crate) event_type: String,
+    pub(crate) data: Bytes,
+    pub(crate) metadata: Bytes,
+}
+
+impl EventData {
+    /// An event of type `event_type` with payload `data`, a fresh random id and no metadata.
+    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> EventData {
+        EventData {
+            id: EventId::new_random(),
+            event_type: event_type.into(),
+            data: data.into(),
+            metadata: Bytes::new(),
+        }
+    }
+
+    /// Replaces the id, for callers that derive ids themselves (e.g. from a command id).
+    pub fn with_id(mut self, id: EventId) -> EventData {
+        self.id = id;
+        self
+    }
+
+    /// Attaches metadata bytes.
+    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> EventData {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Bytes {
+        &self.metadata
+    }
+}
+
+/// One stream's part of an atomic multi-stream append.
+#[derive(Debug, Clone)]
+pub struct StreamWrite {
+    /// Target stream.
+    pub stream: String,
+    /// The version the stream must have.
+    pub expected: ExpectedVersion,
+    /// Events to append, in order.
+    pub events: Vec<EventData>,
+}
+
+impl StreamWrite {
+    /// A write of `events` to `stream` expecting `expected`.
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> StreamWrite {
+        StreamWrite {
+            stream: stream.into(),
+            expected,
+            events,
+        }
+    }
+}
+
+/// What an append did to one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The event number of the last event this append wrote (on an idempotent retry: the one it
+    /// had written originally; for an empty batch: the stream's current version). `None` when the
+    /// stream has no events.
+    pub version: Option<u64>,
+    /// The global position of that event, `None` when there is none.
+    pub position: Option<Position>,
+}
+
+impl AppendResult {
+    /// The expected version to pass for the next append to this stream.
+    pub fn next_expected_version(&self) -> ExpectedVersion {
+        match self.version {
+            Some(v) => ExpectedVersion::Exact(v),
+            None => ExpectedVersion::NoStream,
+        }
+    }
+}
+
+/// An event as stored. Data and metadata share the memory map they were read from: no copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub(crate) stream: Bytes,
+    pub(crate) event_type: Bytes,
+    pub(crate) event_number: u64,
+    pub(crate) position: Position,
+    pub(crate) next_position: Position,
+    pub(crate) id: EventId,
+    pub(crate) timestamp_micros: u64,
+    pub(crate) data: Bytes,
+    pub(crate) metadata: Bytes,
+}
+
+impl RecordedEvent {
+    /// The stream the event belongs to.
+    pub fn stream(&self) -> &str {
+        // Validated as UTF-8 when the record was decoded.
+        std::str::from_utf8(&self.stream).unwrap_or_default()
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &str {
+        std::str::from_utf8(&self.event_type).unwrap_or_default()
+    }
+
+    /// Its number inside its stream, from 0.
+    pub fn event_number(&self) -> u64 {
+        self.event_number
+    }
+
+    /// Its global position (`$all` order).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The position just after this event: reading `$all` forward from it continues after this
+    /// event, reading backward from it starts with this event.
+    pub fn next_position(&self) -> Position {
+        self.next_position
+    }
+
+    /// Its id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// When the store recorded it, in microseconds since the Unix epoch.
+    pub fn timestamp_micros(&self) -> u64 {
+        self.timestamp_micros
+    }
+
+    /// The payload, borrowed from the memory map.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The metadata, borrowed from the memory map.
+    pub fn metadata(&self) -> &Bytes {
+        &self.metadata
+    }
+}
+
+impl fmt::Debug for RecordedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("stream", &self.stream())
+            .field("event_number", &self.event_number)
+            .field("position", &self.position.0)
+            .field("event_type", &self.event_type())
+            .field("id", &self.id)
+            .field("data_len", &self.data.len())
+            .field("metadata_len", &self.metadata.len())
+            .finish()
+    }
+}
