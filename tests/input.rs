@@ -1,0 +1,125 @@
+//! Bad input from callers: typed errors, nothing written.
+
+mod common;
+
+use common::*;
+use eventjournal::*;
+
+#[test]
+fn bad_stream_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let long = "x".repeat(MAX_STREAM_NAME_LEN + 1);
+    for name in ["", long.as_str()] {
+        assert!(matches!(
+            s.append(name, ExpectedVersion::Any, events("x", 0, 1)),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            s.read_stream_forward(name, 0, 1),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    let ok = "y".repeat(MAX_STREAM_NAME_LEN);
+    s.append(&ok, ExpectedVersion::Any, events("y", 0, 1))
+        .unwrap();
+    assert_eq!(s.streams(), [ok]);
+    assert_eq!(all(&s).len(), 1);
+}
+
+#[test]
+fn bad_event_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let long = "t".repeat(MAX_EVENT_TYPE_LEN + 1);
+    for t in ["", long.as_str()] {
+        let r = s.append("a", ExpectedVersion::Any, [EventData::new(t, "x")]);
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    }
+    assert!(all(&s).is_empty());
+}
+
+#[test]
+fn oversized_events_are_rejected_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default().max_event_size(1000)).unwrap();
+    let r = s.append(
+        "a",
+        ExpectedVersion::Any,
+        [
+            EventData::new("T", vec![0u8; 10]),
+            EventData::new("T", vec![0u8; 999]),
+        ],
+    );
+    match r {
+        Err(Error::EventTooLarge { size, max }) => {
+            assert_eq!(max, 1000);
+            assert_eq!(size, 1 + 1 + 999);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(all(&s).is_empty());
+    // Metadata counts too.
+    let r = s.append(
+        "a",
+        ExpectedVersion::Any,
+        [EventData::new("T", vec![0u8; 500]).with_metadata(vec![0u8; 500])],
+    );
+    assert!(matches!(r, Err(Error::EventTooLarge { .. })));
+    s.append(
+        "a",
+        ExpectedVersion::Any,
+        [EventData::new("T", vec![0u8; 990])],
+    )
+    .unwrap();
+    assert_eq!(all(&s).len(), 1);
+}
+
+#[test]
+fn default_max_event_size_is_16_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default().durability(Durability::None)).unwrap();
+    let r = s.append(
+        "a",
+        ExpectedVersion::Any,
+        [EventData::new("T", vec![0u8; 16 << 20])],
+    );
+    assert!(matches!(r, Err(Error::EventTooLarge { max, .. }) if max == 16 << 20));
+    s.append(
+        "a",
+        ExpectedVersion::Any,
+        [EventData::new("T", vec![1u8; (16 << 20) - 2])],
+    )
+    .unwrap();
+    assert_eq!(s.read_event("a", 0).unwrap().data().len(), (16 << 20) - 2);
+}
+
+#[test]
+fn a_bad_batch_in_a_group_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let name = format!("t-{i}");
+                for k in 0..20 {
+                    let expected = if i % 2 == 0 {
+                        ExpectedVersion::Any
+                    } else {
+                        ExpectedVersion::Exact(999) // always wrong
+                    };
+                    let r = s.append(&name, expected, events(&name, k, 1));
+                    assert_eq!(r.is_ok(), i % 2 == 0, "{r:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for i in 0..8 {
+        let n = stream(&s, &format!("t-{i}")).len();
+        assert_eq!(n, if i % 2 == 0 { 20 } else { 0 });
+    }
+}

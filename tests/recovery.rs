@@ -1,0 +1,316 @@
+//! Recovery on open: torn tails, partial batches, corruption, salvage, index files.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use eventjournal::*;
+
+fn big() -> Options {
+    Options::default().segment_size(1 << 20)
+}
+
+/// A store with five batches (2 events each) over two streams, left open: `dir` is what a crash
+/// right now would leave.
+fn five_batches(dir: &Path) -> Store {
+    let s = Store::open(dir, big()).unwrap();
+    for i in 0..5 {
+        let name = if i % 2 == 0 { "even" } else { "odd" };
+        s.append(name, ExpectedVersion::Any, events(name, i * 2, 2))
+            .unwrap();
+    }
+    s
+}
+
+fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().ends_with(suffix))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn torn_tail_is_cut_back_to_the_last_whole_batch() {
+    let live = tempfile::tempdir().unwrap();
+    let s = five_batches(live.path());
+    let head = s.head();
+    let first = s.read_event("even", 0).unwrap();
+    let rec_len = (first.next_position().0 - first.position().0) as usize;
+    let crash = tempfile::tempdir().unwrap();
+    snapshot(live.path(), crash.path());
+    // Half a record written at the end, as a torn write leaves it.
+    let seg = first_segment(crash.path());
+    let rec = peek(&seg, first.position().0, rec_len);
+    patch(&seg, head.0, &rec[..rec_len / 2]);
+
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(s.head(), head);
+    assert_eq!(all(&s).len(), 10);
+    // The cut bytes are gone for good: new appends, reopen, and the garbage does not come back.
+    s.append(
+        "even",
+        ExpectedVersion::Exact(5),
+        [EventData::new("T", "x")],
+    )
+    .unwrap();
+    drop(s);
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(all(&s).len(), 11);
+    assert_eq!(datas(&s, "even").last().unwrap(), "x");
+}
+
+#[test]
+fn unfinished_batch_is_cut_whole() {
+    let live = tempfile::tempdir().unwrap();
+    let s = five_batches(live.path());
+    let head = s.head();
+    s.append_multi(vec![
+        StreamWrite::new("even", ExpectedVersion::Exact(5), events("even", 6, 2)),
+        StreamWrite::new("odd", ExpectedVersion::Exact(3), events("odd", 4, 1)),
+    ])
+    .unwrap();
+    let last = s.read_event("odd", 4).unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    snapshot(live.path(), crash.path());
+    // The batch's last record (the one with the batch-end flag) never reached the disk.
+    let seg = first_segment(crash.path());
+    let len = (last.next_position().0 - last.position().0) as usize;
+    patch(&seg, last.position().0, &vec![0u8; len]);
+
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(s.head(), head, "the whole batch is cut");
+    assert_eq!(s.stream_version("even"), Some(5));
+    assert_eq!(s.stream_version("odd"), Some(3));
+    // The two whole records of the cut batch are erased, not left to resurface.
+    assert!(peek(&seg, head.0, 64).iter().all(|&b| b == 0));
+    s.append("odd", ExpectedVersion::Exact(3), [EventData::new("T", "y")])
+        .unwrap();
+    drop(s);
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(datas(&s, "odd").last().unwrap(), "y");
+    assert_eq!(s.stream_version("even"), Some(5));
+}
+
+#[test]
+fn damage_before_the_tail_is_corrupt_and_salvage_keeps_the_prefix() {
+    let live = tempfile::tempdir().unwrap();
+    let s = five_batches(live.path());
+    let victim = s.read_event("odd", 1).unwrap(); // in the second batch
+    let crash = tempfile::tempdir().unwrap();
+    snapshot(live.path(), crash.path());
+    let seg = first_segment(crash.path());
+    let data_at = victim.next_position().0 - 8;
+    let mut b = peek(&seg, data_at, 1);
+    b[0] ^= 0xff;
+    patch(&seg, data_at, &b);
+
+    match Store::open(crash.path(), big()) {
+        Err(Error::Corrupt { file, offset, .. }) => {
+            assert_eq!(file, seg);
+            assert_eq!(offset, victim.position().0);
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("opened a corrupt store"),
+    }
+    // Nothing was changed by the failed open.
+    assert_eq!(peek(&seg, data_at, 1), b);
+
+    let s = Store::open(crash.path(), big().recovery(Recovery::Salvage)).unwrap();
+    assert_eq!(datas(&s, "even"), ["even:0", "even:1"]);
+    assert_eq!(s.stream_version("odd"), None);
+    s.append("odd", ExpectedVersion::NoStream, events("odd", 0, 1))
+        .unwrap();
+    drop(s);
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(all(&s).len(), 3);
+}
+
+#[test]
+fn salvage_sets_later_segments_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().segment_size(4096);
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..200 {
+        s.append("a", ExpectedVersion::Any, events("a", i, 1))
+            .unwrap();
+    }
+    let victim = s.read_event("a", 10).unwrap();
+    s.close().unwrap();
+    let segs = files_with_suffix(dir.path(), ".seg");
+    assert!(segs.len() > 3);
+    let at = victim.next_position().0 - 8;
+    let mut b = peek(&segs[0], at, 1);
+    b[0] ^= 1;
+    patch(&segs[0], at, &b);
+    for idx in files_with_suffix(dir.path(), ".idx") {
+        fs::remove_file(idx).unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), opts.clone()),
+        Err(Error::Corrupt { .. })
+    ));
+    let s = Store::open(dir.path(), opts.clone().recovery(Recovery::Salvage)).unwrap();
+    assert_eq!(s.stream_version("a"), Some(9));
+    assert_eq!(files_with_suffix(dir.path(), ".seg").len(), 1);
+    assert_eq!(
+        files_with_suffix(dir.path(), ".salvaged").len(),
+        segs.len() - 1
+    );
+    s.append("a", ExpectedVersion::Exact(9), events("a", 10, 1))
+        .unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(s.stream_version("a"), Some(10));
+}
+
+#[test]
+fn open_reads_index_files_instead_of_rescanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().segment_size(4096);
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..200 {
+        s.append("a", ExpectedVersion::Any, events("a", i, 1))
+            .unwrap();
+    }
+    let victim = s.read_event("a", 3).unwrap();
+    s.close().unwrap();
+    let segs = files_with_suffix(dir.path(), ".seg");
+    assert_eq!(files_with_suffix(dir.path(), ".idx").len(), segs.len());
+    // Damage inside the first, sealed segment: an open that scanned it would fail.
+    let at = victim.next_position().0 - 8;
+    let mut b = peek(&segs[0], at, 1);
+    b[0] ^= 1;
+    patch(&segs[0], at, &b);
+
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(s.stream_version("a"), Some(199));
+    // The damage is still caught when the event is read.
+    match s.read_event("a", 3) {
+        Err(Error::Corrupt { file, offset, .. }) => {
+            assert_eq!(file, segs[0]);
+            assert_eq!(offset, victim.position().0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(&s.read_event("a", 4).unwrap().data()[..], b"a:4");
+    drop(s);
+    // Without index files, open has to scan, and finds it.
+    for idx in files_with_suffix(dir.path(), ".idx") {
+        fs::remove_file(idx).unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), opts),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+fn content(s: &Store) -> Vec<(String, u64, Vec<u8>, u64)> {
+    all(s)
+        .iter()
+        .map(|e| {
+            (
+                e.stream().to_string(),
+                e.event_number(),
+                e.data().to_vec(),
+                e.position().0,
+            )
+        })
+        .collect()
+}
+
+fn multi_segment_store(dir: &Path, opts: &Options) -> Vec<(String, u64, Vec<u8>, u64)> {
+    let s = Store::open(dir, opts.clone()).unwrap();
+    for i in 0..300 {
+        let name = format!("s-{}", i % 4);
+        s.append(&name, ExpectedVersion::Any, events(&name, i, 1))
+            .unwrap();
+    }
+    let c = content(&s);
+    s.close().unwrap();
+    c
+}
+
+#[test]
+fn missing_or_damaged_index_files_are_rebuilt() {
+    let opts = Options::default().segment_size(4096);
+    // Missing.
+    let dir = tempfile::tempdir().unwrap();
+    let expect = multi_segment_store(dir.path(), &opts);
+    for idx in files_with_suffix(dir.path(), ".idx") {
+        fs::remove_file(idx).unwrap();
+    }
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(content(&s), expect);
+    let sealed = files_with_suffix(dir.path(), ".seg").len() - 1;
+    assert_eq!(files_with_suffix(dir.path(), ".idx").len(), sealed);
+    drop(s);
+    // Damaged: each byte position of one index file in turn, a few of them.
+    let idx = files_with_suffix(dir.path(), ".idx")[1].clone();
+    let good = fs::read(&idx).unwrap();
+    for at in (0..good.len()).step_by(good.len() / 7 + 1) {
+        let mut b = good.clone();
+        b[at] ^= 0x55;
+        fs::write(&idx, &b).unwrap();
+        let s = Store::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(content(&s), expect, "index damaged at {at}");
+    }
+    // Truncated, and replaced by another segment's index file.
+    fs::write(&idx, &good[..good.len() / 2]).unwrap();
+    assert_eq!(
+        content(&Store::open(dir.path(), opts.clone()).unwrap()),
+        expect
+    );
+    let other = files_with_suffix(dir.path(), ".idx")[2].clone();
+    fs::copy(&other, &idx).unwrap();
+    assert_eq!(
+        content(&Store::open(dir.path(), opts.clone()).unwrap()),
+        expect
+    );
+}
+
+#[test]
+fn stale_index_files_are_caught_up_from_the_log() {
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    multi_segment_store(dir.path(), &opts);
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..100 {
+        s.append("late", ExpectedVersion::Any, events("late", i, 1))
+            .unwrap();
+    }
+    let expect = content(&s);
+    // A crash now: the newest index files are stale or missing.
+    let crash = tempfile::tempdir().unwrap();
+    snapshot(dir.path(), crash.path());
+    drop(s);
+    let s = Store::open(crash.path(), opts).unwrap();
+    assert_eq!(content(&s), expect);
+    assert_eq!(s.stream_version("late"), Some(99));
+}
+
+#[test]
+fn interrupted_segment_creation_is_discarded_and_gaps_are_corrupt() {
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let expect = multi_segment_store(dir.path(), &opts);
+    let segs = files_with_suffix(dir.path(), ".seg");
+    // A newest segment whose header never got written.
+    let next_base: u64 = 4096 * segs.len() as u64;
+    let blank = dir.path().join(format!("{next_base:020}.seg"));
+    fs::write(&blank, vec![0u8; 4096]).unwrap();
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(content(&s), expect);
+    assert!(!blank.exists());
+    drop(s);
+    // A segment missing from the middle.
+    fs::remove_file(&segs[1]).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), opts),
+        Err(Error::Corrupt { .. })
+    ));
+}
