@@ -315,10 +315,9 @@ impl Shared {
         };
         w.buf.clear();
         if let Err(e) = durable {
-            let reason = e.to_string();
             w.log.discard_unpublished();
             for o in outcomes.iter_mut().filter(|o| o.provisional) {
-                o.result = Err(Error::Poisoned(reason.clone()));
+                o.result = Err(e.duplicate());
                 o.written.clear();
             }
             return outcomes;

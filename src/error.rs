@@ -96,6 +96,20 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// A copy of this error for each appender of a failed group: I/O errors keep their OS error
+    /// code, other errors become `Poisoned` with the same message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io(e) => Error::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            other => Error::Poisoned(other.to_string()),
+        }
+    }
+}
+
 fn fmt_version(v: Option<u64>) -> String {
     match v {
         Some(n) => n.to_string(),

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format::{decode_record, u32_at, RecordError, RecordView, MIN_RECORD_LEN, RECORD_ALIGN};
-use super::segment::{parse_segment_file_name, Segment};
+use super::segment::{allocate, parse_segment_file_name, Segment};
 use crate::error::{Error, Result};
 
 /// The segment files in `dir`, by base. Leftover temporary files from an interrupted segment or
@@ -135,7 +135,7 @@ fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
 /// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again.
 pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
     seg.file.set_len(end)?;
-    seg.file.set_len(seg.capacity)?;
+    allocate(&seg.file, seg.capacity)?;
     seg.file.sync_all()?;
     Ok(())
 }

@@ -60,7 +60,7 @@ impl Segment {
         {
             let f = create_file(&tmp)?;
             f.write_all_at(&header.encode(), 0)?;
-            f.set_len(capacity)?;
+            allocate(&f, capacity)?;
             if sync {
                 f.sync_all()?;
             }
@@ -90,7 +90,7 @@ impl Segment {
             });
         }
         if writable && file_len < header.capacity {
-            file.set_len(header.capacity)?;
+            allocate(&file, header.capacity)?;
         }
         let map_len = header.capacity.min(file.metadata()?.len());
         // SAFETY: the directory lock keeps other eventjournal openers out, and this crate never
@@ -148,6 +148,26 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
             offset: 0,
             reason: reason.into(),
         },
+    }
+}
+
+/// Reserves disk space for the first `len` bytes of `file` (extending it with zeros).
+///
+/// Space is reserved up front, not left as a sparse hole, so that a full disk fails here, as an
+/// error, rather than later: on some file systems (tmpfs) reading a hole through a shared memory
+/// map allocates a page, and with no space left that read is killed by SIGBUS.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    loop {
+        // SAFETY: plain system call on a file descriptor we own; no memory is passed.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match r {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            code => return Err(io::Error::from_raw_os_error(code)),
+        }
     }
 }
 
