@@ -46,6 +46,11 @@ impl WriterState {
             last_sync: Instant::now(),
         }
     }
+
+    /// Notes a sync done outside an append (by the background flusher).
+    pub(crate) fn mark_synced(&mut self) {
+        self.last_sync = Instant::now();
+    }
 }
 
 /// Checks a stream name given by a caller.

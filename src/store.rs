@@ -297,9 +297,9 @@ impl Shared {
                 break;
             }
             let mut w = self.writer.lock();
-            if w.log.is_unsynced() {
-                // A failure poisons the writer; the next append reports it.
-                let _ = w.log.sync();
+            // A failure poisons the writer; the next append reports it.
+            if w.log.is_unsynced() && w.log.sync().is_ok() {
+                w.mark_synced();
             }
         }
     }
@@ -505,6 +505,9 @@ fn recover_pass(
         let cut_here = end.cut.is_some() || end.stopped_at > end.end;
         if cut_here {
             recovery::truncate(&seg, end.end)?;
+            // An index file must never describe bytes that were cut: later appends could put
+            // other records at the offsets it names.
+            let _ = fs::remove_file(dir.join(persist::index_file_name(base)));
         }
         seg.set_data_end(end.end);
         let seg = Arc::new(seg);

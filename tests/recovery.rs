@@ -314,3 +314,35 @@ fn interrupted_segment_creation_is_discarded_and_gaps_are_corrupt() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+#[test]
+fn index_file_of_a_cut_segment_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), big()).unwrap();
+    for i in 0..20 {
+        s.append("old", ExpectedVersion::Any, events("old", i, 1))
+            .unwrap();
+    }
+    let victim = s.read_event("old", 5).unwrap();
+    s.close().unwrap(); // saves an index file covering all 20 events
+    let seg = first_segment(dir.path());
+    let at = victim.next_position().0 - 8;
+    let mut b = peek(&seg, at, 1);
+    b[0] ^= 1;
+    patch(&seg, at, &b);
+    let s = Store::open(dir.path(), big().recovery(Recovery::Salvage)).unwrap();
+    assert_eq!(s.stream_version("old"), Some(4));
+    // New events take the offsets the old index file described.
+    for i in 0..40 {
+        s.append("new", ExpectedVersion::Any, events("new", i, 1))
+            .unwrap();
+    }
+    let expect = content(&s);
+    let crash = tempfile::tempdir().unwrap();
+    snapshot(dir.path(), crash.path());
+    drop(s);
+    let s = Store::open(crash.path(), big()).unwrap();
+    assert_eq!(content(&s), expect);
+    assert_eq!(s.stream_version("old"), Some(4));
+    assert_eq!(s.stream_version("new"), Some(39));
+}
