@@ -1,5 +1,7 @@
 //! The read path: stream reads through the index, `$all` reads through the log.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::index::StreamId;
 use crate::log::reader::{Cursor, LogView};
@@ -15,6 +17,7 @@ const CHUNK: usize = 512;
 /// Yields `Err` once, then ends, if a record fails its checksum.
 pub struct StreamEvents<'a> {
     shared: &'a Shared,
+    name: Arc<str>,
     id: Option<StreamId>,
     /// Next event number to yield.
     next: u64,
@@ -39,6 +42,9 @@ impl<'a> StreamEvents<'a> {
         let index = shared.index.read();
         let id = index.lookup(stream);
         let len = id.map_or(0, |id| index.len(id));
+        let name = id
+            .and_then(|id| index.name(id).cloned())
+            .unwrap_or_else(|| Arc::from(stream));
         drop(index);
         let (next, remaining) = if forward {
             (from, max)
@@ -49,6 +55,7 @@ impl<'a> StreamEvents<'a> {
         };
         StreamEvents {
             shared,
+            name,
             id,
             next,
             end: len,
@@ -106,15 +113,17 @@ impl Iterator for StreamEvents<'_> {
             self.next -= 1;
         }
         let r = self.view.event_at(pos).and_then(|e| {
-            if e.event_number == expected {
+            if e.event_number == expected && e.stream() == &*self.name {
                 Ok(e)
             } else {
                 Err(Error::Corrupt {
                     file: self.shared.dir.clone(),
                     offset: pos,
                     reason: format!(
-                        "index points at event {} where event {expected} belongs",
-                        e.event_number
+                        "index points at event {} of `{}` where event {expected} of `{}` belongs",
+                        e.event_number,
+                        e.stream(),
+                        self.name
                     ),
                 })
             }

@@ -446,6 +446,7 @@ fn recover_pass(
         }
     }
     let mut index = Index::new();
+    let mut used_index_files = false;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let count = listed.len();
     let mut i = 0;
@@ -476,6 +477,7 @@ fn recover_pass(
                     .map_err(|_| Pass::Rebuild)?;
                 from = ix.covered_end;
                 had_index_file = true;
+                used_index_files = true;
             }
         }
         let on_bad = if salvage {
@@ -486,28 +488,42 @@ fn recover_pass(
             OnBad::Strict
         };
         let mut scanned = 0u64;
+        let mut discontinuous = false;
         let bytes = seg.bytes();
-        let end = recovery::scan(&seg, from, on_bad, |rec, off| {
+        let scanned_end = recovery::scan(&seg, from, on_bad, |rec, off| {
             scanned += 1;
             let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
             let id = index.get_or_create(name);
             index
                 .push(id, rec.event_number, base + off, base)
-                .map_err(|d| Error::Corrupt {
-                    file: path.clone(),
-                    offset: off,
-                    reason: format!(
-                        "stream `{}` continues with event {} where {} belongs",
-                        d.stream, d.found, d.expected
-                    ),
+                .map_err(|d| {
+                    discontinuous = true;
+                    Error::Corrupt {
+                        file: path.clone(),
+                        offset: off,
+                        reason: format!(
+                            "stream `{}` continues with event {} where {} belongs",
+                            d.stream, d.found, d.expected
+                        ),
+                    }
                 })
-        })?;
+        });
+        let end = match scanned_end {
+            // The log disagrees with what index files said: trust the log alone.
+            Err(_) if discontinuous && used_index_files => return Err(Pass::Rebuild),
+            r => r?,
+        };
         let cut_here = end.cut.is_some() || end.stopped_at > end.end;
         if cut_here {
-            recovery::truncate(&seg, end.end)?;
             // An index file must never describe bytes that were cut: later appends could put
             // other records at the offsets it names.
             let _ = fs::remove_file(dir.join(persist::index_file_name(base)));
+        }
+        if cut_here || is_last {
+            // Erase everything after the last whole batch of the newest segment, not just a
+            // detected torn record: a crash may have written later pages of an unfinished batch
+            // after a page that stayed zero, and the next append must not join them to the log.
+            recovery::truncate(&seg, end.end)?;
         }
         seg.set_data_end(end.end);
         let seg = Arc::new(seg);

@@ -346,3 +346,91 @@ fn index_file_of_a_cut_segment_is_not_reused() {
     assert_eq!(s.stream_version("old"), Some(4));
     assert_eq!(s.stream_version("new"), Some(39));
 }
+
+#[test]
+fn leftovers_of_an_unfinished_batch_after_a_zero_page_never_rejoin_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options::default().segment_size(4096);
+    let s = Store::open(dir.path(), o.clone()).unwrap();
+    s.append(
+        "a",
+        ExpectedVersion::NoStream,
+        [EventData::new("T", vec![1u8; 40])],
+    )
+    .unwrap();
+    let second = s
+        .append_multi(vec![
+            StreamWrite::new(
+                "a",
+                ExpectedVersion::Exact(0),
+                vec![EventData::new("T", vec![2u8; 40])],
+            ),
+            StreamWrite::new(
+                "b",
+                ExpectedVersion::NoStream,
+                vec![EventData::new("T", vec![3u8; 40])],
+            ),
+        ])
+        .unwrap();
+    let a1 = s.read_event("a", 1).unwrap();
+    s.close().unwrap();
+    assert_eq!(second[1].position, Some(a1.next_position()));
+    // A crash in which the batch's first record stayed zero but its second reached the disk.
+    let seg = first_segment(dir.path());
+    let len = (a1.next_position().0 - a1.position().0) as usize;
+    patch(&seg, a1.position().0, &vec![0u8; len]);
+    fs::remove_file(dir.path().join("00000000000000000000.idx")).unwrap();
+
+    let s = Store::open(dir.path(), o.clone()).unwrap();
+    assert_eq!(s.streams(), ["a"]);
+    assert_eq!(s.head(), a1.position());
+    s.append(
+        "c",
+        ExpectedVersion::NoStream,
+        [EventData::new("T", vec![4u8; 40])],
+    )
+    .unwrap();
+    s.close().unwrap();
+    let s = Store::open(dir.path(), o).unwrap();
+    assert_eq!(s.streams(), ["a", "c"]);
+    assert_eq!(all(&s).len(), 2);
+}
+
+#[test]
+fn index_file_that_disagrees_with_the_log_is_rebuilt() {
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let expect = multi_segment_store(dir.path(), &opts);
+    // A well-formed index file for the newest segment that lists nothing but claims to cover
+    // its first record: the log after it continues a stream whose event it dropped.
+    let idx = files_with_suffix(dir.path(), ".idx").pop().unwrap();
+    let seg = files_with_suffix(dir.path(), ".seg").pop().unwrap();
+    let first_len = u32::from_le_bytes(peek(&seg, 64, 4).try_into().unwrap());
+    let mut empty = fs::read(&idx).unwrap()[..48].to_vec();
+    empty[12..16].copy_from_slice(&0u32.to_le_bytes()); // no runs
+    empty[24..32].copy_from_slice(&(64 + u64::from(first_len)).to_le_bytes()); // covered end
+    empty[32..40].copy_from_slice(&0u64.to_le_bytes()); // empty body
+    let body_crc = crc32(&[]);
+    empty[40..44].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32(&empty[..44]);
+    empty[44..48].copy_from_slice(&header_crc.to_le_bytes());
+    fs::write(&idx, &empty).unwrap();
+    let s = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(content(&s), expect);
+}
+
+/// CRC-32 (IEEE), as the format uses.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -81,6 +81,11 @@ impl Index {
         self.streams.iter().map(|s| &s.name)
     }
 
+    /// The stream's name.
+    pub fn name(&self, id: StreamId) -> Option<&Arc<str>> {
+        self.streams.get(id as usize).map(|s| &s.name)
+    }
+
     /// The id of `stream`, creating an empty entry if it has none.
     pub fn get_or_create(&mut self, stream: &str) -> StreamId {
         if let Some(id) = self.ids.get(stream) {
