@@ -469,7 +469,9 @@ fn recover_pass(
         let mut had_index_file = false;
         if use_index_files {
             if let Some(ix) = persist::load(dir, base, seg.capacity) {
-                if !ends_a_batch(seg.bytes(), ix.covered_end) {
+                if !ends_a_batch(seg.bytes(), ix.covered_end)
+                    || !runs_match_log(seg.bytes(), &ix.runs)
+                {
                     return Err(Pass::Rebuild);
                 }
                 index
@@ -569,6 +571,25 @@ fn ends_a_batch(bytes: &[u8], off: u64) -> bool {
     };
     off - len >= SEGMENT_HEADER_LEN
         && decode_record(bytes, off - len, true).is_ok_and(|r| r.len == len && r.is_batch_end())
+}
+
+/// Spot-checks index runs against the log: the first and last record of every run must be the
+/// stream's events the run says they are. Checking every record would read the whole log, which
+/// index files exist to avoid; reads check each record they return.
+fn runs_match_log(bytes: &[u8], runs: &[crate::index::SegmentRun]) -> bool {
+    runs.iter().all(|run| {
+        let (Some(&first), Some(&last)) = (run.offsets.first(), run.offsets.last()) else {
+            return false;
+        };
+        let at = |off: u32, number: u64| {
+            off.is_multiple_of(8)
+                && decode_record(bytes, off as usize, false).is_ok_and(|r| {
+                    r.event_number == number
+                        && &bytes[r.stream.0..r.stream.1] == run.stream.as_bytes()
+                })
+        };
+        at(first, run.first_event) && at(last, run.first_event + run.offsets.len() as u64 - 1)
+    })
 }
 
 fn blank_header(path: &Path) -> Result<bool> {

@@ -1,0 +1,1082 @@
+//! The bodies of the fuzz targets.
+//!
+//! Each target in `fuzz/fuzz_targets/` and the ordinary test `tests/fuzz_corpus.rs` (which replays
+//! `fuzz/corpus/*/`) include this file with `#[path = ...] mod logic;`. It uses only the public API
+//! of `eventjournal`, `tempfile` and `std`, so it builds without libFuzzer.
+//!
+//! - [`open_segment`]: the input is the bytes of segment file `00000000000000000000.seg`.
+//! - [`open_index`]: the input damages the `.idx` files of a small real store.
+//! - [`ops`]: the input is a program of appends, reads and reopens, checked against a model.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use eventjournal::{
+    AppendResult, Durability, Error, EventData, EventId, ExpectedVersion, Options, Position,
+    RecordedEvent, Recovery, Store, StreamWrite, MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN,
+};
+
+/// The body of a fuzz target.
+pub type Target = fn(&[u8]);
+
+/// The targets, by name: the names of `fuzz/fuzz_targets/*.rs` and of `fuzz/corpus/*/`.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("open_segment", open_segment),
+    ("open_index", open_index),
+    ("ops", ops),
+];
+
+/// File name of the first segment (base 0).
+pub const FIRST_SEGMENT: &str = "00000000000000000000.seg";
+/// File name of the store's meta file.
+pub const META_FILE: &str = "eventjournal.meta";
+/// Segment size of the stores the targets make: small, so that segments roll often.
+const SEGMENT_SIZE: u64 = 4096;
+/// Largest segment capacity the checksum-fixing variant of `open_segment` leaves in a header, so
+/// that inputs do not spend their time on multi-gigabyte sparse files.
+const FIXED_MAX_CAPACITY: u64 = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// An event as read back, owned (no reference into a memory map that a later open may cut).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ev {
+    pub stream: String,
+    pub event_type: String,
+    pub number: u64,
+    pub position: u64,
+    pub next: u64,
+    pub id: EventId,
+    pub timestamp: u64,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+}
+
+impl From<&RecordedEvent> for Ev {
+    fn from(e: &RecordedEvent) -> Ev {
+        Ev {
+            stream: e.stream().to_string(),
+            event_type: e.event_type().to_string(),
+            number: e.event_number(),
+            position: e.position().0,
+            next: e.next_position().0,
+            id: e.id(),
+            timestamp: e.timestamp_micros(),
+            data: e.data().to_vec(),
+            metadata: e.metadata().to_vec(),
+        }
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("evj-fuzz")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+fn options(recovery: Recovery) -> Options {
+    Options::default()
+        .durability(Durability::None)
+        .segment_size(SEGMENT_SIZE)
+        .recovery(recovery)
+}
+
+/// The meta file of an empty store, as `Store::open` writes it.
+pub fn meta_bytes() -> &'static [u8] {
+    static META: OnceLock<Vec<u8>> = OnceLock::new();
+    META.get_or_init(|| {
+        let dir = tempdir();
+        Store::open(dir.path(), options(Recovery::Strict))
+            .expect("open an empty store")
+            .close()
+            .expect("close an empty store");
+        fs::read(dir.path().join(META_FILE)).expect("read the meta file")
+    })
+}
+
+/// CRC-32 (IEEE, the checksum of every eventjournal file), bit by bit: inputs are small.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Copies the store files of `from` into `to` (not `LOCK`, not temporaries).
+fn copy_store_files(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).expect("list store directory") {
+        let entry = entry.expect("directory entry");
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "LOCK" || name.ends_with(".tmp") {
+            continue;
+        }
+        fs::copy(entry.path(), to.join(&*name)).expect("copy a store file");
+    }
+}
+
+/// Reads everything a store holds, through every read API, checking that the APIs agree with each
+/// other; returns `$all` in order. Nothing may fail: every record was verified when the store
+/// opened.
+pub fn read_everything(store: &Store) -> Vec<Ev> {
+    let forward: Vec<Ev> = store
+        .read_all_forward(Position::START, usize::MAX)
+        .expect("read_all_forward(START)")
+        .map(|r| Ev::from(&r.expect("$all forward")))
+        .collect();
+    let mut backward: Vec<Ev> = store
+        .read_all_backward(Position::END, usize::MAX)
+        .expect("read_all_backward(END)")
+        .map(|r| Ev::from(&r.expect("$all backward")))
+        .collect();
+    backward.reverse();
+    assert_eq!(forward, backward, "$all forward and backward disagree");
+    for e in &forward {
+        assert!(e.next > e.position, "event ends before it starts: {e:?}");
+    }
+    for w in forward.windows(2) {
+        assert!(w[0].next <= w[1].position, "positions out of order");
+    }
+    if let Some(last) = forward.last() {
+        assert!(store.head().0 >= last.next, "head before the last event");
+    }
+    // $all from the middle, both ways.
+    if let Some(mid) = forward.get(forward.len() / 2) {
+        let from_mid: Vec<Ev> = store
+            .read_all_forward(Position(mid.position), usize::MAX)
+            .expect("read_all_forward(event position)")
+            .map(|r| Ev::from(&r.expect("$all forward from the middle")))
+            .collect();
+        assert_eq!(from_mid, forward[forward.len() / 2..]);
+        let back_mid: Vec<Ev> = store
+            .read_all_backward(Position(mid.next), 2)
+            .expect("read_all_backward(next position)")
+            .map(|r| Ev::from(&r.expect("$all backward from the middle")))
+            .collect();
+        let i = forward.len() / 2;
+        let want: Vec<Ev> = forward[i.saturating_sub(1)..=i]
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
+        assert_eq!(back_mid, want);
+    }
+
+    let mut first_seen: Vec<String> = Vec::new();
+    for e in &forward {
+        if !first_seen.contains(&e.stream) {
+            first_seen.push(e.stream.clone());
+        }
+    }
+    let names = store.streams();
+    assert_eq!(names, first_seen, "streams() is not in first-write order");
+    for name in &names {
+        let want: Vec<&Ev> = forward.iter().filter(|e| &e.stream == name).collect();
+        for (k, e) in want.iter().enumerate() {
+            assert_eq!(
+                e.number, k as u64,
+                "stream `{name}` is not numbered 0, 1, ..."
+            );
+        }
+        let got = match store.read_stream_forward(name, 0, usize::MAX) {
+            Ok(events) => events,
+            Err(Error::InvalidInput(_)) => {
+                // The log may hold names the API refuses (empty, too long); a writer never
+                // produces them.
+                assert!(name.is_empty() || name.len() > MAX_STREAM_NAME_LEN);
+                continue;
+            }
+            Err(e) => panic!("read_stream_forward({name}): {e}"),
+        };
+        let got: Vec<Ev> = got.map(|r| Ev::from(&r.expect("stream forward"))).collect();
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            want,
+            "stream `{name}` forward"
+        );
+        let mut back: Vec<Ev> = store
+            .read_stream_backward(name, u64::MAX, usize::MAX)
+            .expect("read_stream_backward")
+            .map(|r| Ev::from(&r.expect("stream backward")))
+            .collect();
+        back.reverse();
+        assert_eq!(back, got, "stream `{name}` backward");
+        assert_eq!(store.stream_version(name), Some(want.len() as u64 - 1));
+    }
+    forward
+}
+
+// ---------------------------------------------------------------------------------------------
+// open_segment
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `data` as the only segment of a store, opens it with `Strict` and with `Salvage`, and
+/// reads everything. Nothing may panic; besides:
+/// - opening may fail only with `Corrupt` or `UnsupportedVersion`;
+/// - if `Strict` opens, `Salvage` opens too and sees the same events;
+/// - a store that opened accepts an append and reopens (`Strict`) with the same events plus it.
+///
+/// Then the same again with the header and record checksums recomputed, so that the checks behind
+/// the checksums get exercised too.
+pub fn open_segment(data: &[u8]) {
+    open_segment_once(data);
+    let fixed = fix_segment_checksums(data);
+    if fixed != data {
+        open_segment_once(&fixed);
+    }
+}
+
+fn open_segment_once(data: &[u8]) {
+    let strict = open_segment_with(data, Recovery::Strict);
+    let salvage = open_segment_with(data, Recovery::Salvage);
+    if let Some(events) = strict {
+        assert_eq!(
+            salvage.as_ref(),
+            Some(&events),
+            "Strict opened but Salvage disagrees"
+        );
+    }
+}
+
+/// Opens a store whose only segment holds `data`; `None` if it does not open.
+fn open_segment_with(data: &[u8], recovery: Recovery) -> Option<Vec<Ev>> {
+    let dir = tempdir();
+    fs::write(dir.path().join(META_FILE), meta_bytes()).expect("write meta");
+    fs::write(dir.path().join(FIRST_SEGMENT), data).expect("write segment");
+    let store = match Store::open(dir.path(), options(recovery)) {
+        Ok(store) => store,
+        Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => return None,
+        Err(e) => panic!("opening with {recovery:?} failed with an unexpected error: {e}"),
+    };
+    let events = read_everything(&store);
+
+    // The recovered log must take an append and come back whole.
+    let r = store
+        .append(
+            "fuzz-check",
+            ExpectedVersion::Any,
+            [EventData::new("Checked", &b"after recovery"[..])],
+        )
+        .expect("append after recovery");
+    let mut after = read_everything(&store);
+    let new = after.last().cloned().expect("the appended event");
+    assert_eq!(r.position, Some(Position(new.position)));
+    assert_eq!(new.data, b"after recovery");
+    assert_eq!(after[..after.len() - 1], events[..]);
+    assert_eq!(store.head().0, new.next);
+    store.close().expect("close");
+
+    let store = Store::open(dir.path(), options(Recovery::Strict))
+        .unwrap_or_else(|e| panic!("reopening a recovered store failed: {e}"));
+    let again = read_everything(&store);
+    assert_eq!(again, after, "reopened store differs");
+    store.close().expect("close");
+    after.pop();
+    Some(after)
+}
+
+/// `data` with a valid header checksum (and a capacity of at most [`FIXED_MAX_CAPACITY`]) and a
+/// valid checksum on each record that a length chain from offset 64 reaches.
+pub fn fix_segment_checksums(data: &[u8]) -> Vec<u8> {
+    let mut b = data.to_vec();
+    if b.len() < 64 {
+        return b;
+    }
+    let mut capacity = le_u64(&b, 24);
+    if capacity > FIXED_MAX_CAPACITY {
+        capacity = 64 + capacity % FIXED_MAX_CAPACITY;
+        b[24..32].copy_from_slice(&capacity.to_le_bytes());
+    }
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    let end = b.len().min(capacity as usize);
+    let mut off = 64;
+    while off + 8 <= end {
+        let len = le_u32(&b, off) as usize;
+        if len < 64 || !len.is_multiple_of(8) || len > end - off {
+            break;
+        }
+        let crc = crc32(&b[off + 8..off + len]);
+        b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        off += len;
+    }
+    b
+}
+
+// ---------------------------------------------------------------------------------------------
+// open_index
+// ---------------------------------------------------------------------------------------------
+
+/// A small real store, made once: its files and its events.
+struct Golden {
+    files: Vec<(String, Vec<u8>)>,
+    events: Vec<Ev>,
+}
+
+fn golden() -> &'static Golden {
+    static GOLDEN: OnceLock<Golden> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let dir = tempdir();
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        let streams = ["a", "b", "account-42", "c"];
+        let mut n = 0u8;
+        let mut event = |k: usize| {
+            n += 1;
+            let len = 20 + (usize::from(n) * 37) % 150;
+            EventData::new(["Deposited", "Withdrawn", "T"][k % 3], vec![n; len])
+                .with_id(EventId([n; 16]))
+                .with_metadata(if n.is_multiple_of(4) {
+                    vec![n; 3]
+                } else {
+                    vec![]
+                })
+        };
+        for i in 0..24 {
+            let batch: Vec<EventData> = (0..1 + i % 3).map(&mut event).collect();
+            store
+                .append(streams[i % streams.len()], ExpectedVersion::Any, batch)
+                .expect("append");
+            if i % 8 == 7 {
+                let writes = vec![
+                    StreamWrite::new("a", ExpectedVersion::Any, vec![event(0), event(1)]),
+                    StreamWrite::new("multi", ExpectedVersion::Any, vec![event(2)]),
+                ];
+                store.append_multi(writes).expect("append_multi");
+            }
+        }
+        let events = read_everything(&store);
+        store.close().expect("close");
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| {
+                let e = e.expect("entry");
+                let name = e.file_name().to_string_lossy().into_owned();
+                let bytes = fs::read(e.path()).expect("read");
+                (name, bytes)
+            })
+            .filter(|(name, _)| name != "LOCK")
+            .collect();
+        files.sort();
+        assert!(
+            files.iter().filter(|(n, _)| n.ends_with(".idx")).count() >= 2,
+            "the golden store should span several segments"
+        );
+        Golden { files, events }
+    })
+}
+
+/// Damages the index files of a small real store as `data` says, reopens it, and checks that
+/// every stream reads back exactly what was written: an index file is a cache, so whatever it
+/// holds, opening must rebuild what it gets wrong from the log.
+///
+/// `data[0]` is a mode byte:
+/// - bits 0-1: which index files: 0 the first, 1 the last, 2 all, 3 the one `data[1]` picks;
+/// - bit 2: XOR the rest of the input onto the file (else: replace the file with it);
+/// - bit 3: then make the file's body length and both checksums valid, as a buggy writer would;
+/// - bit 4: delete the files instead.
+pub fn open_index(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let g = golden();
+    let dir = tempdir();
+    for (name, bytes) in &g.files {
+        fs::write(dir.path().join(name), bytes).expect("restore golden file");
+    }
+    let idx: Vec<&String> = g
+        .files
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    let (chosen, payload): (Vec<&String>, &[u8]) = match mode & 3 {
+        0 => (vec![idx[0]], rest),
+        1 => (vec![idx[idx.len() - 1]], rest),
+        2 => (idx.clone(), rest),
+        _ => {
+            let pick = rest.first().map_or(0, |&b| usize::from(b) % idx.len());
+            (vec![idx[pick]], rest.get(1..).unwrap_or(&[]))
+        }
+    };
+    for name in chosen {
+        let path = dir.path().join(name);
+        if mode & 16 != 0 {
+            fs::remove_file(&path).expect("remove index file");
+            continue;
+        }
+        let mut bytes = if mode & 4 != 0 {
+            let mut b = fs::read(&path).expect("read index file");
+            if b.len() < payload.len() {
+                b.resize(payload.len(), 0);
+            }
+            for (x, p) in b.iter_mut().zip(payload) {
+                *x ^= p;
+            }
+            b
+        } else {
+            payload.to_vec()
+        };
+        if mode & 8 != 0 && bytes.len() >= 48 {
+            let body_len = (bytes.len() - 48) as u64;
+            bytes[32..40].copy_from_slice(&body_len.to_le_bytes());
+            let body_crc = crc32(&bytes[48..]);
+            bytes[40..44].copy_from_slice(&body_crc.to_le_bytes());
+            let header_crc = crc32(&bytes[..44]);
+            bytes[44..48].copy_from_slice(&header_crc.to_le_bytes());
+        }
+        fs::write(&path, bytes).expect("write index file");
+    }
+
+    for round in 0..2 {
+        let store = Store::open(dir.path(), options(Recovery::Strict)).unwrap_or_else(|e| {
+            panic!("open with damaged index files (round {round}) failed: {e}")
+        });
+        check_golden(&store, &g.events, mode & 8 != 0);
+        store.close().expect("close");
+    }
+}
+
+/// Checks that `store` holds exactly `events`, reading each stream through the index.
+///
+/// With `forged` index files (valid checksums over wrong content, which only a buggy writer
+/// makes), open spot-checks each run against the log but cannot check every offset without
+/// reading the whole log: a read may then end in `Corrupt`, but may never return an event that
+/// differs from what was written, and `$all` (which does not use the index) must be exact.
+fn check_golden(store: &Store, events: &[Ev], forged: bool) {
+    let mut names: Vec<String> = Vec::new();
+    for e in events {
+        if !names.contains(&e.stream) {
+            names.push(e.stream.clone());
+        }
+    }
+    let mut listed = store.streams();
+    if forged {
+        listed.sort();
+        names.sort();
+    }
+    assert_eq!(listed, names, "streams()");
+    for name in &names {
+        let want: Vec<&Ev> = events.iter().filter(|e| &e.stream == name).collect();
+        let mut got: Vec<Ev> = Vec::new();
+        for r in store
+            .read_stream_forward(name, 0, usize::MAX)
+            .expect("read_stream_forward")
+        {
+            match r {
+                Ok(e) => got.push(Ev::from(&e)),
+                Err(Error::Corrupt { .. }) if forged => break,
+                Err(e) => panic!("reading stream `{name}`: {e}"),
+            }
+        }
+        if forged {
+            assert!(got.len() <= want.len(), "stream `{name}` too long");
+            assert_eq!(
+                got.iter().collect::<Vec<_>>(),
+                want[..got.len()],
+                "stream `{name}`"
+            );
+        } else {
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "stream `{name}`");
+        }
+        let version = store.stream_version(name);
+        if forged {
+            assert!(
+                version <= Some(want.len() as u64 - 1),
+                "stream `{name}` version"
+            );
+            continue;
+        }
+        assert_eq!(version, Some(want.len() as u64 - 1));
+        match store.read_event(name, want.len() as u64 - 1) {
+            Ok(last) => assert_eq!(&Ev::from(&last), *want.last().expect("events")),
+            Err(Error::Corrupt { .. }) if forged => {}
+            Err(e) => panic!("read_event: {e}"),
+        }
+    }
+    assert_eq!(read_everything(store), events, "$all");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ops
+// ---------------------------------------------------------------------------------------------
+
+/// Largest event the `ops` stores accept (stream name, type, data and metadata).
+const OPS_MAX_EVENT: u64 = 10_000;
+
+/// The input as a stream of bytes; zeros after its end.
+struct Input<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        b
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.data.len()
+    }
+}
+
+/// What the model says an append does.
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    /// Written, or answered without writing (a retry, an empty batch): the results.
+    Ok(Vec<AppendResult>),
+    Wrong {
+        stream: String,
+        actual: Option<u64>,
+    },
+    Invalid,
+    TooLarge {
+        size: u64,
+    },
+}
+
+enum Plan {
+    Write(u64),
+    Done(AppendResult),
+}
+
+/// The model: `$all` as a list, and each stream as indexes into it.
+#[derive(Default)]
+struct Model {
+    all: Vec<Ev>,
+    order: Vec<String>,
+    streams: HashMap<String, Vec<usize>>,
+}
+
+impl Model {
+    fn stream(&self, name: &str) -> &[usize] {
+        self.streams.get(name).map_or(&[], |v| v.as_slice())
+    }
+
+    fn version(&self, name: &str) -> Option<u64> {
+        (self.stream(name).len() as u64).checked_sub(1)
+    }
+
+    fn result_at(&self, name: &str, last: Option<u64>) -> AppendResult {
+        AppendResult {
+            version: last,
+            position: last.map(|k| Position(self.all[self.stream(name)[k as usize]].position)),
+        }
+    }
+
+    /// The expected-version rules of `Store::append`, written out.
+    fn plan(&self, w: &StreamWrite) -> Result<Plan, Expect> {
+        let ids: Vec<EventId> = self
+            .stream(&w.stream)
+            .iter()
+            .map(|&i| self.all[i].id)
+            .collect();
+        let count = ids.len() as u64;
+        let actual = count.checked_sub(1);
+        let wrong = || Expect::Wrong {
+            stream: w.stream.clone(),
+            actual,
+        };
+        let len = w.events.len() as u64;
+        if len == 0 {
+            let ok = match w.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::StreamExists => actual.is_some(),
+                ExpectedVersion::Exact(n) => actual == Some(n),
+            };
+            return if ok {
+                Ok(Plan::Done(self.result_at(&w.stream, actual)))
+            } else {
+                Err(wrong())
+            };
+        }
+        let retry_from = |start: u64| {
+            let matches = start + len <= count
+                && w.events
+                    .iter()
+                    .zip(&ids[start as usize..])
+                    .all(|(e, id)| e.id() == *id);
+            if matches {
+                Ok(Plan::Done(self.result_at(&w.stream, Some(start + len - 1))))
+            } else {
+                Err(wrong())
+            }
+        };
+        match w.expected {
+            ExpectedVersion::Exact(n) if actual == Some(n) => Ok(Plan::Write(count)),
+            ExpectedVersion::Exact(n) if actual.is_some_and(|a| a > n) => retry_from(n + 1),
+            ExpectedVersion::Exact(_) => Err(wrong()),
+            ExpectedVersion::NoStream if actual.is_none() => Ok(Plan::Write(0)),
+            ExpectedVersion::NoStream => retry_from(0),
+            ExpectedVersion::StreamExists if actual.is_none() => Err(wrong()),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => {
+                let first = w.events[0].id();
+                match ids.iter().rposition(|id| *id == first) {
+                    Some(k) => retry_from(k as u64),
+                    None => Ok(Plan::Write(count)),
+                }
+            }
+        }
+    }
+
+    /// Checks a batch as the store does: input first, then every expected version.
+    fn check(&self, writes: &[StreamWrite]) -> Result<Vec<Plan>, Expect> {
+        for (i, w) in writes.iter().enumerate() {
+            if w.stream.is_empty() || w.stream.len() > MAX_STREAM_NAME_LEN {
+                return Err(Expect::Invalid);
+            }
+            if writes[..i].iter().any(|o| o.stream == w.stream) {
+                return Err(Expect::Invalid);
+            }
+            for e in &w.events {
+                if e.event_type().is_empty() || e.event_type().len() > MAX_EVENT_TYPE_LEN {
+                    return Err(Expect::Invalid);
+                }
+                let size =
+                    (w.stream.len() + e.event_type().len() + e.data().len() + e.metadata().len())
+                        as u64;
+                if size > OPS_MAX_EVENT {
+                    return Err(Expect::TooLarge { size });
+                }
+            }
+        }
+        writes.iter().map(|w| self.plan(w)).collect()
+    }
+}
+
+fn classify(r: Result<Vec<AppendResult>, Error>) -> Expect {
+    match r {
+        Ok(v) => Expect::Ok(v),
+        Err(Error::WrongExpectedVersion { stream, actual, .. }) => Expect::Wrong { stream, actual },
+        Err(Error::InvalidInput(_)) => Expect::Invalid,
+        Err(Error::EventTooLarge { size, .. }) => Expect::TooLarge { size },
+        Err(e) => panic!("append failed unexpectedly: {e}"),
+    }
+}
+
+/// A store under test, with the directory it lives in.
+struct Subject {
+    dir: tempfile::TempDir,
+    store: Option<Store>,
+    options: Options,
+}
+
+impl Subject {
+    fn store(&self) -> &Store {
+        self.store.as_ref().expect("open store")
+    }
+}
+
+fn ops_options(b: u8) -> Options {
+    // Mostly `None`: an fsync per append would slow the fuzzer down a lot.
+    let durability = match b % 8 {
+        1 => Durability::Sync,
+        2 => Durability::Buffered(Duration::from_millis(2)),
+        _ => Durability::None,
+    };
+    let segment_size = [4096, 3 * 4096, 1 << 16][usize::from(b / 8) % 3];
+    Options::default()
+        .durability(durability)
+        .segment_size(segment_size)
+        .max_event_size(OPS_MAX_EVENT)
+}
+
+const OPS_STREAMS: [&str; 4] = ["a", "b", "account-42", "c"];
+
+fn pick_stream(b: u8) -> String {
+    match b % 16 {
+        15 => "L".repeat(MAX_STREAM_NAME_LEN),
+        14 if b >= 128 => String::new(),
+        14 => "L".repeat(MAX_STREAM_NAME_LEN + 1),
+        k => OPS_STREAMS[usize::from(k) % OPS_STREAMS.len()].to_string(),
+    }
+}
+
+/// Interprets the input as a program of operations on a store and on [`Model`], and checks that
+/// they agree after every step. Ops (first byte of each, modulo 12):
+/// append, retry the last append, multi-append, read a stream forward / backward, read `$all`
+/// forward / backward, read one event, compare everything, reopen, reopen after a simulated crash
+/// (the files copied while the store is open), append with bad input.
+pub fn ops(data: &[u8]) {
+    let mut input = Input { data, at: 0 };
+    let options = ops_options(input.byte());
+    let dir = tempdir();
+    let store = Store::open(dir.path(), options.clone()).expect("open a new store");
+    let mut s = Subject {
+        dir,
+        store: Some(store),
+        options,
+    };
+    let mut m = Model::default();
+    let mut last: Option<Vec<StreamWrite>> = None;
+    let mut counter = 0u32;
+    let mut steps = 0;
+    while !input.done() && steps < 200 {
+        steps += 1;
+        match input.byte() % 12 {
+            0 => {
+                let w = gen_write(&mut input, &m, &mut counter);
+                let writes = vec![w];
+                let got = s
+                    .store()
+                    .append(
+                        &writes[0].stream,
+                        writes[0].expected,
+                        writes[0].events.clone(),
+                    )
+                    .map(|r| vec![r]);
+                apply(&s, &mut m, &writes, got);
+                last = Some(writes);
+            }
+            1 => {
+                if let Some(writes) = last.clone() {
+                    let got = s.store().append_multi(writes.clone());
+                    apply(&s, &mut m, &writes, got);
+                }
+            }
+            2 => {
+                let n = input.byte() % 4;
+                let writes: Vec<StreamWrite> = (0..n)
+                    .map(|_| gen_write(&mut input, &m, &mut counter))
+                    .collect();
+                let got = s.store().append_multi(writes.clone());
+                apply(&s, &mut m, &writes, got);
+                last = Some(writes);
+            }
+            3 | 4 => {
+                let forward = input.byte().is_multiple_of(2);
+                let name = pick_stream(input.byte());
+                let len = m.stream(&name).len() as u64;
+                let from = match input.byte() % 4 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => u64::from(input.byte()) % (len + 3),
+                };
+                let max = match input.byte() % 4 {
+                    0 => usize::MAX,
+                    k => usize::from(k) * usize::from(input.byte() % 5),
+                };
+                check_stream_read(s.store(), &m, &name, from, max, forward);
+            }
+            5 | 6 => {
+                let forward = input.byte().is_multiple_of(2);
+                let from = input.byte();
+                let max = match input.byte() % 4 {
+                    0 => usize::MAX,
+                    k => usize::from(k) * usize::from(input.byte() % 5),
+                };
+                check_all_read(s.store(), &m, from, max, forward);
+            }
+            7 => {
+                let name = pick_stream(input.byte());
+                let n = u64::from(input.byte() % 16);
+                let got = s.store().read_event(&name, n);
+                let ids = m.stream(&name);
+                match got {
+                    Ok(e) => assert_eq!(Ev::from(&e), m.all[ids[n as usize]]),
+                    Err(Error::EventNotFound {
+                        stream,
+                        event_number,
+                    }) => {
+                        assert!(n >= ids.len() as u64, "event {n} of `{name}` not found");
+                        assert_eq!((stream, event_number), (name, n));
+                    }
+                    Err(Error::InvalidInput(_)) => {
+                        assert!(name.is_empty() || name.len() > MAX_STREAM_NAME_LEN)
+                    }
+                    Err(e) => panic!("read_event: {e}"),
+                }
+            }
+            8 => check_model(s.store(), &m),
+            9 => {
+                s.store.take().expect("store").close().expect("close");
+                s.options = ops_options(input.byte());
+                s.store = Some(
+                    Store::open(s.dir.path(), s.options.clone())
+                        .unwrap_or_else(|e| panic!("reopen failed: {e}")),
+                );
+                check_model(s.store(), &m);
+            }
+            10 => {
+                // A crash: what the files hold now, without close (no index save, no sync; every
+                // append returned, so its bytes were written).
+                let crashed = tempdir();
+                copy_store_files(s.dir.path(), crashed.path());
+                s.store.take().expect("store").close().expect("close");
+                s.dir = crashed;
+                s.options = ops_options(input.byte());
+                s.store = Some(
+                    Store::open(s.dir.path(), s.options.clone())
+                        .unwrap_or_else(|e| panic!("reopen after crash failed: {e}")),
+                );
+                check_model(s.store(), &m);
+            }
+            _ => {
+                let mut w = gen_write(&mut input, &m, &mut counter);
+                match input.byte() % 3 {
+                    0 => w.stream = String::new(),
+                    1 => w.events.push(EventData::new("", "no type")),
+                    _ => w.events.push(EventData::new(
+                        "Big",
+                        vec![7u8; OPS_MAX_EVENT as usize + 1 - w.stream.len() - 3],
+                    )),
+                }
+                let writes = vec![w];
+                let got = s.store().append_multi(writes.clone());
+                apply(&s, &mut m, &writes, got);
+            }
+        }
+    }
+    check_model(s.store(), &m);
+    s.store.take().expect("store").close().expect("close");
+}
+
+/// One stream write drawn from the input: a stream, an expected version near the model's, and
+/// up to four events whose ids sometimes repeat (to exercise idempotent retries).
+fn gen_write(input: &mut Input<'_>, m: &Model, counter: &mut u32) -> StreamWrite {
+    let stream = pick_stream(input.byte());
+    let version = m.version(&stream);
+    let expected = match input.byte() % 7 {
+        0 | 1 => ExpectedVersion::Any,
+        2 => ExpectedVersion::NoStream,
+        3 => ExpectedVersion::StreamExists,
+        4 => version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
+        5 => ExpectedVersion::Exact(
+            version
+                .unwrap_or(0)
+                .saturating_sub(u64::from(input.byte() % 3)),
+        ),
+        _ => ExpectedVersion::Exact(u64::from(input.byte() % 8)),
+    };
+    let n = input.byte() % 5;
+    let events = (0..n)
+        .map(|_| {
+            *counter += 1;
+            let idb = input.byte();
+            let id = if idb < 48 {
+                EventId([idb % 6; 16])
+            } else {
+                let mut id = [0xEEu8; 16];
+                id[..4].copy_from_slice(&counter.to_le_bytes());
+                EventId(id)
+            };
+            let lb = input.byte();
+            let len = if lb < 200 {
+                usize::from(lb)
+            } else {
+                usize::from(lb - 199) * 180
+            };
+            let data: Vec<u8> = (0..len).map(|i| (i as u32 ^ *counter) as u8).collect();
+            let meta = vec![0x4Du8; [0, 1, 7, 32][usize::from(input.byte() % 4)]];
+            let ty = ["Deposited", "Withdrawn", "T"][usize::from(lb % 3)];
+            EventData::new(ty, data).with_id(id).with_metadata(meta)
+        })
+        .collect();
+    StreamWrite::new(stream, expected, events)
+}
+
+/// Compares an append's outcome with the model's, and applies it to the model.
+fn apply(
+    s: &Subject,
+    m: &mut Model,
+    writes: &[StreamWrite],
+    got: Result<Vec<AppendResult>, Error>,
+) {
+    let got = classify(got);
+    let plans = match m.check(writes) {
+        Ok(plans) => plans,
+        Err(want) => {
+            assert_eq!(got, want, "append outcome for {writes:?}");
+            return;
+        }
+    };
+    let Expect::Ok(results) = got else {
+        panic!("append failed with {got:?} where the model accepts {writes:?}");
+    };
+    assert_eq!(results.len(), writes.len());
+    // The events the model expects to be new, in `$all` order.
+    let mut new: Vec<Ev> = Vec::new();
+    for (w, plan) in writes.iter().zip(&plans) {
+        if let Plan::Write(first) = plan {
+            for (k, e) in w.events.iter().enumerate() {
+                new.push(Ev {
+                    stream: w.stream.clone(),
+                    event_type: e.event_type().to_string(),
+                    number: first + k as u64,
+                    position: 0,
+                    next: 0,
+                    id: e.id(),
+                    timestamp: 0,
+                    data: e.data().to_vec(),
+                    metadata: e.metadata().to_vec(),
+                });
+            }
+        }
+    }
+    if !new.is_empty() {
+        let store = s.store();
+        let mut read: Vec<Ev> = store
+            .read_all_backward(Position::END, new.len())
+            .expect("read_all_backward")
+            .map(|r| Ev::from(&r.expect("new event")))
+            .collect();
+        read.reverse();
+        assert_eq!(read.len(), new.len(), "new events missing from $all");
+        let prev_end = m.all.last().map_or(0, |e| e.next);
+        for (want, got) in new.iter_mut().zip(&read) {
+            want.position = got.position;
+            want.next = got.next;
+            want.timestamp = got.timestamp;
+            assert!(got.position >= prev_end, "new event before the old end");
+        }
+        assert_eq!(read, new, "new events as read back");
+        assert_eq!(store.head().0, new.last().map_or(0, |e| e.next), "head");
+    }
+    // Apply, then compare the results (which may name the new events' positions).
+    let mut it = new.into_iter();
+    for (w, plan) in writes.iter().zip(&plans) {
+        if let Plan::Write(_) = plan {
+            for _ in &w.events {
+                let e = it.next().expect("planned event");
+                if !m.streams.contains_key(&e.stream) {
+                    m.order.push(e.stream.clone());
+                }
+                m.streams
+                    .entry(e.stream.clone())
+                    .or_default()
+                    .push(m.all.len());
+                m.all.push(e);
+            }
+        }
+    }
+    for ((w, plan), got) in writes.iter().zip(&plans).zip(&results) {
+        let want = match plan {
+            Plan::Done(r) => *r,
+            Plan::Write(_) => m.result_at(&w.stream, m.version(&w.stream)),
+        };
+        assert_eq!(*got, want, "result for stream `{}`", w.stream);
+    }
+}
+
+fn check_stream_read(store: &Store, m: &Model, name: &str, from: u64, max: usize, fwd: bool) {
+    let got = if fwd {
+        store.read_stream_forward(name, from, max)
+    } else {
+        store.read_stream_backward(name, from, max)
+    };
+    let got: Vec<Ev> = match got {
+        Ok(events) => events.map(|r| Ev::from(&r.expect("stream read"))).collect(),
+        Err(Error::InvalidInput(_)) => {
+            assert!(name.is_empty() || name.len() > MAX_STREAM_NAME_LEN);
+            return;
+        }
+        Err(e) => panic!("stream read: {e}"),
+    };
+    let ids = m.stream(name);
+    let want: Vec<Ev> = if fwd {
+        ids.iter()
+            .skip(usize::try_from(from).unwrap_or(usize::MAX))
+            .take(max)
+            .map(|&i| m.all[i].clone())
+            .collect()
+    } else if ids.is_empty() {
+        Vec::new()
+    } else {
+        let start = from.min(ids.len() as u64 - 1) as usize;
+        ids[..=start]
+            .iter()
+            .rev()
+            .take(max)
+            .map(|&i| m.all[i].clone())
+            .collect()
+    };
+    assert_eq!(
+        got, want,
+        "read `{name}` from {from} max {max} forward={fwd}"
+    );
+}
+
+fn check_all_read(store: &Store, m: &Model, pick: u8, max: usize, fwd: bool) {
+    let n = m.all.len();
+    // Where to start, and the index of the first event a forward read yields (for a backward
+    // read: one past the first event it yields).
+    let (from, split, valid) = match pick % 6 {
+        0 => (Position::START, 0, true),
+        1 => (Position::END, n, true),
+        2 if n > 0 => {
+            let i = usize::from(pick / 6) % n;
+            (Position(m.all[i].position), i, true)
+        }
+        3 if n > 0 => {
+            let i = usize::from(pick / 6) % n;
+            (Position(m.all[i].next), i + 1, true)
+        }
+        4 if n > 0 => {
+            let i = usize::from(pick / 6) % n;
+            (Position(m.all[i].position + 1), 0, false)
+        }
+        5 => (Position(store.head().0 + 8), 0, false),
+        _ => (Position::START, 0, true),
+    };
+    let got = if fwd {
+        store.read_all_forward(from, max)
+    } else {
+        store.read_all_backward(from, max)
+    };
+    let events = match got {
+        Ok(events) => {
+            assert!(valid, "position {from:?} accepted");
+            events
+        }
+        Err(Error::InvalidPosition(p)) => {
+            assert!(!valid, "position {from:?} refused");
+            assert_eq!(p, from);
+            return;
+        }
+        Err(e) => panic!("$all read from {from:?}: {e}"),
+    };
+    let got: Vec<Ev> = events.map(|r| Ev::from(&r.expect("$all read"))).collect();
+    let want: Vec<Ev> = if fwd {
+        m.all[split..].iter().take(max).cloned().collect()
+    } else {
+        m.all[..split].iter().rev().take(max).cloned().collect()
+    };
+    assert_eq!(got, want, "$all from {from:?} max {max} forward={fwd}");
+}
+
+/// Compares everything the store shows with the model.
+fn check_model(store: &Store, m: &Model) {
+    let all = read_everything(store);
+    assert_eq!(all, m.all, "$all");
+    assert_eq!(store.streams(), m.order, "streams()");
+    for name in &m.order {
+        assert_eq!(store.stream_version(name), m.version(name));
+    }
+    for name in OPS_STREAMS {
+        assert_eq!(store.stream_version(name), m.version(name));
+    }
+    let head = m.all.last().map_or(64, |e| e.next);
+    assert_eq!(store.head().0, head, "head");
+}
