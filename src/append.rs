@@ -328,7 +328,7 @@ impl Shared {
             return outcomes;
         }
         if wrote {
-            {
+            let sealed = {
                 let mut index = self.index.write();
                 for o in &outcomes {
                     for wr in &o.written {
@@ -339,8 +339,10 @@ impl Shared {
                         }
                     }
                 }
-            }
-            let sealed = w.log.publish(&self.log);
+                // Published before the index lock is released: whoever finds an event through
+                // the index can also find it in `$all`.
+                w.log.publish(&self.log)
+            };
             for seg in sealed {
                 self.save_segment_index(&seg, true);
             }
