@@ -70,6 +70,43 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// One-event appends with `Any` and with `Exact` to a stream that already holds 100,000 events:
+/// `Any` must recognise retries by id, which should not cost a walk over the stream.
+fn append_long_stream(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_long_stream");
+    group.throughput(Throughput::Elements(1));
+    for (name, any) in [("any", true), ("exact", false)] {
+        group.bench_function(name, |b| {
+            let (dir, store) = open(Durability::None);
+            for _ in 0..1000 {
+                store
+                    .append("account-1", ExpectedVersion::Any, events(100))
+                    .expect("fill");
+            }
+            let mut version = store.stream_version("account-1").expect("filled");
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = events(1);
+                    let expected = if any {
+                        ExpectedVersion::Any
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
+                    let start = Instant::now();
+                    let r = store.append("account-1", expected, batch).expect("append");
+                    total += start.elapsed();
+                    version = black_box(r).version.expect("written");
+                }
+                total
+            });
+            store.close().expect("close");
+            drop(dir);
+        });
+    }
+    group.finish();
+}
+
 /// A store with `READ_EVENTS` events in one stream, appended in batches of 100.
 fn filled_store() -> (TempDir, Store) {
     let (dir, store) = open(Durability::None);
@@ -117,5 +154,5 @@ fn read(c: &mut Criterion) {
     store.close().expect("close");
 }
 
-criterion_group!(benches, append, read);
+criterion_group!(benches, append, append_long_stream, read);
 criterion_main!(benches);

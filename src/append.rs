@@ -36,6 +36,7 @@ pub(crate) struct WriterState {
     pub(crate) log: LogWriter,
     buf: Vec<u8>,
     last_sync: Instant,
+    ids: IdCache,
 }
 
 impl WriterState {
@@ -44,6 +45,7 @@ impl WriterState {
             log,
             buf: Vec::new(),
             last_sync: Instant::now(),
+            ids: IdCache::default(),
         }
     }
 
@@ -177,7 +179,33 @@ impl Checker<'_> {
         Ok(true)
     }
 
-    fn check(&self, w: &StreamWrite, g: &GroupStream) -> Result<Plan> {
+    /// The newest event number of the stream whose id is `id`.
+    fn find_id(&self, g: &GroupStream, id: EventId, ids: &mut IdCache) -> Result<Option<u64>> {
+        if let Some(i) = g.new_ids.iter().rposition(|x| *x == id) {
+            return Ok(Some(g.committed + i as u64));
+        }
+        let Some(sid) = g.id else { return Ok(None) };
+        if g.committed < IdCache::MIN_STREAM_LEN {
+            for k in (0..g.committed).rev() {
+                if self.id_at(g, k)? == id {
+                    return Ok(Some(k));
+                }
+            }
+            return Ok(None);
+        }
+        if !ids.streams.contains_key(&sid) {
+            let positions = self.index.positions(sid);
+            let mut map = HashMap::with_capacity(positions.len());
+            for (k, &pos) in positions.iter().enumerate() {
+                // Later events overwrite earlier ones: the newest event with an id wins.
+                map.insert(self.view.record_at(pos)?.id, k as u64);
+            }
+            ids.insert(sid, map);
+        }
+        Ok(ids.streams.get(&sid).and_then(|m| m.get(&id).copied()))
+    }
+
+    fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut IdCache) -> Result<Plan> {
         let count = g.committed + g.new_ids.len() as u64;
         let actual = count.checked_sub(1);
         let wrong = || Error::WrongExpectedVersion {
@@ -218,16 +246,48 @@ impl Checker<'_> {
             ExpectedVersion::NoStream => retry_from(0),
             ExpectedVersion::StreamExists if actual.is_none() => Err(wrong()),
             ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-                // A retry under `Any` is recognised by its first id; newest first, since retries
-                // follow their original closely.
-                let first = w.events[0].id;
-                for k in (0..count).rev() {
-                    if self.id_at(g, k)? == first {
-                        return retry_from(k);
-                    }
+                // A retry under `Any` is recognised by its first id, taking the newest event
+                // with that id.
+                match self.find_id(g, w.events[0].id, ids)? {
+                    Some(k) => retry_from(k),
+                    None => Ok(Plan::Write(count)),
                 }
-                Ok(Plan::Write(count))
             }
+        }
+    }
+}
+
+/// Event ids of streams appended to with `Any` or `StreamExists`, so that recognising a retry
+/// does not read the whole stream each time. Built from the log on first use and kept up to date
+/// by the leader, so it is as good after a restart as before; bounded in size.
+#[derive(Default)]
+pub(crate) struct IdCache {
+    streams: HashMap<StreamId, HashMap<EventId, u64>>,
+    entries: usize,
+}
+
+impl IdCache {
+    /// Shorter streams are searched in the log directly.
+    const MIN_STREAM_LEN: u64 = 64;
+    /// Past this many ids the cache starts over.
+    const MAX_ENTRIES: usize = 4 << 20;
+
+    fn insert(&mut self, sid: StreamId, map: HashMap<EventId, u64>) {
+        if self.entries + map.len() > Self::MAX_ENTRIES {
+            self.streams.clear();
+            self.entries = 0;
+        }
+        self.entries += map.len();
+        self.streams.insert(sid, map);
+    }
+
+    /// Records events just made durable.
+    fn extend(&mut self, sid: StreamId, first_event: u64, ids: &[EventId]) {
+        if let Some(map) = self.streams.get_mut(&sid) {
+            for (k, id) in ids.iter().enumerate() {
+                map.insert(*id, first_event + k as u64);
+            }
+            self.entries += ids.len();
         }
     }
 }
@@ -236,6 +296,7 @@ impl Checker<'_> {
 struct Written {
     stream: String,
     first_event: u64,
+    ids: Vec<EventId>,
     /// (position, segment base) per event.
     places: Vec<(u64, u64)>,
 }
@@ -337,6 +398,7 @@ impl Shared {
                             // Cannot fail: the event numbers were assigned from this index.
                             let _ = index.push(id, wr.first_event + k as u64, pos, base);
                         }
+                        w.ids.extend(id, wr.first_event, &wr.ids);
                     }
                 }
                 // Published before the index lock is released: whoever finds an event through
@@ -383,7 +445,7 @@ impl Shared {
                         new_positions: Vec::new(),
                     }
                 });
-                match checker.check(sw, g) {
+                match checker.check(sw, g, &mut w.ids) {
                     Ok(p) => plans.push(p),
                     Err(e) => {
                         failed = Some(e);
@@ -479,6 +541,7 @@ impl Shared {
                         written.push(Written {
                             stream: sw.stream,
                             first_event: first,
+                            ids: sw.events.iter().map(|e| e.id).collect(),
                             places,
                         });
                     }

@@ -408,3 +408,62 @@ fn batch_larger_than_a_segment_gets_its_own() {
     assert_eq!(evs[2].data().len(), 20_000);
     assert_eq!(all(&s).len(), 5);
 }
+
+#[test]
+fn any_retries_on_long_streams_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().durability(Durability::None);
+    let early = events("long", 0, 3);
+    let (early_result, late_result, late) = {
+        let s = Store::open(dir.path(), opts.clone()).unwrap();
+        let r = s
+            .append("long", ExpectedVersion::Any, early.clone())
+            .unwrap();
+        for i in 0..200 {
+            s.append("long", ExpectedVersion::Any, events("long", 3 + i, 1))
+                .unwrap();
+        }
+        let late = events("long", 500, 2);
+        let r2 = s
+            .append("long", ExpectedVersion::Any, late.clone())
+            .unwrap();
+        // Retries while the store is open: the early batch deep in the stream, the late one.
+        assert_eq!(
+            s.append("long", ExpectedVersion::Any, early.clone())
+                .unwrap(),
+            r
+        );
+        assert_eq!(
+            s.append("long", ExpectedVersion::Any, late.clone())
+                .unwrap(),
+            r2
+        );
+        s.close().unwrap();
+        (r, r2, late)
+    };
+    let s = Store::open(dir.path(), opts).unwrap();
+    let head = s.head();
+    assert_eq!(
+        s.append("long", ExpectedVersion::StreamExists, early.clone())
+            .unwrap(),
+        early_result
+    );
+    assert_eq!(
+        s.append("long", ExpectedVersion::Any, late.clone())
+            .unwrap(),
+        late_result
+    );
+    // First id known, second not: wrong version, nothing written.
+    let mut mixed = vec![early[0].clone()];
+    mixed.extend(events("long", 900, 1));
+    wrong(s.append("long", ExpectedVersion::Any, mixed));
+    assert_eq!(s.head(), head);
+    // New ids are written, and a retry of them is recognised straight away.
+    let fresh = events("long", 1000, 2);
+    let r = s
+        .append("long", ExpectedVersion::Any, fresh.clone())
+        .unwrap();
+    assert_eq!(r.version, Some(206));
+    assert_eq!(s.append("long", ExpectedVersion::Any, fresh).unwrap(), r);
+    assert_eq!(s.stream_version("long"), Some(206));
+}
