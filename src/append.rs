@@ -222,7 +222,9 @@ impl Checker<'_> {
                 ExpectedVersion::Exact(n) => actual == Some(n),
             };
             return if ok {
-                Ok(Plan::Done(self.result_at(g, actual), false))
+                // Provisional when the version it confirms comes from this group's own writes.
+                let pending = actual.is_some_and(|a| a >= g.committed);
+                Ok(Plan::Done(self.result_at(g, actual), pending))
             } else {
                 Err(wrong())
             };
@@ -448,16 +450,18 @@ impl Shared {
                 match checker.check(sw, g, &mut w.ids) {
                     Ok(p) => plans.push(p),
                     Err(e) => {
-                        failed = Some(e);
+                        // An answer worked out against this group's own writes stands only if
+                        // they reach the disk.
+                        failed = Some((e, !g.new_ids.is_empty()));
                         break;
                     }
                 }
             }
-            if let Some(e) = failed {
+            if let Some((e, pending)) = failed {
                 outcomes.push(Outcome {
                     ticket,
                     result: Err(e),
-                    provisional: false,
+                    provisional: pending,
                     written: Vec::new(),
                 });
                 continue;

@@ -15,6 +15,7 @@ use crate::log::format::{
     decode_record, trailer_len_before, u32_at, HeaderError, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
 };
+use crate::log::reader::{Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
 use crate::log::segment::{create_file, sync_dir, Segment};
 use crate::log::writer::LogWriter;
@@ -144,7 +145,7 @@ impl Store {
             // The leader holds the writer lock for a whole group, so taking it waits for any
             // append in flight.
             let mut w = self.shared.writer.lock();
-            w.log.sync().map(|()| {
+            w.log.sync_all().map(|()| {
                 let active = w.log.active().clone();
                 self.shared.save_segment_index(&active, false);
             })
@@ -234,7 +235,7 @@ impl Store {
     /// `next_position()`; anything else is [`Error::InvalidPosition`].
     pub fn read_all_forward(&self, from: Position, max: usize) -> Result<AllEvents> {
         let view = self.shared.log.view();
-        let cursor = view.cursor(from)?;
+        let cursor = self.all_cursor(&view, from)?;
         Ok(AllEvents::new(view, cursor, max, true))
     }
 
@@ -244,8 +245,28 @@ impl Store {
     /// `next_position()` starts with that event.
     pub fn read_all_backward(&self, from: Position, max: usize) -> Result<AllEvents> {
         let view = self.shared.log.view();
-        let cursor = view.cursor(from)?;
+        let cursor = self.all_cursor(&view, from)?;
         Ok(AllEvents::new(view, cursor, max, false))
+    }
+
+    /// Checks a caller's `$all` position. A record found there must be the one the index places
+    /// there: event payloads can hold bytes that look like a record, and a position inside one
+    /// must not make up an event.
+    fn all_cursor(&self, view: &LogView, from: Position) -> Result<Cursor> {
+        let cursor = view.cursor(from)?;
+        if from == Position::START || from == Position::END {
+            return Ok(cursor);
+        }
+        if let Ok(e) = view.event_at(from.0) {
+            let index = self.shared.index.read();
+            let placed = index
+                .lookup(e.stream())
+                .and_then(|id| index.positions(id).get(e.event_number() as usize).copied());
+            if placed != Some(from.0) {
+                return Err(Error::InvalidPosition(from));
+            }
+        }
+        Ok(cursor)
     }
 
     /// The names of all streams with events, in the order they were first written.
@@ -311,6 +332,11 @@ fn check_options(o: &Options) -> Result<()> {
             "segment size {} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
             o.segment_size
         )));
+    }
+    if o.durability == Durability::Buffered(std::time::Duration::ZERO) {
+        return Err(Error::InvalidInput(
+            "a buffered sync interval must be longer than zero (use Durability::Sync)".into(),
+        ));
     }
     if o.max_event_size == 0 || o.max_event_size > MAX_EVENT_SIZE_LIMIT {
         return Err(Error::InvalidInput(format!(
@@ -439,7 +465,7 @@ fn recover_pass(
     let mut listed = recovery::list_segments(dir)?;
     // A newest segment whose header never reached the disk held no acknowledged batch.
     if let Some((base, path)) = listed.last() {
-        if blank_header(path)? {
+        if blank_segment(path)? {
             fs::remove_file(path).map_err(Error::from)?;
             let _ = fs::remove_file(dir.join(persist::index_file_name(*base)));
             listed.pop();
@@ -454,17 +480,29 @@ fn recover_pass(
         let (base, path) = &listed[i];
         let base = *base;
         let is_last = i + 1 == count;
-        let seg = Segment::open(path, base, true)?;
         let expected_base = segments.last().map_or(0, |s| s.end_base());
-        if base != expected_base {
-            return Err(Pass::Failed(Error::Corrupt {
-                file: path.clone(),
-                offset: 16,
-                reason: format!(
-                    "segment starts at {base}, but the log continues at {expected_base}"
-                ),
-            }));
-        }
+        let opened = Segment::open(path, base, true).and_then(|seg| {
+            if base == expected_base {
+                Ok(seg)
+            } else {
+                Err(Error::Corrupt {
+                    file: path.clone(),
+                    offset: 16,
+                    reason: format!(
+                        "segment starts at {base}, but the log continues at {expected_base}"
+                    ),
+                })
+            }
+        });
+        let seg = match opened {
+            Ok(seg) => seg,
+            // Salvage keeps the log up to the last segment that opens and follows on.
+            Err(Error::Corrupt { .. }) if salvage && !segments.is_empty() => {
+                set_aside(dir, &listed[i..])?;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut from = SEGMENT_HEADER_LEN as u64;
         let mut had_index_file = false;
         if use_index_files {
@@ -539,12 +577,7 @@ fn recover_pass(
         }
         segments.push(seg);
         if stop_salvage {
-            for (later_base, later) in &listed[i + 1..] {
-                let mut aside = later.clone().into_os_string();
-                aside.push(".salvaged");
-                fs::rename(later, aside).map_err(Error::from)?;
-                let _ = fs::remove_file(dir.join(persist::index_file_name(*later_base)));
-            }
+            set_aside(dir, &listed[i + 1..])?;
             break;
         }
         i += 1;
@@ -592,11 +625,44 @@ fn runs_match_log(bytes: &[u8], runs: &[crate::index::SegmentRun]) -> bool {
     })
 }
 
-fn blank_header(path: &Path) -> Result<bool> {
+/// Whether a segment file is a blank left by an interrupted creation: no header, and no first
+/// record either (records are written in order from the end of the header, so a segment whose
+/// first record is missing holds none).
+fn blank_segment(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN + 4);
     File::open(path)?
-        .take(SEGMENT_HEADER_LEN as u64)
+        .take(SEGMENT_HEADER_LEN as u64 + 4)
         .read_to_end(&mut head)?;
-    Ok(SegmentHeader::decode(&head) == Err(HeaderError::Blank))
+    let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];
+    let first_record_len = head.get(SEGMENT_HEADER_LEN..).map_or(0, |b| {
+        b.iter()
+            .rev()
+            .fold(0u32, |acc, &x| (acc << 8) | u32::from(x))
+    });
+    Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && first_record_len == 0)
+}
+
+/// Renames segment files out of the log (`*.salvaged`, numbered if that name is taken) and drops
+/// their index files.
+fn set_aside(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<()> {
+    for (base, path) in segments {
+        let mut n = 0u32;
+        let aside = loop {
+            let mut name = path.clone().into_os_string();
+            name.push(".salvaged");
+            if n > 0 {
+                name.push(format!(".{n}"));
+            }
+            let candidate = PathBuf::from(name);
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        fs::rename(path, aside)?;
+        let _ = fs::remove_file(dir.join(persist::index_file_name(*base)));
+    }
+    sync_dir(dir)?;
+    Ok(())
 }

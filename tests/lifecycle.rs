@@ -184,3 +184,13 @@ fn store_is_send_and_sync() {
     assert_send_sync::<Store>();
     assert_send_sync::<RecordedEvent>();
 }
+
+#[test]
+fn zero_buffered_interval_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options::default().durability(Durability::Buffered(std::time::Duration::ZERO));
+    assert!(matches!(
+        Store::open(dir.path(), o),
+        Err(Error::InvalidInput(_))
+    ));
+}

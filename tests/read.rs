@@ -216,3 +216,38 @@ fn readers_hold_no_lock_across_appends() {
     assert_eq!(it.count(), 19);
     assert_eq!(s.stream_version("alpha"), Some(20));
 }
+
+#[test]
+fn a_position_inside_a_payload_cannot_forge_an_event() {
+    // The raw bytes of a record of another store, stored as the payload of an event here.
+    let other = tempfile::tempdir().unwrap();
+    let o = Store::open(other.path(), Options::default()).unwrap();
+    o.append(
+        "victim",
+        ExpectedVersion::Any,
+        [EventData::new("Forged", "evil")],
+    )
+    .unwrap();
+    let e = o.read_event("victim", 0).unwrap();
+    o.close().unwrap();
+    let seg = std::fs::read(other.path().join("00000000000000000000.seg")).unwrap();
+    let rec = seg[e.position().0 as usize..e.next_position().0 as usize].to_vec();
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    // Type of 7 bytes and stream of 1 byte: the data starts 8-aligned, at position 128.
+    s.append("s", ExpectedVersion::Any, [EventData::new("T234567", rec)])
+        .unwrap();
+    let host = s.read_event("s", 0).unwrap();
+    let inside = Position(host.position().0 + 64);
+    for r in [
+        s.read_all_forward(inside, 1).map(|_| ()),
+        s.read_all_backward(inside, 1).map(|_| ()),
+    ] {
+        assert!(
+            matches!(r, Err(Error::InvalidPosition(p)) if p == inside),
+            "{r:?}"
+        );
+    }
+    assert_eq!(all(&s).len(), 1);
+}

@@ -229,9 +229,8 @@ pub fn decode_record(buf: &[u8], off: usize, verify: bool) -> Result<RecordView,
         return Err(RecordError::Bad("record extends past the end of the file"));
     }
     let r = &rest[..len];
-    if verify && crc32fast::hash(&r[8..]) != u32_at(r, 4) {
-        return Err(RecordError::Bad("record checksum mismatch"));
-    }
+    // The cheap checks come first and the checksum last: recovery probes many offsets that are
+    // not records, and must not checksum megabytes at each.
     if r[8] != KIND_EVENT {
         return Err(RecordError::Bad("unknown record kind"));
     }
@@ -250,6 +249,9 @@ pub fn decode_record(buf: &[u8], off: usize, verify: bool) -> Result<RecordView,
     let meta_len = u32_at(r, 52) as usize;
     if record_len(stream_len, type_len, data_len, meta_len) != len {
         return Err(RecordError::Bad("record field lengths do not add up"));
+    }
+    if verify && crc32fast::hash(&r[8..]) != u32_at(r, 4) {
+        return Err(RecordError::Bad("record checksum mismatch"));
     }
     let mut id = [0u8; 16];
     id.copy_from_slice(&r[32..48]);

@@ -90,7 +90,9 @@ pub fn scan(
                 break;
             }
             Err(RecordError::Bad(reason)) => {
-                let torn = on_bad == OnBad::TornTailAllowed && !valid_record_after(bytes, off);
+                // The unfinished batch's records so far, if any, belong to the group in flight.
+                let group = batch.first().map(|v| v.timestamp_micros);
+                let torn = on_bad == OnBad::TornTailAllowed && !damaged_mid_log(bytes, off, group);
                 if !torn && on_bad != OnBad::Salvage {
                     return Err(corrupt(seg, off as u64, reason));
                 }
@@ -106,18 +108,27 @@ pub fn scan(
     })
 }
 
-/// Whether any well-formed record with a valid checksum starts after `bad` — which tells damage
-/// in the middle of the log apart from a torn tail.
-fn valid_record_after(bytes: &[u8], bad: usize) -> bool {
+/// Whether valid records after the bad record at `bad` show damage in the middle of the log
+/// rather than a torn tail.
+///
+/// One group commit writes all its records with one timestamp, in one write. A crash during that
+/// write can leave any of its pages unwritten while later ones reached the disk, so valid records
+/// of the same group after a bad one are still a torn tail. Valid records of two different groups
+/// after it mean the bad record was followed by later commits: damage.
+fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bool {
+    let mut seen = group_timestamp;
     let mut off = bad + RECORD_ALIGN;
     while off + MIN_RECORD_LEN <= bytes.len() {
         let len = u32_at(bytes, off) as usize;
-        if len >= MIN_RECORD_LEN
-            && len.is_multiple_of(RECORD_ALIGN)
-            && len <= bytes.len() - off
-            && decode_record(bytes, off, true).is_ok()
-        {
-            return true;
+        if len >= MIN_RECORD_LEN && len.is_multiple_of(RECORD_ALIGN) && len <= bytes.len() - off {
+            if let Ok(v) = decode_record(bytes, off, true) {
+                match seen {
+                    Some(t) if t != v.timestamp_micros => return true,
+                    _ => seen = Some(v.timestamp_micros),
+                }
+                off += v.len;
+                continue;
+            }
         }
         off += RECORD_ALIGN;
     }

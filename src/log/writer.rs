@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::format::SEGMENT_HEADER_LEN;
-use super::segment::Segment;
+use super::segment::{sync_dir, Segment};
 use super::Log;
 use crate::error::{Error, Result};
 
@@ -24,6 +24,8 @@ pub struct LogWriter {
     unsynced: bool,
     /// Segments filled since the last publish, with their final data end.
     sealed: Vec<(Arc<Segment>, u64)>,
+    /// Sealed segments not synced yet (only without `sync_on_roll`): synced on close.
+    unsynced_sealed: Vec<Arc<Segment>>,
 }
 
 impl LogWriter {
@@ -44,6 +46,7 @@ impl LogWriter {
             poisoned: None,
             unsynced: false,
             sealed: Vec::new(),
+            unsynced_sealed: Vec::new(),
         }
     }
 
@@ -109,6 +112,21 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Makes everything durable, sealed segments and directory entries included: for close.
+    pub fn sync_all(&mut self) -> Result<()> {
+        self.check()?;
+        while let Some(seg) = self.unsynced_sealed.pop() {
+            if let Err(e) = seg.file.sync_data() {
+                return self.poison("fdatasync", e);
+            }
+        }
+        self.sync()?;
+        if let Err(e) = sync_dir(&self.dir) {
+            return self.poison("syncing the directory", e);
+        }
+        Ok(())
+    }
+
     /// Whether bytes were written since the last sync.
     pub fn is_unsynced(&self) -> bool {
         self.unsynced
@@ -138,6 +156,9 @@ impl LogWriter {
         };
         log.push_segment(seg.clone());
         let old = std::mem::replace(&mut self.active, seg);
+        if self.unsynced {
+            self.unsynced_sealed.push(old.clone());
+        }
         self.sealed.push((old, self.write_off));
         self.write_off = SEGMENT_HEADER_LEN as u64;
         self.unsynced = false;
