@@ -312,6 +312,30 @@ struct Outcome {
     written: Vec<Written>,
 }
 
+/// Hands the group's appenders an error, and the queue a new leader, should the leader's work
+/// ever unwind: without it every appender would wait forever. The writer is poisoned, since its
+/// state is unknown.
+struct LeaderGuard<'a> {
+    shared: &'a Shared,
+    tickets: Vec<u64>,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if self.tickets.is_empty() {
+            return;
+        }
+        let reason = "an internal error interrupted a group commit";
+        self.shared.writer.lock().log.poison_with(reason);
+        let mut q = self.shared.queue.lock();
+        q.leader = false;
+        for t in self.tickets.drain(..) {
+            q.done.insert(t, Err(Error::Poisoned(reason.into())));
+        }
+        self.shared.queue_cv.notify_all();
+    }
+}
+
 impl Shared {
     /// Appends a multi-stream batch through the group commit.
     pub(crate) fn submit(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
@@ -333,7 +357,13 @@ impl Shared {
         let group = std::mem::take(&mut q.pending);
         drop(q);
 
+        let mut guard = LeaderGuard {
+            shared: self,
+            tickets: group.iter().map(|(t, _)| *t).collect(),
+        };
         let outcomes = self.commit_group(group);
+        guard.tickets.clear();
+        drop(guard);
 
         let mut q = self.queue.lock();
         q.leader = false;

@@ -90,12 +90,13 @@ impl LogView {
         Ok(self.event(c, &v))
     }
 
-    /// The record at `pos` without checksum verification: for reading ids on the append path.
+    /// The record at `pos` (checked as reads are): for reading ids on the append path, where a
+    /// damaged id must not pass for a retry.
     pub fn record_at(&self, pos: u64) -> Result<RecordView> {
         let c = self
             .locate(pos)
             .ok_or(Error::InvalidPosition(Position(pos)))?;
-        self.decode(c, false)
+        self.decode(c, self.verify)
     }
 
     /// The cursor for a caller-given position: `START`, `END`, the visible end, or the position of

@@ -58,6 +58,11 @@ impl LogWriter {
         }
     }
 
+    /// Refuses every later write, for `reason`.
+    pub(crate) fn poison_with(&mut self, reason: &str) {
+        self.poisoned.get_or_insert_with(|| reason.to_string());
+    }
+
     fn poison<T>(&mut self, what: &str, e: std::io::Error) -> Result<T> {
         let reason = format!("{what} failed on {}: {e}", self.active.path.display());
         self.poisoned = Some(reason);
