@@ -104,22 +104,6 @@ fn newer_format_versions_are_refused() {
     ));
 }
 
-/// CRC-32 (IEEE), as the format uses.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn options_out_of_range_are_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -133,20 +133,10 @@ fn damage_before_the_tail_is_corrupt_and_salvage_keeps_the_prefix() {
 #[test]
 fn salvage_sets_later_segments_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().segment_size(4096);
-    let s = Store::open(dir.path(), opts.clone()).unwrap();
-    for i in 0..200 {
-        s.append("a", ExpectedVersion::Any, events("a", i, 1))
-            .unwrap();
-    }
-    let victim = s.read_event("a", 10).unwrap();
-    s.close().unwrap();
+    let (opts, victim) = closed_single_stream(dir.path(), 200, 10);
     let segs = files_with_suffix(dir.path(), ".seg");
     assert!(segs.len() > 3);
-    let at = victim.next_position().0 - 8;
-    let mut b = peek(&segs[0], at, 1);
-    b[0] ^= 1;
-    patch(&segs[0], at, &b);
+    flip(&segs[0], victim.next_position().0 - 8, 1);
     for idx in files_with_suffix(dir.path(), ".idx") {
         fs::remove_file(idx).unwrap();
     }
@@ -171,21 +161,11 @@ fn salvage_sets_later_segments_aside() {
 #[test]
 fn open_reads_index_files_instead_of_rescanning() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options::default().segment_size(4096);
-    let s = Store::open(dir.path(), opts.clone()).unwrap();
-    for i in 0..200 {
-        s.append("a", ExpectedVersion::Any, events("a", i, 1))
-            .unwrap();
-    }
-    let victim = s.read_event("a", 3).unwrap();
-    s.close().unwrap();
+    let (opts, victim) = closed_single_stream(dir.path(), 200, 3);
     let segs = files_with_suffix(dir.path(), ".seg");
     assert_eq!(files_with_suffix(dir.path(), ".idx").len(), segs.len());
     // Damage inside the first, sealed segment: an open that scanned it would fail.
-    let at = victim.next_position().0 - 8;
-    let mut b = peek(&segs[0], at, 1);
-    b[0] ^= 1;
-    patch(&segs[0], at, &b);
+    flip(&segs[0], victim.next_position().0 - 8, 1);
 
     let s = Store::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(s.stream_version("a"), Some(199));
@@ -417,22 +397,6 @@ fn index_file_that_disagrees_with_the_log_is_rebuilt() {
     fs::write(&idx, &empty).unwrap();
     let s = Store::open(dir.path(), opts).unwrap();
     assert_eq!(content(&s), expect);
-}
-
-/// CRC-32 (IEEE), as the format uses.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

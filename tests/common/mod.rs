@@ -71,3 +71,40 @@ pub fn peek(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     f.read_exact_at(&mut buf, offset).unwrap();
     buf
 }
+
+/// Flips the bits of one byte of a file selected by `mask`.
+pub fn flip(path: &Path, offset: u64, mask: u8) {
+    let mut b = peek(path, offset, 1);
+    b[0] ^= mask;
+    patch(path, offset, &b);
+}
+
+/// A store of one stream "a" with `n` one-event appends in 4 KiB segments, closed; returns the
+/// options, and event `victim` as read before closing.
+pub fn closed_single_stream(dir: &Path, n: usize, victim: u64) -> (Options, RecordedEvent) {
+    let opts = Options::default().segment_size(4096);
+    let s = Store::open(dir, opts.clone()).unwrap();
+    for i in 0..n {
+        s.append("a", ExpectedVersion::Any, events("a", i, 1))
+            .unwrap();
+    }
+    let v = s.read_event("a", victim).unwrap();
+    s.close().unwrap();
+    (opts, v)
+}
+
+/// CRC-32 (IEEE), as the format uses: computed here independently of the crate.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
