@@ -193,16 +193,18 @@ impl Checker<'_> {
             }
             return Ok(None);
         }
-        if !ids.streams.contains_key(&sid) {
-            let positions = self.index.positions(sid);
-            let mut map = HashMap::with_capacity(positions.len());
-            for (k, &pos) in positions.iter().enumerate() {
-                // Later events overwrite earlier ones: the newest event with an id wins.
-                map.insert(self.view.record_at(pos)?.id, k as u64);
-            }
-            ids.insert(sid, map);
+        if let Some(map) = ids.streams.get(&sid) {
+            return Ok(map.get(&id).copied());
         }
-        Ok(ids.streams.get(&sid).and_then(|m| m.get(&id).copied()))
+        let positions = self.index.positions(sid);
+        let mut map = HashMap::with_capacity(positions.len());
+        for (k, &pos) in positions.iter().enumerate() {
+            // Later events overwrite earlier ones: the newest event with an id wins.
+            map.insert(self.view.record_at(pos)?.id, k as u64);
+        }
+        let found = map.get(&id).copied();
+        ids.insert(sid, map);
+        Ok(found)
     }
 
     fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut IdCache) -> Result<Plan> {
@@ -274,10 +276,14 @@ impl IdCache {
     /// Past this many ids the cache starts over.
     const MAX_ENTRIES: usize = 4 << 20;
 
+    /// Keeps a stream's ids, unless they alone exceed the bound (then that stream is always
+    /// searched in the log).
     fn insert(&mut self, sid: StreamId, map: HashMap<EventId, u64>) {
+        if map.len() > Self::MAX_ENTRIES {
+            return;
+        }
         if self.entries + map.len() > Self::MAX_ENTRIES {
-            self.streams.clear();
-            self.entries = 0;
+            self.clear();
         }
         self.entries += map.len();
         self.streams.insert(sid, map);
@@ -286,11 +292,20 @@ impl IdCache {
     /// Records events just made durable.
     fn extend(&mut self, sid: StreamId, first_event: u64, ids: &[EventId]) {
         if let Some(map) = self.streams.get_mut(&sid) {
+            let before = map.len();
             for (k, id) in ids.iter().enumerate() {
                 map.insert(*id, first_event + k as u64);
             }
-            self.entries += ids.len();
+            self.entries += map.len() - before;
         }
+        if self.entries > Self::MAX_ENTRIES {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.streams.clear();
+        self.entries = 0;
     }
 }
 

@@ -471,6 +471,22 @@ fn recover_pass(
             listed.pop();
         }
     }
+    if salvage {
+        // Salvage keeps the log up to the last segment that opens and follows on; found before
+        // scanning, so that the newest kept segment is treated as the newest.
+        let mut expected_base = 0;
+        for (i, (base, path)) in listed.iter().enumerate() {
+            match Segment::open(path, *base, true) {
+                Ok(seg) if seg.base == expected_base => expected_base = seg.end_base(),
+                Ok(_) | Err(Error::Corrupt { .. }) if i > 0 => {
+                    set_aside(dir, &listed[i..])?;
+                    listed.truncate(i);
+                    break;
+                }
+                _ => break, // reported by the scan loop below
+            }
+        }
+    }
     let mut index = Index::new();
     let mut used_index_files = false;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
@@ -494,15 +510,7 @@ fn recover_pass(
                 })
             }
         });
-        let seg = match opened {
-            Ok(seg) => seg,
-            // Salvage keeps the log up to the last segment that opens and follows on.
-            Err(Error::Corrupt { .. }) if salvage && !segments.is_empty() => {
-                set_aside(dir, &listed[i..])?;
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let seg = opened?;
         let mut from = SEGMENT_HEADER_LEN as u64;
         let mut had_index_file = false;
         if use_index_files {

@@ -3,7 +3,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::format::{decode_record, u32_at, RecordError, RecordView, MIN_RECORD_LEN, RECORD_ALIGN};
+use super::format::{
+    decode_record, u32_at, u64_at, RecordError, RecordView, MIN_RECORD_LEN, RECORD_ALIGN,
+};
 use super::segment::{allocate, parse_segment_file_name, Segment};
 use crate::error::{Error, Result};
 
@@ -90,8 +92,15 @@ pub fn scan(
                 break;
             }
             Err(RecordError::Bad(reason)) => {
-                // The unfinished batch's records so far, if any, belong to the group in flight.
-                let group = batch.first().map(|v| v.timestamp_micros);
+                // The group in flight is the one of the unfinished batch's records so far, or
+                // else the one the bad record names (its timestamp is 8-aligned inside its
+                // first 32 bytes, so it is either written whole or still zero).
+                let group = batch.first().map(|v| v.timestamp_micros).or_else(|| {
+                    bytes
+                        .get(off + 24..off + 32)
+                        .map(|b| u64_at(b, 0))
+                        .filter(|&t| t != 0)
+                });
                 let torn = on_bad == OnBad::TornTailAllowed && !damaged_mid_log(bytes, off, group);
                 if !torn && on_bad != OnBad::Salvage {
                     return Err(corrupt(seg, off as u64, reason));
