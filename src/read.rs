@@ -113,7 +113,7 @@ impl Iterator for StreamEvents<'_> {
             self.next -= 1;
         }
         let r = self.view.event_at(pos).and_then(|e| {
-            if e.event_number == expected && e.stream() == &*self.name {
+            if e.event_number == expected && e.stream[..] == *self.name.as_bytes() {
                 Ok(e)
             } else {
                 Err(Error::Corrupt {
