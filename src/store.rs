@@ -254,7 +254,9 @@ impl Store {
     /// must not make up an event.
     fn all_cursor(&self, view: &LogView, from: Position) -> Result<Cursor> {
         let cursor = view.cursor(from)?;
-        if from == Position::START || from == Position::END {
+        // At the visible end there is no event yet (bytes of a batch being committed may be
+        // there, not yet in the index).
+        if from == Position::START || from == Position::END || from.0 >= view.visible() {
             return Ok(cursor);
         }
         if let Ok(e) = view.event_at(from.0) {

@@ -32,6 +32,11 @@ impl LogView {
         }
     }
 
+    /// The visible end of the log in this snapshot.
+    pub fn visible(&self) -> u64 {
+        self.visible
+    }
+
     /// Whether `pos` lies in a segment this snapshot knows.
     pub fn covers(&self, pos: u64) -> bool {
         self.segs.last().is_some_and(|s| pos < s.end_base())
