@@ -96,13 +96,8 @@ fn check_batch(writes: &[StreamWrite], max_event_size: u64) -> Result<u64> {
                     max: max_event_size,
                 });
             }
-            total += record_len(
-                w.stream.len(),
-                e.event_type.len(),
-                e.data.len(),
-                e.metadata.len(),
-            ) as u64;
         }
+        total += encoded_len(w);
     }
     if total > MAX_SEGMENT_SIZE {
         return Err(Error::InvalidInput(format!(
@@ -112,12 +107,38 @@ fn check_batch(writes: &[StreamWrite], max_event_size: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// Bytes the records of `w` take in the log.
+fn encoded_len(w: &StreamWrite) -> u64 {
+    w.events
+        .iter()
+        .map(|e| {
+            record_len(
+                w.stream.len(),
+                e.event_type.len(),
+                e.data.len(),
+                e.metadata.len(),
+            ) as u64
+        })
+        .sum()
+}
+
 /// A stream's state as the group sees it: committed events plus earlier batches of the group.
 struct GroupStream {
+    name: String,
     id: Option<StreamId>,
     committed: u64,
     new_ids: Vec<EventId>,
-    new_positions: Vec<u64>,
+    /// Position and segment base of each new event.
+    new_places: Vec<(u64, u64)>,
+}
+
+/// The group's view of every stream it touches, in the order the group first wrote to them (the
+/// order new streams enter the index).
+#[derive(Default)]
+struct Group {
+    streams: Vec<GroupStream>,
+    by_name: HashMap<String, usize>,
+    write_order: Vec<usize>,
 }
 
 /// The outcome of the expected-version check for one stream write.
@@ -153,7 +174,7 @@ impl Checker<'_> {
         let p = if k < g.committed {
             *self.index.positions(g.id?).get(k as usize)?
         } else {
-            *g.new_positions.get((k - g.committed) as usize)?
+            g.new_places.get((k - g.committed) as usize)?.0
         };
         Some(Position(p))
     }
@@ -309,22 +330,12 @@ impl IdCache {
     }
 }
 
-/// One stream write that will be appended: where its events went.
-struct Written {
-    stream: String,
-    first_event: u64,
-    ids: Vec<EventId>,
-    /// (position, segment base) per event.
-    places: Vec<(u64, u64)>,
-}
-
 /// A request as the leader processes it.
 struct Outcome {
     ticket: u64,
     result: Result<Vec<AppendResult>>,
     /// Whether `result` depends on this group's write reaching disk.
     provisional: bool,
-    written: Vec<Written>,
 }
 
 /// Hands the group's appenders an error, and the queue a new leader, should the leader's work
@@ -402,18 +413,16 @@ impl Shared {
                     ticket,
                     result: Err(Error::Poisoned(reason.clone())),
                     provisional: false,
-                    written: Vec::new(),
                 })
                 .collect();
         }
-        let mut outcomes = self.plan_and_write(&mut w, group);
+        let (mut outcomes, written) = self.plan_and_write(&mut w, group);
         let wrote = outcomes.iter().any(|o| o.provisional);
         let durable = if !wrote {
             Ok(())
         } else {
             let ws = &mut *w;
             let mut r = ws.log.write(&ws.buf);
-            ws.buf.clear();
             if r.is_ok() {
                 r = match self.options.durability {
                     Durability::Sync => ws.log.sync(),
@@ -431,22 +440,20 @@ impl Shared {
             w.log.discard_unpublished();
             for o in outcomes.iter_mut().filter(|o| o.provisional) {
                 o.result = Err(e.duplicate());
-                o.written.clear();
             }
             return outcomes;
         }
         if wrote {
             let sealed = {
                 let mut index = self.index.write();
-                for o in &outcomes {
-                    for wr in &o.written {
-                        let id = index.get_or_create(&wr.stream);
-                        for (k, &(pos, base)) in wr.places.iter().enumerate() {
-                            // Cannot fail: the event numbers were assigned from this index.
-                            let _ = index.push(id, wr.first_event + k as u64, pos, base);
-                        }
-                        w.ids.extend(id, wr.first_event, &wr.ids);
+                for &i in &written.write_order {
+                    let g = &written.streams[i];
+                    let id = index.get_or_create(&g.name);
+                    for (k, &(pos, base)) in g.new_places.iter().enumerate() {
+                        // Cannot fail: the event numbers were assigned from this index.
+                        let _ = index.push(id, g.committed + k as u64, pos, base);
                     }
+                    w.ids.extend(id, g.committed, &g.new_ids);
                 }
                 // Published before the index lock is released: whoever finds an event through
                 // the index can also find it in `$all`.
@@ -460,12 +467,13 @@ impl Shared {
     }
 
     /// Checks every request of the group in order and encodes the accepted ones into the
-    /// writer's buffer, rolling segments as needed.
+    /// writer's buffer, rolling segments as needed; returns each request's outcome and the new
+    /// events per stream.
     fn plan_and_write(
         &self,
         w: &mut WriterState,
         group: Vec<(u64, Vec<StreamWrite>)>,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Group) {
         let index = self.index.read();
         let view = self.log.view();
         let checker = Checker {
@@ -475,23 +483,28 @@ impl Shared {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        let mut streams: HashMap<String, GroupStream> = HashMap::new();
+        let mut streams = Group::default();
         let mut outcomes = Vec::with_capacity(group.len());
 
         for (ticket, writes) in group {
             // Check every stream of the request before touching anything.
             let mut plans = Vec::with_capacity(writes.len());
             let mut failed = None;
+            let mut slots = Vec::with_capacity(writes.len());
             for sw in &writes {
-                let g = streams.entry(sw.stream.clone()).or_insert_with(|| {
+                let slot = *streams.by_name.entry(sw.stream.clone()).or_insert_with(|| {
                     let id = index.lookup(&sw.stream);
-                    GroupStream {
+                    streams.streams.push(GroupStream {
+                        name: sw.stream.clone(),
                         id,
                         committed: id.map_or(0, |id| index.len(id)),
                         new_ids: Vec::new(),
-                        new_positions: Vec::new(),
-                    }
+                        new_places: Vec::new(),
+                    });
+                    streams.streams.len() - 1
                 });
+                slots.push(slot);
+                let g = &streams.streams[slot];
                 match checker.check(sw, g, &mut w.ids) {
                     Ok(p) => plans.push(p),
                     Err(e) => {
@@ -507,7 +520,6 @@ impl Shared {
                     ticket,
                     result: Err(e),
                     provisional: pending,
-                    written: Vec::new(),
                 });
                 continue;
             }
@@ -515,16 +527,7 @@ impl Shared {
                 .iter()
                 .zip(&plans)
                 .filter(|(_, p)| matches!(p, Plan::Write(_)))
-                .flat_map(|(sw, _)| {
-                    sw.events.iter().map(|e| {
-                        record_len(
-                            sw.stream.len(),
-                            e.event_type.len(),
-                            e.data.len(),
-                            e.metadata.len(),
-                        ) as u64
-                    })
-                })
+                .map(|(sw, _)| encoded_len(sw))
                 .sum();
             if size > 0 && (w.buf.len() as u64 + size) > w.log.remaining() {
                 let flushed = w.log.write(&w.buf);
@@ -536,7 +539,6 @@ impl Shared {
                         ticket,
                         result: Err(e),
                         provisional: false,
-                        written: Vec::new(),
                     });
                     continue;
                 }
@@ -546,12 +548,9 @@ impl Shared {
                 .zip(&plans)
                 .rposition(|(sw, p)| matches!(p, Plan::Write(_)) && !sw.events.is_empty());
             let mut results = Vec::with_capacity(writes.len());
-            let mut written = Vec::new();
             let mut provisional = false;
-            for (i, (sw, plan)) in writes.into_iter().zip(plans).enumerate() {
-                let Some(g) = streams.get_mut(&sw.stream) else {
-                    continue; // every stream got an entry while checking
-                };
+            for (i, ((sw, plan), slot)) in writes.iter().zip(plans).zip(slots).enumerate() {
+                let g = &mut streams.streams[slot];
                 match plan {
                     Plan::Done(r, prov) => {
                         provisional |= prov;
@@ -559,8 +558,10 @@ impl Shared {
                     }
                     Plan::Write(first) => {
                         provisional = true;
+                        if g.new_ids.is_empty() {
+                            streams.write_order.push(slot);
+                        }
                         let base = w.log.active().base;
-                        let mut places = Vec::with_capacity(sw.events.len());
                         let n = sw.events.len();
                         for (k, e) in sw.events.iter().enumerate() {
                             let pos = w.log.position() + w.buf.len() as u64;
@@ -578,20 +579,12 @@ impl Shared {
                                     metadata: &e.metadata,
                                 },
                             );
-                            places.push((pos, base));
                             g.new_ids.push(e.id);
-                            g.new_positions.push(pos);
+                            g.new_places.push((pos, base));
                         }
-                        let last = first + n as u64 - 1;
                         results.push(AppendResult {
-                            version: Some(last),
-                            position: places.last().map(|p| Position(p.0)),
-                        });
-                        written.push(Written {
-                            stream: sw.stream,
-                            first_event: first,
-                            ids: sw.events.iter().map(|e| e.id).collect(),
-                            places,
+                            version: Some(first + n as u64 - 1),
+                            position: g.new_places.last().map(|p| Position(p.0)),
                         });
                     }
                 }
@@ -600,9 +593,8 @@ impl Shared {
                 ticket,
                 result: Ok(results),
                 provisional,
-                written,
             });
         }
-        outcomes
+        (outcomes, streams)
     }
 }

@@ -645,12 +645,8 @@ fn blank_segment(path: &Path) -> Result<bool> {
         .take(SEGMENT_HEADER_LEN as u64 + 4)
         .read_to_end(&mut head)?;
     let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];
-    let first_record_len = head.get(SEGMENT_HEADER_LEN..).map_or(0, |b| {
-        b.iter()
-            .rev()
-            .fold(0u32, |acc, &x| (acc << 8) | u32::from(x))
-    });
-    Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && first_record_len == 0)
+    let no_first_record = head.iter().skip(SEGMENT_HEADER_LEN).all(|&b| b == 0);
+    Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && no_first_record)
 }
 
 /// Renames segment files out of the log (`*.salvaged`, numbered if that name is taken) and drops
