@@ -158,9 +158,11 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn id_at(&self, g: &GroupStream, k: u64) -> Result<EventId> {
         if k < g.committed {
-            let pos =
-                g.id.and_then(|id| self.index.positions(id).get(k as usize).copied())
-                    .ok_or_else(|| Error::InvalidInput("internal: index out of step".into()))?;
+            let pos = match g.id {
+                Some(id) => self.index.position(id, k)?,
+                None => None,
+            }
+            .ok_or_else(|| Error::InvalidInput("internal: index out of step".into()))?;
             Ok(self.view.record_at(pos)?.id)
         } else {
             g.new_ids
@@ -172,7 +174,7 @@ impl Checker<'_> {
 
     fn position_at(&self, g: &GroupStream, k: u64) -> Option<Position> {
         let p = if k < g.committed {
-            *self.index.positions(g.id?).get(k as usize)?
+            self.index.position(g.id?, k).ok()??
         } else {
             g.new_places.get((k - g.committed) as usize)?.0
         };
@@ -217,7 +219,9 @@ impl Checker<'_> {
         if let Some(map) = ids.streams.get(&sid) {
             return Ok(map.get(&id).copied());
         }
-        let positions = self.index.positions(sid);
+        let mut positions = Vec::new();
+        self.index
+            .copy_positions(sid, 0, g.committed, true, &mut positions)?;
         let mut map = HashMap::with_capacity(positions.len());
         for (k, &pos) in positions.iter().enumerate() {
             // Later events overwrite earlier ones: the newest event with an id wins.

@@ -67,23 +67,22 @@ impl<'a> StreamEvents<'a> {
         }
     }
 
-    fn refill(&mut self) -> bool {
-        let Some(id) = self.id else { return false };
-        let want = self.remaining.min(CHUNK);
+    fn refill(&mut self) -> Result<bool> {
+        let Some(id) = self.id else { return Ok(false) };
+        let want = self.remaining.min(CHUNK) as u64;
         self.chunk.clear();
         self.at = 0;
         let index = self.shared.index.read();
-        let positions = index.positions(id);
         if self.forward {
-            let lo = self.next.min(self.end) as usize;
-            let hi = (self.end as usize).min(lo + want).min(positions.len());
-            self.chunk.extend_from_slice(&positions[lo..hi]);
+            let lo = self.next.min(self.end);
+            let hi = self.end.min(lo + want);
+            index.copy_positions(id, lo, hi, true, &mut self.chunk)?;
         } else {
-            let hi = (self.next as usize + 1).min(positions.len());
+            let hi = self.next + 1;
             let lo = hi.saturating_sub(want);
-            self.chunk.extend(positions[lo..hi].iter().rev());
+            index.copy_positions(id, lo, hi, false, &mut self.chunk)?;
         }
-        !self.chunk.is_empty()
+        Ok(!self.chunk.is_empty())
     }
 }
 
@@ -94,9 +93,18 @@ impl Iterator for StreamEvents<'_> {
         if self.remaining == 0 {
             return None;
         }
-        if self.at == self.chunk.len() && !self.refill() {
-            self.remaining = 0;
-            return None;
+        if self.at == self.chunk.len() {
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.remaining = 0;
+                    return None;
+                }
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
+            }
         }
         let pos = self.chunk[self.at];
         self.at += 1;

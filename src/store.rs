@@ -10,10 +10,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::append::{check_stream_name, Queue, WriterState};
 use crate::error::{Error, Result};
-use crate::index::{persist, Index};
+use crate::index::persist::{self, IndexFile, RunEntry};
+use crate::index::Index;
 use crate::log::format::{
-    decode_record, trailer_len_before, u32_at, HeaderError, SegmentHeader, FORMAT_VERSION,
-    SEGMENT_HEADER_LEN,
+    decode_record, trailer_len_before, u32_at, HeaderError, RecordError, SegmentHeader,
+    FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use crate::log::reader::{Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
@@ -261,9 +262,10 @@ impl Store {
         }
         if let Ok(e) = view.event_at(from.0) {
             let index = self.shared.index.read();
-            let placed = index
-                .lookup(e.stream())
-                .and_then(|id| index.positions(id).get(e.event_number() as usize).copied());
+            let placed = match index.lookup(e.stream()) {
+                Some(id) => index.position(id, e.event_number())?,
+                None => None,
+            };
             if placed != Some(from.0) {
                 return Err(Error::InvalidPosition(from));
             }
@@ -303,12 +305,23 @@ impl Shared {
     /// Saves the index file of `seg` (best effort: an index file is a cache; a missing one is
     /// rebuilt from the log on open).
     pub(crate) fn save_segment_index(&self, seg: &Segment, sealed: bool) {
-        let mut index = self.index.write();
-        let runs = index.segment_runs(seg.base, seg.capacity);
         let sync = self.options.durability != Durability::None;
-        let _ = persist::save(&self.dir, seg.base, seg.data_end(), &runs, sync);
+        // Encoded under the read lock, written without it: readers and appends to the next
+        // segment go on while the file is written and synced.
+        let bytes = {
+            let index = self.index.read();
+            persist::encode(seg.base, seg.data_end(), &index.segment_runs(seg.base))
+        };
+        let saved = persist::save(&self.dir, seg.base, &bytes, sync).is_ok();
         if sealed {
-            index.forget_segment(seg.base);
+            let mut index = self.index.write();
+            match saved
+                .then(|| persist::open(&self.dir, seg.base, seg.capacity))
+                .flatten()
+            {
+                Some((file, entries)) => index.map_segment(seg.base, file, &entries),
+                None => index.forget_segment(seg.base),
+            }
         }
     }
 
@@ -516,16 +529,20 @@ fn recover_pass(
         let mut from = SEGMENT_HEADER_LEN as u64;
         let mut had_index_file = false;
         if use_index_files {
-            if let Some(ix) = persist::load(dir, base, seg.capacity) {
-                if !ends_a_batch(seg.bytes(), ix.covered_end)
-                    || !runs_match_log(seg.bytes(), &ix.runs)
+            if let Some((file, entries)) = persist::open(dir, base, seg.capacity) {
+                if !ends_a_batch(seg.bytes(), file.covered_end)
+                    || !runs_match_log(seg.bytes(), &file, &entries)
                 {
                     return Err(Pass::Rebuild);
                 }
-                index
-                    .apply_runs(base, &ix.runs)
-                    .map_err(|_| Pass::Rebuild)?;
-                from = ix.covered_end;
+                from = file.covered_end;
+                // Runs that the scan below may extend are held in memory; the runs of a sealed
+                // segment whose file covers all of it stay in the mapped file.
+                let extended = is_last
+                    || decode_record(seg.bytes(), from as usize, false) != Err(RecordError::End);
+                if !index.apply_file(base, file, &entries, extended) {
+                    return Err(Pass::Rebuild);
+                }
                 had_index_file = true;
                 used_index_files = true;
             }
@@ -578,11 +595,16 @@ fn recover_pass(
         seg.set_data_end(end.end);
         let seg = Arc::new(seg);
         let stop_salvage = salvage && end.cut.is_some();
-        if !is_last && (!had_index_file || scanned > 0 || stop_salvage) {
-            let runs = index.segment_runs(base, seg.capacity);
-            let _ = persist::save(dir, base, end.end, &runs, sync);
-        }
-        if !is_last && !stop_salvage {
+        if !is_last && !stop_salvage && (!had_index_file || scanned > 0) {
+            let bytes = persist::encode(base, end.end, &index.segment_runs(base));
+            match persist::save(dir, base, &bytes, sync)
+                .ok()
+                .and_then(|_| persist::open(dir, base, seg.capacity))
+            {
+                Some((file, entries)) => index.map_segment(base, file, &entries),
+                None => index.forget_segment(base),
+            }
+        } else if !is_last && !stop_salvage {
             index.forget_segment(base);
         }
         segments.push(seg);
@@ -616,22 +638,28 @@ fn ends_a_batch(bytes: &[u8], off: u64) -> bool {
         && decode_record(bytes, off - len, true).is_ok_and(|r| r.len == len && r.is_batch_end())
 }
 
-/// Spot-checks index runs against the log: the first and last record of every run must be the
-/// stream's events the run says they are. Checking every record would read the whole log, which
-/// index files exist to avoid; reads check each record they return.
-fn runs_match_log(bytes: &[u8], runs: &[crate::index::SegmentRun]) -> bool {
-    runs.iter().all(|run| {
-        let (Some(&first), Some(&last)) = (run.offsets.first(), run.offsets.last()) else {
+/// Spot-checks index runs against the log: for a sample of the runs (all of them in a small
+/// file), the checksum of its offsets, and that its first and last record are the stream's events
+/// the run says they are. Checking every record would read the whole log, which index files exist
+/// to avoid; reads check each record they return.
+fn runs_match_log(bytes: &[u8], file: &IndexFile, entries: &[RunEntry]) -> bool {
+    /// Runs checked per index file.
+    const SAMPLE: usize = 16;
+    let step = entries.len().div_ceil(SAMPLE).max(1);
+    entries.iter().step_by(step).chain(entries.last()).all(|e| {
+        if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
             return false;
-        };
-        let at = |off: u32, number: u64| {
+        }
+        let name = file.name(e).as_bytes();
+        let at = |k: usize| {
+            let off = file.offset(e.offsets_at, k);
             off.is_multiple_of(8)
                 && decode_record(bytes, off as usize, false).is_ok_and(|r| {
-                    r.event_number == number
-                        && &bytes[r.stream.0..r.stream.1] == run.stream.as_bytes()
+                    r.event_number == e.first_event + k as u64
+                        && &bytes[r.stream.0..r.stream.1] == name
                 })
         };
-        at(first, run.first_event) && at(last, run.first_event + run.offsets.len() as u64 - 1)
+        at(0) && at(e.count as usize - 1)
     })
 }
 

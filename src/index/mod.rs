@@ -1,34 +1,102 @@
 //! The stream index: stream names to stream ids, and per stream, event number to position.
 //!
-//! Held in memory; [`persist`] saves it as one file per log segment, so opening a store reads
-//! those files and scans only what the log holds beyond them.
+//! A stream's positions are kept as runs, one per segment the stream has events in: the event
+//! numbers of a run are contiguous, and its positions are 32-bit offsets into that segment. Runs
+//! of the active segment live in memory; once a segment is sealed, [`persist`] writes its runs to
+//! an index file, and the index maps that file and drops the in-memory copy. Opening a store maps
+//! the index files and reads only their directories, so neither opening nor resident memory
+//! grows with the number of events in sealed segments.
 
 pub mod persist;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use persist::{IndexFile, RunEntry, RunToSave};
 
 /// Dense id of a stream inside one open store (its creation order); never written to disk.
 pub type StreamId = u32;
 
-struct StreamEntry {
-    name: Arc<str>,
-    /// `positions[n]` is the global position of event number `n`.
-    positions: Vec<u64>,
-    /// Base of the segment that holds the stream's newest event, to track which streams each
-    /// segment touches.
-    last_segment: Option<u64>,
+/// Where a run's offsets are.
+enum Offsets {
+    /// In memory: a run of a segment whose index file is not written yet.
+    Owned(Vec<u32>),
+    /// In a mapped index file, at byte `at`. The array's checksum is verified on first use and
+    /// `checked` remembers it.
+    Mapped {
+        file: Arc<IndexFile>,
+        at: usize,
+        crc: u32,
+        checked: AtomicBool,
+    },
 }
 
-/// One stream's events inside one segment: a contiguous run of event numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentRun {
-    /// Stream name.
-    pub stream: Arc<str>,
-    /// Event number of the first event of the run.
-    pub first_event: u64,
-    /// Offsets of the events inside the segment, in event-number order.
-    pub offsets: Vec<u32>,
+/// One stream's events in one segment.
+struct Run {
+    /// Base position of the segment.
+    base: u64,
+    first_event: u64,
+    len: u32,
+    offsets: Offsets,
+}
+
+impl Run {
+    /// Verifies a mapped run's checksum the first time it is used.
+    fn check(&self, stream: &str) -> Result<()> {
+        let Offsets::Mapped {
+            file,
+            at,
+            crc,
+            checked,
+        } = &self.offsets
+        else {
+            return Ok(());
+        };
+        if checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if !file.run_is_intact(*at, self.len, *crc) {
+            // The file is a cache of the log: without it, the next open rebuilds it.
+            let _ = std::fs::remove_file(&file.path);
+            return Err(Error::Corrupt {
+                file: file.path.clone(),
+                offset: *at as u64,
+                reason: format!(
+                    "checksum mismatch in the index of stream `{stream}`; the index file is \
+                     removed and rebuilt from the log when the store is next opened"
+                ),
+            });
+        }
+        checked.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Position of the run's `k`-th event; `k < len`.
+    fn position(&self, k: usize) -> u64 {
+        let off = match &self.offsets {
+            Offsets::Owned(v) => v.get(k).copied().unwrap_or(0),
+            Offsets::Mapped { file, at, .. } => file.offset(*at, k),
+        };
+        self.base + u64::from(off)
+    }
+}
+
+struct StreamEntry {
+    name: Arc<str>,
+    /// Number of events.
+    len: u64,
+    /// In event-number order; each starts where the one before ends.
+    runs: Vec<Run>,
+}
+
+impl StreamEntry {
+    /// The run holding event `n`; `n < len`.
+    fn run_of(&self, n: u64) -> Option<&Run> {
+        let i = self.runs.partition_point(|r| r.first_event <= n);
+        self.runs.get(i.checked_sub(1)?)
+    }
 }
 
 /// An event number that does not follow the stream's last one.
@@ -42,12 +110,12 @@ pub struct Discontinuity {
     pub found: u64,
 }
 
-/// The in-memory index.
+/// The index.
 #[derive(Default)]
 pub struct Index {
     ids: HashMap<Arc<str>, StreamId>,
     streams: Vec<StreamEntry>,
-    /// Per segment base: the streams with events in that segment.
+    /// Per segment base: the streams with in-memory runs in that segment.
     touched: BTreeMap<u64, Vec<StreamId>>,
 }
 
@@ -64,16 +132,7 @@ impl Index {
 
     /// How many events the stream has.
     pub fn len(&self, id: StreamId) -> u64 {
-        self.streams
-            .get(id as usize)
-            .map_or(0, |s| s.positions.len() as u64)
-    }
-
-    /// The stream's positions, by event number.
-    pub fn positions(&self, id: StreamId) -> &[u64] {
-        self.streams
-            .get(id as usize)
-            .map_or(&[], |s| s.positions.as_slice())
+        self.streams.get(id as usize).map_or(0, |s| s.len)
     }
 
     /// All stream names, in the order the streams were first written.
@@ -86,6 +145,72 @@ impl Index {
         self.streams.get(id as usize).map(|s| &s.name)
     }
 
+    /// The position of event `n` of stream `id`, `None` if it has no such event. An error if the
+    /// index file holding it is damaged.
+    pub fn position(&self, id: StreamId, n: u64) -> Result<Option<u64>> {
+        let Some(s) = self.streams.get(id as usize) else {
+            return Ok(None);
+        };
+        if n >= s.len {
+            return Ok(None);
+        }
+        let Some(run) = s.run_of(n) else {
+            return Ok(None);
+        };
+        run.check(&s.name)?;
+        Ok(Some(run.position((n - run.first_event) as usize)))
+    }
+
+    /// Appends to `out` the positions of events `lo..hi` of stream `id` (clamped to the stream),
+    /// in ascending order if `forward`, else descending.
+    pub fn copy_positions(
+        &self,
+        id: StreamId,
+        lo: u64,
+        hi: u64,
+        forward: bool,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
+        let Some(s) = self.streams.get(id as usize) else {
+            return Ok(());
+        };
+        let hi = hi.min(s.len);
+        if lo >= hi {
+            return Ok(());
+        }
+        let first = s.runs.partition_point(|r| r.first_event <= lo).max(1) - 1;
+        let last = s.runs.partition_point(|r| r.first_event < hi);
+        let runs = s.runs.get(first..last).unwrap_or_default();
+        let copy = |run: &Run, out: &mut Vec<u64>| -> Result<()> {
+            run.check(&s.name)?;
+            let a = lo.max(run.first_event) - run.first_event;
+            let b = hi.min(run.first_event + u64::from(run.len)) - run.first_event;
+            let (a, b) = (a as usize, b as usize);
+            match (&run.offsets, forward) {
+                (Offsets::Owned(v), true) => {
+                    out.extend(v[a..b].iter().map(|&o| run.base + u64::from(o)))
+                }
+                (Offsets::Owned(v), false) => {
+                    out.extend(v[a..b].iter().rev().map(|&o| run.base + u64::from(o)))
+                }
+                (Offsets::Mapped { file, at, .. }, true) => {
+                    out.extend((a..b).map(|k| run.base + u64::from(file.offset(*at, k))))
+                }
+                (Offsets::Mapped { file, at, .. }, false) => out.extend(
+                    (a..b)
+                        .rev()
+                        .map(|k| run.base + u64::from(file.offset(*at, k))),
+                ),
+            }
+            Ok(())
+        };
+        if forward {
+            runs.iter().try_for_each(|r| copy(r, out))
+        } else {
+            runs.iter().rev().try_for_each(|r| copy(r, out))
+        }
+    }
+
     /// The id of `stream`, creating an empty entry if it has none.
     pub fn get_or_create(&mut self, stream: &str) -> StreamId {
         if let Some(id) = self.ids.get(stream) {
@@ -95,8 +220,8 @@ impl Index {
         let id = self.streams.len() as StreamId;
         self.streams.push(StreamEntry {
             name: name.clone(),
-            positions: Vec::new(),
-            last_segment: None,
+            len: 0,
+            runs: Vec::new(),
         });
         self.ids.insert(name, id);
         id
@@ -118,65 +243,159 @@ impl Index {
                 found: event_number,
             });
         };
-        let expected = entry.positions.len() as u64;
-        if event_number != expected {
+        if event_number != entry.len {
             return Err(Discontinuity {
                 stream: entry.name.clone(),
-                expected,
+                expected: entry.len,
                 found: event_number,
             });
         }
-        entry.positions.push(position);
-        if entry.last_segment != Some(segment_base) {
-            entry.last_segment = Some(segment_base);
-            self.touched.entry(segment_base).or_default().push(id);
+        let off = (position - segment_base) as u32;
+        match entry.runs.last_mut() {
+            Some(Run {
+                base,
+                len,
+                offsets: Offsets::Owned(v),
+                ..
+            }) if *base == segment_base => {
+                v.push(off);
+                *len += 1;
+            }
+            _ => {
+                entry.runs.push(Run {
+                    base: segment_base,
+                    first_event: event_number,
+                    len: 1,
+                    offsets: Offsets::Owned(vec![off]),
+                });
+                self.touched.entry(segment_base).or_default().push(id);
+            }
         }
+        entry.len += 1;
         Ok(())
     }
 
-    /// The runs of every stream with events in the segment spanning `[base, base + capacity)`.
-    pub fn segment_runs(&self, base: u64, capacity: u64) -> Vec<SegmentRun> {
+    /// The in-memory runs of every stream with events in the segment at `base`, to be saved.
+    pub fn segment_runs(&self, base: u64) -> Vec<RunToSave<'_>> {
         let Some(ids) = self.touched.get(&base) else {
             return Vec::new();
         };
-        let end = base + capacity;
         ids.iter()
             .filter_map(|&id| {
                 let s = &self.streams[id as usize];
-                let lo = s.positions.partition_point(|&p| p < base);
-                let hi = s.positions.partition_point(|&p| p < end);
-                (lo < hi).then(|| SegmentRun {
-                    stream: s.name.clone(),
-                    first_event: lo as u64,
-                    offsets: s.positions[lo..hi]
-                        .iter()
-                        .map(|&p| (p - base) as u32)
-                        .collect(),
-                })
+                let run = s.runs.iter().rev().find(|r| r.base == base)?;
+                match &run.offsets {
+                    Offsets::Owned(v) => Some(RunToSave {
+                        stream: &s.name,
+                        first_event: run.first_event,
+                        offsets: v,
+                    }),
+                    Offsets::Mapped { .. } => None,
+                }
             })
             .collect()
     }
 
-    /// Drops the bookkeeping of which streams a segment touches, once its index file is final.
+    /// Replaces the in-memory runs of the sealed segment at `base` with those of its index file,
+    /// just written, freeing their memory. Runs the file does not match stay in memory.
+    pub fn map_segment(&mut self, base: u64, file: IndexFile, entries: &[RunEntry]) {
+        let file = Arc::new(file);
+        for e in entries {
+            let Some(id) = self.lookup(file.name(e)) else {
+                continue;
+            };
+            let s = &mut self.streams[id as usize];
+            let Some(run) = s.runs.iter_mut().rev().find(|r| r.base == base) else {
+                continue;
+            };
+            let same = match &run.offsets {
+                Offsets::Owned(v) => {
+                    run.first_event == e.first_event
+                        && v.len() == e.count as usize
+                        && v.iter()
+                            .enumerate()
+                            .all(|(k, &o)| file.offset(e.offsets_at, k) == o)
+                }
+                Offsets::Mapped { .. } => false,
+            };
+            if same {
+                run.offsets = Offsets::Mapped {
+                    file: file.clone(),
+                    at: e.offsets_at,
+                    crc: e.crc,
+                    checked: AtomicBool::new(true),
+                };
+            }
+        }
+        self.touched.remove(&base);
+    }
+
+    /// Drops the bookkeeping of which streams a segment touches, once its runs are final but
+    /// stay in memory (its index file could not be written).
     pub fn forget_segment(&mut self, base: u64) {
         self.touched.remove(&base);
     }
 
-    /// Adds runs loaded from a segment's index file.
-    pub fn apply_runs(&mut self, base: u64, runs: &[SegmentRun]) -> Result<(), Discontinuity> {
-        for run in runs {
-            let id = self.get_or_create(&run.stream);
-            for (k, &off) in run.offsets.iter().enumerate() {
-                self.push(id, run.first_event + k as u64, base + u64::from(off), base)?;
+    /// Adds the runs of the segment at `base` from its index file. With `in_memory`, the offsets
+    /// are copied (for the active segment, which appends extend) and every run's checksum is
+    /// verified; otherwise the runs point into the file and are verified on first use.
+    ///
+    /// `false` if the file does not continue the index (a run that does not start at its
+    /// stream's length, or a damaged run): the caller rebuilds from the log.
+    pub fn apply_file(
+        &mut self,
+        base: u64,
+        file: IndexFile,
+        entries: &[RunEntry],
+        in_memory: bool,
+    ) -> bool {
+        let file = Arc::new(file);
+        for e in entries {
+            let id = self.get_or_create(file.name(e));
+            let entry = &mut self.streams[id as usize];
+            if entry.len != e.first_event || entry.runs.last().is_some_and(|r| r.base >= base) {
+                return false;
+            }
+            if in_memory {
+                if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
+                    return false;
+                }
+                for k in 0..e.count as usize {
+                    let pos = base + u64::from(file.offset(e.offsets_at, k));
+                    if self.push(id, e.first_event + k as u64, pos, base).is_err() {
+                        return false;
+                    }
+                }
+            } else {
+                entry.runs.push(Run {
+                    base,
+                    first_event: e.first_event,
+                    len: e.count,
+                    offsets: Offsets::Mapped {
+                        file: file.clone(),
+                        at: e.offsets_at,
+                        crc: e.crc,
+                        checked: AtomicBool::new(false),
+                    },
+                });
+                entry.len += u64::from(e.count);
             }
         }
-        Ok(())
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    fn positions(ix: &Index, id: StreamId, forward: bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        ix.copy_positions(id, 0, u64::MAX, forward, &mut out)
+            .unwrap();
+        out
+    }
 
     #[test]
     fn push_checks_continuity_and_tracks_segments() {
@@ -188,19 +407,80 @@ mod tests {
         ix.push(a, 1, 4160, 4096).unwrap();
         assert!(ix.push(a, 5, 4200, 4096).is_err());
         assert_eq!(ix.len(a), 2);
-        let runs = ix.segment_runs(0, 4096);
+        let runs = ix.segment_runs(0);
         assert_eq!(runs.len(), 2);
-        assert_eq!(runs[0].offsets, vec![64]);
-        let runs = ix.segment_runs(4096, 4096);
+        assert_eq!(runs[0].offsets, &[64]);
+        let runs = ix.segment_runs(4096);
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].first_event, 1);
-        assert_eq!(runs[0].offsets, vec![64]);
+        assert_eq!(runs[0].offsets, &[64]);
+        assert_eq!(positions(&ix, a, true), [64, 4160]);
+        assert_eq!(positions(&ix, a, false), [4160, 64]);
+        assert_eq!(ix.position(a, 1).unwrap(), Some(4160));
+        assert_eq!(ix.position(a, 2).unwrap(), None);
+    }
 
-        let mut again = Index::new();
-        again.apply_runs(0, &ix.segment_runs(0, 4096)).unwrap();
-        again
-            .apply_runs(4096, &ix.segment_runs(4096, 4096))
-            .unwrap();
-        assert_eq!(again.positions(again.lookup("a").unwrap()), &[64, 4160]);
+    #[test]
+    fn mapped_runs_read_like_in_memory_ones() {
+        let mut ix = Index::new();
+        let a = ix.get_or_create("a");
+        let b = ix.get_or_create("b");
+        for k in 0..10u64 {
+            ix.push(a, k, 64 + 200 * k, 0).unwrap();
+        }
+        ix.push(b, 0, 4000, 0).unwrap();
+        for k in 10..15u64 {
+            ix.push(a, k, 8192 + 64 + 100 * (k - 10), 8192).unwrap();
+        }
+        let before = positions(&ix, a, true);
+        let bytes = persist::encode(0, 4096, &ix.segment_runs(0));
+        let (file, entries) = persist::parse(PathBuf::from("0.idx"), bytes, 0, 8192).unwrap();
+        ix.map_segment(0, file, &entries);
+        assert!(ix.segment_runs(0).is_empty());
+        assert_eq!(positions(&ix, a, true), before);
+        let mut mid = Vec::new();
+        ix.copy_positions(a, 8, 12, false, &mut mid).unwrap();
+        assert_eq!(mid, [before[11], before[10], before[9], before[8]]);
+        assert_eq!(ix.position(b, 0).unwrap(), Some(4000));
+
+        // The same from the file alone, as opening does it.
+        let mut fresh = Index::new();
+        let fa = fresh.get_or_create("a");
+        let fb = fresh.get_or_create("b");
+        for k in 0..10u64 {
+            fresh.push(fa, k, 64 + 200 * k, 0).unwrap();
+        }
+        fresh.push(fb, 0, 4000, 0).unwrap();
+        let bytes = persist::encode(0, 4096, &fresh.segment_runs(0));
+        let (file, entries) = persist::parse(PathBuf::from("0.idx"), bytes, 0, 8192).unwrap();
+        let mut opened = Index::new();
+        assert!(opened.apply_file(0, file, &entries, false));
+        let id = opened.lookup("a").unwrap();
+        assert_eq!(positions(&opened, id, true), before[..10]);
+        // A file that does not continue the index is refused.
+        let bytes = persist::encode(0, 4096, &fresh.segment_runs(0));
+        let (file, entries) = persist::parse(PathBuf::from("0.idx"), bytes, 0, 8192).unwrap();
+        assert!(!opened.apply_file(0, file, &entries, false));
+    }
+
+    #[test]
+    fn a_damaged_mapped_run_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = Index::new();
+        let a = ix.get_or_create("a");
+        ix.push(a, 0, 64, 0).unwrap();
+        ix.push(a, 1, 128, 0).unwrap();
+        let mut bytes = persist::encode(0, 4096, &ix.segment_runs(0));
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        let path = dir.path().join("0.idx");
+        std::fs::write(&path, &bytes).unwrap();
+        let (file, entries) = persist::parse(path.clone(), bytes, 0, 8192).unwrap();
+        let mut opened = Index::new();
+        assert!(opened.apply_file(0, file, &entries, false));
+        let id = opened.lookup("a").unwrap();
+        assert_eq!(opened.len(id), 2);
+        assert!(matches!(opened.position(id, 0), Err(Error::Corrupt { .. })));
+        assert!(!path.exists(), "a damaged index file is removed");
     }
 }

@@ -1,145 +1,269 @@
 //! Index files: one per segment, `<base>.idx`, holding that segment's stream runs.
 //!
 //! An index file is a cache of what its segment says. A missing, damaged or stale one is never
-//! an error: opening rebuilds it from the segment.
+//! an error at open: opening rebuilds it from the segment.
+//!
+//! Index files of sealed segments are memory-mapped, not read: opening a store parses only their
+//! headers and directories (one entry per stream and segment), and the offsets arrays, four bytes
+//! per event, are paged in when a read needs them. Each offsets array carries its own checksum,
+//! verified the first time the array is used, so that opening does no work per event.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::SegmentRun;
-use crate::log::format::{u16_at, u32_at, u64_at, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
 use crate::log::segment::create_file;
 
 /// First eight bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"EVJLIDX\0";
-/// Bytes before the first run.
-pub const INDEX_HEADER_LEN: usize = 48;
-/// Fixed bytes of a run besides its name and offsets: name length (2), first event (8),
-/// count (4).
-const RUN_FIXED_LEN: usize = 14;
+/// Layout version of index files written by this build. Index files are caches: a file of any
+/// other layout is not read but rebuilt from its segment.
+pub const INDEX_VERSION: u32 = 2;
+/// Bytes of the header, before the directory.
+pub const INDEX_HEADER_LEN: usize = 64;
+/// Bytes of one directory entry.
+pub const DIR_ENTRY_LEN: usize = 32;
+/// Where the header's own checksum sits: its last four bytes.
+const HEADER_CRC_AT: usize = INDEX_HEADER_LEN - 4;
 
 /// The index file name for the segment at `base`.
 pub fn index_file_name(base: u64) -> String {
     format!("{base:020}.idx")
 }
 
-/// What an index file holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentIndex {
-    /// Offset in the segment up to which the runs are complete; the log after it is scanned.
-    pub covered_end: u64,
-    /// The runs, one per stream.
-    pub runs: Vec<SegmentRun>,
+/// One stream's events inside one segment, to be written: a contiguous run of event numbers.
+pub struct RunToSave<'a> {
+    /// Stream name.
+    pub stream: &'a str,
+    /// Event number of the first event of the run.
+    pub first_event: u64,
+    /// Offsets of the events inside the segment, in event-number order.
+    pub offsets: &'a [u32],
 }
 
 /// Encodes the index file bytes for the segment at `base`.
-pub fn encode(base: u64, covered_end: u64, runs: &[SegmentRun]) -> Vec<u8> {
-    let body_len: usize = runs
-        .iter()
-        .map(|r| RUN_FIXED_LEN + r.stream.len() + 4 * r.offsets.len())
-        .sum();
-    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + body_len);
-    out.extend_from_slice(&INDEX_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
-    out.extend_from_slice(&base.to_le_bytes());
-    out.extend_from_slice(&covered_end.to_le_bytes());
-    out.extend_from_slice(&(body_len as u64).to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]); // body CRC and header CRC, filled below
-    for r in runs {
-        out.extend_from_slice(&(r.stream.len() as u16).to_le_bytes());
-        out.extend_from_slice(r.stream.as_bytes());
-        out.extend_from_slice(&r.first_event.to_le_bytes());
-        out.extend_from_slice(&(r.offsets.len() as u32).to_le_bytes());
-        for off in &r.offsets {
-            out.extend_from_slice(&off.to_le_bytes());
+pub fn encode(base: u64, covered_end: u64, runs: &[RunToSave<'_>]) -> Vec<u8> {
+    let names_len: usize = runs.iter().map(|r| r.stream.len()).sum();
+    let offsets_count: usize = runs.iter().map(|r| r.offsets.len()).sum();
+    let dir_len = runs.len() * DIR_ENTRY_LEN;
+    let offsets_at = (INDEX_HEADER_LEN + dir_len + names_len).next_multiple_of(4);
+    let mut out = vec![0u8; offsets_at + 4 * offsets_count];
+    out[0..8].copy_from_slice(&INDEX_MAGIC);
+    out[8..12].copy_from_slice(&INDEX_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&(runs.len() as u32).to_le_bytes());
+    out[16..24].copy_from_slice(&base.to_le_bytes());
+    out[24..32].copy_from_slice(&covered_end.to_le_bytes());
+    out[32..40].copy_from_slice(&(names_len as u64).to_le_bytes());
+    out[40..48].copy_from_slice(&(offsets_count as u64).to_le_bytes());
+    let mut name_at = 0usize;
+    let mut offset_index = 0usize;
+    let names_start = INDEX_HEADER_LEN + dir_len;
+    for (i, r) in runs.iter().enumerate() {
+        let e = INDEX_HEADER_LEN + i * DIR_ENTRY_LEN;
+        let array = offsets_at + 4 * offset_index;
+        for (k, off) in r.offsets.iter().enumerate() {
+            out[array + 4 * k..array + 4 * k + 4].copy_from_slice(&off.to_le_bytes());
         }
+        let crc = crc32fast::hash(&out[array..array + 4 * r.offsets.len()]);
+        out[e..e + 8].copy_from_slice(&r.first_event.to_le_bytes());
+        out[e + 8..e + 12].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
+        out[e + 12..e + 14].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        out[e + 16..e + 20].copy_from_slice(&(name_at as u32).to_le_bytes());
+        out[e + 20..e + 24].copy_from_slice(&(offset_index as u32).to_le_bytes());
+        out[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+        out[names_start + name_at..names_start + name_at + r.stream.len()]
+            .copy_from_slice(r.stream.as_bytes());
+        name_at += r.stream.len();
+        offset_index += r.offsets.len();
     }
-    let body_crc = crc32fast::hash(&out[INDEX_HEADER_LEN..]);
-    out[40..44].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = crc32fast::hash(&out[..44]);
-    out[44..48].copy_from_slice(&header_crc.to_le_bytes());
+    let dir_crc = crc32fast::hash(&out[INDEX_HEADER_LEN..names_start + names_len]);
+    out[48..52].copy_from_slice(&dir_crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&out[..HEADER_CRC_AT]);
+    out[HEADER_CRC_AT..INDEX_HEADER_LEN].copy_from_slice(&header_crc.to_le_bytes());
     out
 }
 
-/// Decodes an index file for the segment at `base` whose capacity is `capacity`. `None` for
-/// anything that is not a whole, matching, well-formed index file.
-pub fn decode(bytes: &[u8], base: u64, capacity: u64) -> Option<SegmentIndex> {
+/// One directory entry of an opened index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEntry {
+    /// Byte range of the stream name in the file (valid UTF-8, not empty).
+    pub name: (usize, usize),
+    /// Event number of the run's first event.
+    pub first_event: u64,
+    /// Events in the run, at least one.
+    pub count: u32,
+    /// Byte offset of the run's offsets array in the file (inside the file).
+    pub offsets_at: usize,
+    /// CRC32 of the offsets array.
+    pub crc: u32,
+}
+
+/// An opened index file: its bytes (mapped) and what its header says.
+pub struct IndexFile {
+    /// The file, for error messages.
+    pub path: PathBuf,
+    bytes: Bytes,
+    /// Offset in the segment up to which the runs are complete; the log after it is scanned.
+    pub covered_end: u64,
+}
+
+/// Either a memory map or, for tests and tiny files, owned bytes.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    #[cfg(test)]
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            #[cfg(test)]
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl IndexFile {
+    /// The stream name of `run`.
+    pub fn name(&self, run: &RunEntry) -> &str {
+        // Checked as UTF-8 when the directory was parsed.
+        std::str::from_utf8(&self.bytes[run.name.0..run.name.1]).unwrap_or_default()
+    }
+
+    /// Offset `k` of `run`'s array; `k < run.count`, which parsing bounded by the file.
+    pub fn offset(&self, offsets_at: usize, k: usize) -> u32 {
+        let at = offsets_at + 4 * k;
+        self.bytes.get(at..at + 4).map_or(0, |b| u32_at(b, 0))
+    }
+
+    /// Whether the offsets array of a run matches its checksum.
+    pub fn run_is_intact(&self, offsets_at: usize, count: u32, crc: u32) -> bool {
+        self.bytes
+            .get(offsets_at..offsets_at + 4 * count as usize)
+            .is_some_and(|b| crc32fast::hash(b) == crc)
+    }
+}
+
+/// Parses index file bytes for the segment at `base` whose capacity is `capacity`: the header and
+/// the directory, checked against their checksums, never the offsets arrays. `None` for anything
+/// that is not a whole, matching, well-formed index file.
+#[cfg(test)]
+pub fn parse(
+    path: PathBuf,
+    bytes: Vec<u8>,
+    base: u64,
+    capacity: u64,
+) -> Option<(IndexFile, Vec<RunEntry>)> {
+    parse_bytes(path, Bytes::Owned(bytes), base, capacity)
+}
+
+fn parse_bytes(
+    path: PathBuf,
+    bytes: Bytes,
+    base: u64,
+    capacity: u64,
+) -> Option<(IndexFile, Vec<RunEntry>)> {
     let h = bytes.get(..INDEX_HEADER_LEN)?;
-    if h[..8] != INDEX_MAGIC || crc32fast::hash(&h[..44]) != u32_at(h, 44) {
+    if h[..8] != INDEX_MAGIC || crc32fast::hash(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT) {
         return None;
     }
-    let version = u32_at(h, 8);
-    if version == 0 || version > FORMAT_VERSION || u64_at(h, 16) != base {
+    if u32_at(h, 8) != INDEX_VERSION || u64_at(h, 16) != base {
         return None;
     }
     let covered_end = u64_at(h, 24);
     if covered_end < SEGMENT_HEADER_LEN as u64 || covered_end > capacity {
         return None;
     }
-    let body = &bytes[INDEX_HEADER_LEN..];
-    if u64_at(h, 32) != body.len() as u64 || crc32fast::hash(body) != u32_at(h, 40) {
+    let count = u32_at(h, 12) as usize;
+    let names_len = usize::try_from(u64_at(h, 32)).ok()?;
+    let offsets_count = usize::try_from(u64_at(h, 40)).ok()?;
+    // Every length is checked against the file's real size before anything is sized by it.
+    let names_start = INDEX_HEADER_LEN.checked_add(count.checked_mul(DIR_ENTRY_LEN)?)?;
+    let names_end = names_start.checked_add(names_len)?;
+    let offsets_start = names_end.next_multiple_of(4);
+    let total = offsets_start.checked_add(offsets_count.checked_mul(4)?)?;
+    if total != bytes.len() || bytes[names_end..offsets_start].iter().any(|&b| b != 0) {
         return None;
     }
-    let count = u32_at(h, 12) as usize;
-    // Each run takes at least RUN_FIXED_LEN bytes, so the body bounds the count.
-    if count > body.len() / RUN_FIXED_LEN {
+    if crc32fast::hash(&bytes[INDEX_HEADER_LEN..names_end]) != u32_at(h, 48)
+        || h[52..HEADER_CRC_AT].iter().any(|&b| b != 0)
+    {
         return None;
     }
     let mut runs = Vec::with_capacity(count);
-    let mut at = 0usize;
-    for _ in 0..count {
-        let name_len = u16_at(body.get(at..at + 2)?, 0) as usize;
-        at += 2;
-        let name = std::str::from_utf8(body.get(at..at + name_len)?).ok()?;
-        at += name_len;
-        let first_event = u64_at(body.get(at..at + 8)?, 0);
-        let n = u32_at(body.get(at + 8..at + 12)?, 0) as usize;
-        at += 12;
-        let raw = body.get(at..at.checked_add(n.checked_mul(4)?)?)?;
-        at += raw.len();
-        let mut offsets = Vec::with_capacity(n);
-        let mut prev = 0u32;
-        for c in raw.chunks_exact(4) {
-            let off = u32_at(c, 0);
-            if (off as usize) < SEGMENT_HEADER_LEN || u64::from(off) >= covered_end || off <= prev {
-                return None;
-            }
-            prev = off;
-            offsets.push(off);
-        }
-        if name.is_empty() || n == 0 || first_event.checked_add(n as u64).is_none() {
+    let (mut next_name, mut next_offset) = (0usize, 0usize);
+    for i in 0..count {
+        let e = &bytes[INDEX_HEADER_LEN + i * DIR_ENTRY_LEN..][..DIR_ENTRY_LEN];
+        let first_event = u64_at(e, 0);
+        let n = u32_at(e, 8);
+        let name_len = u16_at(e, 12) as usize;
+        let name_at = u32_at(e, 16) as usize;
+        let offset_index = u32_at(e, 20) as usize;
+        // Names and arrays are laid out in directory order, back to back: anything else is not
+        // a file this code wrote.
+        if n == 0
+            || name_len == 0
+            || name_at != next_name
+            || offset_index != next_offset
+            || u16_at(e, 14) != 0
+            || u32_at(e, 28) != 0
+            || first_event.checked_add(u64::from(n)).is_none()
+        {
             return None;
         }
-        runs.push(SegmentRun {
-            stream: Arc::from(name),
+        next_name = name_at.checked_add(name_len)?;
+        next_offset = offset_index.checked_add(n as usize)?;
+        if next_name > names_len || next_offset > offsets_count {
+            return None;
+        }
+        let name = (names_start + name_at, names_start + next_name);
+        std::str::from_utf8(&bytes[name.0..name.1]).ok()?;
+        runs.push(RunEntry {
+            name,
             first_event,
-            offsets,
+            count: n,
+            offsets_at: offsets_start + 4 * offset_index,
+            crc: u32_at(e, 24),
         });
     }
-    (at == body.len()).then_some(SegmentIndex { covered_end, runs })
+    if next_name != names_len || next_offset != offsets_count {
+        return None;
+    }
+    Some((
+        IndexFile {
+            path,
+            bytes,
+            covered_end,
+        },
+        runs,
+    ))
 }
 
-/// Reads the index file of the segment at `base`, if there is a valid one.
-pub fn load(dir: &Path, base: u64, capacity: u64) -> Option<SegmentIndex> {
-    let bytes = fs::read(dir.join(index_file_name(base))).ok()?;
-    decode(&bytes, base, capacity)
+/// Opens the index file of the segment at `base`, if there is a valid one (see [`parse`]).
+pub fn open(dir: &Path, base: u64, capacity: u64) -> Option<(IndexFile, Vec<RunEntry>)> {
+    let path = dir.join(index_file_name(base));
+    let file = File::open(&path).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len < INDEX_HEADER_LEN as u64 {
+        return None;
+    }
+    // SAFETY: index files are written under a temporary name and renamed into place, never
+    // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
+    // or removed later keeps its old inode mapped.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    parse_bytes(path, Bytes::Mapped(map), base, capacity)
 }
 
-/// Writes the index file of the segment at `base`, replacing any older one atomically.
-pub fn save(
-    dir: &Path,
-    base: u64,
-    covered_end: u64,
-    runs: &[SegmentRun],
-    sync: bool,
-) -> std::io::Result<PathBuf> {
+/// Writes the index file of the segment at `base` (bytes from [`encode`]), replacing any older
+/// one atomically.
+pub fn save(dir: &Path, base: u64, bytes: &[u8], sync: bool) -> std::io::Result<PathBuf> {
     let path = dir.join(index_file_name(base));
     let tmp = dir.join(format!("{}.tmp", index_file_name(base)));
     let mut f = create_file(&tmp)?;
-    f.write_all(&encode(base, covered_end, runs))?;
+    f.write_all(bytes)?;
     if sync {
         f.sync_data()?;
     }
@@ -152,40 +276,76 @@ pub fn save(
 mod tests {
     use super::*;
 
-    fn runs() -> Vec<SegmentRun> {
+    fn runs() -> Vec<RunToSave<'static>> {
         vec![
-            SegmentRun {
-                stream: Arc::from("account-1"),
+            RunToSave {
+                stream: "account-1",
                 first_event: 3,
-                offsets: vec![64, 200, 400],
+                offsets: &[64, 200, 400],
             },
-            SegmentRun {
-                stream: Arc::from("b"),
+            RunToSave {
+                stream: "b",
                 first_event: 0,
-                offsets: vec![128],
+                offsets: &[128],
             },
         ]
+    }
+
+    fn parse_vec(bytes: &[u8], base: u64) -> Option<(IndexFile, Vec<RunEntry>)> {
+        parse(PathBuf::from("x.idx"), bytes.to_vec(), base, 8192)
     }
 
     #[test]
     fn round_trips() {
         let bytes = encode(4096, 512, &runs());
-        let back = decode(&bytes, 4096, 8192).unwrap();
-        assert_eq!(back.covered_end, 512);
-        assert_eq!(back.runs, runs());
+        let (file, entries) = parse_vec(&bytes, 4096).unwrap();
+        assert_eq!(file.covered_end, 512);
+        assert_eq!(entries.len(), 2);
+        for (e, r) in entries.iter().zip(runs()) {
+            assert_eq!(file.name(e), r.stream);
+            assert_eq!(e.first_event, r.first_event);
+            assert_eq!(e.count as usize, r.offsets.len());
+            assert!(file.run_is_intact(e.offsets_at, e.count, e.crc));
+            let got: Vec<u32> = (0..e.count as usize)
+                .map(|k| file.offset(e.offsets_at, k))
+                .collect();
+            assert_eq!(got, r.offsets);
+        }
     }
 
     #[test]
     fn rejects_damage_truncation_and_wrong_segment() {
         let bytes = encode(4096, 512, &runs());
-        assert!(decode(&bytes, 0, 8192).is_none());
+        assert!(parse_vec(&bytes, 0).is_none());
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut], 4096, 8192).is_none(), "cut {cut}");
+            assert!(parse_vec(&bytes[..cut], 4096).is_none(), "cut {cut}");
         }
+        let arrays = bytes.len() - 16;
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(decode(&b, 4096, 8192).is_none(), "flip at {i}");
+            match parse_vec(&b, 4096) {
+                // Damage in an offsets array passes the directory checks, and is caught by the
+                // array's own checksum.
+                Some((file, entries)) => {
+                    assert!(i >= arrays, "flip at {i} accepted");
+                    assert!(
+                        entries
+                            .iter()
+                            .any(|e| !file.run_is_intact(e.offsets_at, e.count, e.crc)),
+                        "flip at {i} not caught by a run checksum"
+                    );
+                }
+                None => assert!(i < arrays, "flip at {i} rejected"),
+            }
         }
+    }
+
+    #[test]
+    fn an_empty_index_round_trips() {
+        let bytes = encode(0, 64, &[]);
+        let (file, entries) = parse_vec(&bytes, 0).unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(file.covered_end, 64);
     }
 }
