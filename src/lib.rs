@@ -24,5 +24,6 @@ pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_S
 pub use read::{AllEvents, StreamEvents};
 pub use store::Store;
 pub use types::{
-    AppendResult, EventData, EventId, ExpectedVersion, Position, RecordedEvent, StreamWrite,
+    AppendResult, EventData, EventId, EventRef, ExpectedVersion, Position, RecordedEvent,
+    StreamWrite,
 };

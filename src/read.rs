@@ -1,12 +1,13 @@
 //! The read path: stream reads through the index, `$all` reads through the log.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::index::StreamId;
 use crate::log::reader::{Cursor, LogView};
 use crate::store::Shared;
-use crate::types::RecordedEvent;
+use crate::types::{EventRef, RecordedEvent};
 
 /// Positions copied out of the index per lock acquisition: the index lock is held for a short
 /// copy, never while events are decoded, so reads never hold up appends for long.
@@ -121,26 +122,99 @@ impl Iterator for StreamEvents<'_> {
             self.next -= 1;
         }
         let r = self.view.event_at(pos).and_then(|e| {
-            if e.event_number == expected && e.stream[..] == *self.name.as_bytes() {
-                Ok(e)
-            } else {
-                Err(Error::Corrupt {
-                    file: self.shared.dir.clone(),
-                    offset: pos,
-                    reason: format!(
-                        "index points at event {} of `{}` where event {expected} of `{}` belongs",
-                        e.event_number,
-                        e.stream(),
-                        self.name
-                    ),
-                })
-            }
+            check_place(self.shared, &e.as_ref(), &self.name, expected, pos)?;
+            Ok(e)
         });
         if r.is_err() {
             self.remaining = 0;
         }
         Some(r)
     }
+}
+
+/// Checks that the record the index placed at `pos` is event `expected` of `name`: an index
+/// that disagrees with the log must not make a read return another stream's event.
+#[inline]
+fn check_place(
+    shared: &Shared,
+    e: &EventRef<'_>,
+    name: &str,
+    expected: u64,
+    pos: u64,
+) -> Result<()> {
+    if e.event_number() == expected && e.stream_bytes() == name.as_bytes() {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        file: shared.dir.clone(),
+        offset: pos,
+        reason: format!(
+            "index points at event {} of `{}` where event {expected} of `{name}` belongs",
+            e.event_number(),
+            e.stream(),
+        ),
+    })
+}
+
+/// Hands events `from..` of `stream` to `f`, in order, until `f` breaks; returns how many it
+/// was handed.
+pub(crate) fn replay_stream<F>(shared: &Shared, stream: &str, from: u64, mut f: F) -> Result<u64>
+where
+    F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
+{
+    let (id, end) = {
+        let index = shared.index.read();
+        match index.lookup(stream) {
+            Some(id) => (id, index.len(id)),
+            None => return Ok(0),
+        }
+    };
+    let mut view = shared.log.view();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut next = from;
+    let mut hint = 0usize;
+    let mut handed = 0u64;
+    while next < end {
+        chunk.clear();
+        shared.index.read().copy_positions(
+            id,
+            next,
+            end.min(next + CHUNK as u64),
+            true,
+            &mut chunk,
+        )?;
+        let Some(&last) = chunk.last() else { break };
+        if !view.covers(last) {
+            view = shared.log.view();
+        }
+        for &pos in &chunk {
+            let e = view.event_ref_at(pos, &mut hint)?;
+            check_place(shared, &e, stream, next, pos)?;
+            next += 1;
+            handed += 1;
+            if f(&e).is_break() {
+                return Ok(handed);
+            }
+        }
+    }
+    Ok(handed)
+}
+
+/// Hands the events of `$all` from `cursor` on to `f`, in commit order, until `f` breaks;
+/// returns how many it was handed.
+pub(crate) fn replay_all<F>(view: &LogView, mut cursor: Cursor, mut f: F) -> Result<u64>
+where
+    F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
+{
+    let mut handed = 0u64;
+    while let Some((e, next)) = view.next_forward_ref(cursor)? {
+        handed += 1;
+        if f(&e).is_break() {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(handed)
 }
 
 /// Events of `$all`, in commit order (forward) or reverse (backward).

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, TryLockError};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,9 +23,9 @@ use crate::log::segment::{create_file, sync_dir, Segment};
 use crate::log::writer::LogWriter;
 use crate::log::Log;
 use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
-use crate::read::{AllEvents, StreamEvents};
+use crate::read::{self, AllEvents, StreamEvents};
 use crate::types::{
-    AppendResult, EventData, ExpectedVersion, Position, RecordedEvent, StreamWrite,
+    AppendResult, EventData, EventRef, ExpectedVersion, Position, RecordedEvent, StreamWrite,
 };
 
 /// Name of the file that marks a directory as a store and holds its format version.
@@ -221,6 +222,53 @@ impl Store {
                 event_number,
             }),
         }
+    }
+
+    /// Hands the events of `stream` from event number `from` on to `f`, in order, borrowed from
+    /// the log, until `f` returns [`ControlFlow::Break`]; returns how many events `f` was handed.
+    /// This is the fastest way to rebuild state from a stream: no event is copied, and no
+    /// reference count is taken per event. The events are those committed when the call starts.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # use std::ops::ControlFlow;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("account-1", ExpectedVersion::NoStream, [
+    ///     EventData::new("Deposited", 100i64.to_le_bytes().to_vec()),
+    ///     EventData::new("Withdrawn", 30i64.to_le_bytes().to_vec()),
+    /// ])?;
+    /// let mut balance = 0i64;
+    /// store.replay_stream("account-1", 0, |e| {
+    ///     let amount = i64::from_le_bytes(e.data().try_into().unwrap_or_default());
+    ///     match e.event_type() {
+    ///         "Deposited" => balance += amount,
+    ///         "Withdrawn" => balance -= amount,
+    ///         _ => {}
+    ///     }
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(balance, 70);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replay_stream<F>(&self, stream: &str, from: u64, f: F) -> Result<u64>
+    where
+        F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
+    {
+        read::replay_stream(&self.shared, stream, from, f)
+    }
+
+    /// Hands the events of `$all` from `from` on (as for
+    /// [`read_all_forward`](Self::read_all_forward)) to `f`, in commit order, borrowed from the
+    /// log, until `f` returns [`ControlFlow::Break`]; returns how many events `f` was handed.
+    /// `next_position()` of the last one is where to continue.
+    pub fn replay_all<F>(&self, from: Position, f: F) -> Result<u64>
+    where
+        F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
+    {
+        let view = self.shared.log.view();
+        let cursor = self.all_cursor(&view, from)?;
+        read::replay_all(&view, cursor, f)
     }
 
     /// The stream's last event number; `None` if it has no events.

@@ -329,9 +329,9 @@ fn evs_data(s: &Store, name: &str, from: usize) -> Vec<EventData> {
     stream(s, name)[from..]
         .iter()
         .map(|e| {
-            EventData::new(e.event_type(), e.data().clone())
+            EventData::new(e.event_type(), e.data_bytes())
                 .with_id(e.id())
-                .with_metadata(e.metadata().clone())
+                .with_metadata(e.metadata_bytes())
         })
         .collect()
 }

@@ -251,3 +251,82 @@ fn a_position_inside_a_payload_cannot_forge_an_event() {
     }
     assert_eq!(all(&s).len(), 1);
 }
+
+/// What `replay_stream` hands over, as (event number, data) pairs.
+fn replayed(s: &Store, stream: &str, from: u64, stop_after: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let handed = s
+        .replay_stream(stream, from, |e| {
+            assert_eq!(e.stream(), stream);
+            out.push((e.event_number(), e.data().to_vec()));
+            if out.len() == stop_after {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(handed as usize, out.len());
+    out
+}
+
+#[test]
+fn replay_with_a_closure_equals_the_iterators() {
+    let (_d, s) = filled();
+    for name in ["alpha", "beta", "gamma"] {
+        let iter: Vec<(u64, Vec<u8>)> = s
+            .read_stream_forward(name, 0, usize::MAX)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.event_number(), e.data().to_vec())
+            })
+            .collect();
+        assert_eq!(iter.len(), 20);
+        assert_eq!(replayed(&s, name, 0, usize::MAX), iter);
+        assert_eq!(replayed(&s, name, 7, usize::MAX), iter[7..]);
+        assert_eq!(replayed(&s, name, 7, 3), iter[7..10]);
+        assert!(replayed(&s, name, 20, usize::MAX).is_empty());
+        assert!(replayed(&s, name, u64::MAX, usize::MAX).is_empty());
+    }
+    assert!(replayed(&s, "nobody", 0, usize::MAX).is_empty());
+
+    let all: Vec<(Position, Position)> = s
+        .read_all_forward(Position::START, usize::MAX)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.position(), e.next_position())
+        })
+        .collect();
+    assert_eq!(all.len(), 60);
+    let mut seen = Vec::new();
+    s.replay_all(Position::START, |e| {
+        seen.push((e.position(), e.next_position()));
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seen, all);
+    // Resuming from where a stopped replay ended.
+    let mut first = Vec::new();
+    s.replay_all(Position::START, |e| {
+        first.push(e.next_position());
+        if first.len() == 25 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    let mut rest = 0;
+    s.replay_all(first[24], |_| {
+        rest += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(rest, 35);
+    assert!(matches!(
+        s.replay_all(Position(all[3].0 .0 + 8), |_| std::ops::ControlFlow::Continue(())),
+        Err(Error::InvalidPosition(_))
+    ));
+}

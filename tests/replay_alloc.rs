@@ -70,3 +70,34 @@ fn replay_allocates_per_read_not_per_event() {
         assert!(all_allocs <= 4, "{all_allocs} allocations for {n} events");
     }
 }
+
+#[test]
+fn replay_with_a_closure_allocates_per_call_not_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default().durability(Durability::None)).unwrap();
+    let batch = || (0..100).map(|i| EventData::new("Deposited", vec![i as u8; 100]));
+    for _ in 0..100 {
+        s.append("account-1", ExpectedVersion::Any, batch())
+            .unwrap();
+    }
+    let mut total = 0usize;
+    let stream_allocs = allocations_during(|| {
+        s.replay_stream("account-1", 0, |e| {
+            total += e.data().len();
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    });
+    assert_eq!(total, 10_000 * 100);
+    let mut count = 0usize;
+    let all_allocs = allocations_during(|| {
+        s.replay_all(Position::START, |e| {
+            count += e.data().len();
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    });
+    assert_eq!(count, 10_000 * 100);
+    assert!(stream_allocs <= 4, "{stream_allocs} allocations");
+    assert!(all_allocs <= 4, "{all_allocs} allocations");
+}

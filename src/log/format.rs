@@ -207,6 +207,7 @@ pub fn encode_record(out: &mut Vec<u8>, f: &RecordFields<'_>) {
 
 /// Decodes the record that starts at `off` in `buf`, checking every bound and, if `verify`, the
 /// CRC. Never reads outside `buf`.
+#[inline]
 pub fn decode_record(buf: &[u8], off: usize, verify: bool) -> Result<RecordView, RecordError> {
     let rest = buf
         .get(off..)
@@ -259,7 +260,9 @@ pub fn decode_record(buf: &[u8], off: usize, verify: bool) -> Result<RecordView,
     let t = s + stream_len;
     let d = t + type_len;
     let m = d + data_len;
-    if std::str::from_utf8(&buf[s..t]).is_err() || std::str::from_utf8(&buf[t..d]).is_err() {
+    // Names are nearly always ASCII, which is checked a word at a time.
+    let text = |b: &[u8]| b.is_ascii() || std::str::from_utf8(b).is_ok();
+    if !text(&buf[s..t]) || !text(&buf[t..d]) {
         return Err(RecordError::Bad("stream name or event type is not UTF-8"));
     }
     Ok(RecordView {
@@ -283,6 +286,7 @@ pub fn trailer_len_before(buf: &[u8], end: usize) -> Option<usize> {
 }
 
 /// Reads a little-endian u16; `at + 2` must be in bounds.
+#[inline]
 pub fn u16_at(b: &[u8], at: usize) -> u16 {
     let mut a = [0u8; 2];
     a.copy_from_slice(&b[at..at + 2]);
@@ -290,6 +294,7 @@ pub fn u16_at(b: &[u8], at: usize) -> u16 {
 }
 
 /// Reads a little-endian u32; `at + 4` must be in bounds.
+#[inline]
 pub fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
@@ -297,6 +302,7 @@ pub fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Reads a little-endian u64; `at + 8` must be in bounds.
+#[inline]
 pub fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);

@@ -5,9 +5,24 @@ use std::sync::Arc;
 use super::format::{decode_record, trailer_len_before, RecordView, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
 use crate::error::{Error, Result};
-use crate::types::{Position, RecordedEvent};
+use crate::types::{EventRef, Fields, Position, RecordedEvent};
 
 const HEADER: u64 = SEGMENT_HEADER_LEN as u64;
+
+/// The fields of a record decoded at `off`, relative to the record's start.
+#[inline]
+fn fields(v: &RecordView, off: usize) -> Fields {
+    let rel = |(a, b): (usize, usize)| ((a - off) as u32, (b - off) as u32);
+    Fields {
+        event_number: v.event_number,
+        timestamp_micros: v.timestamp_micros,
+        id: v.id,
+        stream: rel(v.stream),
+        event_type: rel(v.event_type),
+        data: rel(v.data),
+        metadata: rel(v.metadata),
+    }
+}
 
 /// A snapshot of the segment list and the visible end, taken once per read call.
 pub struct LogView {
@@ -59,6 +74,7 @@ impl LogView {
         }
     }
 
+    #[inline]
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
         decode_record(seg.bytes(), c.off as usize, verify).map_err(|e| match e {
@@ -72,18 +88,45 @@ impl LogView {
     }
 
     fn event(&self, c: Cursor, v: &RecordView) -> RecordedEvent {
-        let map = &self.segs[c.seg].map;
+        let seg = &self.segs[c.seg];
+        let off = c.off as usize;
         RecordedEvent {
-            stream: map.slice(v.stream.0..v.stream.1),
-            event_type: map.slice(v.event_type.0..v.event_type.1),
-            event_number: v.event_number,
-            position: Position(self.segs[c.seg].base + c.off),
-            next_position: Position(self.segs[c.seg].base + c.off + v.len as u64),
-            id: v.id,
-            timestamp_micros: v.timestamp_micros,
-            data: map.slice(v.data.0..v.data.1),
-            metadata: map.slice(v.metadata.0..v.metadata.1),
+            record: seg.map.slice(off..off + v.len),
+            fields: fields(v, off),
+            position: Position(seg.base + c.off),
         }
+    }
+
+    #[inline]
+    fn event_ref(&self, c: Cursor, v: &RecordView) -> EventRef<'_> {
+        let seg = &self.segs[c.seg];
+        let off = c.off as usize;
+        EventRef {
+            record: &seg.bytes()[off..off + v.len],
+            fields: fields(v, off),
+            position: Position(seg.base + c.off),
+        }
+    }
+
+    /// The event whose record starts at `pos`, borrowed. `hint` is the segment of the previous
+    /// call: replays read positions in order, and mostly stay in one segment.
+    #[inline]
+    pub fn event_ref_at(&self, pos: u64, hint: &mut usize) -> Result<EventRef<'_>> {
+        let c = match self.segs.get(*hint) {
+            Some(s) if s.base + HEADER <= pos && pos - s.base <= s.capacity => Cursor {
+                seg: *hint,
+                off: pos - s.base,
+            },
+            _ => {
+                let c = self
+                    .locate(pos)
+                    .ok_or(Error::InvalidPosition(Position(pos)))?;
+                *hint = c.seg;
+                c
+            }
+        };
+        let v = self.decode(c, self.verify)?;
+        Ok(self.event_ref(c, &v))
     }
 
     /// The event whose record starts at `pos`, a position taken from the index.
@@ -128,7 +171,24 @@ impl LogView {
     }
 
     /// The event at `c` and the cursor after it, or `None` at the visible end.
-    pub fn next_forward(&self, mut c: Cursor) -> Result<Option<(RecordedEvent, Cursor)>> {
+    pub fn next_forward(&self, c: Cursor) -> Result<Option<(RecordedEvent, Cursor)>> {
+        Ok(self
+            .record_forward(c)?
+            .map(|(at, v, next)| (self.event(at, &v), next)))
+    }
+
+    /// [`next_forward`](Self::next_forward), borrowed.
+    #[inline]
+    pub fn next_forward_ref(&self, c: Cursor) -> Result<Option<(EventRef<'_>, Cursor)>> {
+        Ok(self
+            .record_forward(c)?
+            .map(|(at, v, next)| (self.event_ref(at, &v), next)))
+    }
+
+    /// The record at or after `c` (moving to the next segment at the end of one), where it is,
+    /// and the cursor after it.
+    #[inline]
+    fn record_forward(&self, mut c: Cursor) -> Result<Option<(Cursor, RecordView, Cursor)>> {
         loop {
             let seg = &self.segs[c.seg];
             if seg.base + c.off >= self.visible {
@@ -145,12 +205,11 @@ impl LogView {
                 continue;
             }
             let v = self.decode(c, self.verify)?;
-            let ev = self.event(c, &v);
             let next = Cursor {
                 seg: c.seg,
                 off: c.off + v.len as u64,
             };
-            return Ok(Some((ev, next)));
+            return Ok(Some((c, v, next)));
         }
     }
 
