@@ -133,11 +133,11 @@ fn event_fields_are_recorded() {
     assert_eq!(evs.len(), 2);
     assert_eq!(evs[0].id(), id);
     assert_eq!(evs[0].event_type(), "Opened");
-    assert_eq!(&evs[0].data()[..], b"data-1");
-    assert_eq!(&evs[0].metadata()[..], b"meta");
+    assert_eq!(evs[0].data(), b"data-1");
+    assert_eq!(evs[0].metadata(), b"meta");
     assert_eq!(evs[0].stream(), "acct");
     assert_eq!(evs[1].event_number(), 1);
-    assert_eq!(&evs[1].data()[..], &[0, 1, 2]);
+    assert_eq!(evs[1].data(), &[0, 1, 2]);
     assert!(evs[1].metadata().is_empty());
     assert_ne!(evs[1].id(), id, "a generated id");
     assert_ne!(evs[1].id(), EventId::default());

@@ -195,7 +195,7 @@ fn check_race(store: &Store, logs: &[Log]) -> (usize, usize) {
                 let e = &events[(g.first + k as u64) as usize];
                 assert_eq!(e.event_number(), g.first + k as u64);
                 assert_eq!(e.id(), *id, "{name}: event {} of {g:?}", g.first + k as u64);
-                assert_eq!(&e.metadata()[..], g.thread.to_string().as_bytes());
+                assert_eq!(e.metadata(), g.thread.to_string().as_bytes());
             }
         }
         // Every refusal names a version the stream really had, newer than the one expected.

@@ -437,8 +437,8 @@ fn same_event(e: &RecordedEvent, m: &mut MEvent, learn: bool) -> TestResult {
     prop_assert_eq!(e.event_number(), m.number, "event number of {:?}", e);
     prop_assert_eq!(e.id(), m.id, "id of {:?}", e);
     prop_assert_eq!(e.event_type(), m.ty.as_str());
-    prop_assert_eq!(&e.data()[..], &m.data[..], "data of {:?}", e);
-    prop_assert_eq!(&e.metadata()[..], &m.meta[..], "metadata of {:?}", e);
+    prop_assert_eq!(e.data(), &m.data[..], "data of {:?}", e);
+    prop_assert_eq!(e.metadata(), &m.meta[..], "metadata of {:?}", e);
     match m.pos {
         None if learn => {
             m.pos = Some(e.position());

@@ -76,7 +76,7 @@ fn read_event_and_version() {
     let e = s.read_event("gamma", 7).unwrap();
     assert_eq!(e.event_number(), 7);
     assert_eq!(e.stream(), "gamma");
-    assert_eq!(&e.data()[..], b"gamma:7");
+    assert_eq!(e.data(), b"gamma:7");
     assert!(matches!(
         s.read_event("gamma", 20),
         Err(Error::EventNotFound { ref stream, event_number: 20 }) if stream == "gamma"

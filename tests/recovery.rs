@@ -177,7 +177,7 @@ fn open_reads_index_files_instead_of_rescanning() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(&s.read_event("a", 4).unwrap().data()[..], b"a:4");
+    assert_eq!(s.read_event("a", 4).unwrap().data(), b"a:4");
     drop(s);
     // Without index files, open has to scan, and finds it.
     for idx in files_with_suffix(dir.path(), ".idx") {
