@@ -1,57 +1,154 @@
 //! eventjournal and SQLite side by side on the same event-store workloads, in one process, one
-//! after the other. Prints a table of events per second (median of `RUNS` runs) and the ratio,
-//! and writes the rows to `target/peers.json`.
+//! after the other. Prints a table of events per second (median of several runs, each on a fresh
+//! directory) and the ratio, then the resident memory per event of a freshly opened store, and
+//! writes the rows to `target/peers.json`.
 //!
 //! `cargo bench --bench peers` (all workloads); `cargo bench --bench peers -- replay` (those whose
-//! name contains `replay`).
+//! name contains `replay`). `EVJ_PEERS_10M=1` measures the memory figure on a store of
+//! 10,000,000 events instead of 1,000,000.
+//!
+//! Every event has a 100-byte payload, the type `Deposited` and a random 16-byte id.
 //!
 //! SQLite is used the way a user would build an event store on it: bundled library, WAL mode,
-//! `synchronous=FULL` for durable workloads and `OFF` otherwise, one table
+//! `synchronous=FULL` for durable workloads and `OFF` otherwise, `busy_timeout` of 10 s, one table
 //! `(position INTEGER PRIMARY KEY, stream TEXT, version INTEGER, type TEXT, id BLOB, data BLOB,
-//! UNIQUE(stream, version))`, and the expected version checked inside each append transaction.
+//! UNIQUE(stream, version))`, and the expected version checked inside each append transaction,
+//! which is `BEGIN IMMEDIATE` so that concurrent appenders queue for the write lock instead of
+//! failing to upgrade a read snapshot. Concurrent appenders have a connection each.
+//!
+//! Read workloads measure warm reads on both engines: after filling, one untimed read, then
+//! `READ_REPEATS` timed reads; the figure is their events over their time.
 
 use std::hint::black_box;
 use std::io::Write;
-use std::time::Instant;
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
-use eventjournal::{Durability, EventData, ExpectedVersion, Options, Position, Store};
-use rusqlite::{params, Connection};
+use eventjournal::{
+    Durability, EventData, EventId, ExpectedVersion, Options, Position, Store, StreamWrite,
+};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 const RUNS: usize = 5;
+/// Runs of the workloads that fill a store of 1,000,000 events (or wait on many syncs): the
+/// median of three.
+const SLOW_RUNS: usize = 3;
+/// Timed reads (and reopens) per run of a read workload, after one untimed read.
+const READ_REPEATS: usize = 5;
 const PAYLOAD: [u8; 100] = [0x5a; 100];
 const TYPE: &str = "Deposited";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One engine's answer to a workload: events it handled and the seconds it took.
 type Timed = (u64, f64);
 
 struct Workload {
     name: &'static str,
+    runs: usize,
     /// Runs eventjournal on a fresh directory; returns (events, seconds) for the timed part.
-    ej: fn(&std::path::Path) -> Timed,
-    sqlite: fn(&std::path::Path) -> Timed,
+    ej: fn(&Path) -> Timed,
+    sqlite: fn(&Path) -> Timed,
 }
 
 fn ids(n: u64) -> Vec<[u8; 16]> {
-    (0..n)
-        .map(|_| *eventjournal::EventId::new_random().as_bytes())
-        .collect()
+    (0..n).map(|_| *EventId::new_random().as_bytes()).collect()
+}
+
+/// A 100-byte payload whose first eight bytes are `amount`, little-endian.
+fn amount_payload(amount: i64) -> Vec<u8> {
+    let mut p = PAYLOAD.to_vec();
+    p[..8].copy_from_slice(&amount.to_le_bytes());
+    p
+}
+
+/// The amount of the `i`th event of the fold workload.
+fn amount(i: u64) -> i64 {
+    (i % 1000) as i64 + 1
+}
+
+/// The state of an account, rebuilt from its events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Account {
+    balance: i64,
+    deposits: u64,
+}
+
+impl Account {
+    fn apply(mut self, event_type: &str, data: &[u8]) -> Account {
+        let amount = data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes);
+        match event_type {
+            "Deposited" => {
+                self.balance += amount;
+                self.deposits += 1;
+            }
+            "Withdrawn" => self.balance -= amount,
+            _ => {}
+        }
+        self
+    }
+
+    /// What folding the `events` events of the fold workload gives.
+    fn expected(events: u64) -> Account {
+        Account {
+            balance: (0..events).map(amount).sum(),
+            deposits: events,
+        }
+    }
+}
+
+/// One untimed read, then `READ_REPEATS` timed ones: their events over their seconds.
+fn warm(mut read: impl FnMut() -> Timed) -> Timed {
+    black_box(read());
+    let (mut events, mut secs) = (0, 0.0);
+    for _ in 0..READ_REPEATS {
+        let (n, s) = read();
+        events += n;
+        secs += s;
+    }
+    (events, secs)
+}
+
+/// Runs `per_thread(t, barrier)` on `threads` threads; each waits on the barrier when it is
+/// ready. Returns the seconds from the barrier's release until the last thread finished.
+fn on_threads<F>(threads: usize, per_thread: F) -> f64
+where
+    F: Fn(usize, &Barrier) + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, barrier) = (&per_thread, &barrier);
+                s.spawn(move || f(t, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().expect("appender thread");
+        }
+        start.elapsed().as_secs_f64()
+    })
 }
 
 // ----- eventjournal ---------------------------------------------------------------------------
 
-fn ej_open(dir: &std::path::Path, d: Durability) -> Store {
+fn ej_open(dir: &Path, d: Durability) -> Store {
     Store::open(dir, Options::default().durability(d)).expect("open")
 }
 
-fn ej_append(dir: &std::path::Path, d: Durability, batches: u64, size: u64) -> Timed {
+fn ej_append(dir: &Path, d: Durability, batches: u64, size: u64) -> Timed {
     let store = ej_open(dir, d);
     let all_ids = ids(batches * size);
     let start = Instant::now();
     let mut expected = ExpectedVersion::NoStream;
     for b in 0..batches {
         let events = (0..size).map(|i| {
-            EventData::new(TYPE, &PAYLOAD[..])
-                .with_id(eventjournal::EventId(all_ids[(b * size + i) as usize]))
+            EventData::new(TYPE, &PAYLOAD[..]).with_id(EventId(all_ids[(b * size + i) as usize]))
         });
         expected = store
             .append("account-1", expected, events)
@@ -63,21 +160,66 @@ fn ej_append(dir: &std::path::Path, d: Durability, batches: u64, size: u64) -> T
     (batches * size, secs)
 }
 
-/// Fills a store with `streams` streams, `per_stream` events each, interleaved round-robin in
-/// batches of one event per stream; returns it open.
-fn ej_fill(dir: &std::path::Path, streams: u64, per_stream: u64) -> Store {
+/// `threads` threads, each appending `per_thread` single events with `Sync` to its own stream,
+/// with exact expected versions.
+fn ej_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
+    let store = ej_open(dir, Durability::Sync);
+    let all_ids: Vec<Vec<[u8; 16]>> = (0..threads).map(|_| ids(per_thread)).collect();
+    let secs = on_threads(threads, |t, barrier| {
+        let stream = format!("account-{t}");
+        let mut expected = ExpectedVersion::NoStream;
+        barrier.wait();
+        for (v, id) in all_ids[t].iter().enumerate() {
+            let event = EventData::new(TYPE, &PAYLOAD[..]).with_id(EventId(*id));
+            let r = store.append(&stream, expected, [event]).expect("append");
+            assert_eq!(r.version, Some(v as u64));
+            expected = ExpectedVersion::Exact(v as u64);
+        }
+    });
+    store.close().expect("close");
+    (threads as u64 * per_thread, secs)
+}
+
+/// Fills a store with `streams` streams `account-{i}`, `per_stream` events each, interleaved
+/// round-robin: each round appends one event to every stream, as one multi-stream batch (of up
+/// to 10,000 streams). Returns it open.
+fn ej_fill(dir: &Path, streams: u64, per_stream: u64) -> Store {
     let store = ej_open(dir, Durability::None);
     let names: Vec<String> = (0..streams).map(|s| format!("account-{s}")).collect();
-    for _ in 0..per_stream {
-        for name in &names {
-            store
-                .append(
-                    name,
-                    ExpectedVersion::Any,
-                    [EventData::new(TYPE, &PAYLOAD[..])],
-                )
-                .expect("fill");
+    for round in 0..per_stream {
+        let expected = match round {
+            0 => ExpectedVersion::NoStream,
+            r => ExpectedVersion::Exact(r - 1),
+        };
+        for chunk in names.chunks(10_000) {
+            let writes = chunk
+                .iter()
+                .map(|name| {
+                    StreamWrite::new(
+                        name.clone(),
+                        expected,
+                        vec![EventData::new(TYPE, &PAYLOAD[..])],
+                    )
+                })
+                .collect();
+            store.append_multi(writes).expect("fill");
         }
+    }
+    store
+}
+
+/// One stream `account-1` of `events` events for the fold workload, in batches of 1,000.
+fn ej_fill_account(dir: &Path, events: u64) -> Store {
+    let store = ej_open(dir, Durability::None);
+    let mut expected = ExpectedVersion::NoStream;
+    for first in (0..events).step_by(1000) {
+        let batch: Vec<EventData> = (first..(first + 1000).min(events))
+            .map(|i| EventData::new(TYPE, amount_payload(amount(i))))
+            .collect();
+        expected = store
+            .append("account-1", expected, batch)
+            .expect("fill")
+            .next_expected_version();
     }
     store
 }
@@ -113,10 +255,40 @@ fn ej_all(store: &Store) -> Timed {
     (n, start.elapsed().as_secs_f64())
 }
 
+fn ej_fold(store: &Store, stream: &str) -> Timed {
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut state = Account::default();
+    for e in store
+        .read_stream_forward(stream, 0, usize::MAX)
+        .expect("read")
+    {
+        let e = e.expect("event");
+        state = state.apply(e.event_type(), e.data());
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(state, Account::expected(n));
+    (n, secs)
+}
+
+/// Opens a closed store and reads one event: the time until the store can serve a read.
+fn ej_reopen(dir: &Path, stream: &str) -> f64 {
+    let start = Instant::now();
+    let store = Store::open(dir, Options::default()).expect("open");
+    let first = store.read_event(stream, 0).expect("first event");
+    let secs = start.elapsed().as_secs_f64();
+    black_box(first);
+    store.close().expect("close");
+    secs
+}
+
 // ----- SQLite ---------------------------------------------------------------------------------
 
-fn sq_open(dir: &std::path::Path, durable: bool) -> Connection {
+/// A connection with the pragmas of every connection, and the table.
+fn sq_open(dir: &Path, durable: bool) -> Connection {
     let c = Connection::open(dir.join("events.db")).expect("sqlite open");
+    c.busy_timeout(BUSY_TIMEOUT).expect("busy timeout");
     c.pragma_update(None, "journal_mode", "WAL").expect("wal");
     c.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })
         .expect("synchronous");
@@ -136,7 +308,9 @@ fn sq_append_batch(
     expected: Option<i64>,
     ids: &[[u8; 16]],
 ) -> i64 {
-    let tx = c.transaction().expect("begin");
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .expect("begin");
     let actual: Option<i64> = tx
         .query_row(
             "SELECT max(version) FROM events WHERE stream = ?1",
@@ -162,7 +336,7 @@ fn sq_append_batch(
     v - 1
 }
 
-fn sq_append(dir: &std::path::Path, durable: bool, batches: u64, size: u64) -> Timed {
+fn sq_append(dir: &Path, durable: bool, batches: u64, size: u64) -> Timed {
     let mut c = sq_open(dir, durable);
     let all_ids = ids(batches * size);
     let start = Instant::now();
@@ -174,7 +348,24 @@ fn sq_append(dir: &std::path::Path, durable: bool, batches: u64, size: u64) -> T
     (batches * size, start.elapsed().as_secs_f64())
 }
 
-fn sq_fill(dir: &std::path::Path, streams: u64, per_stream: u64) -> Connection {
+/// `threads` threads, each with its own connection (`synchronous=FULL`), appending `per_thread`
+/// single events to its own stream, each in its own `BEGIN IMMEDIATE` transaction.
+fn sq_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
+    drop(sq_open(dir, true));
+    let all_ids: Vec<Vec<[u8; 16]>> = (0..threads).map(|_| ids(per_thread)).collect();
+    let secs = on_threads(threads, |t, barrier| {
+        let mut c = sq_open(dir, true);
+        let stream = format!("account-{t}");
+        let mut expected = None;
+        barrier.wait();
+        for id in &all_ids[t] {
+            expected = Some(sq_append_batch(&mut c, &stream, expected, &[*id]));
+        }
+    });
+    (threads as u64 * per_thread, secs)
+}
+
+fn sq_fill(dir: &Path, streams: u64, per_stream: u64) -> Connection {
     let mut c = sq_open(dir, false);
     let tx = c.transaction().expect("begin");
     {
@@ -186,7 +377,7 @@ fn sq_fill(dir: &std::path::Path, streams: u64, per_stream: u64) -> Connection {
         let names: Vec<String> = (0..streams).map(|s| format!("account-{s}")).collect();
         for v in 0..per_stream {
             for name in &names {
-                let id = eventjournal::EventId::new_random();
+                let id = EventId::new_random();
                 ins.execute(params![
                     name,
                     v as i64,
@@ -196,6 +387,31 @@ fn sq_fill(dir: &std::path::Path, streams: u64, per_stream: u64) -> Connection {
                 ])
                 .expect("insert");
             }
+        }
+    }
+    tx.commit().expect("commit");
+    c
+}
+
+fn sq_fill_account(dir: &Path, events: u64) -> Connection {
+    let mut c = sq_open(dir, false);
+    let tx = c.transaction().expect("begin");
+    {
+        let mut ins = tx
+            .prepare(
+                "INSERT INTO events (stream, version, type, id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .expect("prepare");
+        for v in 0..events {
+            let id = EventId::new_random();
+            ins.execute(params![
+                "account-1",
+                v as i64,
+                TYPE,
+                &id.as_bytes()[..],
+                amount_payload(amount(v))
+            ])
+            .expect("insert");
         }
     }
     tx.commit().expect("commit");
@@ -235,55 +451,150 @@ fn sq_all(c: &Connection) -> Timed {
     (n, start.elapsed().as_secs_f64())
 }
 
+fn sq_fold(c: &Connection, stream: &str) -> Timed {
+    let start = Instant::now();
+    let mut st = c
+        .prepare_cached("SELECT type, data FROM events WHERE stream = ?1 ORDER BY version")
+        .expect("prepare");
+    let mut rows = st.query(params![stream]).expect("query");
+    let mut n = 0u64;
+    let mut state = Account::default();
+    while let Some(r) = rows.next().expect("row") {
+        let event_type = r.get_ref(0).expect("type").as_str().expect("text");
+        let data = r.get_ref(1).expect("data").as_blob().expect("blob");
+        state = state.apply(event_type, data);
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(state, Account::expected(n));
+    (n, secs)
+}
+
+/// Opens a connection to a closed database, sets the pragmas and reads one event.
+fn sq_reopen(dir: &Path, stream: &str) -> f64 {
+    let start = Instant::now();
+    let c = Connection::open(dir.join("events.db")).expect("sqlite open");
+    c.busy_timeout(BUSY_TIMEOUT).expect("busy timeout");
+    c.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    c.pragma_update(None, "synchronous", "FULL")
+        .expect("synchronous");
+    let first: (String, Vec<u8>) = c
+        .query_row(
+            "SELECT type, data FROM events WHERE stream = ?1 AND version = 0",
+            params![stream],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("first event");
+    let secs = start.elapsed().as_secs_f64();
+    black_box(first);
+    drop(c);
+    secs
+}
+
 // ----- workloads ------------------------------------------------------------------------------
 
 const CONTIGUOUS: u64 = 100_000;
 const INTERLEAVED_STREAMS: u64 = 1_000;
 const INTERLEAVED_PER_STREAM: u64 = 1_000;
+const FOLD_EVENTS: u64 = 10_000;
+
+/// `READ_REPEATS` reopens of a closed store of `events`: the events of the store over the
+/// seconds to open it and read one event, so that the row reads like the others.
+fn reopens(events: u64, mut reopen: impl FnMut() -> f64) -> Timed {
+    let secs: f64 = (0..READ_REPEATS).map(|_| reopen()).sum();
+    (events * READ_REPEATS as u64, secs)
+}
 
 fn workloads() -> Vec<Workload> {
     vec![
         Workload {
             name: "append_batch1_nosync",
+            runs: RUNS,
             ej: |d| ej_append(d, Durability::None, 50_000, 1),
             sqlite: |d| sq_append(d, false, 50_000, 1),
         },
         Workload {
             name: "append_batch100_sync",
+            runs: RUNS,
             ej: |d| ej_append(d, Durability::Sync, 500, 100),
             sqlite: |d| sq_append(d, true, 500, 100),
         },
         Workload {
+            name: "append_batch1_sync_1thread",
+            runs: RUNS,
+            ej: |d| ej_append_threads(d, 1, 1_000),
+            sqlite: |d| sq_append_threads(d, 1, 1_000),
+        },
+        Workload {
+            name: "append_batch1_sync_16threads",
+            runs: SLOW_RUNS,
+            ej: |d| ej_append_threads(d, 16, 500),
+            sqlite: |d| sq_append_threads(d, 16, 500),
+        },
+        Workload {
             name: "replay_contiguous_100k",
+            runs: RUNS,
             ej: |d| {
                 let s = ej_fill(d, 1, CONTIGUOUS);
-                ej_replay(&s, "account-0")
+                warm(|| ej_replay(&s, "account-0"))
             },
             sqlite: |d| {
                 let c = sq_fill(d, 1, CONTIGUOUS);
-                sq_replay(&c, "account-0")
+                warm(|| sq_replay(&c, "account-0"))
             },
         },
         Workload {
             name: "replay_interleaved_1k_of_1m",
+            runs: SLOW_RUNS,
             ej: |d| {
                 let s = ej_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
-                ej_replay(&s, "account-500")
+                warm(|| ej_replay(&s, "account-500"))
             },
             sqlite: |d| {
                 let c = sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
-                sq_replay(&c, "account-500")
+                warm(|| sq_replay(&c, "account-500"))
             },
         },
         Workload {
             name: "read_all_1m",
+            runs: SLOW_RUNS,
             ej: |d| {
                 let s = ej_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
-                ej_all(&s)
+                warm(|| ej_all(&s))
             },
             sqlite: |d| {
                 let c = sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
-                sq_all(&c)
+                warm(|| sq_all(&c))
+            },
+        },
+        Workload {
+            name: "fold_10k",
+            runs: RUNS,
+            ej: |d| {
+                let s = ej_fill_account(d, FOLD_EVENTS);
+                warm(|| ej_fold(&s, "account-1"))
+            },
+            sqlite: |d| {
+                let c = sq_fill_account(d, FOLD_EVENTS);
+                warm(|| sq_fold(&c, "account-1"))
+            },
+        },
+        // This row's figure is the store's size over the time to open it and read one event
+        // (events in the store / seconds), not a rate of events handled.
+        Workload {
+            name: "reopen_1m",
+            runs: SLOW_RUNS,
+            ej: |d| {
+                let events = INTERLEAVED_STREAMS * INTERLEAVED_PER_STREAM;
+                ej_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM)
+                    .close()
+                    .expect("close");
+                reopens(events, || ej_reopen(d, "account-500"))
+            },
+            sqlite: |d| {
+                let events = INTERLEAVED_STREAMS * INTERLEAVED_PER_STREAM;
+                drop(sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM));
+                reopens(events, || sq_reopen(d, "account-500"))
             },
         },
     ]
@@ -294,19 +605,87 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+// ----- memory ---------------------------------------------------------------------------------
+
+const MEMORY_ROW: &str = "resident_bytes_per_event_after_open";
+/// Set in the child process that opens the store for the memory figure: the store's directory.
+const MEMORY_CHILD_ENV: &str = "EVJ_PEERS_MEMORY_CHILD";
+
+/// The process's resident set in bytes: resident pages from `/proc/self/statm` × 4096.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// In the child: resident bytes just before opening the store in `dir` and just after opening
+/// it and reading one event, printed as two numbers.
+fn memory_child(dir: &str) {
+    let before = resident_bytes();
+    let store = Store::open(dir, Options::default()).expect("open");
+    let first = store.read_event("account-0", 0).expect("first event");
+    let after = resident_bytes();
+    black_box(first);
+    println!("{before} {after}");
+    store.close().expect("close");
+}
+
+/// Builds and closes a store of 1,000,000 events (10,000,000 with `EVJ_PEERS_10M=1`), then opens
+/// it in a fresh process, whose resident set is not inflated by the build: returns the events and
+/// the growth of that process's resident set over opening and one read, per event.
+fn memory_per_event() -> (u64, f64) {
+    let (streams, per_stream) = if std::env::var("EVJ_PEERS_10M").is_ok_and(|v| v == "1") {
+        (10_000, 1_000)
+    } else {
+        (INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM)
+    };
+    let events = streams * per_stream;
+    let d = tempfile::tempdir().expect("tempdir");
+    ej_fill(d.path(), streams, per_stream)
+        .close()
+        .expect("close");
+    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .env(MEMORY_CHILD_ENV, d.path())
+        .output()
+        .expect("memory child");
+    assert!(out.status.success(), "memory child failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [before, after] = nums[..] else {
+        panic!("memory child printed {text:?}");
+    };
+    println!(
+        "resident set of a fresh process: {before} bytes before open, {after} after open and one \
+         read ({events} events)"
+    );
+    (events, after.saturating_sub(before) as f64 / events as f64)
+}
+
 fn main() {
+    if let Ok(dir) = std::env::var(MEMORY_CHILD_ENV) {
+        memory_child(&dir);
+        return;
+    }
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let selected = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let mut rows = Vec::new();
     println!(
         "{:<30} {:>16} {:>16} {:>8}",
         "workload", "eventjournal/s", "sqlite/s", "ratio"
     );
     for w in workloads() {
-        if filter.as_deref().is_some_and(|f| !w.name.contains(f)) {
+        if !selected(w.name) {
             continue;
         }
         let (mut ej, mut sq) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
+        for _ in 0..w.runs {
             let d = tempfile::tempdir().expect("tempdir");
             let (n, s) = (w.ej)(d.path());
             ej.push(n as f64 / s);
@@ -321,7 +700,15 @@ fn main() {
             w.name
         ));
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers.json");
+    println!("(reopen_1m: events in the store / seconds to open it and read one event)");
+    if selected(MEMORY_ROW) {
+        let (events, per_event) = memory_per_event();
+        println!("resident bytes per event after open: {per_event:.1}");
+        rows.push(format!(
+            "{{\"workload\":\"{MEMORY_ROW}\",\"events\":{events},\"bytes_per_event\":{per_event:.1}}}"
+        ));
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers.json");
     let mut f = std::fs::File::create(&path).expect("peers.json");
     for r in rows {
         writeln!(f, "{r}").expect("write");
