@@ -333,11 +333,35 @@ struct Golden {
     events: Vec<Ev>,
 }
 
+/// Runs of an index file that opening spot-checks, at most, besides the last one (every
+/// `ceil(n / 16)`-th of `n`): see `runs_match_log` in `src/store.rs`.
+const SPOT_CHECKED_RUNS: u32 = 16;
+
+/// Streams with one run each in the golden store's first segment: more than opening spot-checks,
+/// so that some runs are verified only by the first read that uses them.
+const MANY_STREAMS: usize = 24;
+
 fn golden() -> &'static Golden {
     static GOLDEN: OnceLock<Golden> = OnceLock::new();
     GOLDEN.get_or_init(|| {
         let dir = tempdir();
         let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        // The first segment: two small events in each of many streams.
+        for round in 0..2u8 {
+            let writes = (0..MANY_STREAMS)
+                .map(|s| {
+                    let mut id = [0u8; 16];
+                    id[0] = 0xA0 + round;
+                    id[1] = s as u8;
+                    StreamWrite::new(
+                        format!("s{s:02}"),
+                        ExpectedVersion::Any,
+                        vec![EventData::new("T", vec![round; 1 + s % 5]).with_id(EventId(id))],
+                    )
+                })
+                .collect();
+            store.append_multi(writes).expect("append_multi");
+        }
         let streams = ["a", "b", "account-42", "c"];
         let mut n = 0u8;
         let mut event = |k: usize| {
@@ -377,23 +401,37 @@ fn golden() -> &'static Golden {
             .filter(|(name, _)| name != "LOCK")
             .collect();
         files.sort();
+        let idx: Vec<&[u8]> = files
+            .iter()
+            .filter(|(n, _)| n.ends_with(".idx"))
+            .map(|(_, b)| &b[..])
+            .collect();
         assert!(
-            files.iter().filter(|(n, _)| n.ends_with(".idx")).count() >= 2,
+            idx.len() >= 3,
             "the golden store should span several segments"
+        );
+        assert!(
+            le_u32(idx[0], 12) > SPOT_CHECKED_RUNS + 2,
+            "the golden store's first index file should hold more runs than open spot-checks"
         );
         Golden { files, events }
     })
 }
 
-/// Damages the index files of a small real store as `data` says, reopens it, and checks that
-/// every stream reads back exactly what was written: an index file is a cache, so whatever it
-/// holds, opening must rebuild what it gets wrong from the log.
+/// Damages the index files of a small real store as `data` says, reopens it twice, and checks
+/// what the store shows (see [`check_golden`]): an index file is a cache, so whatever it holds,
+/// opening must rebuild what it gets wrong from the log, and no read may return an event other
+/// than the one written.
 ///
 /// `data[0]` is a mode byte:
-/// - bits 0-1: which index files: 0 the first, 1 the last, 2 all, 3 the one `data[1]` picks;
+/// - bits 0-1: which index files: 0 the first (whose runs are too many to be all spot-checked
+///   at open), 1 the last, 2 all, 3 the one `data[1]` picks;
 /// - bit 2: XOR the rest of the input onto the file (else: replace the file with it);
-/// - bit 3: then make the file's body length and both checksums valid, as a buggy writer would;
-/// - bit 4: delete the files instead.
+/// - bit 3: then make the file's checksums valid, as a buggy writer would (see
+///   [`forge_index_checksums`]);
+/// - bit 4: delete the files instead;
+/// - bit 5: with bit 3, leave the runs' offsets checksums as they are (only the directory and
+///   header checksums are made valid).
 pub fn open_index(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -418,6 +456,7 @@ pub fn open_index(data: &[u8]) {
             (vec![idx[pick]], rest.get(1..).unwrap_or(&[]))
         }
     };
+    let forged = mode & 8 != 0;
     for name in chosen {
         let path = dir.path().join(name);
         if mode & 16 != 0 {
@@ -436,13 +475,8 @@ pub fn open_index(data: &[u8]) {
         } else {
             payload.to_vec()
         };
-        if mode & 8 != 0 && bytes.len() >= 48 {
-            let body_len = (bytes.len() - 48) as u64;
-            bytes[32..40].copy_from_slice(&body_len.to_le_bytes());
-            let body_crc = crc32(&bytes[48..]);
-            bytes[40..44].copy_from_slice(&body_crc.to_le_bytes());
-            let header_crc = crc32(&bytes[..44]);
-            bytes[44..48].copy_from_slice(&header_crc.to_le_bytes());
+        if forged {
+            forge_index_checksums(&mut bytes, mode & 32 == 0);
         }
         fs::write(&path, bytes).expect("write index file");
     }
@@ -451,18 +485,107 @@ pub fn open_index(data: &[u8]) {
         let store = Store::open(dir.path(), options(Recovery::Strict)).unwrap_or_else(|e| {
             panic!("open with damaged index files (round {round}) failed: {e}")
         });
-        check_golden(&store, &g.events, mode & 8 != 0);
+        let tolerate = if forged {
+            Tolerate::Forged
+        } else if round == 0 {
+            Tolerate::DamagedRun
+        } else {
+            Tolerate::Nothing
+        };
+        check_golden(&store, &g.events, tolerate);
         store.close().expect("close");
     }
 }
 
-/// Checks that `store` holds exactly `events`, reading each stream through the index.
-///
-/// With `forged` index files (valid checksums over wrong content, which only a buggy writer
-/// makes), open spot-checks each run against the log but cannot check every offset without
-/// reading the whole log: a read may then end in `Corrupt`, but may never return an event that
-/// differs from what was written, and `$all` (which does not use the index) must be exact.
-fn check_golden(store: &Store, events: &[Ev], forged: bool) {
+/// Makes the checksums of index file `b` (layout 2) valid over whatever it holds, as a buggy
+/// writer would: with `runs`, each run's offsets checksum, for the directory entries and offsets
+/// arrays that lie inside the file; then the directory checksum, if the header's run count and
+/// names length put the directory and names inside the file; then the header checksum. Lengths
+/// are left as they are: a file whose lengths disagree with its size is still rejected.
+pub fn forge_index_checksums(b: &mut [u8], runs: bool) {
+    const HEADER: usize = 64;
+    const ENTRY: usize = 32;
+    if b.len() < HEADER {
+        return;
+    }
+    let count = le_u32(b, 12) as usize;
+    let names_end = usize::try_from(le_u64(b, 32)).ok().and_then(|names_len| {
+        count
+            .checked_mul(ENTRY)?
+            .checked_add(HEADER)?
+            .checked_add(names_len)
+    });
+    if let Some(names_end) = names_end.filter(|&end| end <= b.len()) {
+        if runs {
+            let offsets_start = names_end.next_multiple_of(4);
+            for i in 0..count {
+                let e = HEADER + i * ENTRY;
+                let n = le_u32(b, e + 8) as usize;
+                let first = le_u32(b, e + 20) as usize;
+                let array = (|| {
+                    let from = offsets_start.checked_add(first.checked_mul(4)?)?;
+                    Some((from, from.checked_add(n.checked_mul(4)?)?))
+                })();
+                if let Some((from, to)) = array.filter(|&(_, to)| to <= b.len()) {
+                    let crc = crc32(&b[from..to]);
+                    b[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+                }
+            }
+        }
+        let crc = crc32(&b[HEADER..names_end]);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What [`check_golden`] lets a store get wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tolerate {
+    /// Nothing: everything reads back exactly as written.
+    Nothing,
+    /// Index files damaged without fixing their checksums, at the first open after the damage.
+    /// Opening checks every header and directory, but only a sample of the runs' offsets
+    /// arrays (all of them in a file of few runs); the others are checked by the first read
+    /// that uses them. So a read may end in `Corrupt` naming the index file, which is then
+    /// deleted (and rebuilt at the next open); what the read returned before must be exact, and
+    /// so must be everything the directories say (the streams, their versions).
+    DamagedRun,
+    /// Forged index files (valid checksums over wrong content, which only a buggy writer
+    /// makes). Opening spot-checks runs against the log but cannot check every offset without
+    /// reading the whole log: a read may end in `Corrupt` (naming the index file, or the store
+    /// when the record found is not the event the index promised), a stream may look shorter or
+    /// be missing, and `streams()` may list a name that was never written (a forged run that
+    /// open did not sample), but a read may never return an event that differs from what was
+    /// written.
+    Forged,
+}
+
+/// Checks that `store` holds exactly `events`, reading each stream through the index, up to
+/// what `tolerate` allows. In every case nothing panics, no read returns an event other than
+/// the one written, and `$all` from the start (which does not use the index) is exact.
+fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
+    let forged = tolerate == Tolerate::Forged;
+    // Whether a read may end with `e`: a `Corrupt` error that `tolerate` allows. A damaged index
+    // file that a read reports is gone afterwards.
+    let tolerated = |e: &Error| -> bool {
+        let Error::Corrupt { file, .. } = e else {
+            return false;
+        };
+        let names_index_file = file.extension().is_some_and(|x| x == "idx");
+        if names_index_file {
+            assert!(
+                !file.exists(),
+                "index file {} reported damaged but not removed",
+                file.display()
+            );
+        }
+        match tolerate {
+            Tolerate::Nothing => false,
+            Tolerate::DamagedRun => names_index_file,
+            Tolerate::Forged => true,
+        }
+    };
     let mut names: Vec<String> = Vec::new();
     for e in events {
         if !names.contains(&e.stream) {
@@ -471,24 +594,55 @@ fn check_golden(store: &Store, events: &[Ev], forged: bool) {
     }
     let mut listed = store.streams();
     if forged {
-        listed.sort();
-        names.sort();
+        // Opening compares only a sample of the runs with the log, so a forged run may name a
+        // stream that was never written (and hide the one that was, which then reads shorter):
+        // such a name is listed, but reading it must not yield an event.
+        for phantom in listed.iter().filter(|n| !names.contains(n)) {
+            let events = match store.read_stream_forward(phantom, 0, usize::MAX) {
+                Ok(events) => events,
+                Err(Error::InvalidInput(_)) => continue, // a name the API refuses
+                Err(e) => panic!("reading stream `{phantom}` ({tolerate:?}): {e}"),
+            };
+            // A read ends after its first error: the first item decides.
+            match events.into_iter().next() {
+                None => {}
+                Some(Ok(e)) => panic!("stream `{phantom}` was never written, yet yields {e:?}"),
+                Some(Err(e)) if tolerated(&e) => {}
+                Some(Err(e)) => panic!("reading stream `{phantom}` ({tolerate:?}): {e}"),
+            }
+        }
+        listed.retain(|n| names.contains(n));
+        let mut sorted = listed.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            listed.len(),
+            "streams() lists a name twice: {listed:?}"
+        );
+    } else {
+        assert_eq!(listed, names, "streams()");
     }
-    assert_eq!(listed, names, "streams()");
+    let mut corrupt_seen = false;
     for name in &names {
         let want: Vec<&Ev> = events.iter().filter(|e| &e.stream == name).collect();
         let mut got: Vec<Ev> = Vec::new();
+        let mut cut = false;
         for r in store
             .read_stream_forward(name, 0, usize::MAX)
             .expect("read_stream_forward")
         {
             match r {
                 Ok(e) => got.push(Ev::from(&e)),
-                Err(Error::Corrupt { .. }) if forged => break,
-                Err(e) => panic!("reading stream `{name}`: {e}"),
+                Err(e) if tolerated(&e) => {
+                    cut = true;
+                    break;
+                }
+                Err(e) => panic!("reading stream `{name}` ({tolerate:?}): {e}"),
             }
         }
-        if forged {
+        corrupt_seen |= cut;
+        if cut || forged {
             assert!(got.len() <= want.len(), "stream `{name}` too long");
             assert_eq!(
                 got.iter().collect::<Vec<_>>(),
@@ -506,15 +660,20 @@ fn check_golden(store: &Store, events: &[Ev], forged: bool) {
             );
             continue;
         }
-        assert_eq!(version, Some(want.len() as u64 - 1));
+        assert_eq!(
+            version,
+            Some(want.len() as u64 - 1),
+            "stream `{name}` version"
+        );
         match store.read_event(name, want.len() as u64 - 1) {
             Ok(last) => assert_eq!(&Ev::from(&last), *want.last().expect("events")),
-            Err(Error::Corrupt { .. }) if forged => {}
-            Err(e) => panic!("read_event: {e}"),
+            Err(e) if tolerated(&e) => corrupt_seen = true,
+            Err(e) => panic!("read_event `{name}` ({tolerate:?}): {e}"),
         }
     }
-    if forged {
-        // Only `$all` from the start is independent of the index.
+    if forged || corrupt_seen {
+        // Only `$all` from the start is independent of the index (from other positions, it
+        // checks the position against the index).
         let all: Vec<Ev> = store
             .read_all_forward(Position::START, usize::MAX)
             .expect("read_all_forward(START)")

@@ -72,9 +72,16 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
 /// Checks a whole multi-stream batch before it is queued; returns its encoded size.
 fn check_batch(writes: &[StreamWrite], max_event_size: u64) -> Result<u64> {
     let mut total = 0u64;
+    // A linear scan for small batches; a set for large ones, which would be quadratic.
+    let mut seen = std::collections::HashSet::new();
     for (i, w) in writes.iter().enumerate() {
         check_stream_name(&w.stream)?;
-        if writes[..i].iter().any(|o| o.stream == w.stream) {
+        let twice = if writes.len() <= 16 {
+            writes[..i].iter().any(|o| o.stream == w.stream)
+        } else {
+            !seen.insert(w.stream.as_str())
+        };
+        if twice {
             return Err(Error::InvalidInput(format!(
                 "stream `{}` appears twice in one batch",
                 w.stream

@@ -3,6 +3,7 @@
 use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::index::persist::{self, IndexFile, RunEntry};
 use crate::index::Index;
 use crate::log::format::{
-    decode_record, trailer_len_before, u32_at, HeaderError, RecordError, SegmentHeader,
-    FORMAT_VERSION, SEGMENT_HEADER_LEN,
+    decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
+    SEGMENT_HEADER_LEN,
 };
 use crate::log::reader::{Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
@@ -578,16 +579,14 @@ fn recover_pass(
         let mut had_index_file = false;
         if use_index_files {
             if let Some((file, entries)) = persist::open(dir, base, seg.capacity) {
-                if !ends_a_batch(seg.bytes(), file.covered_end)
-                    || !runs_match_log(seg.bytes(), &file, &entries)
-                {
+                if !ends_a_batch(&seg, file.covered_end) || !runs_match_log(&seg, &file, &entries) {
                     return Err(Pass::Rebuild);
                 }
                 from = file.covered_end;
                 // Runs that the scan below may extend are held in memory; the runs of a sealed
                 // segment whose file covers all of it stay in the mapped file.
-                let extended = is_last
-                    || decode_record(seg.bytes(), from as usize, false) != Err(RecordError::End);
+                let more = from + 4 <= seg.capacity && read_u32(&seg, from).is_none_or(|l| l != 0);
+                let extended = is_last || more;
                 if !index.apply_file(base, file, &entries, extended) {
                     return Err(Pass::Rebuild);
                 }
@@ -673,24 +672,51 @@ fn recover_pass(
     Ok((segments, index))
 }
 
-/// Whether `off` is the start of a segment or the end of a whole batch in `bytes`.
-fn ends_a_batch(bytes: &[u8], off: u64) -> bool {
-    let off = off as usize;
-    if off == SEGMENT_HEADER_LEN {
+// The checks at open read the log with positioned reads rather than through its map: a fault
+// on a mapped page maps its neighbours too, and sampling every segment that way would leave
+// megabytes of the log resident in every process that opens the store.
+
+/// The little-endian u32 at `off` in the segment's file.
+fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
+    if off.checked_add(4)? > seg.capacity {
+        return None;
+    }
+    seg.file.read_exact_at(&mut b, off).ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// A copy of the record at `off`, decoded (checksum verified if `verify`).
+fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, RecordView)> {
+    let len = u64::from(read_u32(seg, off)?);
+    if len == 0 || off.checked_add(len)? > seg.capacity {
+        return None;
+    }
+    let mut buf = vec![0u8; len as usize];
+    seg.file.read_exact_at(&mut buf, off).ok()?;
+    let view = decode_record(&buf, 0, verify).ok()?;
+    Some((buf, view))
+}
+
+/// Whether `off` is the start of a segment or the end of a whole batch in it.
+fn ends_a_batch(seg: &Segment, off: u64) -> bool {
+    if off == SEGMENT_HEADER_LEN as u64 {
         return true;
     }
-    let Some(len) = trailer_len_before(bytes, off) else {
+    let Some(len) = off.checked_sub(4).and_then(|at| read_u32(seg, at)) else {
         return false;
     };
-    off - len >= SEGMENT_HEADER_LEN
-        && decode_record(bytes, off - len, true).is_ok_and(|r| r.len == len && r.is_batch_end())
+    let len = u64::from(len);
+    off >= len + SEGMENT_HEADER_LEN as u64
+        && read_record(seg, off - len, true)
+            .is_some_and(|(_, r)| r.len as u64 == len && r.is_batch_end())
 }
 
 /// Spot-checks index runs against the log: for a sample of the runs (all of them in a small
 /// file), the checksum of its offsets, and that its first and last record are the stream's events
 /// the run says they are. Checking every record would read the whole log, which index files exist
 /// to avoid; reads check each record they return.
-fn runs_match_log(bytes: &[u8], file: &IndexFile, entries: &[RunEntry]) -> bool {
+fn runs_match_log(seg: &Segment, file: &IndexFile, entries: &[RunEntry]) -> bool {
     /// Runs checked per index file.
     const SAMPLE: usize = 16;
     let step = entries.len().div_ceil(SAMPLE).max(1);
@@ -700,12 +726,12 @@ fn runs_match_log(bytes: &[u8], file: &IndexFile, entries: &[RunEntry]) -> bool 
         }
         let name = file.name(e).as_bytes();
         let at = |k: usize| {
-            let off = file.offset(e.offsets_at, k);
-            off.is_multiple_of(8)
-                && decode_record(bytes, off as usize, false).is_ok_and(|r| {
+            read_record(seg, u64::from(file.offset(e.offsets_at, k)), false).is_some_and(
+                |(buf, r)| {
                     r.event_number == e.first_event + k as u64
-                        && &bytes[r.stream.0..r.stream.1] == name
-                })
+                        && &buf[r.stream.0..r.stream.1] == name
+                },
+            )
         };
         at(0) && at(e.count as usize - 1)
     })

@@ -326,7 +326,9 @@ fn replay_with_a_closure_equals_the_iterators() {
     .unwrap();
     assert_eq!(rest, 35);
     assert!(matches!(
-        s.replay_all(Position(all[3].0 .0 + 8), |_| std::ops::ControlFlow::Continue(())),
+        s.replay_all(Position(all[3].0 .0 + 8), |_| {
+            std::ops::ControlFlow::Continue(())
+        }),
         Err(Error::InvalidPosition(_))
     ));
 }

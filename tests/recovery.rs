@@ -376,27 +376,273 @@ fn leftovers_of_an_unfinished_batch_after_a_zero_page_never_rejoin_the_log() {
     assert_eq!(all(&s).len(), 2);
 }
 
+/// Checks that every stream of `expect` (as [`content`] lists it) reads back through the index
+/// exactly: the same events, numbers, data and positions, and the same version.
+fn check_streams(s: &Store, expect: &[(String, u64, Vec<u8>, u64)]) {
+    let mut names: Vec<&str> = Vec::new();
+    for (name, ..) in expect {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    assert_eq!(s.streams(), names, "streams()");
+    for name in names {
+        let want: Vec<_> = expect.iter().filter(|e| e.0 == name).cloned().collect();
+        let got: Vec<_> = stream(s, name)
+            .iter()
+            .map(|e| {
+                (
+                    e.stream().to_string(),
+                    e.event_number(),
+                    e.data().to_vec(),
+                    e.position().0,
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "stream `{name}`");
+        assert_eq!(s.stream_version(name), Some(want.len() as u64 - 1));
+    }
+}
+
 #[test]
 fn index_file_that_disagrees_with_the_log_is_rebuilt() {
     let opts = Options::default().segment_size(4096);
     let dir = tempfile::tempdir().unwrap();
     let expect = multi_segment_store(dir.path(), &opts);
-    // A well-formed index file for the newest segment that lists nothing but claims to cover
-    // its first record: the log after it continues a stream whose event it dropped.
     let idx = files_with_suffix(dir.path(), ".idx").pop().unwrap();
     let seg = files_with_suffix(dir.path(), ".seg").pop().unwrap();
+    // The encoder below writes what the store writes.
+    let real = fs::read(&idx).unwrap();
+    let decoded = decode_idx(&real);
+    assert_eq!(encode_idx(&decoded), real);
+    assert!(
+        decoded.runs.iter().map(|r| r.offsets.len()).sum::<usize>() >= 5,
+        "the newest segment should hold enough records for a stream to come round again"
+    );
+    // A valid index file for the newest segment that lists nothing but claims to cover its
+    // first record (a whole batch): the log after it continues a stream whose event it dropped.
     let first_len = u32::from_le_bytes(peek(&seg, 64, 4).try_into().unwrap());
-    let mut empty = fs::read(&idx).unwrap()[..48].to_vec();
-    empty[12..16].copy_from_slice(&0u32.to_le_bytes()); // no runs
-    empty[24..32].copy_from_slice(&(64 + u64::from(first_len)).to_le_bytes()); // covered end
-    empty[32..40].copy_from_slice(&0u64.to_le_bytes()); // empty body
-    let body_crc = crc32(&[]);
-    empty[40..44].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = crc32(&empty[..44]);
-    empty[44..48].copy_from_slice(&header_crc.to_le_bytes());
-    fs::write(&idx, &empty).unwrap();
+    let forged = encode_idx(&IdxFile {
+        base: decoded.base,
+        covered_end: 64 + u64::from(first_len),
+        runs: Vec::new(),
+    });
+    assert_eq!(decode_idx(&forged).covered_end, 64 + u64::from(first_len));
+    fs::write(&idx, &forged).unwrap();
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(content(&s), expect);
+    check_streams(&s, &expect);
+    drop(s);
+    // The same for a sealed segment, whose file covers the whole segment: the next segment
+    // continues a stream whose events it dropped.
+    let idx = files_with_suffix(dir.path(), ".idx")[1].clone();
+    let sealed = decode_idx(&fs::read(&idx).unwrap());
+    fs::write(
+        &idx,
+        encode_idx(&IdxFile {
+            runs: Vec::new(),
+            ..sealed
+        }),
+    )
+    .unwrap();
     let s = Store::open(dir.path(), opts).unwrap();
     assert_eq!(content(&s), expect);
+    check_streams(&s, &expect);
+}
+
+#[test]
+fn a_damaged_run_that_open_does_not_spot_check_fails_its_first_read_and_is_rebuilt() {
+    // Many streams in 64 KiB segments: the first segment's index file holds more runs than
+    // opening spot-checks.
+    let opts = Options::default().segment_size(64 << 10);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    let names: Vec<String> = (0..60).map(|i| format!("stream-{i:02}")).collect();
+    for round in 0..20 {
+        for name in &names {
+            s.append(name, ExpectedVersion::Any, events(name, round, 1))
+                .unwrap();
+        }
+    }
+    let expect = content(&s);
+    s.close().unwrap();
+    assert!(files_with_suffix(dir.path(), ".seg").len() >= 2);
+    let idx = dir.path().join("00000000000000000000.idx");
+    let good = fs::read(&idx).unwrap();
+    let file = decode_idx(&good);
+    let n = file.runs.len();
+    assert!(n > 40, "{n} runs");
+    let victim = 1;
+    assert!(!spot_checked_runs(n).contains(&victim));
+    let name = file.runs[victim].stream.clone();
+    let (at, count) = idx_run_arrays(&good)[victim];
+    assert!(count >= 3);
+    // A flipped bit in the middle of the run's offsets, which its checksum alone can tell.
+    flip(&idx, (at + 4 * (count / 2)) as u64, 0x08);
+
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    // The directory is intact: the stream's version is known without using the run.
+    assert_eq!(s.stream_version(&name), Some(19));
+    let mut read = s.read_stream_forward(&name, 0, usize::MAX).unwrap();
+    match read.next() {
+        Some(Err(Error::Corrupt { file, offset, .. })) => {
+            assert_eq!(file.file_name(), idx.file_name());
+            assert_eq!(file, idx);
+            assert_eq!(offset, at as u64);
+        }
+        other => panic!("{:?}", other.map(|r| r.map(|e| e.event_number()))),
+    }
+    assert!(read.next().is_none(), "a read ends after its error");
+    drop(read);
+    assert!(!idx.exists(), "the damaged index file is removed");
+    // Still an error, not a wrong answer, while this store stays open.
+    assert!(matches!(
+        s.read_event(&name, 0),
+        Err(Error::Corrupt { file, .. }) if file == idx
+    ));
+    // The other streams are untouched.
+    let others: Vec<_> = expect.iter().filter(|e| e.0 != name).cloned().collect();
+    for other in names.iter().filter(|n| **n != name) {
+        let want: Vec<_> = others
+            .iter()
+            .filter(|e| &e.0 == other)
+            .map(|e| e.2.clone())
+            .collect();
+        let got: Vec<_> = stream(&s, other)
+            .iter()
+            .map(|e| e.data().to_vec())
+            .collect();
+        assert_eq!(got, want, "stream `{other}`");
+    }
+    drop(s);
+
+    // The next open rebuilds the file from the log.
+    let s = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(content(&s), expect);
+    check_streams(&s, &expect);
+    assert_eq!(fs::read(&idx).unwrap(), good, "the rebuilt index file");
+}
+
+#[test]
+fn a_stale_index_file_of_a_sealed_segment_is_caught_up_from_the_log() {
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("00000000000000000000.idx");
+    // Closing with the first segment active saves its index file up to there.
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..9 {
+        let name = ["x", "y", "z"][i % 3];
+        s.append(name, ExpectedVersion::Any, events(name, i, 1))
+            .unwrap();
+    }
+    let covered = s.head().0;
+    let victim = s.read_event("x", 1).unwrap();
+    s.close().unwrap();
+    let stale = fs::read(&idx).unwrap();
+    assert_eq!(decode_idx(&stale).covered_end, covered);
+    // More events fill the first segment and seal it: its index file is rewritten in full.
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    for i in 9..150 {
+        let name = ["x", "y", "w"][i % 3];
+        s.append(name, ExpectedVersion::Any, events(name, i, 1))
+            .unwrap();
+    }
+    let expect = content(&s);
+    s.close().unwrap();
+    assert!(files_with_suffix(dir.path(), ".seg").len() >= 3);
+    let full = fs::read(&idx).unwrap();
+    assert!(decode_idx(&full).covered_end > covered);
+
+    // The sealed segment's index file goes back to the one that covers only the first events.
+    fs::write(&idx, &stale).unwrap();
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(content(&s), expect);
+    check_streams(&s, &expect);
+    drop(s);
+    assert_eq!(fs::read(&idx).unwrap(), full, "the caught-up index file");
+
+    // Opening used the stale file: it did not scan the records the file covers, and the
+    // damage there is found by the read that meets it.
+    fs::write(&idx, &stale).unwrap();
+    let seg = first_segment(dir.path());
+    flip(&seg, victim.next_position().0 - 8, 1);
+    let s = Store::open(dir.path(), opts.clone()).unwrap();
+    match s.read_event("x", 1) {
+        Err(Error::Corrupt { file, offset, .. }) => {
+            assert_eq!(file, seg);
+            assert_eq!(offset, victim.position().0);
+        }
+        other => panic!("{:?}", other.map(|e| e.event_number())),
+    }
+    for name in ["y", "w"] {
+        let want: Vec<_> = expect
+            .iter()
+            .filter(|e| e.0 == name)
+            .map(|e| e.2.clone())
+            .collect();
+        let got: Vec<_> = stream(&s, name).iter().map(|e| e.data().to_vec()).collect();
+        assert_eq!(got, want, "stream `{name}`");
+    }
+    assert_eq!(
+        s.stream_version("x"),
+        expect.iter().filter(|e| e.0 == "x").map(|e| e.1).max()
+    );
+    assert_eq!(s.read_event("x", 2).unwrap().data(), b"x:6");
+    drop(s);
+    // Without index files, opening scans the segment and refuses it.
+    for f in files_with_suffix(dir.path(), ".idx") {
+        fs::remove_file(f).unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), opts),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn files_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    multi_segment_store(dir.path(), &opts);
+    let check = |what: &str| {
+        let files: Vec<PathBuf> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap() != "LOCK")
+            .collect();
+        let idx = files
+            .iter()
+            .filter(|p| p.extension().unwrap_or_default() == "idx")
+            .count();
+        let seg = files
+            .iter()
+            .filter(|p| p.extension().unwrap_or_default() == "seg")
+            .count();
+        // Every segment has one: the sealed ones since they were sealed, the newest since the
+        // store closed.
+        assert!(
+            idx >= 3 && idx == seg,
+            "{what}: {idx} index files, {seg} segments"
+        );
+        for p in &files {
+            let mode = fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "{what}: {} has mode {:o}",
+                p.display(),
+                mode & 0o777
+            );
+        }
+    };
+    check("written by appends and close");
+    // Index files rebuilt by open.
+    for f in files_with_suffix(dir.path(), ".idx") {
+        fs::remove_file(f).unwrap();
+    }
+    Store::open(dir.path(), opts).unwrap().close().unwrap();
+    check("rebuilt by open");
 }
 
 #[test]

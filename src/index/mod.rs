@@ -64,8 +64,9 @@ impl Run {
                 file: file.path.clone(),
                 offset: *at as u64,
                 reason: format!(
-                    "checksum mismatch in the index of stream `{stream}`; the index file is \
-                     removed and rebuilt from the log when the store is next opened"
+                    "damaged index of stream `{stream}` (checksum mismatch or offsets out of \
+                     place); the index file is removed and rebuilt from the log when the store is \
+                     next opened"
                 ),
             });
         }
@@ -380,6 +381,9 @@ impl Index {
                 });
                 entry.len += u64::from(e.count);
             }
+        }
+        if !in_memory {
+            file.release_pages();
         }
         true
     }

@@ -127,6 +127,19 @@ impl std::ops::Deref for Bytes {
 }
 
 impl IndexFile {
+    /// Unmaps the pages that opening touched (the header, the directory, the sampled runs),
+    /// so that a store's resident memory does not grow with its index files: after open, the
+    /// index reads only offsets arrays, each when a read first needs it.
+    pub fn release_pages(&self) {
+        #[allow(irrefutable_let_patterns)] // Owned exists in tests only
+        if let Bytes::Mapped(map) = &self.bytes {
+            // SAFETY: a shared, read-only mapping of a file: dropping its pages only makes the
+            // next access fault them in again from the page cache, with the same contents. No
+            // reference into the mapping is held across this call.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     /// The stream name of `run`.
     pub fn name(&self, run: &RunEntry) -> &str {
         // Checked as UTF-8 when the directory was parsed.
@@ -139,11 +152,26 @@ impl IndexFile {
         self.bytes.get(at..at + 4).map_or(0, |b| u32_at(b, 0))
     }
 
-    /// Whether the offsets array of a run matches its checksum.
+    /// Whether the offsets array of a run matches its checksum and is one this code writes:
+    /// ascending, aligned offsets of records inside the part of the segment the file covers.
+    /// Readers locate events by these offsets, so a run that fails is never used.
     pub fn run_is_intact(&self, offsets_at: usize, count: u32, crc: u32) -> bool {
-        self.bytes
-            .get(offsets_at..offsets_at + 4 * count as usize)
-            .is_some_and(|b| crc32fast::hash(b) == crc)
+        let Some(b) = self.bytes.get(offsets_at..offsets_at + 4 * count as usize) else {
+            return false;
+        };
+        if crc32fast::hash(b) != crc {
+            return false;
+        }
+        let mut prev = 0u32;
+        b.chunks_exact(4).all(|c| {
+            let off = u32_at(c, 0);
+            let ok = off as usize >= SEGMENT_HEADER_LEN
+                && u64::from(off) < self.covered_end
+                && off.is_multiple_of(8)
+                && off > prev;
+            prev = off;
+            ok
+        })
     }
 }
 

@@ -108,3 +108,175 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+// ---------------------------------------------------------------------------------------------
+// Index files (layout 2), read and written here from FORMAT.md, independently of the crate.
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of an index file header.
+pub const IDX_HEADER_LEN: usize = 64;
+/// Bytes of one index file directory entry.
+pub const IDX_ENTRY_LEN: usize = 32;
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// One run of an index file: a stream's events in the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxRun {
+    pub stream: String,
+    pub first_event: u64,
+    /// Segment offset of each event's record.
+    pub offsets: Vec<u32>,
+}
+
+/// What an index file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxFile {
+    pub base: u64,
+    pub covered_end: u64,
+    pub runs: Vec<IdxRun>,
+}
+
+/// Where the offsets array of each run sits in an index file: (byte offset, count), in directory
+/// order. The file must be a valid one (see [`decode_idx`]).
+pub fn idx_run_arrays(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let count = le_u32(bytes, 12) as usize;
+    let names_end = IDX_HEADER_LEN + count * IDX_ENTRY_LEN + le_u64(bytes, 32) as usize;
+    let offsets_at = names_end.next_multiple_of(4);
+    (0..count)
+        .map(|i| {
+            let e = IDX_HEADER_LEN + i * IDX_ENTRY_LEN;
+            let at = offsets_at + 4 * le_u32(bytes, e + 20) as usize;
+            (at, le_u32(bytes, e + 8) as usize)
+        })
+        .collect()
+}
+
+/// Decodes an index file of layout 2, asserting every rule FORMAT.md gives for one: the
+/// lengths, the zero fields, the order of names and arrays, and every checksum.
+pub fn decode_idx(bytes: &[u8]) -> IdxFile {
+    assert!(
+        bytes.len() >= IDX_HEADER_LEN,
+        "index file shorter than its header"
+    );
+    assert_eq!(&bytes[..8], b"EVJLIDX\0", "magic");
+    assert_eq!(le_u32(bytes, 8), 2, "layout version");
+    assert_eq!(crc32(&bytes[..60]), le_u32(bytes, 60), "header checksum");
+    assert!(
+        bytes[52..60].iter().all(|&b| b == 0),
+        "reserved header bytes"
+    );
+    let count = le_u32(bytes, 12) as usize;
+    let names_len = le_u64(bytes, 32) as usize;
+    let offsets_count = le_u64(bytes, 40) as usize;
+    let names_start = IDX_HEADER_LEN + count * IDX_ENTRY_LEN;
+    let names_end = names_start + names_len;
+    let offsets_at = names_end.next_multiple_of(4);
+    assert_eq!(bytes.len(), offsets_at + 4 * offsets_count, "file length");
+    assert!(
+        bytes[names_end..offsets_at].iter().all(|&b| b == 0),
+        "padding"
+    );
+    assert_eq!(
+        crc32(&bytes[IDX_HEADER_LEN..names_end]),
+        le_u32(bytes, 48),
+        "directory checksum"
+    );
+    let (mut name_at, mut offset_index) = (0usize, 0usize);
+    let mut runs = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = &bytes[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..IDX_ENTRY_LEN];
+        let n = le_u32(e, 8) as usize;
+        let name_len = le_u16(e, 12) as usize;
+        assert!(n > 0 && name_len > 0, "run {i}: empty");
+        assert_eq!(le_u16(e, 14), 0, "run {i}: reserved");
+        assert_eq!(le_u32(e, 28), 0, "run {i}: reserved");
+        assert_eq!(le_u32(e, 16) as usize, name_at, "run {i}: name_at");
+        assert_eq!(
+            le_u32(e, 20) as usize,
+            offset_index,
+            "run {i}: offset_index"
+        );
+        let array = &bytes[offsets_at + 4 * offset_index..][..4 * n];
+        assert_eq!(crc32(array), le_u32(e, 24), "run {i}: offsets checksum");
+        runs.push(IdxRun {
+            stream: String::from_utf8(
+                bytes[names_start + name_at..names_start + name_at + name_len].to_vec(),
+            )
+            .unwrap(),
+            first_event: le_u64(e, 0),
+            offsets: array.chunks_exact(4).map(|c| le_u32(c, 0)).collect(),
+        });
+        name_at += name_len;
+        offset_index += n;
+    }
+    assert_eq!(name_at, names_len, "names blob used up");
+    assert_eq!(offset_index, offsets_count, "offsets used up");
+    IdxFile {
+        base: le_u64(bytes, 16),
+        covered_end: le_u64(bytes, 24),
+        runs,
+    }
+}
+
+/// Encodes an index file of layout 2.
+pub fn encode_idx(f: &IdxFile) -> Vec<u8> {
+    let count = f.runs.len();
+    let names_len: usize = f.runs.iter().map(|r| r.stream.len()).sum();
+    let offsets_count: usize = f.runs.iter().map(|r| r.offsets.len()).sum();
+    let names_start = IDX_HEADER_LEN + count * IDX_ENTRY_LEN;
+    let offsets_at = (names_start + names_len).next_multiple_of(4);
+    let mut out = vec![0u8; offsets_at + 4 * offsets_count];
+    out[..8].copy_from_slice(b"EVJLIDX\0");
+    out[8..12].copy_from_slice(&2u32.to_le_bytes());
+    out[12..16].copy_from_slice(&(count as u32).to_le_bytes());
+    out[16..24].copy_from_slice(&f.base.to_le_bytes());
+    out[24..32].copy_from_slice(&f.covered_end.to_le_bytes());
+    out[32..40].copy_from_slice(&(names_len as u64).to_le_bytes());
+    out[40..48].copy_from_slice(&(offsets_count as u64).to_le_bytes());
+    let (mut name_at, mut offset_index) = (0usize, 0usize);
+    for (i, r) in f.runs.iter().enumerate() {
+        let array_at = offsets_at + 4 * offset_index;
+        for (k, off) in r.offsets.iter().enumerate() {
+            out[array_at + 4 * k..][..4].copy_from_slice(&off.to_le_bytes());
+        }
+        let crc = crc32(&out[array_at..array_at + 4 * r.offsets.len()]);
+        let e = IDX_HEADER_LEN + i * IDX_ENTRY_LEN;
+        out[e..e + 8].copy_from_slice(&r.first_event.to_le_bytes());
+        out[e + 8..e + 12].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
+        out[e + 12..e + 14].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        out[e + 16..e + 20].copy_from_slice(&(name_at as u32).to_le_bytes());
+        out[e + 20..e + 24].copy_from_slice(&(offset_index as u32).to_le_bytes());
+        out[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+        out[names_start + name_at..][..r.stream.len()].copy_from_slice(r.stream.as_bytes());
+        name_at += r.stream.len();
+        offset_index += r.offsets.len();
+    }
+    let crc = crc32(&out[IDX_HEADER_LEN..names_start + names_len]);
+    out[48..52].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&out[..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The directory indices of the runs that opening spot-checks in a file of `n` runs (the rest
+/// are verified on first use): every `ceil(n / 16)`-th, and the last. Mirrors `runs_match_log`
+/// in `src/store.rs`.
+pub fn spot_checked_runs(n: usize) -> Vec<usize> {
+    let step = n.div_ceil(16).max(1);
+    let mut v: Vec<usize> = (0..n).step_by(step).collect();
+    if n > 0 && !v.contains(&(n - 1)) {
+        v.push(n - 1);
+    }
+    v
+}
