@@ -6,7 +6,11 @@
 //! log, and hands every appender its own result.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::thread::{Thread, ThreadId};
+
+use parking_lot::MutexGuard;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::index::{Index, StreamId};
@@ -27,9 +31,19 @@ pub const MAX_EVENT_TYPE_LEN: usize = 1024;
 pub(crate) struct Queue {
     next_ticket: u64,
     pending: Vec<(u64, Vec<StreamWrite>)>,
+    /// The threads that queued each pending batch.
+    pending_threads: Vec<Thread>,
     done: HashMap<u64, Result<Vec<AppendResult>>>,
     leader: bool,
+    /// The threads of the last two groups, for [`Shared::gather`].
+    recent: [Vec<ThreadId>; 2],
+    /// A leader waiting for more appenders to join its group.
+    gatherer: Option<Thread>,
 }
+
+/// Longest a durable group waits for appenders to join it: a fraction of what a sync costs,
+/// so that waiting can never cost more than the syncs it saves.
+const MAX_GATHER: Duration = Duration::from_micros(200);
 
 /// What only the leader touches.
 pub(crate) struct WriterState {
@@ -355,6 +369,7 @@ struct Outcome {
 struct LeaderGuard<'a> {
     shared: &'a Shared,
     tickets: Vec<u64>,
+    threads: Vec<Thread>,
 }
 
 impl Drop for LeaderGuard<'_> {
@@ -369,7 +384,22 @@ impl Drop for LeaderGuard<'_> {
         for t in self.tickets.drain(..) {
             q.done.insert(t, Err(Error::Poisoned(reason.into())));
         }
-        self.shared.queue_cv.notify_all();
+        wake(q, &self.threads);
+    }
+}
+
+/// Wakes the first queued appender, which becomes the next leader, and then the appenders whose
+/// results are in (`threads`, the leader's group), after releasing the queue. Each appender
+/// sleeps on its own: waking only these keeps a busy store from waking every waiting thread
+/// after every group, and waking them outside the lock lets them queue again at once.
+fn wake(q: MutexGuard<'_, Queue>, threads: &[Thread]) {
+    let next = q.pending_threads.first().cloned();
+    drop(q);
+    let me = std::thread::current().id();
+    for t in next.iter().chain(threads) {
+        if t.id() != me {
+            t.unpark();
+        }
     }
 }
 
@@ -381,6 +411,10 @@ impl Shared {
         let ticket = q.next_ticket;
         q.next_ticket += 1;
         q.pending.push((ticket, writes));
+        q.pending_threads.push(std::thread::current());
+        if let Some(g) = &q.gatherer {
+            g.unpark();
+        }
         loop {
             if let Some(r) = q.done.remove(&ticket) {
                 return r;
@@ -388,18 +422,26 @@ impl Shared {
             if !q.leader {
                 break;
             }
-            self.queue_cv.wait(&mut q);
+            // Woken by the leader when this batch is done or the queue needs a leader; a wake-up
+            // for anything else only goes round the loop again.
+            MutexGuard::unlocked(&mut q, std::thread::park);
         }
         q.leader = true;
+        self.gather(&mut q);
         let group = std::mem::take(&mut q.pending);
+        let threads = std::mem::take(&mut q.pending_threads);
+        q.recent.swap(0, 1);
+        q.recent[1] = threads.iter().map(Thread::id).collect();
         drop(q);
 
         let mut guard = LeaderGuard {
             shared: self,
             tickets: group.iter().map(|(t, _)| *t).collect(),
+            threads,
         };
         let outcomes = self.commit_group(group);
         guard.tickets.clear();
+        let threads = std::mem::take(&mut guard.threads);
         drop(guard);
 
         let mut q = self.queue.lock();
@@ -407,10 +449,57 @@ impl Shared {
         for o in outcomes {
             q.done.insert(o.ticket, o.result);
         }
-        self.queue_cv.notify_all();
-        q.done
-            .remove(&ticket)
-            .unwrap_or_else(|| Err(Error::Poisoned("internal: append result lost".into())))
+        let mine = q.done.remove(&ticket);
+        wake(q, &threads);
+        mine.unwrap_or_else(|| Err(Error::Poisoned("internal: append result lost".into())))
+    }
+
+    /// Lets a new leader of a durable group wait, briefly, for the appenders of the last two
+    /// groups that have not queued again yet.
+    ///
+    /// Without it, appenders that keep a store busy settle into two half-size groups taking
+    /// turns: the appenders of one group are still returning when the next leader takes the
+    /// queue. Waiting for them (a small part of one sync, and only while more threads have been
+    /// appending than are queued) lets one sync carry them all. A single appender never waits.
+    fn gather(&self, q: &mut MutexGuard<'_, Queue>) {
+        if self.options.durability != Durability::Sync {
+            return;
+        }
+        let mut expected: Vec<ThreadId> = Vec::new();
+        for t in q.recent.iter().flatten() {
+            if !expected.contains(t) {
+                expected.push(*t);
+            }
+        }
+        let wanted = |q: &Queue| {
+            expected
+                .iter()
+                .any(|t| !q.pending_threads.iter().any(|p| p.id() == *t))
+        };
+        if expected.len() <= 1 || !wanted(q) {
+            return;
+        }
+        let wait = self
+            .writer_sync_cost()
+            .map_or(MAX_GATHER, |c| c.min(MAX_GATHER));
+        let deadline = Instant::now() + wait;
+        q.gatherer = Some(std::thread::current());
+        while wanted(q) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            MutexGuard::unlocked(q, || std::thread::park_timeout(deadline - now));
+        }
+        q.gatherer = None;
+    }
+
+    /// What the last sync took.
+    fn writer_sync_cost(&self) -> Option<Duration> {
+        match self.sync_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
     }
 
     /// The leader's work for one group.
@@ -436,7 +525,13 @@ impl Shared {
             let mut r = ws.log.write(&ws.buf);
             if r.is_ok() {
                 r = match self.options.durability {
-                    Durability::Sync => ws.log.sync(),
+                    Durability::Sync => {
+                        let start = Instant::now();
+                        let r = ws.log.sync();
+                        let took = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                        self.sync_nanos.store(took, Ordering::Relaxed);
+                        r
+                    }
                     Durability::Buffered(every) if ws.last_sync.elapsed() >= every => ws.log.sync(),
                     _ => Ok(()),
                 };

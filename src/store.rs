@@ -46,7 +46,8 @@ pub(crate) struct Shared {
     pub(crate) index: RwLock<Index>,
     pub(crate) writer: Mutex<WriterState>,
     pub(crate) queue: Mutex<Queue>,
-    pub(crate) queue_cv: Condvar,
+    /// Nanoseconds the last sync of a group took.
+    pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -107,7 +108,7 @@ impl Store {
             index: RwLock::new(index),
             writer: Mutex::new(WriterState::new(writer)),
             queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
+            sync_nanos: std::sync::atomic::AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             options,

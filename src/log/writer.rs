@@ -10,12 +10,27 @@ use super::segment::{sync_dir, Segment};
 use super::Log;
 use crate::error::{Error, Result};
 
+/// How far ahead of the records the writer fills the active segment with zeros.
+///
+/// Space reserved with `posix_fallocate` is "unwritten" to the file system, and the first write
+/// into it makes the next `fdatasync` commit a metadata change as well as the data: on ext4 that
+/// made a durable group of a few kilobytes cost half again as much (measured: 130–145 µs against
+/// 86–96 µs per write + `fdatasync` of 3–18 KB, into reserved versus zero-filled space). Zeroing a
+/// mebibyte at a time puts that change in one sync per mebibyte instead of one per group.
+pub const ZERO_AHEAD: u64 = 1 << 20;
+
+/// A block of zeros to write from.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// The writer's state. Only the group-commit leader touches it, under the store's writer lock.
 pub struct LogWriter {
     dir: PathBuf,
     active: Arc<Segment>,
     /// Offset in the active segment where the next record goes.
     write_off: u64,
+    /// Offset in the active segment up to which the file has been written, with records or
+    /// with zeros; see [`ZERO_AHEAD`].
+    written_to: u64,
     segment_size: u64,
     sync_on_roll: bool,
     /// Set by the first failed write or sync: the reason every later write is refused.
@@ -41,6 +56,7 @@ impl LogWriter {
             dir,
             active,
             write_off,
+            written_to: write_off,
             segment_size,
             sync_on_roll,
             poisoned: None,
@@ -101,6 +117,19 @@ impl LogWriter {
         }
         self.write_off += bytes.len() as u64;
         self.unsynced = true;
+        if self.write_off > self.written_to {
+            self.written_to = self.write_off;
+        }
+        if self.written_to - self.write_off < ZERO_AHEAD / 2 {
+            let to = (self.write_off + ZERO_AHEAD).min(self.active.capacity);
+            while self.written_to < to {
+                let n = (to - self.written_to).min(ZEROS.len() as u64) as usize;
+                if let Err(e) = self.active.file.write_all_at(&ZEROS[..n], self.written_to) {
+                    return self.poison("write", e);
+                }
+                self.written_to += n as u64;
+            }
+        }
         Ok(())
     }
 
@@ -166,6 +195,7 @@ impl LogWriter {
         }
         self.sealed.push((old, self.write_off));
         self.write_off = SEGMENT_HEADER_LEN as u64;
+        self.written_to = self.write_off;
         self.unsynced = false;
         Ok(())
     }
