@@ -142,9 +142,38 @@ fn check_place(
     expected: u64,
     pos: u64,
 ) -> Result<()> {
-    if e.event_number() == expected && e.stream_bytes() == name.as_bytes() {
+    if e.event_number() == expected && same_bytes(e.stream_bytes(), name.as_bytes()) {
         return Ok(());
     }
+    misplaced(shared, e, name, expected, pos)
+}
+
+/// Byte equality without a library call: stream names are short, and a call to `memcmp` per
+/// event was a tenth of a replay's time.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_ne_bytes(x.try_into().unwrap_or_default())
+            != u64::from_ne_bytes(y.try_into().unwrap_or_default())
+        {
+            return false;
+        }
+    }
+    ca.remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cold]
+#[inline(never)]
+fn misplaced(shared: &Shared, e: &EventRef<'_>, name: &str, expected: u64, pos: u64) -> Result<()> {
     Err(Error::Corrupt {
         file: shared.dir.clone(),
         offset: pos,
@@ -264,6 +293,27 @@ impl Iterator for AllEvents {
                 self.remaining = 0;
                 Some(Err(e))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_is_byte_equality() {
+        for len in 0..40usize {
+            let a: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!same_bytes(&a, &b), "len {len}, differs at {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_bytes(&a, &longer));
         }
     }
 }

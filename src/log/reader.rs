@@ -66,6 +66,8 @@ impl LogView {
         (off <= self.segs[i].capacity).then_some(Cursor { seg: i, off })
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupt(&self, seg: usize, off: u64, reason: &str) -> Error {
         Error::Corrupt {
             file: self.segs[seg].path.clone(),
@@ -74,7 +76,7 @@ impl LogView {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
         decode_record(seg.bytes(), c.off as usize, verify).map_err(|e| match e {
@@ -110,7 +112,7 @@ impl LogView {
 
     /// The event whose record starts at `pos`, borrowed. `hint` is the segment of the previous
     /// call: replays read positions in order, and mostly stay in one segment.
-    #[inline]
+    #[inline(always)]
     pub fn event_ref_at(&self, pos: u64, hint: &mut usize) -> Result<EventRef<'_>> {
         let c = match self.segs.get(*hint) {
             Some(s) if s.base + HEADER <= pos && pos - s.base <= s.capacity => Cursor {
