@@ -7,14 +7,17 @@
 //!   of 1 and of 100, `None` and `Sync` (with `Sync`, concurrent appends share one fsync: group
 //!   commit). One iteration is one append by every thread.
 //! - `append_long_stream`: one-event appends with `Any` and `Exact` to a stream of 100,000 events.
-//! - `read`: one stream of 10,000 events, and `$all` over those 10,000 events.
+//! - `read`: one stream of 10,000 events, and `$all` over those 10,000 events, through the
+//!   iterators of owned `RecordedEvent`s.
 //! - `replay`: one contiguous stream of 100,000 events; one stream of 1,000 events interleaved
-//!   with 999 other streams (1,000,000 events in the store).
-//! - `all`: `$all` forward over the 1,000,000-event store of `replay`.
+//!   with 999 other streams (1,000,000 events in the store); through `Store::replay_stream`,
+//!   which hands borrowed events to a closure.
+//! - `all`: `$all` forward over the 1,000,000-event store of `replay`, through
+//!   `Store::replay_all`.
 //! - `reopen`: opening a closed store of 1,000,000 and of 10,000,000 events (about 1.9 GB) and
 //!   reading one event. The files were just written, so they are in the page cache: this is a
 //!   restart of the process, not of the machine.
-//! - `fold`: a journaled actor's recovery: read a stream of 10,000 events and fold them into a
+//! - `fold`: a journaled actor's recovery: replay a stream of 10,000 events and fold them into a
 //!   small state.
 //!
 //! A filter is a regular expression matched against `group/benchmark`: `-- '^all/'` selects only
@@ -24,6 +27,7 @@
 //! also skips building its store (the 10,000,000-event store takes a while).
 
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -328,32 +332,28 @@ fn read(c: &mut Criterion) {
     store.close().expect("close");
 }
 
-/// Reads all of `stream`; returns the events read.
+/// Replays all of `stream` through [`Store::replay_stream`]; returns the events read.
 fn replay_stream(store: &Store, stream: &str) -> u64 {
-    let mut n = 0u64;
     let mut bytes = 0usize;
-    for e in store
-        .read_stream_forward(stream, 0, usize::MAX)
-        .expect("read stream")
-    {
-        bytes += e.expect("event").data().len();
-        n += 1;
-    }
+    let n = store
+        .replay_stream(stream, 0, |e| {
+            bytes += e.data().len();
+            ControlFlow::Continue(())
+        })
+        .expect("replay stream");
     black_box(bytes);
     n
 }
 
-/// Reads all of `$all`; returns the events read.
+/// Replays all of `$all` through [`Store::replay_all`]; returns the events read.
 fn read_all(store: &Store) -> u64 {
-    let mut n = 0u64;
     let mut bytes = 0usize;
-    for e in store
-        .read_all_forward(Position::START, usize::MAX)
-        .expect("read $all")
-    {
-        bytes += e.expect("event").data().len();
-        n += 1;
-    }
+    let n = store
+        .replay_all(Position::START, |e| {
+            bytes += e.data().len();
+            ControlFlow::Continue(())
+        })
+        .expect("replay $all");
     black_box(bytes);
     n
 }
@@ -498,13 +498,12 @@ fn fold(c: &mut Criterion) {
     group.throughput(Throughput::Elements(FOLD_EVENTS));
     let rebuild = |store: &Store| {
         let mut state = Account::default();
-        for e in store
-            .read_stream_forward("account-1", 0, usize::MAX)
-            .expect("read stream")
-        {
-            let e = e.expect("event");
-            state = state.apply(e.event_type(), e.data());
-        }
+        store
+            .replay_stream("account-1", 0, |e| {
+                state = state.apply(e.event_type(), e.data());
+                ControlFlow::Continue(())
+            })
+            .expect("replay stream");
         state
     };
     let mut filled: Option<(TempDir, Store)> = None;
