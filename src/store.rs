@@ -101,6 +101,7 @@ impl Store {
             active.data_end(),
             options.segment_size,
             options.durability != Durability::None,
+            options.durability != Durability::Sync,
         );
         let shared = Arc::new(Shared {
             dir,
@@ -604,7 +605,7 @@ fn recover_pass(
         };
         let mut scanned = 0u64;
         let mut discontinuous = false;
-        let bytes = seg.bytes();
+        let bytes = seg.all_bytes();
         let scanned_end = recovery::scan(&seg, from, on_bad, |rec, off| {
             scanned += 1;
             let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");

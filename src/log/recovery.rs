@@ -60,7 +60,7 @@ pub fn scan(
     on_bad: OnBad,
     mut on_record: impl FnMut(&RecordView, u64) -> Result<()>,
 ) -> Result<ScanEnd> {
-    let bytes = seg.bytes();
+    let bytes = seg.all_bytes();
     let mut off = from as usize;
     let mut batch_start = off;
     let mut batch: Vec<RecordView> = Vec::new();

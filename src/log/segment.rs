@@ -1,13 +1,15 @@
 //! One segment file: a header, then records, then zeros up to its preallocated capacity.
 //!
-//! The whole file is mapped once, read-only; the writer appends with positioned writes, never
-//! through the map, so an I/O error is an error value rather than a signal.
+//! The whole file is mapped once, shared. Readers read records through the map; the writer of
+//! the active segment copies records into it, past the end that readers may see (`data_end`),
+//! and `fdatasync` makes them durable like any write to the file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -40,8 +42,10 @@ pub struct Segment {
     /// The file.
     pub path: PathBuf,
     pub(crate) file: File,
-    /// The file mapped read-only: `capacity` bytes, or fewer if the file is shorter.
+    /// The file mapped: `capacity` bytes, or fewer if the file is shorter. Owns a handle on `raw`.
     pub(crate) map: Bytes,
+    /// The same mapping, for the writer and for slices bounded by `data_end`.
+    raw: Arc<memmap2::MmapRaw>,
     /// Offset just past the last whole batch: what readers may see of this segment.
     data_end: AtomicU64,
 }
@@ -93,20 +97,22 @@ impl Segment {
             allocate(&file, header.capacity)?;
         }
         let map_len = header.capacity.min(file.metadata()?.len());
-        // SAFETY: the directory lock keeps other eventjournal openers out, and this crate never
-        // truncates a segment below `map_len` while it is mapped (recovery cuts and re-extends
-        // before mapping), so the mapped range stays backed by the file.
-        let map = unsafe {
+        // The directory lock keeps other eventjournal openers out, and this crate never leaves a
+        // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
+        // before anything reads or writes past the cut), so the mapped range stays backed by the
+        // file.
+        let raw = Arc::new(
             memmap2::MmapOptions::new()
                 .len(map_len as usize)
-                .map(&file)?
-        };
+                .map_raw(&file)?,
+        );
         Ok(Segment {
             base,
             capacity: header.capacity,
             path: path.to_path_buf(),
             file,
-            map: Bytes::from_owner(map),
+            map: Bytes::from_owner(MapOwner(raw.clone())),
+            raw,
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
         })
     }
@@ -125,9 +131,57 @@ impl Segment {
         self.data_end.store(end, Ordering::Release);
     }
 
-    /// The mapped bytes.
+    /// The bytes readers may see: the mapped file up to `data_end`. The writer only writes past
+    /// it, so these bytes never change while borrowed.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        let end = (self.data_end() as usize).min(self.raw.len());
+        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; bytes below
+        // `data_end` are written before `data_end` is stored with release ordering (loaded here
+        // with acquire ordering) and never written again.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) }
+    }
+
+    /// Every mapped byte, for recovery, which runs before any writer exists.
+    pub fn all_bytes(&self) -> &[u8] {
+        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; recovery reads it
+        // before a writer for the store exists, so nothing writes to it while borrowed.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
+    }
+
+    /// Copies `bytes` into the map at `off`, past `data_end`, for the writer.
+    pub(crate) fn write_through_map(&self, bytes: &[u8], off: u64) -> Result<()> {
+        let off = usize::try_from(off).unwrap_or(usize::MAX);
+        let fits = off
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= self.raw.len());
+        if !fits || (off as u64) < self.data_end() {
+            return Err(Error::InvalidInput(
+                "internal: write outside the writable part of a segment".into(),
+            ));
+        }
+        // SAFETY: in bounds (checked above); at or past `data_end`, where no reader looks and no
+        // reference exists (`bytes()` ends at `data_end`, `all_bytes()` is used before a writer
+        // exists); only the store's single writer, holding the writer lock, writes here.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.raw.as_mut_ptr().add(off),
+                bytes.len(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Lends a segment's mapping to `Bytes`, which takes a slice of it once, when created, and hands
+/// out sub-slices of that.
+struct MapOwner(Arc<memmap2::MmapRaw>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: called once, by `Bytes::from_owner` while the segment is being opened, before
+        // any writer exists; the map is `len()` bytes and lives as long as the owner.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
     }
 }
 

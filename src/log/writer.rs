@@ -1,5 +1,5 @@
-//! The append side of the log: one writer, positioned writes into the active segment, fsync,
-//! and rolling to a new segment when the active one is full.
+//! The append side of the log: one writer, copying records into the active segment's map,
+//! fsync, and rolling to a new segment when the active one is full.
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -33,6 +33,9 @@ pub struct LogWriter {
     written_to: u64,
     segment_size: u64,
     sync_on_roll: bool,
+    /// Whether records are copied into the map rather than written with `pwrite`; see
+    /// [`write`](Self::write).
+    through_map: bool,
     /// Set by the first failed write or sync: the reason every later write is refused.
     poisoned: Option<String>,
     /// Whether bytes were written since the last sync.
@@ -51,6 +54,7 @@ impl LogWriter {
         write_off: u64,
         segment_size: u64,
         sync_on_roll: bool,
+        through_map: bool,
     ) -> LogWriter {
         LogWriter {
             dir,
@@ -59,6 +63,7 @@ impl LogWriter {
             written_to: write_off,
             segment_size,
             sync_on_roll,
+            through_map,
             poisoned: None,
             unsynced: false,
             sealed: Vec::new(),
@@ -112,7 +117,14 @@ impl LogWriter {
                 "internal: write past the end of the segment".into(),
             ));
         }
-        if let Err(e) = self.active.file.write_all_at(bytes, self.write_off) {
+        // Without a sync per group, records are copied into the shared map: the same page-cache
+        // write without a system call, which was half the cost of an unsynced append. With a
+        // sync per group they are written with `pwrite`: every `fdatasync` write-protects the
+        // pages it cleans, so the next copy into the same page would take a write fault (and a
+        // journal handle), which made synced appends a third slower than `pwrite`.
+        if self.through_map {
+            self.active.write_through_map(bytes, self.write_off)?;
+        } else if let Err(e) = self.active.file.write_all_at(bytes, self.write_off) {
             return self.poison("write", e);
         }
         self.write_off += bytes.len() as u64;
