@@ -579,6 +579,9 @@ fn recover_pass(
         let seg = opened?;
         let mut from = SEGMENT_HEADER_LEN as u64;
         let mut had_index_file = false;
+        // A sealed segment whose index file covers every record needs no scan: probing its end
+        // through the map would map a page (or a 2 MiB folio) of the log into memory.
+        let mut covered = false;
         if use_index_files {
             if let Some((file, entries)) = persist::open(dir, base, seg.capacity) {
                 if !ends_a_batch(&seg, file.covered_end) || !runs_match_log(&seg, &file, &entries) {
@@ -589,6 +592,7 @@ fn recover_pass(
                 // segment whose file covers all of it stay in the mapped file.
                 let more = from + 4 <= seg.capacity && read_u32(&seg, from).is_none_or(|l| l != 0);
                 let extended = is_last || more;
+                covered = !extended;
                 if !index.apply_file(base, file, &entries, extended) {
                     return Err(Pass::Rebuild);
                 }
@@ -606,24 +610,32 @@ fn recover_pass(
         let mut scanned = 0u64;
         let mut discontinuous = false;
         let bytes = seg.all_bytes();
-        let scanned_end = recovery::scan(&seg, from, on_bad, |rec, off| {
-            scanned += 1;
-            let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
-            let id = index.get_or_create(name);
-            index
-                .push(id, rec.event_number, base + off, base)
-                .map_err(|d| {
-                    discontinuous = true;
-                    Error::Corrupt {
-                        file: path.clone(),
-                        offset: off,
-                        reason: format!(
-                            "stream `{}` continues with event {} where {} belongs",
-                            d.stream, d.found, d.expected
-                        ),
-                    }
-                })
-        });
+        let scanned_end = if covered {
+            Ok(recovery::ScanEnd {
+                end: from,
+                stopped_at: from,
+                cut: None,
+            })
+        } else {
+            recovery::scan(&seg, from, on_bad, |rec, off| {
+                scanned += 1;
+                let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
+                let id = index.get_or_create(name);
+                index
+                    .push(id, rec.event_number, base + off, base)
+                    .map_err(|d| {
+                        discontinuous = true;
+                        Error::Corrupt {
+                            file: path.clone(),
+                            offset: off,
+                            reason: format!(
+                                "stream `{}` continues with event {} where {} belongs",
+                                d.stream, d.found, d.expected
+                            ),
+                        }
+                    })
+            })
+        };
         let end = match scanned_end {
             // The log disagrees with what index files said: trust the log alone.
             Err(_) if discontinuous && used_index_files => return Err(Pass::Rebuild),
