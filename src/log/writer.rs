@@ -132,7 +132,9 @@ impl LogWriter {
         if self.write_off > self.written_to {
             self.written_to = self.write_off;
         }
-        if self.written_to - self.write_off < ZERO_AHEAD / 2 {
+        // Only worth it when groups are synced one by one; otherwise the zeros would only
+        // double what the kernel writes back.
+        if !self.through_map && self.written_to - self.write_off < ZERO_AHEAD / 2 {
             let to = (self.write_off + ZERO_AHEAD).min(self.active.capacity);
             while self.written_to < to {
                 let n = (to - self.written_to).min(ZEROS.len() as u64) as usize;
