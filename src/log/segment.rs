@@ -118,11 +118,13 @@ impl Segment {
     }
 
     /// Global position one past the segment's reserved space: the next segment's base.
+    #[inline]
     pub fn end_base(&self) -> u64 {
         self.base + self.capacity
     }
 
     /// Offset just past the last whole batch.
+    #[inline]
     pub fn data_end(&self) -> u64 {
         self.data_end.load(Ordering::Acquire)
     }
@@ -133,6 +135,7 @@ impl Segment {
 
     /// The bytes readers may see: the mapped file up to `data_end`. The writer only writes past
     /// it, so these bytes never change while borrowed.
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         let end = (self.data_end() as usize).min(self.raw.len());
         // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; bytes below
