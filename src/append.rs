@@ -161,8 +161,38 @@ struct GroupStream {
 #[derive(Default)]
 struct Group {
     streams: Vec<GroupStream>,
+    /// Slots by stream name, once the group has more than [`Group::SCAN`] streams; a scan finds
+    /// them in smaller groups, the usual case, without hashing or copying names.
     by_name: HashMap<String, usize>,
     write_order: Vec<usize>,
+}
+
+impl Group {
+    /// Most streams a group finds by a linear scan.
+    const SCAN: usize = 8;
+
+    fn slot_of(&self, name: &str) -> Option<usize> {
+        if self.streams.len() <= Self::SCAN {
+            self.streams.iter().position(|g| g.name == name)
+        } else {
+            self.by_name.get(name).copied()
+        }
+    }
+
+    fn add(&mut self, g: GroupStream) -> usize {
+        let slot = self.streams.len();
+        self.streams.push(g);
+        if self.streams.len() > Self::SCAN {
+            if self.by_name.is_empty() {
+                for (i, s) in self.streams.iter().enumerate() {
+                    self.by_name.insert(s.name.clone(), i);
+                }
+            } else {
+                self.by_name.insert(self.streams[slot].name.clone(), slot);
+            }
+        }
+        slot
+    }
 }
 
 /// The outcome of the expected-version check for one stream write.
@@ -610,17 +640,19 @@ impl Shared {
             let mut failed = None;
             let mut slots = Vec::with_capacity(writes.len());
             for sw in &writes {
-                let slot = *streams.by_name.entry(sw.stream.clone()).or_insert_with(|| {
-                    let id = index.lookup(&sw.stream);
-                    streams.streams.push(GroupStream {
-                        name: sw.stream.clone(),
-                        id,
-                        committed: id.map_or(0, |id| index.len(id)),
-                        new_ids: Vec::new(),
-                        new_places: Vec::new(),
-                    });
-                    streams.streams.len() - 1
-                });
+                let slot = match streams.slot_of(&sw.stream) {
+                    Some(slot) => slot,
+                    None => {
+                        let id = index.lookup(&sw.stream);
+                        streams.add(GroupStream {
+                            name: sw.stream.clone(),
+                            id,
+                            committed: id.map_or(0, |id| index.len(id)),
+                            new_ids: Vec::new(),
+                            new_places: Vec::new(),
+                        })
+                    }
+                };
                 slots.push(slot);
                 let g = &streams.streams[slot];
                 match checker.check(sw, g, &mut w.ids) {

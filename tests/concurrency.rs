@@ -684,3 +684,66 @@ fn an_event_read_from_its_stream_is_in_all() {
     assert!(anomaly.is_none(), "{}", anomaly.unwrap());
     Arc::try_unwrap(store).ok().unwrap().close().unwrap();
 }
+
+/// Concurrent multi-stream batches of more than eight streams each, over a shared pool: groups
+/// then hold many requests on the same streams, and each stream's events must still be numbered
+/// 0, 1, 2, … with every batch whole and contiguous in `$all`.
+#[test]
+fn wide_batches_from_many_threads_share_groups_correctly() {
+    const THREADS: usize = 8;
+    const BATCHES: usize = 40;
+    const WIDTH: usize = 12;
+    const POOL: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default().durability(Durability::Sync)).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let s = &s;
+            scope.spawn(move || {
+                for b in 0..BATCHES {
+                    let writes = (0..WIDTH)
+                        .map(|k| {
+                            let stream = format!("pool-{}", (t + b + k) % POOL);
+                            let tag = format!("{t}/{b}");
+                            StreamWrite::new(
+                                stream,
+                                ExpectedVersion::Any,
+                                vec![EventData::new("E", tag.into_bytes())],
+                            )
+                        })
+                        .collect();
+                    s.append_multi(writes).unwrap();
+                }
+            });
+        }
+    });
+    let mut total = 0;
+    for p in 0..POOL {
+        let name = format!("pool-{p}");
+        let numbers: Vec<u64> = s
+            .read_stream_forward(&name, 0, usize::MAX)
+            .unwrap()
+            .map(|e| e.unwrap().event_number())
+            .collect();
+        assert_eq!(
+            numbers,
+            (0..numbers.len() as u64).collect::<Vec<_>>(),
+            "{name}"
+        );
+        total += numbers.len();
+    }
+    assert_eq!(total, THREADS * BATCHES * WIDTH);
+    // Each batch's events are adjacent in `$all`.
+    let all: Vec<Vec<u8>> = s
+        .read_all_forward(Position::START, usize::MAX)
+        .unwrap()
+        .map(|e| e.unwrap().data().to_vec())
+        .collect();
+    assert_eq!(all.len(), total);
+    for chunk in all.chunks(WIDTH) {
+        assert!(
+            chunk.iter().all(|d| d == &chunk[0]),
+            "a batch is split in $all"
+        );
+    }
+}
