@@ -226,20 +226,26 @@ impl Checker<'_> {
         }
     }
 
-    fn position_at(&self, g: &GroupStream, k: u64) -> Option<Position> {
+    fn position_at(&self, g: &GroupStream, k: u64) -> Result<Option<Position>> {
         let p = if k < g.committed {
-            self.index.position(g.id?, k).ok()??
+            match g.id {
+                Some(id) => self.index.position(id, k)?,
+                None => None,
+            }
         } else {
-            g.new_places.get((k - g.committed) as usize)?.0
+            g.new_places.get((k - g.committed) as usize).map(|p| p.0)
         };
-        Some(Position(p))
+        Ok(p.map(Position))
     }
 
-    fn result_at(&self, g: &GroupStream, last: Option<u64>) -> AppendResult {
-        AppendResult {
+    fn result_at(&self, g: &GroupStream, last: Option<u64>) -> Result<AppendResult> {
+        Ok(AppendResult {
             version: last,
-            position: last.and_then(|k| self.position_at(g, k)),
-        }
+            position: match last {
+                Some(k) => self.position_at(g, k)?,
+                None => None,
+            },
+        })
     }
 
     /// Whether the stream holds `events`' ids, in order, from event number `start` on.
@@ -305,7 +311,7 @@ impl Checker<'_> {
             return if ok {
                 // Provisional when the version it confirms comes from this group's own writes.
                 let pending = actual.is_some_and(|a| a >= g.committed);
-                Ok(Plan::Done(self.result_at(g, actual), pending))
+                Ok(Plan::Done(self.result_at(g, actual)?, pending))
             } else {
                 Err(wrong())
             };
@@ -314,7 +320,7 @@ impl Checker<'_> {
             if self.matches_from(g, start, &w.events)? {
                 let last = start + len - 1;
                 Ok(Plan::Done(
-                    self.result_at(g, Some(last)),
+                    self.result_at(g, Some(last))?,
                     last >= g.committed,
                 ))
             } else {

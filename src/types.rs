@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::log::segment::MapSlice;
+
 /// What the caller believes a stream's version to be when appending.
 ///
 /// The rules are EventStoreDB's; see [`Store::append`](crate::Store::append).
@@ -176,10 +178,10 @@ impl AppendResult {
 
 /// An event as stored. It holds its record's bytes in the shared memory map: reading it copies
 /// no event bytes, and cloning it copies none either.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RecordedEvent {
-    /// The whole record, a slice of the segment's map.
-    pub(crate) record: Bytes,
+    /// The whole record, in the segment's map.
+    pub(crate) record: MapSlice,
     pub(crate) fields: Fields,
     pub(crate) position: Position,
 }
@@ -205,12 +207,12 @@ fn text(bytes: &[u8], range: (u32, u32)) -> &str {
 impl RecordedEvent {
     /// The stream the event belongs to.
     pub fn stream(&self) -> &str {
-        text(&self.record, self.fields.stream)
+        text(self.record.as_slice(), self.fields.stream)
     }
 
     /// The event's type.
     pub fn event_type(&self) -> &str {
-        text(&self.record, self.fields.event_type)
+        text(self.record.as_slice(), self.fields.event_type)
     }
 
     /// Its number inside its stream, from 0.
@@ -226,7 +228,7 @@ impl RecordedEvent {
     /// The position just after this event: reading `$all` forward from it continues after this
     /// event, reading backward from it starts with this event.
     pub fn next_position(&self) -> Position {
-        Position(self.position.0 + self.record.len() as u64)
+        Position(self.position.0 + self.record.as_slice().len() as u64)
     }
 
     /// Its id.
@@ -242,36 +244,44 @@ impl RecordedEvent {
     /// The payload, borrowed from the memory map.
     pub fn data(&self) -> &[u8] {
         let (a, b) = self.fields.data;
-        &self.record[a as usize..b as usize]
+        &self.record.as_slice()[a as usize..b as usize]
     }
 
     /// The payload as an owned handle on the same memory: no copy.
     pub fn data_bytes(&self) -> Bytes {
         let (a, b) = self.fields.data;
-        self.record.slice(a as usize..b as usize)
+        self.record.to_bytes(a as usize..b as usize)
     }
 
     /// The metadata, borrowed from the memory map.
     pub fn metadata(&self) -> &[u8] {
         let (a, b) = self.fields.metadata;
-        &self.record[a as usize..b as usize]
+        &self.record.as_slice()[a as usize..b as usize]
     }
 
     /// The metadata as an owned handle on the same memory: no copy.
     pub fn metadata_bytes(&self) -> Bytes {
         let (a, b) = self.fields.metadata;
-        self.record.slice(a as usize..b as usize)
+        self.record.to_bytes(a as usize..b as usize)
     }
 
     /// The same event, borrowed.
     pub fn as_ref(&self) -> EventRef<'_> {
         EventRef {
-            record: &self.record,
+            record: self.record.as_slice(),
             fields: self.fields,
             position: self.position,
         }
     }
 }
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &RecordedEvent) -> bool {
+        self.as_ref() == other.as_ref()
+    }
+}
+
+impl Eq for RecordedEvent {}
 
 impl fmt::Debug for RecordedEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

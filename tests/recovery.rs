@@ -500,6 +500,19 @@ fn a_damaged_run_that_open_does_not_spot_check_fails_its_first_read_and_is_rebui
         s.read_event(&name, 0),
         Err(Error::Corrupt { file, .. }) if file == idx
     ));
+    // An empty append answers with the position of the stream's last event: an error where
+    // reading that event is one, never an answer without a position.
+    let empty = s.append(&name, ExpectedVersion::Any, Vec::<EventData>::new());
+    match s.read_event(&name, 19) {
+        Ok(last) => assert_eq!(empty.unwrap().position, Some(last.position())),
+        Err(Error::Corrupt { .. }) => {
+            assert!(matches!(empty, Err(Error::Corrupt { file, .. }) if file == idx))
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // And for a stream whose last event is in the damaged run.
+    let empty = s.append(&name, ExpectedVersion::Exact(19), Vec::<EventData>::new());
+    assert!(empty.is_err() || empty.as_ref().unwrap().position.is_some());
     // The other streams are untouched.
     let others: Vec<_> = expect.iter().filter(|e| e.0 != name).cloned().collect();
     for other in names.iter().filter(|n| **n != name) {
@@ -871,4 +884,50 @@ fn a_damaged_record_stops_any_appends_to_its_stream_but_not_exact_ones() {
         s.append("a", ExpectedVersion::Any, events("a", 101, 1)),
         Err(Error::Corrupt { offset, .. }) if offset == victim.position().0
     ));
+}
+
+/// An empty append answers with the position of the stream's last event; when the index run
+/// holding it is damaged, that is an error, not an answer without a position.
+#[test]
+fn an_empty_append_reports_a_damaged_index_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options::default().segment_size(4096);
+    let s = Store::open(dir.path(), o.clone()).unwrap();
+    // Forty one-event streams in the first segment, then enough to seal it.
+    for i in 0..40 {
+        s.append(
+            &format!("s{i:02}"),
+            ExpectedVersion::NoStream,
+            [EventData::new("T", vec![])],
+        )
+        .unwrap();
+    }
+    for _ in 0..40 {
+        s.append(
+            "filler",
+            ExpectedVersion::Any,
+            [EventData::new("T", vec![0u8; 200])],
+        )
+        .unwrap();
+    }
+    s.close().unwrap();
+    let idx = dir.path().join("00000000000000000000.idx");
+    let file = decode_idx(&fs::read(&idx).unwrap());
+    assert!(file.runs.len() > 40);
+    // Run 1 is not among the runs opening checks.
+    assert!(!spot_checked_runs(file.runs.len()).contains(&1));
+    let name = file.runs[1].stream.clone();
+    let (at, _) = idx_run_arrays(&fs::read(&idx).unwrap())[1];
+    flip(&idx, at as u64, 0x08);
+
+    let s = Store::open(dir.path(), o).unwrap();
+    assert!(matches!(
+        s.append(&name, ExpectedVersion::Any, Vec::<EventData>::new()),
+        Err(Error::Corrupt { file, .. }) if file == idx
+    ));
+    let healthy = s
+        .append("s00", ExpectedVersion::Any, Vec::<EventData>::new())
+        .unwrap();
+    assert_eq!(healthy.version, Some(0));
+    assert!(healthy.position.is_some());
 }

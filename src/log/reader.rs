@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::format::{decode_record, trailer_len_before, RecordView, SEGMENT_HEADER_LEN};
+use super::format::{decode_record, trailer_len_before, u32_at, RecordView, SEGMENT_HEADER_LEN};
 use super::segment::Segment;
 use crate::error::{Error, Result};
 use crate::types::{EventRef, Fields, Position, RecordedEvent};
@@ -89,14 +89,17 @@ impl LogView {
         })
     }
 
-    fn event(&self, c: Cursor, v: &RecordView) -> RecordedEvent {
+    fn event(&self, c: Cursor, v: &RecordView) -> Result<RecordedEvent> {
         let seg = &self.segs[c.seg];
         let off = c.off as usize;
-        RecordedEvent {
-            record: seg.map.slice(off..off + v.len),
+        let record = seg
+            .slice(off, v.len)
+            .ok_or_else(|| self.corrupt(c.seg, c.off, "record past the published end"))?;
+        Ok(RecordedEvent {
+            record,
             fields: fields(v, off),
             position: Position(seg.base + c.off),
-        }
+        })
     }
 
     #[inline]
@@ -137,7 +140,7 @@ impl LogView {
             .locate(pos)
             .ok_or(Error::InvalidPosition(Position(pos)))?;
         let v = self.decode(c, self.verify)?;
-        Ok(self.event(c, &v))
+        self.event(c, &v)
     }
 
     /// The record at `pos` (checked as reads are): for reading ids on the append path, where a
@@ -174,9 +177,10 @@ impl LogView {
 
     /// The event at `c` and the cursor after it, or `None` at the visible end.
     pub fn next_forward(&self, c: Cursor) -> Result<Option<(RecordedEvent, Cursor)>> {
-        Ok(self
-            .record_forward(c)?
-            .map(|(at, v, next)| (self.event(at, &v), next)))
+        match self.record_forward(c)? {
+            Some((at, v, next)) => Ok(Some((self.event(at, &v)?, next))),
+            None => Ok(None),
+        }
     }
 
     /// [`next_forward`](Self::next_forward), borrowed.
@@ -237,11 +241,31 @@ impl LogView {
                 seg: c.seg,
                 off: c.off - len as u64,
             };
-            let v = self.decode(start, self.verify)?;
-            if v.len != len {
-                return Err(self.corrupt(c.seg, start.off, "record trailer disagrees with header"));
+            // A header that repeats the trailer's length places the record; otherwise the
+            // trailer itself is what is damaged, and the error points at it, not at whatever
+            // lies where the damaged length leads.
+            let header_len = bytes
+                .get(start.off as usize..start.off as usize + 4)
+                .map(|b| u32_at(b, 0) as usize);
+            if header_len != Some(len) {
+                // The checksum does not cover the length word: if the bytes the trailer spans
+                // check out, the header's length is what is damaged.
+                let (a, b) = (start.off as usize, c.off as usize);
+                let body_intact = bytes
+                    .get(a + 4..a + 8)
+                    .is_some_and(|crc| u32_at(crc, 0) == crc32fast::hash(&bytes[a + 8..b]));
+                return Err(if body_intact {
+                    self.corrupt(c.seg, start.off, "record length disagrees with its trailer")
+                } else {
+                    self.corrupt(
+                        c.seg,
+                        c.off - 4,
+                        "record trailer does not match the record before it",
+                    )
+                });
             }
-            return Ok(Some((self.event(start, &v), start)));
+            let v = self.decode(start, self.verify)?;
+            return Ok(Some((self.event(start, &v)?, start)));
         }
     }
 }

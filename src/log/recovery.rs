@@ -81,6 +81,20 @@ pub fn scan(
                     batch_start = off;
                 }
             }
+            Err(RecordError::End) if bytes_after(seg, off as u64)? && record_after(bytes, off) => {
+                // A zero length word with records after it is not the end of the log: a zeroed
+                // sector or page, either in the group that was being written (a torn tail) or
+                // under records already committed (damage), told apart as for a bad record.
+                // Stray bytes that are not records, past the end, lose nothing and are ignored.
+                let group = batch.first().map(|v| v.timestamp_micros);
+                let torn = on_bad == OnBad::TornTailAllowed && !damaged_mid_log(bytes, off, group);
+                let reason = "zero record length with data after it";
+                if !torn && on_bad != OnBad::Salvage {
+                    return Err(corrupt(seg, off as u64, reason));
+                }
+                cut = Some((off as u64, reason));
+                break;
+            }
             Err(RecordError::End) => {
                 if !batch.is_empty() && on_bad == OnBad::Strict {
                     return Err(corrupt(
@@ -117,6 +131,18 @@ pub fn scan(
     })
 }
 
+/// Whether a whole, checksummed record starts anywhere after `off`.
+fn record_after(bytes: &[u8], off: usize) -> bool {
+    let mut at = off + RECORD_ALIGN;
+    while at + MIN_RECORD_LEN <= bytes.len() {
+        if decode_record(bytes, at, true).is_ok() {
+            return true;
+        }
+        at += RECORD_ALIGN;
+    }
+    false
+}
+
 /// Whether valid records after the bad record at `bad` show damage in the middle of the log
 /// rather than a torn tail.
 ///
@@ -142,6 +168,25 @@ fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bo
         off += RECORD_ALIGN;
     }
     false
+}
+
+/// Whether any byte of the segment file from `from` on is not zero. Read with positioned reads, a
+/// chunk at a time, so that checking the empty rest of a segment maps none of it.
+fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 256 * 1024;
+    let end = seg.capacity.min(seg.file.metadata()?.len());
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = from;
+    while at < end {
+        let n = ((end - at) as usize).min(CHUNK);
+        seg.file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
+    Ok(false)
 }
 
 fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {

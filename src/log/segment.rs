@@ -42,9 +42,8 @@ pub struct Segment {
     /// The file.
     pub path: PathBuf,
     pub(crate) file: File,
-    /// The file mapped: `capacity` bytes, or fewer if the file is shorter. Owns a handle on `raw`.
-    pub(crate) map: Bytes,
-    /// The same mapping, for the writer and for slices bounded by `data_end`.
+    /// The file mapped, shared: `capacity` bytes, or fewer if the file is shorter. Only raw
+    /// pointers into it are kept; slices are made over published bytes only (see `bytes`).
     raw: Arc<memmap2::MmapRaw>,
     /// Offset just past the last whole batch: what readers may see of this segment.
     data_end: AtomicU64,
@@ -111,7 +110,6 @@ impl Segment {
             capacity: header.capacity,
             path: path.to_path_buf(),
             file,
-            map: Bytes::from_owner(MapOwner(raw.clone())),
             raw,
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
         })
@@ -151,6 +149,17 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
     }
 
+    /// The published bytes `off..off + len`, as a handle that outlives the borrow of `self`.
+    /// `None` unless the range lies below `data_end`.
+    pub fn slice(&self, off: usize, len: usize) -> Option<MapSlice> {
+        let end = off.checked_add(len)?;
+        (end <= self.bytes().len()).then(|| MapSlice {
+            map: self.raw.clone(),
+            start: off,
+            len,
+        })
+    }
+
     /// Copies `bytes` into the map at `off`, past `data_end`, for the writer.
     pub(crate) fn write_through_map(&self, bytes: &[u8], off: u64) -> Result<()> {
         let off = usize::try_from(off).unwrap_or(usize::MAX);
@@ -176,15 +185,41 @@ impl Segment {
     }
 }
 
-/// Lends a segment's mapping to `Bytes`, which takes a slice of it once, when created, and hands
-/// out sub-slices of that.
-struct MapOwner(Arc<memmap2::MmapRaw>);
+/// The bytes of a published record (or part of one) in a segment's map, with a handle that keeps
+/// the map alive. Published bytes never change, so slices of them stay valid while the writer
+/// writes elsewhere in the same map; no slice ever covers bytes that are still being written.
+#[derive(Clone)]
+pub struct MapSlice {
+    map: Arc<memmap2::MmapRaw>,
+    start: usize,
+    len: usize,
+}
 
-impl AsRef<[u8]> for MapOwner {
+impl MapSlice {
+    /// The bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `start + len <= map.len()` (checked when made), the map lives as long as
+        // `self.map`, and the range was published (below `data_end`) when made, so nothing
+        // writes to it any more.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.start), self.len) }
+    }
+
+    /// `range` of these bytes as `Bytes` sharing the map: no copy.
+    pub fn to_bytes(&self, range: std::ops::Range<usize>) -> Bytes {
+        let end = range.end.min(self.len);
+        let start = range.start.min(end);
+        Bytes::from_owner(MapSlice {
+            map: self.map.clone(),
+            start: self.start + start,
+            len: end - start,
+        })
+    }
+}
+
+impl AsRef<[u8]> for MapSlice {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: called once, by `Bytes::from_owner` while the segment is being opened, before
-        // any writer exists; the map is `len()` bytes and lives as long as the owner.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
+        self.as_slice()
     }
 }
 

@@ -123,7 +123,12 @@ impl LogWriter {
         // pages it cleans, so the next copy into the same page would take a write fault (and a
         // journal handle), which made synced appends a third slower than `pwrite`.
         if self.through_map {
-            self.active.write_through_map(bytes, self.write_off)?;
+            if let Err(e) = self.active.write_through_map(bytes, self.write_off) {
+                // Unreachable while `remaining` is checked above; if it ever is reached, bytes
+                // before it may be in the log unpublished, and nothing may follow them.
+                self.poison_with(&e.to_string());
+                return Err(e);
+            }
         } else if let Err(e) = self.active.file.write_all_at(bytes, self.write_off) {
             return self.poison("write", e);
         }
