@@ -700,14 +700,27 @@ fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
     Some(u32::from_le_bytes(b))
 }
 
-/// A copy of the record at `off`, decoded (checksum verified if `verify`).
+/// A copy of the record at `off`, decoded (checksum verified if `verify`). One read for records
+/// up to a page, the usual case; two for larger ones.
 fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, RecordView)> {
-    let len = u64::from(read_u32(seg, off)?);
+    const FIRST_READ: u64 = 4096;
+    let first = FIRST_READ.min(seg.capacity.checked_sub(off)?);
+    if first < 4 {
+        return None;
+    }
+    let mut buf = vec![0u8; first as usize];
+    seg.file.read_exact_at(&mut buf, off).ok()?;
+    let len = u64::from(u32_at(&buf, 0));
     if len == 0 || off.checked_add(len)? > seg.capacity {
         return None;
     }
-    let mut buf = vec![0u8; len as usize];
-    seg.file.read_exact_at(&mut buf, off).ok()?;
+    if len > first {
+        buf.resize(len as usize, 0);
+        seg.file
+            .read_exact_at(&mut buf[first as usize..], off + first)
+            .ok()?;
+    }
+    buf.truncate(len as usize);
     let view = decode_record(&buf, 0, verify).ok()?;
     Some((buf, view))
 }

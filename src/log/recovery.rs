@@ -171,7 +171,8 @@ fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bo
 }
 
 /// Whether any byte of the segment file from `from` on is not zero. Read with positioned reads, a
-/// chunk at a time, so that checking the empty rest of a segment maps none of it.
+/// chunk at a time, so that checking the empty rest of a segment maps none of it; ranges the file
+/// system reports as holes (reserved, never written space) are skipped without reading.
 fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
     use std::os::unix::fs::FileExt;
     const CHUNK: usize = 256 * 1024;
@@ -179,14 +180,51 @@ fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
     let mut buf = vec![0u8; CHUNK];
     let mut at = from;
     while at < end {
-        let n = ((end - at) as usize).min(CHUNK);
-        seg.file.read_exact_at(&mut buf[..n], at)?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(true);
+        let (data, hole) = match data_range(&seg.file, at, end) {
+            Some(r) => r,
+            None => return Ok(false),
+        };
+        let mut pos = data;
+        while pos < hole {
+            let n = ((hole - pos) as usize).min(CHUNK);
+            seg.file.read_exact_at(&mut buf[..n], pos)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(true);
+            }
+            pos += n as u64;
         }
-        at += n as u64;
+        at = hole;
     }
     Ok(false)
+}
+
+/// The next range of `file` at or after `at` (and before `end`) that may hold data, as told by
+/// `SEEK_DATA`/`SEEK_HOLE`; `None` if the rest is a hole. Where the calls are not supported, the
+/// whole rest.
+fn data_range(file: &std::fs::File, at: u64, end: u64) -> Option<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let seek = |whence: libc::c_int, from: u64| -> std::result::Result<u64, i32> {
+        let from = libc::off_t::try_from(from).map_err(|_| libc::EINVAL)?;
+        // SAFETY: a plain system call on a descriptor we own; it only reads the file's extent
+        // map (the file offset it moves is not used: all reads here are positioned).
+        let r = unsafe { libc::lseek(file.as_raw_fd(), from, whence) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL))
+        } else {
+            Ok(r as u64)
+        }
+    };
+    match seek(libc::SEEK_DATA, at) {
+        Err(libc::ENXIO) => None,
+        Err(_) => Some((at, end)),
+        Ok(data) if data >= end => None,
+        Ok(data) => {
+            let hole = seek(libc::SEEK_HOLE, data).unwrap_or(end).min(end);
+            Some((data, hole.max(data + 1).min(end)))
+        }
+    }
 }
 
 fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
