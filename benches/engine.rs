@@ -26,11 +26,14 @@
 //! Stores a benchmark needs are built the first time it runs, so a filter that skips a benchmark
 //! also skips building its store (the 10,000,000-event store takes a while).
 
+mod common;
+
 use std::hint::black_box;
 use std::ops::ControlFlow;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use common::Account;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use eventjournal::{Durability, EventData, ExpectedVersion, Options, Position, Store, StreamWrite};
 use tempfile::TempDir;
@@ -469,31 +472,6 @@ fn reopen(c: &mut Criterion) {
         drop(built);
     }
     group.finish();
-}
-
-/// The state of an account, rebuilt from its events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Account {
-    balance: i64,
-    deposits: u64,
-}
-
-impl Account {
-    fn apply(mut self, event_type: &str, data: &[u8]) -> Account {
-        let amount = data
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, i64::from_le_bytes);
-        match event_type {
-            "Deposited" => {
-                self.balance += amount;
-                self.deposits += 1;
-            }
-            "Withdrawn" => self.balance -= amount,
-            _ => {}
-        }
-        self
-    }
 }
 
 /// A 100-byte payload whose first eight bytes are `amount`, little-endian.

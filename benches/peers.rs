@@ -22,6 +22,8 @@
 //! `Row::get_ref` hands borrowed column values; `replay_contiguous_100k_iter` reads with the
 //! iterator of owned `RecordedEvent`s instead.
 
+mod common;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -29,6 +31,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use common::Account;
 use eventjournal::{
     Durability, EventData, EventId, ExpectedVersion, Options, Position, Store, StreamWrite,
 };
@@ -71,30 +74,7 @@ fn amount(i: u64) -> i64 {
     (i % 1000) as i64 + 1
 }
 
-/// The state of an account, rebuilt from its events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Account {
-    balance: i64,
-    deposits: u64,
-}
-
 impl Account {
-    fn apply(mut self, event_type: &str, data: &[u8]) -> Account {
-        let amount = data
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, i64::from_le_bytes);
-        match event_type {
-            "Deposited" => {
-                self.balance += amount;
-                self.deposits += 1;
-            }
-            "Withdrawn" => self.balance -= amount,
-            _ => {}
-        }
-        self
-    }
-
     /// What folding the `events` events of the fold workload gives.
     fn expected(events: u64) -> Account {
         Account {
