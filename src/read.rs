@@ -202,7 +202,6 @@ where
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut next = from;
     let mut hint = 0usize;
-    let mut handed = 0u64;
     while next < end {
         chunk.clear();
         shared.index.read().copy_positions(
@@ -220,13 +219,12 @@ where
             let e = view.event_ref_at(pos, &mut hint)?;
             check_place(shared, &e, stream, next, pos)?;
             next += 1;
-            handed += 1;
             if f(&e).is_break() {
-                return Ok(handed);
+                return Ok(next - from);
             }
         }
     }
-    Ok(handed)
+    Ok(next - from)
 }
 
 /// Hands the events of `$all` from `cursor` on to `f`, in commit order, until `f` breaks;
