@@ -10,7 +10,13 @@
 #![warn(missing_docs)]
 
 mod append;
+mod disk;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 mod index;
 mod log;
 mod options;

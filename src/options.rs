@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::disk::Disk;
+
 /// When an append's bytes reach stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -33,6 +35,7 @@ pub struct Options {
     pub(crate) max_event_size: u64,
     pub(crate) verify_checksums: bool,
     pub(crate) recovery: Recovery,
+    pub(crate) disk: Disk,
 }
 
 /// Smallest allowed segment size: room for a header and a few records.
@@ -48,6 +51,7 @@ impl Default for Options {
             max_event_size: 16 << 20,
             verify_checksums: true,
             recovery: Recovery::Strict,
+            disk: Disk::default(),
         }
     }
 }
@@ -81,6 +85,17 @@ impl Options {
     /// What opening does with damaged records (default [`Recovery::Strict`]).
     pub fn recovery(mut self, recovery: Recovery) -> Options {
         self.recovery = recovery;
+        self
+    }
+
+    /// Asks `injector` before every file operation, so that tests can fail any of them (feature
+    /// `fault-injection`; see [`fault`](crate::fault)).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_injector(
+        mut self,
+        injector: std::sync::Arc<dyn crate::fault::FaultInjector>,
+    ) -> Options {
+        self.disk = Disk::with_injector(injector);
         self
     }
 }

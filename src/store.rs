@@ -1,9 +1,7 @@
 //! The store: opening and closing, and the public API over the log and the index.
 
 use std::fs::{self, File, TryLockError};
-use std::io::Write;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,6 +9,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::append::{check_stream_name, Queue, WriterState};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::index::persist::{self, IndexFile, RunEntry};
 use crate::index::Index;
@@ -20,7 +19,7 @@ use crate::log::format::{
 };
 use crate::log::reader::{Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
-use crate::log::segment::{create_file, sync_dir, Segment};
+use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
 use crate::log::Log;
 use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
@@ -86,8 +85,8 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         check_options(&options)?;
         let dir = dir.as_ref().to_path_buf();
-        prepare_dir(&dir)?;
-        let lock = lock_dir(&dir)?;
+        prepare_dir(&dir, &options.disk)?;
+        let lock = lock_dir(&dir, &options.disk)?;
         let (segments, index) = recover(&dir, &options)?;
         let Some(active) = segments.last().cloned() else {
             return Err(Error::InvalidInput(
@@ -363,11 +362,11 @@ impl Shared {
             let index = self.index.read();
             persist::encode(seg.base, seg.data_end(), &index.segment_runs(seg.base))
         };
-        let saved = persist::save(&self.dir, seg.base, &bytes, sync).is_ok();
+        let saved = persist::save(&self.dir, seg.base, &bytes, sync, &self.options.disk).is_ok();
         if sealed {
             let mut index = self.index.write();
             match saved
-                .then(|| persist::open(&self.dir, seg.base, seg.capacity))
+                .then(|| persist::open(&self.dir, seg.base, seg.capacity, &self.options.disk))
                 .flatten()
             {
                 Some((file, entries)) => index.map_segment(seg.base, file, &entries),
@@ -414,7 +413,7 @@ fn check_options(o: &Options) -> Result<()> {
 }
 
 /// Makes sure `dir` is a store directory: an existing store, or a new empty one.
-fn prepare_dir(dir: &Path) -> Result<()> {
+fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
     let not_a_store = |reason: &str| Error::NotAStore {
         path: dir.to_path_buf(),
         reason: reason.to_string(),
@@ -422,7 +421,7 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => return Err(not_a_store("not a directory")),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => disk.create_dir_all(dir)?,
         Err(e) => return Err(e.into()),
     }
     let meta = dir.join(META_FILE);
@@ -465,25 +464,28 @@ fn prepare_dir(dir: &Path) -> Result<()> {
             let crc = crc32fast::hash(&bytes);
             bytes.extend_from_slice(&crc.to_le_bytes());
             let tmp = dir.join(format!("{META_FILE}.tmp"));
-            let mut f = create_file(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+            let f = disk.create(&tmp)?;
+            disk.write_all_at(&f, &tmp, &bytes, 0)?;
+            disk.sync_all(&f, &tmp)?;
             drop(f);
-            fs::rename(&tmp, &meta)?;
-            sync_dir(dir)?;
+            disk.rename(&tmp, &meta)?;
+            disk.sync_dir(dir)?;
             Ok(())
         }
         Err(e) => Err(e.into()),
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(LOCK_FILE);
+    disk.open_lock(&path)?;
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -528,12 +530,13 @@ fn recover_pass(
 ) -> Result<(Vec<Arc<Segment>>, Index), Pass> {
     let salvage = options.recovery == Recovery::Salvage;
     let sync = options.durability != Durability::None;
-    let mut listed = recovery::list_segments(dir)?;
+    let disk = &options.disk;
+    let mut listed = recovery::list_segments(dir, disk)?;
     // A newest segment whose header never reached the disk held no acknowledged batch.
     if let Some((base, path)) = listed.last() {
-        if blank_segment(path)? {
-            fs::remove_file(path).map_err(Error::from)?;
-            let _ = fs::remove_file(dir.join(persist::index_file_name(*base)));
+        if blank_segment(path, disk)? {
+            disk.remove(path).map_err(Error::from)?;
+            let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
             listed.pop();
         }
     }
@@ -542,10 +545,10 @@ fn recover_pass(
         // scanning, so that the newest kept segment is treated as the newest.
         let mut expected_base = 0;
         for (i, (base, path)) in listed.iter().enumerate() {
-            match Segment::open(path, *base, true) {
+            match Segment::open(path, *base, true, disk) {
                 Ok(seg) if seg.base == expected_base => expected_base = seg.end_base(),
                 Ok(_) | Err(Error::Corrupt { .. }) if i > 0 => {
-                    set_aside(dir, &listed[i..])?;
+                    set_aside(dir, &listed[i..], disk)?;
                     listed.truncate(i);
                     break;
                 }
@@ -563,7 +566,7 @@ fn recover_pass(
         let base = *base;
         let is_last = i + 1 == count;
         let expected_base = segments.last().map_or(0, |s| s.end_base());
-        let opened = Segment::open(path, base, true).and_then(|seg| {
+        let opened = Segment::open(path, base, true, disk).and_then(|seg| {
             if base == expected_base {
                 Ok(seg)
             } else {
@@ -583,7 +586,7 @@ fn recover_pass(
         // through the map would map a page (or a 2 MiB folio) of the log into memory.
         let mut covered = false;
         if use_index_files {
-            if let Some((file, entries)) = persist::open(dir, base, seg.capacity) {
+            if let Some((file, entries)) = persist::open(dir, base, seg.capacity, disk) {
                 if !ends_a_batch(&seg, file.covered_end) || !runs_match_log(&seg, &file, &entries) {
                     return Err(Pass::Rebuild);
                 }
@@ -645,7 +648,7 @@ fn recover_pass(
         if cut_here {
             // An index file must never describe bytes that were cut: later appends could put
             // other records at the offsets it names.
-            let _ = fs::remove_file(dir.join(persist::index_file_name(base)));
+            let _ = disk.remove(&dir.join(persist::index_file_name(base)));
         }
         if cut_here || is_last {
             // Erase everything after the last whole batch of the newest segment, not just a
@@ -658,9 +661,9 @@ fn recover_pass(
         let stop_salvage = salvage && end.cut.is_some();
         if !is_last && !stop_salvage && (!had_index_file || scanned > 0) {
             let bytes = persist::encode(base, end.end, &index.segment_runs(base));
-            match persist::save(dir, base, &bytes, sync)
+            match persist::save(dir, base, &bytes, sync, disk)
                 .ok()
-                .and_then(|_| persist::open(dir, base, seg.capacity))
+                .and_then(|_| persist::open(dir, base, seg.capacity, disk))
             {
                 Some((file, entries)) => index.map_segment(base, file, &entries),
                 None => index.forget_segment(base),
@@ -670,7 +673,7 @@ fn recover_pass(
         }
         segments.push(seg);
         if stop_salvage {
-            set_aside(dir, &listed[i + 1..])?;
+            set_aside(dir, &listed[i + 1..], disk)?;
             break;
         }
         i += 1;
@@ -681,6 +684,7 @@ fn recover_pass(
             0,
             options.segment_size,
             sync,
+            disk,
         )?));
     }
     Ok((segments, index))
@@ -696,7 +700,9 @@ fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
     if off.checked_add(4)? > seg.capacity {
         return None;
     }
-    seg.file.read_exact_at(&mut b, off).ok()?;
+    seg.disk
+        .read_exact_at(&seg.file, &seg.path, &mut b, off)
+        .ok()?;
     Some(u32::from_le_bytes(b))
 }
 
@@ -709,15 +715,22 @@ fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, Record
         return None;
     }
     let mut buf = vec![0u8; first as usize];
-    seg.file.read_exact_at(&mut buf, off).ok()?;
+    seg.disk
+        .read_exact_at(&seg.file, &seg.path, &mut buf, off)
+        .ok()?;
     let len = u64::from(u32_at(&buf, 0));
     if len == 0 || off.checked_add(len)? > seg.capacity {
         return None;
     }
     if len > first {
         buf.resize(len as usize, 0);
-        seg.file
-            .read_exact_at(&mut buf[first as usize..], off + first)
+        seg.disk
+            .read_exact_at(
+                &seg.file,
+                &seg.path,
+                &mut buf[first as usize..],
+                off + first,
+            )
             .ok()?;
     }
     buf.truncate(len as usize);
@@ -767,12 +780,11 @@ fn runs_match_log(seg: &Segment, file: &IndexFile, entries: &[RunEntry]) -> bool
 /// Whether a segment file is a blank left by an interrupted creation: no header, and no first
 /// record either (records are written in order from the end of the header, so a segment whose
 /// first record is missing holds none).
-fn blank_segment(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN + 4);
-    File::open(path)?
-        .take(SEGMENT_HEADER_LEN as u64 + 4)
-        .read_to_end(&mut head)?;
+fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
+    let file = disk.open(path, false)?;
+    let len = file.metadata()?.len().min(SEGMENT_HEADER_LEN as u64 + 4);
+    let mut head = vec![0u8; len as usize];
+    disk.read_exact_at(&file, path, &mut head, 0)?;
     let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];
     let no_first_record = head.iter().skip(SEGMENT_HEADER_LEN).all(|&b| b == 0);
     Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && no_first_record)
@@ -780,7 +792,7 @@ fn blank_segment(path: &Path) -> Result<bool> {
 
 /// Renames segment files out of the log (`*.salvaged`, numbered if that name is taken) and drops
 /// their index files.
-fn set_aside(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<()> {
+fn set_aside(dir: &Path, segments: &[(u64, PathBuf)], disk: &Disk) -> Result<()> {
     for (base, path) in segments {
         let mut n = 0u32;
         let aside = loop {
@@ -795,9 +807,9 @@ fn set_aside(dir: &Path, segments: &[(u64, PathBuf)]) -> Result<()> {
             }
             n += 1;
         };
-        fs::rename(path, aside)?;
-        let _ = fs::remove_file(dir.join(persist::index_file_name(*base)));
+        disk.rename(path, &aside)?;
+        let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
     }
-    sync_dir(dir)?;
+    disk.sync_dir(dir)?;
     Ok(())
 }

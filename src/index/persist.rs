@@ -8,12 +8,10 @@
 //! per event, are paged in when a read needs them. Each offsets array carries its own checksum,
 //! verified the first time the array is used, so that opening does no work per event.
 
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::disk::Disk;
 use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
-use crate::log::segment::create_file;
 
 /// First eight bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"EVJLIDX\0";
@@ -271,9 +269,14 @@ fn parse_bytes(
 }
 
 /// Opens the index file of the segment at `base`, if there is a valid one (see [`parse`]).
-pub fn open(dir: &Path, base: u64, capacity: u64) -> Option<(IndexFile, Vec<RunEntry>)> {
+pub fn open(
+    dir: &Path,
+    base: u64,
+    capacity: u64,
+    disk: &Disk,
+) -> Option<(IndexFile, Vec<RunEntry>)> {
     let path = dir.join(index_file_name(base));
-    let file = File::open(&path).ok()?;
+    let file = disk.open(&path, false).ok()?;
     let len = file.metadata().ok()?.len();
     if len < INDEX_HEADER_LEN as u64 {
         return None;
@@ -287,16 +290,30 @@ pub fn open(dir: &Path, base: u64, capacity: u64) -> Option<(IndexFile, Vec<RunE
 
 /// Writes the index file of the segment at `base` (bytes from [`encode`]), replacing any older
 /// one atomically.
-pub fn save(dir: &Path, base: u64, bytes: &[u8], sync: bool) -> std::io::Result<PathBuf> {
+pub fn save(
+    dir: &Path,
+    base: u64,
+    bytes: &[u8],
+    sync: bool,
+    disk: &Disk,
+) -> std::io::Result<PathBuf> {
     let path = dir.join(index_file_name(base));
     let tmp = dir.join(format!("{}.tmp", index_file_name(base)));
-    let mut f = create_file(&tmp)?;
-    f.write_all(bytes)?;
-    if sync {
-        f.sync_data()?;
-    }
+    let f = disk.create(&tmp)?;
+    let written = disk.write_all_at(&f, &tmp, bytes, 0).and_then(|()| {
+        if sync {
+            disk.sync_data(&f, &tmp)
+        } else {
+            Ok(())
+        }
+    });
     drop(f);
-    fs::rename(&tmp, &path)?;
+    if let Err(e) = written {
+        // Best effort: a leftover temporary file is removed on the next open anyway.
+        let _ = disk.remove(&tmp);
+        return Err(e);
+    }
+    disk.rename(&tmp, &path)?;
     Ok(path)
 }
 

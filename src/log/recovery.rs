@@ -6,19 +6,20 @@ use std::path::{Path, PathBuf};
 use super::format::{
     decode_record, u32_at, u64_at, RecordError, RecordView, MIN_RECORD_LEN, RECORD_ALIGN,
 };
-use super::segment::{allocate, parse_segment_file_name, Segment};
+use super::segment::{parse_segment_file_name, Segment};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 
 /// The segment files in `dir`, by base. Leftover temporary files from an interrupted segment or
 /// index creation are removed.
-pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub fn list_segments(dir: &Path, disk: &Disk) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+            let _ = disk.remove(&entry.path());
             continue;
         }
         if let Some(base) = parse_segment_file_name(name) {
@@ -174,7 +175,6 @@ fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bo
 /// chunk at a time, so that checking the empty rest of a segment maps none of it; ranges the file
 /// system reports as holes (reserved, never written space) are skipped without reading.
 fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
-    use std::os::unix::fs::FileExt;
     const CHUNK: usize = 256 * 1024;
     let end = seg.capacity.min(seg.file.metadata()?.len());
     let mut buf = vec![0u8; CHUNK];
@@ -187,7 +187,8 @@ fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
         let mut pos = data;
         while pos < hole {
             let n = ((hole - pos) as usize).min(CHUNK);
-            seg.file.read_exact_at(&mut buf[..n], pos)?;
+            seg.disk
+                .read_exact_at(&seg.file, &seg.path, &mut buf[..n], pos)?;
             if buf[..n].iter().any(|&b| b != 0) {
                 return Ok(true);
             }
@@ -237,8 +238,8 @@ fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
 
 /// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again.
 pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
-    seg.file.set_len(end)?;
-    allocate(&seg.file, seg.capacity)?;
-    seg.file.sync_all()?;
+    seg.disk.set_len(&seg.file, &seg.path, end)?;
+    seg.disk.allocate(&seg.file, &seg.path, seg.capacity)?;
+    seg.disk.sync_all(&seg.file, &seg.path)?;
     Ok(())
 }

@@ -4,9 +4,7 @@
 //! the active segment copies records into it, past the end that readers may see (`data_end`),
 //! and `fdatasync` makes them durable like any write to the file.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 
 /// File name suffix of segments.
@@ -42,6 +41,8 @@ pub struct Segment {
     /// The file.
     pub path: PathBuf,
     pub(crate) file: File,
+    /// Where the file's operations go through.
+    pub(crate) disk: Disk,
     /// The file mapped, shared: `capacity` bytes, or fewer if the file is shorter. Only raw
     /// pointers into it are kept; slices are made over published bytes only (see `bytes`).
     raw: Arc<memmap2::MmapRaw>,
@@ -52,7 +53,13 @@ pub struct Segment {
 impl Segment {
     /// Creates a segment file atomically (written under a temporary name, then renamed), sized to
     /// `capacity` with zeros so that its unwritten tail reads as the end of the log.
-    pub fn create(dir: &Path, base: u64, capacity: u64, sync: bool) -> Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        base: u64,
+        capacity: u64,
+        sync: bool,
+        disk: &Disk,
+    ) -> Result<Segment> {
         let path = dir.join(segment_file_name(base));
         let tmp = dir.join(format!("{}.tmp", segment_file_name(base)));
         let header = SegmentHeader {
@@ -61,26 +68,26 @@ impl Segment {
             capacity,
         };
         {
-            let f = create_file(&tmp)?;
-            f.write_all_at(&header.encode(), 0)?;
-            allocate(&f, capacity)?;
+            let f = disk.create(&tmp)?;
+            disk.write_all_at(&f, &tmp, &header.encode(), 0)?;
+            disk.allocate(&f, &tmp, capacity)?;
             if sync {
-                f.sync_all()?;
+                disk.sync_all(&f, &tmp)?;
             }
         }
-        fs::rename(&tmp, &path)?;
+        disk.rename(&tmp, &path)?;
         if sync {
-            sync_dir(dir)?;
+            disk.sync_dir(dir)?;
         }
-        Segment::open(&path, base, true)
+        Segment::open(&path, base, true, disk)
     }
 
     /// Opens an existing segment whose file name says `base`, checking its header.
-    pub fn open(path: &Path, base: u64, writable: bool) -> Result<Segment> {
-        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+    pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
+        let file = disk.open(path, writable)?;
         let file_len = file.metadata()?.len();
         let mut head = vec![0u8; SEGMENT_HEADER_LEN.min(file_len as usize)];
-        file.read_exact_at(&mut head, 0)?;
+        disk.read_exact_at(&file, path, &mut head, 0)?;
         let header = SegmentHeader::decode(&head).map_err(|e| header_error(path, e))?;
         if header.base != base {
             return Err(Error::Corrupt {
@@ -93,7 +100,7 @@ impl Segment {
             });
         }
         if writable && file_len < header.capacity {
-            allocate(&file, header.capacity)?;
+            disk.allocate(&file, path, header.capacity)?;
         }
         let map_len = header.capacity.min(file.metadata()?.len());
         // The directory lock keeps other eventjournal openers out, and this crate never leaves a
@@ -110,6 +117,7 @@ impl Segment {
             capacity: header.capacity,
             path: path.to_path_buf(),
             file,
+            disk: disk.clone(),
             raw,
             data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
         })
@@ -171,6 +179,10 @@ impl Segment {
                 "internal: write outside the writable part of a segment".into(),
             ));
         }
+        let (bytes, failure) = match self.disk.map_write(&self.path, bytes, off as u64)? {
+            None => (bytes, None),
+            Some((n, e)) => (&bytes[..n], Some(e)),
+        };
         // SAFETY: in bounds (checked above); at or past `data_end`, where no reader looks and no
         // reference exists (`bytes()` ends at `data_end`, `all_bytes()` is used before a writer
         // exists); only the store's single writer, holding the writer lock, writes here.
@@ -181,7 +193,10 @@ impl Segment {
                 bytes.len(),
             );
         }
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(e) => Err(e.into()),
+        }
     }
 }
 
@@ -241,41 +256,4 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
             reason: reason.into(),
         },
     }
-}
-
-/// Reserves disk space for the first `len` bytes of `file` (extending it with zeros).
-///
-/// Space is reserved up front, not left as a sparse hole, so that a full disk fails here, as an
-/// error, rather than later: on some file systems (tmpfs) reading a hole through a shared memory
-/// map allocates a page, and with no space left that read is killed by SIGBUS.
-pub fn allocate(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-    loop {
-        // SAFETY: plain system call on a file descriptor we own; no memory is passed.
-        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-        match r {
-            0 => return Ok(()),
-            libc::EINTR => continue,
-            code => return Err(io::Error::from_raw_os_error(code)),
-        }
-    }
-}
-
-/// Creates (or truncates) a file readable and writable by its owner only.
-pub fn create_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Makes a directory's entries (creations, renames) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

@@ -1,12 +1,11 @@
 //! The append side of the log: one writer, copying records into the active segment's map,
 //! fsync, and rolling to a new segment when the active one is full.
 
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::format::SEGMENT_HEADER_LEN;
-use super::segment::{sync_dir, Segment};
+use super::segment::Segment;
 use super::Log;
 use crate::error::{Error, Result};
 
@@ -129,7 +128,12 @@ impl LogWriter {
                 self.poison_with(&e.to_string());
                 return Err(e);
             }
-        } else if let Err(e) = self.active.file.write_all_at(bytes, self.write_off) {
+        } else if let Err(e) = self.active.disk.write_all_at(
+            &self.active.file,
+            &self.active.path,
+            bytes,
+            self.write_off,
+        ) {
             return self.poison("write", e);
         }
         self.write_off += bytes.len() as u64;
@@ -143,7 +147,12 @@ impl LogWriter {
             let to = (self.write_off + ZERO_AHEAD).min(self.active.capacity);
             while self.written_to < to {
                 let n = (to - self.written_to).min(ZEROS.len() as u64) as usize;
-                if let Err(e) = self.active.file.write_all_at(&ZEROS[..n], self.written_to) {
+                if let Err(e) = self.active.disk.write_all_at(
+                    &self.active.file,
+                    &self.active.path,
+                    &ZEROS[..n],
+                    self.written_to,
+                ) {
                     return self.poison("write", e);
                 }
                 self.written_to += n as u64;
@@ -158,7 +167,11 @@ impl LogWriter {
         if !self.unsynced {
             return Ok(());
         }
-        if let Err(e) = self.active.file.sync_data() {
+        if let Err(e) = self
+            .active
+            .disk
+            .sync_data(&self.active.file, &self.active.path)
+        {
             return self.poison("fdatasync", e);
         }
         self.unsynced = false;
@@ -169,12 +182,12 @@ impl LogWriter {
     pub fn sync_all(&mut self) -> Result<()> {
         self.check()?;
         while let Some(seg) = self.unsynced_sealed.pop() {
-            if let Err(e) = seg.file.sync_data() {
+            if let Err(e) = seg.disk.sync_data(&seg.file, &seg.path) {
                 return self.poison("fdatasync", e);
             }
         }
         self.sync()?;
-        if let Err(e) = sync_dir(&self.dir) {
+        if let Err(e) = self.active.disk.sync_dir(&self.dir) {
             return self.poison("syncing the directory", e);
         }
         Ok(())
@@ -202,10 +215,21 @@ impl LogWriter {
             )));
         }
         let base = self.active.end_base();
-        let seg = match Segment::create(&self.dir, base, capacity, self.sync_on_roll) {
+        let seg = match Segment::create(
+            &self.dir,
+            base,
+            capacity,
+            self.sync_on_roll,
+            &self.active.disk,
+        ) {
             Ok(seg) => Arc::new(seg),
             Err(Error::Io(e)) => return self.poison("creating a segment", e),
-            Err(e) => return Err(e),
+            // The new file may be in the directory already: nothing may be written after a
+            // segment the log cannot continue in.
+            Err(e) => {
+                self.poison_with(&format!("creating a segment failed: {e}"));
+                return Err(e);
+            }
         };
         log.push_segment(seg.clone());
         let old = std::mem::replace(&mut self.active, seg);

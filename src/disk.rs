@@ -1,0 +1,219 @@
+//! Every file operation the engine performs that changes a file, syncs one, or reads one while
+//! opening the store, in one place.
+//!
+//! With the `fault-injection` feature, each of them first asks the store's
+//! [`FaultInjector`](crate::fault::FaultInjector) whether to fail, so that tests can fail any write,
+//! sync, rename or read on demand and can watch every change to the files to simulate a power
+//! loss. Without the feature the seam compiles to the plain calls.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::fault::FileOp;
+#[cfg(feature = "fault-injection")]
+use crate::fault::{Fault, FaultInjector};
+
+/// The engine's handle on the file system: the place where faults can be injected.
+#[derive(Clone, Default)]
+pub(crate) struct Disk {
+    #[cfg(feature = "fault-injection")]
+    injector: Option<std::sync::Arc<dyn FaultInjector>>,
+}
+
+impl std::fmt::Debug for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(feature = "fault-injection")]
+        let injected = self.injector.is_some();
+        #[cfg(not(feature = "fault-injection"))]
+        let injected = false;
+        f.debug_struct("Disk")
+            .field("fault_injector", &injected)
+            .finish()
+    }
+}
+
+/// What the seam lets an operation do: all of it, or only its first `n` bytes and then fail.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+enum Go {
+    All,
+    Part(usize, io::Error),
+}
+
+impl Disk {
+    /// A disk whose operations all ask `injector` first.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn with_injector(injector: std::sync::Arc<dyn FaultInjector>) -> Disk {
+        Disk {
+            injector: Some(injector),
+        }
+    }
+
+    /// Asks the injector about `op`: `Err` to fail it outright.
+    #[cfg(feature = "fault-injection")]
+    fn ask(&self, op: FileOp<'_>) -> io::Result<Go> {
+        let Some(injector) = &self.injector else {
+            return Ok(Go::All);
+        };
+        match injector.before(&op) {
+            None => Ok(Go::All),
+            Some(Fault::Error(e)) => Err(e),
+            Some(Fault::Short { done, error }) => match op {
+                FileOp::Write { bytes, .. } | FileOp::MapWrite { bytes, .. } => {
+                    Ok(Go::Part(done.min(bytes.len()), error))
+                }
+                _ => Err(error),
+            },
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn ask(&self, _op: FileOp<'_>) -> io::Result<Go> {
+        Ok(Go::All)
+    }
+
+    /// Creates (or truncates) a file readable and writable by its owner only.
+    pub(crate) fn create(&self, path: &Path) -> io::Result<File> {
+        self.ask(FileOp::Create { path })?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+    }
+
+    /// Opens an existing file.
+    pub(crate) fn open(&self, path: &Path, writable: bool) -> io::Result<File> {
+        self.ask(FileOp::Open { path })?;
+        OpenOptions::new().read(true).write(writable).open(path)
+    }
+
+    /// Asks before the lock file is opened (created if missing); the caller opens it.
+    pub(crate) fn open_lock(&self, path: &Path) -> io::Result<()> {
+        self.ask(FileOp::Open { path }).map(|_| ())
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    pub(crate) fn read_exact_at(
+        &self,
+        file: &File,
+        path: &Path,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> io::Result<()> {
+        self.ask(FileOp::Read {
+            path,
+            offset,
+            len: buf.len(),
+        })?;
+        file.read_exact_at(buf, offset)
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    pub(crate) fn write_all_at(
+        &self,
+        file: &File,
+        path: &Path,
+        bytes: &[u8],
+        offset: u64,
+    ) -> io::Result<()> {
+        match self.ask(FileOp::Write {
+            path,
+            offset,
+            bytes,
+        })? {
+            Go::All => file.write_all_at(bytes, offset),
+            Go::Part(n, e) => {
+                file.write_all_at(&bytes[..n], offset)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks before `bytes` are copied into a file's shared map at `offset`; returns how many of
+    /// them may be copied before the copy fails with the error.
+    pub(crate) fn map_write(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        offset: u64,
+    ) -> io::Result<Option<(usize, io::Error)>> {
+        Ok(
+            match self.ask(FileOp::MapWrite {
+                path,
+                offset,
+                bytes,
+            })? {
+                Go::All => None,
+                Go::Part(n, e) => Some((n, e)),
+            },
+        )
+    }
+
+    /// Reserves the first `len` bytes of the file on disk, extending it with zeros.
+    ///
+    /// Space is reserved up front, not left as a sparse hole, so that a full disk fails here, as
+    /// an error, rather than later: on some file systems (tmpfs) reading a hole through a shared
+    /// memory map allocates a page, and with no space left that read is killed by SIGBUS.
+    pub(crate) fn allocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.ask(FileOp::Allocate { path, len })?;
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+        loop {
+            // SAFETY: plain system call on a file descriptor we own; no memory is passed.
+            let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+            match r {
+                0 => return Ok(()),
+                libc::EINTR => continue,
+                code => return Err(io::Error::from_raw_os_error(code)),
+            }
+        }
+    }
+
+    /// Cuts or extends the file to `len` bytes.
+    pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        self.ask(FileOp::SetLen { path, len })?;
+        file.set_len(len)
+    }
+
+    /// `fdatasync`: the file's bytes, and its length, durable.
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.ask(FileOp::Sync { path })?;
+        file.sync_data()
+    }
+
+    /// `fsync`: the file's bytes and all its metadata durable.
+    pub(crate) fn sync_all(&self, file: &File, path: &Path) -> io::Result<()> {
+        self.ask(FileOp::Sync { path })?;
+        file.sync_all()
+    }
+
+    /// Makes a directory's entries (creations, renames, removals) durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.ask(FileOp::SyncDir { path: dir })?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// Renames `from` to `to`, replacing `to`.
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.ask(FileOp::Rename { from, to })?;
+        fs::rename(from, to)
+    }
+
+    /// Removes a file.
+    pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
+        self.ask(FileOp::Remove { path })?;
+        fs::remove_file(path)
+    }
+
+    /// Creates a directory and its missing parents.
+    pub(crate) fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.ask(FileOp::CreateDir { path })?;
+        fs::create_dir_all(path)
+    }
+}
