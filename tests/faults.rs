@@ -332,3 +332,52 @@ fn every_operation_of_recovery_failed_in_turn() {
         tally.by_op
     );
 }
+
+/// Fails every sync of a segment once armed.
+#[derive(Default)]
+struct FailSegmentSyncs {
+    armed: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl FaultInjector for FailSegmentSyncs {
+    fn before(&self, op: &eventjournal::fault::FileOp<'_>) -> Option<eventjournal::fault::Fault> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let eventjournal::fault::FileOp::Sync { path } = op else {
+            return None;
+        };
+        if !self.armed.load(SeqCst) || path.extension().is_none_or(|e| e != "seg") {
+            return None;
+        }
+        self.failed.fetch_add(1, SeqCst);
+        Some(eventjournal::fault::Fault::Error(eio()))
+    }
+}
+
+/// With `Buffered`, the background flusher's sync fails after the append was acknowledged: the
+/// next append and the close report it, and nothing is written after it.
+#[test]
+fn a_failed_background_sync_refuses_later_appends() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let batches = workload(0xb0f, 1, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Arc::new(FailSegmentSyncs::default());
+    let durability = Durability::Buffered(std::time::Duration::from_millis(2));
+    let store = Store::open(dir.path(), with(durability, injector.clone())).unwrap();
+    submit(&store, &batches[0][0]).unwrap();
+    injector.armed.store(true, SeqCst);
+    submit(&store, &batches[0][1]).unwrap();
+    let start = std::time::Instant::now();
+    while injector.failed.load(SeqCst) == 0 {
+        assert!(start.elapsed().as_secs() < 10, "the flusher never synced");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    match submit(&store, &batches[0][2]) {
+        Err(Error::Poisoned(reason)) => assert!(reason.contains("fdatasync"), "{reason}"),
+        other => panic!("append after a failed background sync: {other:?}"),
+    }
+    assert!(store.close().is_err(), "close reports the failed sync");
+    let store = Store::open(dir.path(), options(durability)).unwrap();
+    let visible = check(&store, &batches, &[2], "reopened").unwrap();
+    assert_eq!(visible, [2], "nothing written after the failure");
+}

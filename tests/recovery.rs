@@ -622,8 +622,8 @@ fn files_are_created_owner_only() {
         let files: Vec<PathBuf> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap() != "LOCK")
             .collect();
+        assert!(files.iter().any(|p| p.file_name().unwrap() == "LOCK"));
         let idx = files
             .iter()
             .filter(|p| p.extension().unwrap_or_default() == "idx")
@@ -930,4 +930,47 @@ fn an_empty_append_reports_a_damaged_index_run() {
         .unwrap();
     assert_eq!(healthy.version, Some(0));
     assert!(healthy.position.is_some());
+}
+
+/// A sealed segment whose header claims a gigabyte of capacity (with a valid checksum) is
+/// reported as a break in the chain of segments; opening never grows its file to the claim.
+#[test]
+fn a_header_claiming_a_huge_capacity_grows_no_file() {
+    let opts = Options::default().segment_size(4096);
+    let dir = tempfile::tempdir().unwrap();
+    multi_segment_store(dir.path(), &opts);
+    let segments = files_with_suffix(dir.path(), ".seg");
+    assert!(segments.len() >= 3);
+    let sealed = &segments[1];
+    let len = fs::metadata(sealed).unwrap().len();
+    let mut header = peek(sealed, 0, 64);
+    header[24..32].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..].copy_from_slice(&crc.to_le_bytes());
+    patch(sealed, 0, &header);
+    for recovery in [Recovery::Strict, Recovery::Salvage] {
+        match Store::open(dir.path(), opts.clone().recovery(recovery)) {
+            Err(Error::Corrupt { file, .. }) => assert_eq!(file, segments[2]),
+            Err(e) => panic!("{recovery:?}: {e:?}"),
+            // Salvage keeps the segments before the break and sets the rest aside.
+            // Appends go on in a new segment where the claimed capacity ends.
+            Ok(s) => {
+                assert_eq!(recovery, Recovery::Salvage);
+                assert!(!segments[2].exists());
+                let before = all(&s).len();
+                s.append("after", ExpectedVersion::NoStream, events("after", 0, 50))
+                    .unwrap();
+                s.close().unwrap();
+                let s = Store::open(dir.path(), opts.clone().recovery(recovery)).unwrap();
+                assert_eq!(all(&s).len(), before + 50);
+                assert_eq!(datas(&s, "after")[49], "after:49");
+                drop(s);
+            }
+        }
+        assert!(
+            fs::metadata(sealed).unwrap().len() <= len.max(1 << 20),
+            "{recovery:?} grew the file to {}",
+            fs::metadata(sealed).unwrap().len()
+        );
+    }
 }

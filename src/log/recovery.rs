@@ -236,10 +236,11 @@ fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
     }
 }
 
-/// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again.
+/// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again, as
+/// far as the file went before (it is not grown to a capacity its header may overstate).
 pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
     seg.disk.set_len(&seg.file, &seg.path, end)?;
-    seg.disk.allocate(&seg.file, &seg.path, seg.capacity)?;
+    seg.disk.allocate(&seg.file, &seg.path, seg.usable())?;
     seg.disk.sync_all(&seg.file, &seg.path)?;
     Ok(())
 }

@@ -82,7 +82,9 @@ impl Segment {
         Segment::open(&path, base, true, disk)
     }
 
-    /// Opens an existing segment whose file name says `base`, checking its header.
+    /// Opens an existing segment whose file name says `base`, checking its header. The file is
+    /// never grown: a file shorter than the capacity its header gives (cut, or a header that
+    /// claims gigabytes) is mapped and used only as far as it goes.
     pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
         let file = disk.open(path, writable)?;
         let file_len = file.metadata()?.len();
@@ -99,10 +101,7 @@ impl Segment {
                 ),
             });
         }
-        if writable && file_len < header.capacity {
-            disk.allocate(&file, path, header.capacity)?;
-        }
-        let map_len = header.capacity.min(file.metadata()?.len());
+        let map_len = header.capacity.min(file_len);
         // The directory lock keeps other eventjournal openers out, and this crate never leaves a
         // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
         // before anything reads or writes past the cut), so the mapped range stays backed by the
@@ -127,6 +126,11 @@ impl Segment {
     #[inline]
     pub fn end_base(&self) -> u64 {
         self.base + self.capacity
+    }
+
+    /// How far the segment can be written: its capacity, or less if its file is shorter.
+    pub fn usable(&self) -> u64 {
+        self.raw.len() as u64
     }
 
     /// Offset just past the last whole batch.

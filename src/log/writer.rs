@@ -99,9 +99,9 @@ impl LogWriter {
         &self.active
     }
 
-    /// Bytes left in the active segment.
+    /// Bytes left in the active segment (as far as its file goes).
     pub fn remaining(&self) -> u64 {
-        self.active.capacity - self.write_off
+        self.active.usable().saturating_sub(self.write_off)
     }
 
     /// Writes `bytes` at the end of the active segment. They are not visible to readers until
@@ -144,7 +144,7 @@ impl LogWriter {
         // Only worth it when groups are synced one by one; otherwise the zeros would only
         // double what the kernel writes back.
         if !self.through_map && self.written_to - self.write_off < ZERO_AHEAD / 2 {
-            let to = (self.write_off + ZERO_AHEAD).min(self.active.capacity);
+            let to = (self.write_off + ZERO_AHEAD).min(self.active.usable());
             while self.written_to < to {
                 let n = (to - self.written_to).min(ZEROS.len() as u64) as usize;
                 if let Err(e) = self.active.disk.write_all_at(
