@@ -97,6 +97,12 @@ impl Disk {
         self.ask(FileOp::Open { path }).map(|_| ())
     }
 
+    /// Reads a whole (small) file.
+    pub(crate) fn read_whole(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.ask(FileOp::Open { path })?;
+        fs::read(path)
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`.
     pub(crate) fn read_exact_at(
         &self,

@@ -3,7 +3,9 @@
 //!
 //! A [`FaultInjector`] set with [`Options::fault_injector`](crate::Options::fault_injector) is
 //! asked before every file operation the store performs that writes, syncs, renames, removes or
-//! creates a file, and before every file read while opening; it can fail the operation with any
+//! creates a file, and before every positioned read while opening (reads through memory maps
+//! cannot be failed this way: a failing disk under a map is a SIGBUS); it can fail the operation
+//! with any
 //! `io::Error` (`ENOSPC`, `EIO`), or let a write do only part of its bytes first. Because it sees
 //! every change to the store's files, in order, it can also keep its own copy of what was synced,
 //! to build the files a power loss would leave.
@@ -44,7 +46,7 @@ pub enum FileOp<'a> {
         /// The file.
         path: &'a Path,
     },
-    /// Opening an existing file.
+    /// Opening an existing file, or the lock file (created empty if missing).
     Open {
         /// The file.
         path: &'a Path,

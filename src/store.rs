@@ -366,7 +366,7 @@ impl Shared {
         if sealed {
             let mut index = self.index.write();
             match saved
-                .then(|| persist::open(&self.dir, seg.base, seg.capacity, &self.options.disk))
+                .then(|| persist::open(&self.dir, seg.base, seg.usable(), &self.options.disk))
                 .flatten()
             {
                 Some((file, entries)) => index.map_segment(seg.base, file, &entries),
@@ -421,11 +421,18 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => return Err(not_a_store("not a directory")),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => disk.create_dir_all(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            disk.create_dir_all(dir)?;
+            // The new directory's own entry must be durable too, or a power loss could take the
+            // whole store, acknowledged appends and all, with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent)?;
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     let meta = dir.join(META_FILE);
-    match fs::read(&meta) {
+    match disk.read_whole(&meta) {
         Ok(bytes) => {
             if bytes.len() != 16 || bytes[..8] != META_MAGIC {
                 return Err(not_a_store("unrecognised eventjournal.meta"));
@@ -586,14 +593,14 @@ fn recover_pass(
         // through the map would map a page (or a 2 MiB folio) of the log into memory.
         let mut covered = false;
         if use_index_files {
-            if let Some((file, entries)) = persist::open(dir, base, seg.capacity, disk) {
+            if let Some((file, entries)) = persist::open(dir, base, seg.usable(), disk) {
                 if !ends_a_batch(&seg, file.covered_end) || !runs_match_log(&seg, &file, &entries) {
                     return Err(Pass::Rebuild);
                 }
                 from = file.covered_end;
                 // Runs that the scan below may extend are held in memory; the runs of a sealed
                 // segment whose file covers all of it stay in the mapped file.
-                let more = from + 4 <= seg.capacity && read_u32(&seg, from).is_none_or(|l| l != 0);
+                let more = from + 4 <= seg.usable() && read_u32(&seg, from).is_none_or(|l| l != 0);
                 let extended = is_last || more;
                 covered = !extended;
                 if !index.apply_file(base, file, &entries, extended) {
@@ -663,7 +670,7 @@ fn recover_pass(
             let bytes = persist::encode(base, end.end, &index.segment_runs(base));
             match persist::save(dir, base, &bytes, sync, disk)
                 .ok()
-                .and_then(|_| persist::open(dir, base, seg.capacity, disk))
+                .and_then(|_| persist::open(dir, base, seg.usable(), disk))
             {
                 Some((file, entries)) => index.map_segment(base, file, &entries),
                 None => index.forget_segment(base),
@@ -697,7 +704,7 @@ fn recover_pass(
 /// The little-endian u32 at `off` in the segment's file.
 fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
     let mut b = [0u8; 4];
-    if off.checked_add(4)? > seg.capacity {
+    if off.checked_add(4)? > seg.usable() {
         return None;
     }
     seg.disk
@@ -710,7 +717,7 @@ fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
 /// up to a page, the usual case; two for larger ones.
 fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, RecordView)> {
     const FIRST_READ: u64 = 4096;
-    let first = FIRST_READ.min(seg.capacity.checked_sub(off)?);
+    let first = FIRST_READ.min(seg.usable().checked_sub(off)?);
     if first < 4 {
         return None;
     }
@@ -719,7 +726,7 @@ fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, Record
         .read_exact_at(&seg.file, &seg.path, &mut buf, off)
         .ok()?;
     let len = u64::from(u32_at(&buf, 0));
-    if len == 0 || off.checked_add(len)? > seg.capacity {
+    if len == 0 || off.checked_add(len)? > seg.usable() {
         return None;
     }
     if len > first {

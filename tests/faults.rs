@@ -87,10 +87,6 @@ fn run_once(
     durability: Durability,
     injector: &Arc<FailAt>,
 ) -> std::result::Result<(), String> {
-    let ctx = format!(
-        "{durability:?}, fault at op {:?}",
-        injector.fired.lock().clone()
-    );
     let mut acked = 0usize;
     match Store::open(dir, with(durability, injector.clone())) {
         Err(e) => {
@@ -153,7 +149,10 @@ fn run_once(
             }
         }
     }
-    let ctx = format!("{ctx}, reopened");
+    let ctx = format!(
+        "{durability:?}, fault in {:?}, reopened",
+        injector.fired.lock().clone()
+    );
     let store = Store::open(dir, options(durability)).map_err(|e| format!("{ctx}: {e}"))?;
     let visible = check(&store, batches, &[acked], &ctx)?;
     // The store goes on: the next batch of the workload can be appended and read back.
@@ -166,7 +165,7 @@ fn run_once(
 }
 
 fn sweep(durability: Durability, batches: usize) -> Tally {
-    let batches = workload(0xfa17, 1, batches);
+    let batches = workload(0xfa17, 1, batches * scale());
     let counter = FailAt::new(usize::MAX, Kind::Eio);
     let clean = tempfile::tempdir().unwrap();
     run_once(clean.path(), &batches, durability, &counter).unwrap();
@@ -257,7 +256,7 @@ fn store_needing_recovery(dir: &Path, batches: &[Vec<Batch>]) {
 
 #[test]
 fn every_operation_of_recovery_failed_in_turn() {
-    let batches = workload(0x2ec0, 1, 30);
+    let batches = workload(0x2ec0, 1, 30 * scale());
     let base = tempfile::tempdir().unwrap();
     store_needing_recovery(base.path(), &batches);
     let copy = |to: &Path| {
@@ -366,7 +365,12 @@ fn a_failed_background_sync_refuses_later_appends() {
     let store = Store::open(dir.path(), with(durability, injector.clone())).unwrap();
     submit(&store, &batches[0][0]).unwrap();
     injector.armed.store(true, SeqCst);
-    submit(&store, &batches[0][1]).unwrap();
+    // Acknowledged before the sync; unless the interval ran out before it was written, when the
+    // append syncs by itself and reports the failure at once.
+    match submit(&store, &batches[0][1]) {
+        Ok(()) | Err(Error::Io(_)) => {}
+        Err(e) => panic!("append with a failing sync: {e:?}"),
+    }
     let start = std::time::Instant::now();
     while injector.failed.load(SeqCst) == 0 {
         assert!(start.elapsed().as_secs() < 10, "the flusher never synced");
@@ -378,6 +382,36 @@ fn a_failed_background_sync_refuses_later_appends() {
     }
     assert!(store.close().is_err(), "close reports the failed sync");
     let store = Store::open(dir.path(), options(durability)).unwrap();
-    let visible = check(&store, &batches, &[2], "reopened").unwrap();
-    assert_eq!(visible, [2], "nothing written after the failure");
+    let visible = check(&store, &batches, &[1], "reopened").unwrap();
+    assert!(
+        visible[0] <= 2,
+        "nothing written after the failure: {visible:?}"
+    );
+}
+
+/// Creating a store's directory also syncs its parent, so that the new directory's entry (and
+/// the store in it) survives a power loss.
+#[test]
+fn a_new_store_directory_is_made_durable_in_its_parent() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("new-store");
+    let counter = FailAt::new(usize::MAX, Kind::Eio);
+    Store::open(&dir, with(Durability::Sync, counter.clone()))
+        .unwrap()
+        .close()
+        .unwrap();
+    let ops = counter.seen.lock().clone();
+    let parent_name = parent
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let created = ops.iter().position(|o| o.kind == "CreateDir").unwrap();
+    assert!(
+        ops[created..]
+            .iter()
+            .any(|o| o.kind == "SyncDir" && o.file == parent_name),
+        "{ops:?}"
+    );
 }

@@ -96,7 +96,8 @@ fn crash_everywhere(
     random: usize,
     seed: u64,
 ) -> usize {
-    let batches = workload(seed, writers, batches);
+    let batches = workload(seed, writers, batches * scale());
+    let random = random * scale();
     let journal = record(durability, &batches);
     let mut points: Vec<usize> = Vec::new();
     for (k, rec) in journal.iter().enumerate() {

@@ -59,7 +59,7 @@ impl Run {
         }
         if !file.run_is_intact(*at, self.len, *crc) {
             // The file is a cache of the log: without it, the next open rebuilds it.
-            let _ = std::fs::remove_file(&file.path);
+            let _ = file.disk.remove(&file.path);
             return Err(Error::Corrupt {
                 file: file.path.clone(),
                 offset: *at as u64,

@@ -101,6 +101,8 @@ pub struct RunEntry {
 pub struct IndexFile {
     /// The file, for error messages.
     pub path: PathBuf,
+    /// Where removing it (when damage is found) goes through.
+    pub(crate) disk: Disk,
     bytes: Bytes,
     /// Offset in the segment up to which the runs are complete; the log after it is scanned.
     pub covered_end: u64,
@@ -261,6 +263,7 @@ fn parse_bytes(
     Some((
         IndexFile {
             path,
+            disk: Disk::default(),
             bytes,
             covered_end,
         },
@@ -285,7 +288,9 @@ pub fn open(
     // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
     // or removed later keeps its old inode mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    parse_bytes(path, Bytes::Mapped(map), base, capacity)
+    let (mut file, runs) = parse_bytes(path, Bytes::Mapped(map), base, capacity)?;
+    file.disk = disk.clone();
+    Some((file, runs))
 }
 
 /// Writes the index file of the segment at `base` (bytes from [`encode`]), replacing any older

@@ -13,6 +13,16 @@ use eventjournal::fault::{Fault, FaultInjector, FileOp};
 use eventjournal::*;
 use parking_lot::Mutex;
 
+/// `EVJ_FAULT_SCALE` (default 1): how many times larger the fault and power-loss workloads are,
+/// for long runs.
+pub fn scale() -> usize {
+    std::env::var("EVJ_FAULT_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Small segments, so that a short workload seals several of them (and saves their index files).
 pub const SEGMENT_SIZE: u64 = 16 * 1024;
 
@@ -578,10 +588,20 @@ impl ModelFs {
                     let mut rng = Rng(seed ^ ino as u64);
                     let before_last = bytes.clone();
                     let mut old = before_last;
-                    let last_write = inode
-                        .unsynced
-                        .iter()
-                        .rposition(|c| matches!(c, Change::Write(_, d) if !d.is_empty()));
+                    // The last write that changed something: tearing zeros written over
+                    // zeros would test nothing.
+                    let mut last_write = None;
+                    let mut probe = bytes.clone();
+                    for (k, change) in inode.unsynced.iter().enumerate() {
+                        if let Change::Write(off, d) = change {
+                            let at = *off as usize;
+                            let before = probe.get(at..at + d.len());
+                            if !d.is_empty() && before != Some(d.as_slice()) {
+                                last_write = Some(k);
+                            }
+                        }
+                        apply(&mut probe, change);
+                    }
                     for (k, change) in inode.unsynced.iter().enumerate() {
                         if Some(k) == last_write {
                             old = bytes.clone();
