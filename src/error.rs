@@ -91,6 +91,42 @@ pub enum Error {
     #[error("store refuses writes after an earlier I/O failure: {0}")]
     Poisoned(String),
 
+    /// A journaled actor's event or snapshot could not be encoded or decoded.
+    #[error("cannot {action} {what} of stream `{stream}`: {reason}")]
+    Codec {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// What: `event 12 (Deposited, schema 2)`, `a snapshot`, ...
+        what: String,
+        /// The actor's stream.
+        stream: String,
+        /// The codec's message.
+        reason: String,
+    },
+
+    /// A journaled actor's state refused an event (its `apply` returned an error).
+    #[error("stream `{stream}`: {} was not applied: {source}", match event_number {
+        Some(n) => format!("event {n}"),
+        None => "a raised event".to_string(),
+    })]
+    Apply {
+        /// The actor's stream.
+        stream: String,
+        /// The event's number in the stream, for a confirmed event; `None` for a raised one.
+        event_number: Option<u64>,
+        /// The state's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A journaled actor's events kept conflicting with other writers' on every retry.
+    #[error("stream `{stream}`: still conflicting after {attempts} attempts to confirm")]
+    Conflict {
+        /// The actor's stream.
+        stream: String,
+        /// How many appends were tried.
+        attempts: u32,
+    },
+
     /// An operating system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

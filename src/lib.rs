@@ -18,6 +18,7 @@ pub mod fault;
 #[allow(dead_code)]
 mod fault;
 mod index;
+pub mod journal;
 mod log;
 mod options;
 mod read;

@@ -1,0 +1,94 @@
+//! The seam between journaled actors and the store they persist to.
+
+use std::ops::ControlFlow;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::types::{AppendResult, EventData, EventId, ExpectedVersion};
+
+/// One stored event as the journal sees it, borrowed from the backend for the length of a call.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredEvent<'a> {
+    /// Its number in the stream, from 0.
+    pub event_number: u64,
+    /// Its id: how the journal recognises its own events after an acknowledgement was lost.
+    pub id: EventId,
+    /// Its type name.
+    pub event_type: &'a str,
+    /// Its payload.
+    pub data: &'a [u8],
+    /// Its metadata.
+    pub metadata: &'a [u8],
+}
+
+/// What the journal needs from an event store: appends with an expected version, and reads of
+/// one stream. [`Store`] implements it; another backend (a server database, say) can be added
+/// without touching the journal.
+pub trait Backend: Send + Sync + 'static {
+    /// Appends `events` to `stream` if its version is `expected` (EventStoreDB rules, including
+    /// idempotent retries by event id); a mismatch is
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion).
+    fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult>;
+
+    /// Hands the events of `stream` from event number `from` on to `f`, in order, until it
+    /// breaks; returns how many it was handed.
+    fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(StoredEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<u64>;
+
+    /// Hands the newest event of `stream` to `f`; returns whether there was one.
+    fn read_last(&self, stream: &str, f: &mut dyn FnMut(StoredEvent<'_>)) -> Result<bool>;
+}
+
+impl Backend for Store {
+    fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        Store::append(self, stream, expected, events)
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(StoredEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        self.replay_stream(stream, from, |e| {
+            f(StoredEvent {
+                event_number: e.event_number(),
+                id: e.id(),
+                event_type: e.event_type(),
+                data: e.data(),
+                metadata: e.metadata(),
+            })
+        })
+    }
+
+    fn read_last(&self, stream: &str, f: &mut dyn FnMut(StoredEvent<'_>)) -> Result<bool> {
+        match self.read_stream_backward(stream, u64::MAX, 1)?.next() {
+            Some(e) => {
+                let e = e?;
+                f(StoredEvent {
+                    event_number: e.event_number(),
+                    id: e.id(),
+                    event_type: e.event_type(),
+                    data: e.data(),
+                    metadata: e.metadata(),
+                });
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

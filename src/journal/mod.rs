@@ -1,0 +1,636 @@
+//! Journaled actors: state that is the fold of its own event stream, persisted with optimistic
+//! concurrency — the model of Orleans' `JournaledGrain`, on eventjournal.
+//!
+//! An actor type implements [`JournalState`]: a default state, an event type, and `apply`, which
+//! moves the state by one event (Orleans' `TransitionState`). Each actor id has one stream,
+//! `<TYPE>-<id>`. A [`Journaled`] handle holds an actor's confirmed state (the fold of its stored
+//! events) and its tentative state (confirmed plus events raised but not yet confirmed);
+//! [`Journaled::confirm_events`] writes the pending events as one batch that expects the stream's
+//! version to be what the handle last saw. A [`Host`] keeps one activation per actor id and
+//! serialises the calls to each.
+//!
+//! ```
+//! use eventjournal::journal::{Journal, JournalEvent, JournalState, Journaled, Rejected};
+//! use eventjournal::{Options, Store};
+//! use serde::{Deserialize, Serialize};
+//! use std::sync::Arc;
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! enum Event { Deposited(u64), Withdrawn(u64) }
+//!
+//! impl JournalEvent for Event {
+//!     fn event_type(&self) -> &'static str {
+//!         match self { Event::Deposited(_) => "Deposited", Event::Withdrawn(_) => "Withdrawn" }
+//!     }
+//! }
+//!
+//! #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+//! struct Account { balance: u64 }
+//!
+//! impl JournalState for Account {
+//!     type Event = Event;
+//!     type Error = Rejected;
+//!     const TYPE: &'static str = "account";
+//!     fn apply(&mut self, event: &Event) -> Result<(), Rejected> {
+//!         match *event {
+//!             Event::Deposited(n) => self.balance += n,
+//!             Event::Withdrawn(n) if n <= self.balance => self.balance -= n,
+//!             Event::Withdrawn(_) => return Err(Rejected::new("insufficient funds")),
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(Store::open(dir.path(), Options::default())?);
+//! let journal = Arc::new(Journal::<Account>::new());
+//! let mut acct = Journaled::activate(store.clone(), journal.clone(), "42")?;
+//! acct.raise_event(Event::Deposited(100))?;
+//! assert!(acct.raise_event(Event::Withdrawn(500)).is_err()); // refused, nothing queued
+//! acct.confirm_events()?;
+//! assert_eq!((acct.state().balance, acct.version()), (100, 1));
+//!
+//! let again = Journaled::activate(store, journal, "42")?;
+//! assert_eq!(again.state().balance, 100);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod backend;
+mod codec;
+mod host;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use backend::{Backend, StoredEvent};
+#[cfg(feature = "json")]
+pub use codec::Json;
+pub use codec::{Bincode, Codec};
+pub use host::Host;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::types::{EventData, EventId, ExpectedVersion};
+
+/// An actor's event: serde-encodable, with a type name stored beside its bytes.
+pub trait JournalEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The event's type name (stored as the event type: `Deposited`).
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this build writes for the event's type (default 1). Raise it when the
+    /// type's encoding changes, and register an upcaster for the old version
+    /// ([`Journal::upcaster`]).
+    fn schema_version(&self) -> u32 {
+        1
+    }
+}
+
+/// An actor's state: the fold of its events. Serde-encodable for snapshots.
+pub trait JournalState:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The actor's events.
+    type Event: JournalEvent;
+    /// Why `apply` refuses an event.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The actor type: its streams are `<TYPE>-<id>`.
+    const TYPE: &'static str;
+    /// The version of the state's encoding in snapshots (default 1). Snapshots of another version
+    /// are ignored: the actor is rebuilt from its events and the next snapshot replaces them.
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// Moves the state by one event (Orleans' `TransitionState`). An error leaves the event out:
+    /// a raised event is not queued; a stored one fails the activation with [`Error::Apply`].
+    fn apply(&mut self, event: &Self::Event) -> std::result::Result<(), Self::Error>;
+}
+
+/// A plain refusal, for states whose `apply` only needs a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    /// A refusal saying `why`.
+    pub fn new(why: impl Into<String>) -> Rejected {
+        Rejected(why.into())
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Turns the bytes of an older schema version of an event into the current event type.
+pub type Upcaster<S, C> =
+    dyn Fn(&[u8], &C) -> std::result::Result<<S as JournalState>::Event, String> + Send + Sync;
+
+/// How many times [`Journaled::confirm_events`] appends before it gives up on a stream that
+/// other writers keep changing.
+pub const MAX_CONFIRM_ATTEMPTS: u32 = 64;
+
+/// Metadata of a journal event: this tag, then the schema version (u32, little-endian).
+const EVENT_META_TAG: u8 = b'J';
+/// Metadata of a snapshot: this tag, the version covered (u64), the state's snapshot version (u32).
+const SNAPSHOT_META_TAG: u8 = b'S';
+/// Event type of snapshots, in `$snapshot-<stream>` streams.
+const SNAPSHOT_EVENT_TYPE: &str = "$snapshot";
+
+/// The settings of one actor type: its codec, upcasters and snapshot interval. Shared by all
+/// its handles (behind an `Arc`).
+pub struct Journal<S: JournalState, C: Codec = Bincode> {
+    codec: C,
+    snapshot_every: u64,
+    upcasters: HashMap<(String, u32), Box<Upcaster<S, C>>>,
+}
+
+impl<S: JournalState> Journal<S, Bincode> {
+    /// bincode, no snapshots, no upcasters.
+    pub fn new() -> Journal<S, Bincode> {
+        Journal::with_codec(Bincode)
+    }
+}
+
+impl<S: JournalState> Default for Journal<S, Bincode> {
+    fn default() -> Self {
+        Journal::new()
+    }
+}
+
+impl<S: JournalState, C: Codec> Journal<S, C> {
+    /// The given codec, no snapshots, no upcasters.
+    pub fn with_codec(codec: C) -> Journal<S, C> {
+        Journal {
+            codec,
+            snapshot_every: 0,
+            upcasters: HashMap::new(),
+        }
+    }
+
+    /// Stores a snapshot of the confirmed state whenever `n` events have been confirmed since
+    /// the last one (0, the default: never). Activation starts from the newest snapshot.
+    pub fn snapshot_every(mut self, n: u64) -> Journal<S, C> {
+        self.snapshot_every = n;
+        self
+    }
+
+    /// Registers `f` to read events of `event_type` stored with schema `version` (an older one)
+    /// as the current event type. `f` gets the stored bytes and the codec.
+    pub fn upcaster(
+        mut self,
+        event_type: &str,
+        version: u32,
+        f: impl Fn(&[u8], &C) -> std::result::Result<S::Event, String> + Send + Sync + 'static,
+    ) -> Journal<S, C> {
+        self.upcasters
+            .insert((event_type.to_string(), version), Box::new(f));
+        self
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// The stream of actor `id`: `<TYPE>-<id>`.
+    pub fn stream_of(id: &str) -> String {
+        format!("{}-{id}", S::TYPE)
+    }
+
+    fn encode_event(&self, stream: &str, id: EventId, event: &S::Event) -> Result<EventData> {
+        let data = self.codec.encode(event).map_err(|reason| Error::Codec {
+            action: "encode",
+            what: format!("a raised {} event", event.event_type()),
+            stream: stream.to_string(),
+            reason,
+        })?;
+        let mut meta = Vec::with_capacity(5);
+        meta.push(EVENT_META_TAG);
+        meta.extend_from_slice(&event.schema_version().to_le_bytes());
+        Ok(EventData::new(event.event_type(), data)
+            .with_id(id)
+            .with_metadata(meta))
+    }
+
+    /// Decodes a stored event, through its upcaster if its schema version has one.
+    fn decode_event(&self, stream: &str, e: &StoredEvent<'_>) -> Result<S::Event> {
+        // Events written by other tools carry no journal metadata: schema 1.
+        let version = match e.metadata {
+            [EVENT_META_TAG, v @ ..] if v.len() == 4 => {
+                u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+            }
+            _ => 1,
+        };
+        let decoded = match self.upcasters.get(&(e.event_type.to_string(), version)) {
+            Some(up) => up(e.data, &self.codec),
+            None => self.codec.decode(e.data),
+        };
+        decoded.map_err(|reason| Error::Codec {
+            action: "decode",
+            what: format!(
+                "event {} ({}, schema {version})",
+                e.event_number, e.event_type
+            ),
+            stream: stream.to_string(),
+            reason,
+        })
+    }
+}
+
+/// One actor: its confirmed and tentative state, and the events raised but not confirmed.
+pub struct Journaled<S: JournalState, B: Backend = Store, C: Codec = Bincode> {
+    backend: Arc<B>,
+    journal: Arc<Journal<S, C>>,
+    id: String,
+    stream: String,
+    confirmed: S,
+    version: u64,
+    tentative: S,
+    pending: Vec<(EventId, S::Event)>,
+    /// The version the newest usable snapshot covers (0: none).
+    snapshot_version: u64,
+}
+
+impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
+    /// Activates actor `id`: loads its newest snapshot, if snapshots are on and one decodes, and
+    /// replays the events after it.
+    pub fn activate(
+        backend: Arc<B>,
+        journal: Arc<Journal<S, C>>,
+        id: &str,
+    ) -> Result<Journaled<S, B, C>> {
+        let stream = Journal::<S, C>::stream_of(id);
+        let mut actor = Journaled {
+            backend,
+            journal,
+            id: id.to_string(),
+            stream,
+            confirmed: S::default(),
+            version: 0,
+            tentative: S::default(),
+            pending: Vec::new(),
+            snapshot_version: 0,
+        };
+        if actor.journal.snapshot_every > 0 {
+            if let Some((state, version)) = actor.load_snapshot()? {
+                // A snapshot of more events than the stream holds is not of this stream.
+                let mut events = 0;
+                actor
+                    .backend
+                    .read_last(&actor.stream, &mut |e| events = e.event_number + 1)?;
+                if version <= events {
+                    actor.confirmed = state;
+                    actor.version = version;
+                    actor.snapshot_version = version;
+                }
+            }
+        }
+        actor.catch_up()?;
+        actor.tentative = actor.confirmed.clone();
+        Ok(actor)
+    }
+
+    /// The newest snapshot, if there is one this build can use.
+    fn load_snapshot(&self) -> Result<Option<(S, u64)>> {
+        let mut found = None;
+        self.backend
+            .read_last(&snapshot_stream(&self.stream), &mut |e| {
+                let Some((version, state_version)) = parse_snapshot_meta(e.metadata) else {
+                    return;
+                };
+                if state_version != S::SNAPSHOT_VERSION || e.event_type != SNAPSHOT_EVENT_TYPE {
+                    return;
+                }
+                // A snapshot that no longer decodes (the state type changed without a new
+                // snapshot version) is ignored: the actor is rebuilt from its events.
+                if let Ok(state) = self.journal.codec.decode::<S>(e.data) {
+                    found = Some((state, version));
+                }
+            })?;
+        Ok(found)
+    }
+
+    /// Applies the stored events after `version` to the confirmed state. Unconfirmed events
+    /// found among them (stored by an earlier confirm whose acknowledgement was lost) are
+    /// confirmed, not applied again.
+    fn catch_up(&mut self) -> Result<()> {
+        let Journaled {
+            backend,
+            journal,
+            stream,
+            confirmed,
+            version,
+            pending,
+            ..
+        } = self;
+        let mut landed = 0;
+        let mut failure = None;
+        let start = *version;
+        let mut state = confirmed.clone();
+        let mut next = start;
+        backend.read(stream, start, &mut |e| {
+            let step = if e.event_number != next {
+                Err(Error::InvalidInput(format!(
+                    "the backend returned event {} of `{stream}` where {next} belongs",
+                    e.event_number
+                )))
+            } else {
+                journal.decode_event(stream, &e).and_then(|ev| {
+                    state.apply(&ev).map_err(|err| Error::Apply {
+                        stream: stream.clone(),
+                        event_number: Some(e.event_number),
+                        source: Box::new(err),
+                    })
+                })
+            };
+            match step {
+                Ok(()) => {
+                    if pending.get(landed).is_some_and(|(id, _)| *id == e.id) {
+                        landed += 1;
+                    }
+                    next += 1;
+                    ControlFlow::Continue(())
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        *confirmed = state;
+        *version = next;
+        pending.drain(..landed);
+        Ok(())
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The actor's stream.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The confirmed state: the fold of the stored events.
+    pub fn state(&self) -> &S {
+        &self.confirmed
+    }
+
+    /// How many events are confirmed (Orleans' `Version`).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The confirmed state with the unconfirmed events applied.
+    pub fn tentative_state(&self) -> &S {
+        &self.tentative
+    }
+
+    /// The events raised but not yet confirmed, oldest first.
+    pub fn unconfirmed_events(&self) -> impl ExactSizeIterator<Item = &S::Event> {
+        self.pending.iter().map(|(_, e)| e)
+    }
+
+    /// Queues `event` for the next [`confirm_events`](Self::confirm_events), applying it to the
+    /// tentative state. If the state refuses it, nothing is queued and the error is returned.
+    pub fn raise_event(&mut self, event: S::Event) -> Result<()> {
+        self.raise_events(vec![event])
+    }
+
+    /// Queues `events` atomically: all are applied to the tentative state, or (if the state
+    /// refuses one) none is queued.
+    pub fn raise_events(&mut self, events: Vec<S::Event>) -> Result<()> {
+        let mut next = self.tentative.clone();
+        for event in &events {
+            next.apply(event).map_err(|e| self.refused(e))?;
+        }
+        self.tentative = next;
+        self.pending
+            .extend(events.into_iter().map(|e| (EventId::new_random(), e)));
+        Ok(())
+    }
+
+    fn refused(&self, e: S::Error) -> Error {
+        Error::Apply {
+            stream: self.stream.clone(),
+            event_number: None,
+            source: Box::new(e),
+        }
+    }
+
+    /// The expected version of the next append: the handle's view of the stream.
+    fn expected(&self) -> ExpectedVersion {
+        match self.version {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v - 1),
+        }
+    }
+
+    /// Writes the unconfirmed events as one batch, expecting the stream to be at
+    /// [`version`](Self::version). If another writer got in first, the handle catches up with
+    /// the stream, applies the unconfirmed events again on the fresh state and retries (up to
+    /// [`MAX_CONFIRM_ATTEMPTS`]); if they no longer apply, they are dropped and the error is
+    /// returned. After an I/O error the events stay unconfirmed, with the same event ids, so a
+    /// later call retries them idempotently.
+    pub fn confirm_events(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..MAX_CONFIRM_ATTEMPTS {
+            if self.pending.is_empty() {
+                // A refresh found them all stored already.
+                return Ok(());
+            }
+            // Encoded for each attempt (the same ids each time) rather than cloned: most
+            // confirms take one attempt.
+            let mut batch = Vec::with_capacity(self.pending.len());
+            for (id, e) in &self.pending {
+                batch.push(self.journal.encode_event(&self.stream, *id, e)?);
+            }
+            match self.backend.append(&self.stream, self.expected(), batch) {
+                Ok(_) => {
+                    self.version += self.pending.len() as u64;
+                    self.pending.clear();
+                    self.confirmed = self.tentative.clone();
+                    self.maybe_snapshot();
+                    return Ok(());
+                }
+                Err(Error::WrongExpectedVersion { .. }) => self.refresh()?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict {
+            stream: self.stream.clone(),
+            attempts: MAX_CONFIRM_ATTEMPTS,
+        })
+    }
+
+    /// Raises `event` only if no other events got in first: confirms any unconfirmed events,
+    /// then writes `event` expecting the stream to be where this handle saw it. Returns false,
+    /// writing nothing and catching up with the stream, if another writer got in first.
+    pub fn raise_conditional_event(&mut self, event: S::Event) -> Result<bool> {
+        self.raise_conditional_events(vec![event])
+    }
+
+    /// [`raise_conditional_event`](Self::raise_conditional_event) for several events, written
+    /// as one batch: all or none.
+    pub fn raise_conditional_events(&mut self, events: Vec<S::Event>) -> Result<bool> {
+        self.confirm_events()?;
+        let mut next = self.confirmed.clone();
+        for event in &events {
+            next.apply(event).map_err(|e| self.refused(e))?;
+        }
+        let mut batch = Vec::with_capacity(events.len());
+        for e in &events {
+            batch.push(
+                self.journal
+                    .encode_event(&self.stream, EventId::new_random(), e)?,
+            );
+        }
+        match self.backend.append(&self.stream, self.expected(), batch) {
+            Ok(_) => {
+                self.version += events.len() as u64;
+                self.confirmed = next;
+                self.tentative = self.confirmed.clone();
+                self.maybe_snapshot();
+                Ok(true)
+            }
+            Err(Error::WrongExpectedVersion { .. }) => {
+                self.refresh()?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Catches up with events other writers stored, then applies the unconfirmed events again on
+    /// the fresh state. If one no longer applies, the unconfirmed events are dropped and the
+    /// error is returned.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.catch_up()?;
+        let mut next = self.confirmed.clone();
+        for (_, event) in &self.pending {
+            if let Err(e) = next.apply(event) {
+                self.pending.clear();
+                self.tentative = self.confirmed.clone();
+                return Err(self.refused(e));
+            }
+        }
+        self.tentative = next;
+        Ok(())
+    }
+
+    /// The confirmed events numbered `from..to` (Orleans' `RetrieveConfirmedEvents`), read and
+    /// decoded from the store. `to` may not pass [`version`](Self::version).
+    pub fn retrieve_confirmed_events(&self, from: u64, to: u64) -> Result<Vec<S::Event>> {
+        if from > to || to > self.version {
+            return Err(Error::InvalidInput(format!(
+                "event range {from}..{to} is not within the {} confirmed events of `{}`",
+                self.version, self.stream
+            )));
+        }
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let mut failure = None;
+        if from < to {
+            self.backend.read(&self.stream, from, &mut |e| {
+                match self.journal.decode_event(&self.stream, &e) {
+                    Ok(ev) => out.push(ev),
+                    Err(err) => {
+                        failure = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+                if e.event_number + 1 >= to {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        }
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        Ok(out)
+    }
+
+    /// Stores a snapshot of the confirmed state now (if it covers events not in the newest one).
+    pub fn snapshot(&mut self) -> Result<()> {
+        if self.version == 0 || self.version == self.snapshot_version {
+            return Ok(());
+        }
+        let data = self
+            .journal
+            .codec
+            .encode(&self.confirmed)
+            .map_err(|reason| Error::Codec {
+                action: "encode",
+                what: "a snapshot".into(),
+                stream: self.stream.clone(),
+                reason,
+            })?;
+        let mut meta = Vec::with_capacity(13);
+        meta.push(SNAPSHOT_META_TAG);
+        meta.extend_from_slice(&self.version.to_le_bytes());
+        meta.extend_from_slice(&S::SNAPSHOT_VERSION.to_le_bytes());
+        let event = EventData::new(SNAPSHOT_EVENT_TYPE, data).with_metadata(meta);
+        self.backend.append(
+            &snapshot_stream(&self.stream),
+            ExpectedVersion::Any,
+            vec![event],
+        )?;
+        self.snapshot_version = self.version;
+        Ok(())
+    }
+
+    /// Takes a snapshot when `snapshot_every` events were confirmed since the last one. A failure
+    /// is not the confirm's: the events are stored; the next confirm tries again.
+    fn maybe_snapshot(&mut self) {
+        let every = self.journal.snapshot_every;
+        if every > 0 && self.version - self.snapshot_version >= every {
+            let _ = self.snapshot();
+        }
+    }
+
+    /// The version the newest snapshot this handle knows of covers (0: none).
+    pub fn snapshot_version(&self) -> u64 {
+        self.snapshot_version
+    }
+}
+
+impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journaled<S, B, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journaled")
+            .field("stream", &self.stream)
+            .field("version", &self.version)
+            .field("state", &self.confirmed)
+            .field("unconfirmed", &self.pending.len())
+            .finish()
+    }
+}
+
+/// The stream holding snapshots of `stream`.
+fn snapshot_stream(stream: &str) -> String {
+    format!("$snapshot-{stream}")
+}
+
+fn parse_snapshot_meta(meta: &[u8]) -> Option<(u64, u32)> {
+    match meta {
+        [SNAPSHOT_META_TAG, rest @ ..] if rest.len() == 12 => Some((
+            u64::from_le_bytes(rest[..8].try_into().ok()?),
+            u32::from_le_bytes(rest[8..].try_into().ok()?),
+        )),
+        _ => None,
+    }
+}
