@@ -14,13 +14,18 @@
 //! - `append` — one-event appends with `Durability::None` and exact expected versions;
 //! - `append-sync-100` — 100-event appends with `Durability::Sync`;
 //! - `sync-threads-N` — N threads, each appending one event at a time with `Sync` to its own
-//!   stream.
+//!   stream;
+//! - `activate` — journaled actors: 5,000 accounts of 60 events each, interleaved in the log;
+//!   every actor deactivated and activated again through a `Host`, again and again.
 //!
 //! It prints the events per second it reached.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use eventjournal::journal::{Host, Journal, JournalEvent, JournalState, Rejected};
 use eventjournal::{Durability, EventData, ExpectedVersion, Options, Position, Store, StreamWrite};
 
 const PAYLOAD: [u8; 100] = [0x5a; 100];
@@ -31,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = args.next().unwrap_or_else(|| "replay".into());
     let seconds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let run_for = Duration::from_secs(seconds);
+    if mode == "activate" {
+        return activate(run_for);
+    }
     let dir = tempfile::tempdir()?;
     let durability = if mode.starts_with("append-sync") || mode.starts_with("sync-threads") {
         Durability::Sync
@@ -134,5 +142,76 @@ fn fill(store: &Store, streams: u64, per_stream: u64) -> eventjournal::Result<()
             store.append_multi(writes)?;
         }
     }
+    Ok(())
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum Moved {
+    In(u64),
+    Out(u64),
+}
+
+impl JournalEvent for Moved {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Moved::In(_) => "Deposited",
+            Moved::Out(_) => "Withdrawn",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Balance(u64);
+
+impl JournalState for Balance {
+    type Event = Moved;
+    type Error = Rejected;
+    const TYPE: &'static str = "account";
+    fn apply(&mut self, e: &Moved) -> Result<(), Rejected> {
+        match *e {
+            Moved::In(n) => self.0 += n,
+            Moved::Out(n) if n <= self.0 => self.0 -= n,
+            Moved::Out(_) => return Err(Rejected::new("would overdraw")),
+        }
+        Ok(())
+    }
+}
+
+/// The `activate` mode.
+fn activate(run_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    const ACTORS: u64 = 5_000;
+    const EVENTS: u64 = 60;
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(Store::open(
+        dir.path(),
+        Options::default().durability(Durability::None),
+    )?);
+    let host = Host::new(store.clone(), Arc::new(Journal::<Balance>::new()), 10_000);
+    for round in 0..EVENTS {
+        for n in 0..ACTORS {
+            host.call(&n.to_string(), |a| {
+                a.raise_event(Moved::In(round + n))?;
+                a.confirm_events()
+            })?;
+        }
+    }
+    let ids: Vec<String> = (0..ACTORS).map(|n| n.to_string()).collect();
+    let start = Instant::now();
+    let mut activations = 0u64;
+    let mut total = 0u64;
+    while start.elapsed() < run_for {
+        host.deactivate_all();
+        for id in &ids {
+            total = total.wrapping_add(host.call(id, |a| Ok(a.state().0))?);
+        }
+        activations += ACTORS;
+    }
+    std::hint::black_box(total);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "activate: {:.0} activations/s, {:.0} events/s ({activations} activations of {EVENTS} events in {secs:.1} s)",
+        activations as f64 / secs,
+        (activations * EVENTS) as f64 / secs
+    );
     Ok(())
 }

@@ -134,6 +134,21 @@ impl LogView {
         Ok(self.event_ref(c, &v))
     }
 
+    /// Starts loading the record at `pos` (a position from the index) into the CPU cache. A
+    /// stream interleaved with others has each event on its own cache line, often its own page:
+    /// a replay asking for a few events ahead overlaps those memory misses instead of taking
+    /// them one at a time. Only the segment `hint` is looked at; elsewhere this does nothing.
+    #[inline(always)]
+    pub fn prefetch(&self, pos: u64, hint: usize) {
+        if let Some(s) = self.segs.get(hint) {
+            // Outside this segment the address is wrong, and the hint merely useless. Two lines:
+            // a record of a hundred bytes or so usually spans two.
+            let at = s.address_of(pos.wrapping_sub(s.base));
+            prefetch_line(at);
+            prefetch_line(at.wrapping_add(64));
+        }
+    }
+
     /// The event whose record starts at `pos`, a position taken from the index.
     pub fn event_at(&self, pos: u64) -> Result<RecordedEvent> {
         let c = self
@@ -268,4 +283,19 @@ impl LogView {
             return Ok(Some((self.event(start, &v)?, start)));
         }
     }
+}
+
+/// A hint to the CPU to load the cache line at `p`. It never faults, whatever the address, and
+/// changes nothing else.
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` only hints the cache; it never faults, even on an invalid address,
+    // and reads or writes no memory the program can see. SSE is part of the x86_64 baseline.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
