@@ -613,6 +613,7 @@ impl Shared {
                 // the index can also find it in `$all`.
                 w.log.publish(&self.log)
             };
+            self.commits.notify();
             for seg in sealed {
                 self.save_segment_index(&seg, true);
             }

@@ -23,6 +23,7 @@ mod log;
 mod options;
 mod read;
 mod store;
+mod subscription;
 mod types;
 
 pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
@@ -30,6 +31,9 @@ pub use error::{Error, Result};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::{AllEvents, StreamEvents};
 pub use store::Store;
+#[cfg(feature = "async")]
+pub use subscription::SubscriptionStream;
+pub use subscription::{category_of, AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
 pub use types::{
     AppendResult, EventData, EventId, EventRef, ExpectedVersion, Position, RecordedEvent,
     StreamWrite,

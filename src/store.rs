@@ -24,6 +24,7 @@ use crate::log::writer::LogWriter;
 use crate::log::Log;
 use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::read::{self, AllEvents, StreamEvents};
+use crate::subscription::{checkpoint_stream, AllFrom, Commits, Filter, StreamFrom, Subscription};
 use crate::types::{
     AppendResult, EventData, EventRef, ExpectedVersion, Position, RecordedEvent, StreamWrite,
 };
@@ -47,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<Queue>,
     /// Nanoseconds the last sync of a group took.
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
+    /// Wakes subscriptions on commits.
+    pub(crate) commits: Commits,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -109,6 +112,7 @@ impl Store {
             writer: Mutex::new(WriterState::new(writer)),
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
+            commits: Commits::default(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             options,
@@ -155,6 +159,7 @@ impl Store {
             })
         };
         drop(lock);
+        self.shared.commits.close();
         result
     }
 
@@ -342,6 +347,71 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// A catch-up subscription to `$all`: the events after `from`, then live events as they are
+    /// committed, optionally only those `filter` matches (with checkpoints while none do).
+    ///
+    /// ```
+    /// # use eventjournal::{AllFrom, EventData, ExpectedVersion, Filter, Options, Store};
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("account-1", ExpectedVersion::Any, [EventData::new("Opened", "{}")])?;
+    /// let mut sub = store
+    ///     .subscribe_to_all(AllFrom::Start, Some(Filter::new().category("account")))?
+    ///     .with_timeout(Duration::from_millis(100));
+    /// store.append("account-2", ExpectedVersion::Any, [EventData::new("Opened", "{}")])?;
+    /// let streams: Vec<String> = sub.by_ref().map(|e| e.map(|e| e.stream().to_string()))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(streams, ["account-1", "account-2"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe_to_all(&self, from: AllFrom, filter: Option<Filter>) -> Result<Subscription> {
+        Subscription::to_all(self.shared.clone(), from, filter)
+    }
+
+    /// A catch-up subscription to `stream`: its events after `from`, then live ones.
+    pub fn subscribe_to_stream(&self, stream: &str, from: StreamFrom) -> Result<Subscription> {
+        check_stream_name(stream)?;
+        Ok(Subscription::to_stream(self.shared.clone(), stream, from))
+    }
+
+    /// Stores `position` as consumer `consumer`'s checkpoint (in the stream
+    /// `$checkpoint-<consumer>`), durably as appends are.
+    ///
+    /// Delivery is at least once: a consumer that handles events, then saves its checkpoint,
+    /// handles again after a crash the events between its last saved checkpoint and the crash.
+    /// Make handling idempotent: record the position (or event id) of the last event applied in
+    /// the same transaction as its effect, and skip events at or before it.
+    pub fn save_checkpoint(&self, consumer: &str, position: Position) -> Result<()> {
+        let stream = checkpoint_stream(consumer)?;
+        self.append(
+            &stream,
+            ExpectedVersion::Any,
+            [EventData::new(
+                "$checkpoint",
+                position.0.to_le_bytes().to_vec(),
+            )],
+        )?;
+        Ok(())
+    }
+
+    /// Consumer `consumer`'s last saved checkpoint; resume with `AllFrom::After` it.
+    pub fn load_checkpoint(&self, consumer: &str) -> Result<Option<Position>> {
+        let stream = checkpoint_stream(consumer)?;
+        match self.read_stream_backward(&stream, u64::MAX, 1)?.next() {
+            None => Ok(None),
+            Some(e) => {
+                let e = e?;
+                let bytes: [u8; 8] = e.data().try_into().map_err(|_| Error::Corrupt {
+                    file: self.shared.dir.clone(),
+                    offset: e.position().0,
+                    reason: format!("checkpoint of `{consumer}` is not 8 bytes"),
+                })?;
+                Ok(Some(Position(u64::from_le_bytes(bytes))))
+            }
+        }
     }
 }
 

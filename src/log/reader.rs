@@ -53,6 +53,14 @@ impl LogView {
     }
 
     /// Whether `pos` lies in a segment this snapshot knows.
+    /// The global position a cursor stands at.
+    pub fn position_of(&self, c: Cursor) -> u64 {
+        self.segs
+            .get(c.seg)
+            .map_or(self.visible, |s| s.base + c.off)
+    }
+
+    /// Whether `pos` lies in one of this view's segments.
     pub fn covers(&self, pos: u64) -> bool {
         self.segs.last().is_some_and(|s| pos < s.end_base())
     }

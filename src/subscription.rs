@@ -1,0 +1,488 @@
+//! Catch-up subscriptions: the history of a stream or of `$all`, then live events as they are
+//! committed, through one cursor — so nothing is missed or repeated at the switch.
+//!
+//! A subscription reads the log itself, from where it is, every time: it buffers nothing, a slow
+//! one never holds up writers, and one that falls behind simply has more log to read.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::log::reader::Cursor;
+use crate::store::Shared;
+use crate::types::{Position, RecordedEvent};
+
+/// Wakes subscribers when a batch is committed, or the store closes.
+#[derive(Default)]
+pub(crate) struct Commits {
+    lock: Mutex<()>,
+    cv: Condvar,
+    /// Subscribers waiting (or about to): commits take the lock only when there are some.
+    waiters: AtomicUsize,
+    closed: AtomicBool,
+    #[cfg(feature = "async")]
+    wakers: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Commits {
+    /// Called after a batch is published (and on close).
+    pub(crate) fn notify(&self) {
+        // Pairs with the fence in `wait`: either the waiter sees what was published, or this
+        // sees the waiter.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            let _guard = self.lock.lock();
+            self.cv.notify_all();
+        }
+        #[cfg(feature = "async")]
+        {
+            let wakers = std::mem::take(&mut *self.wakers.lock());
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock();
+        self.cv.notify_all();
+        #[cfg(feature = "async")]
+        for w in std::mem::take(&mut *self.wakers.lock()) {
+            w.wake();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `ready()` or the store closes, or `deadline` passes; returns `ready()`.
+    fn wait(&self, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let mut guard = self.lock.lock();
+        let ok = loop {
+            if ready() {
+                break true;
+            }
+            if self.is_closed() {
+                break false;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cv.wait_until(&mut guard, d).timed_out() {
+                        break ready();
+                    }
+                }
+                None => self.cv.wait(&mut guard),
+            }
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        ok
+    }
+
+    #[cfg(feature = "async")]
+    fn register(&self, waker: &std::task::Waker) {
+        let mut wakers = self.wakers.lock();
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+/// Which events of `$all` a subscription or filtered read delivers. Criteria of one kind are
+/// alternatives (any prefix); the stream criteria (prefixes and categories) and the event type
+/// criteria must both hold when both are given. An empty filter matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    stream_prefixes: Vec<String>,
+    categories: Vec<String>,
+    event_type_prefixes: Vec<String>,
+    checkpoint_every: u64,
+}
+
+/// The category of a stream: the part of its name before the first `-` (the whole name if it
+/// has none), as EventStoreDB's `$by_category` projection takes it.
+pub fn category_of(stream: &str) -> &str {
+    stream.split_once('-').map_or(stream, |(c, _)| c)
+}
+
+impl Filter {
+    /// A filter matching every event, with a checkpoint every 1,000 events passed over.
+    pub fn new() -> Filter {
+        Filter {
+            checkpoint_every: 1_000,
+            ..Filter::default()
+        }
+    }
+
+    /// Also match streams whose names start with `prefix`.
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Filter {
+        self.stream_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Also match streams of `category` (see [`category_of`]).
+    pub fn category(mut self, category: impl Into<String>) -> Filter {
+        self.categories.push(category.into());
+        self
+    }
+
+    /// Also match events whose type starts with `prefix`.
+    pub fn event_type_prefix(mut self, prefix: impl Into<String>) -> Filter {
+        self.event_type_prefixes.push(prefix.into());
+        self
+    }
+
+    /// A subscription reports a [`SubscriptionItem::Checkpoint`] after this many events passed
+    /// over without a match (default 1,000; at least 1).
+    pub fn checkpoint_every(mut self, events: u64) -> Filter {
+        self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// Whether an event of `stream` with `event_type` matches.
+    pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+        let by_stream = (self.stream_prefixes.is_empty() && self.categories.is_empty())
+            || self.stream_prefixes.iter().any(|p| stream.starts_with(p))
+            || self.categories.iter().any(|c| category_of(stream) == c);
+        let by_type = self.event_type_prefixes.is_empty()
+            || self
+                .event_type_prefixes
+                .iter()
+                .any(|p| event_type.starts_with(p));
+        by_stream && by_type
+    }
+}
+
+/// Where a subscription to `$all` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllFrom {
+    /// The first event of the log.
+    Start,
+    /// Only events committed after the subscription is made.
+    End,
+    /// The events after the event at this position (exclusive, as EventStoreDB does): pass the
+    /// `position()` of the last event handled, or a checkpoint's position.
+    After(Position),
+}
+
+/// Where a subscription to a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFrom {
+    /// Event 0.
+    Start,
+    /// Only events appended after the subscription is made.
+    End,
+    /// The events after this event number (exclusive).
+    After(u64),
+}
+
+/// What a subscription delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionItem {
+    /// The next event.
+    Event(RecordedEvent),
+    /// A filtered subscription passed over events up to (and including) the one at this position
+    /// without a match: resume with [`AllFrom::After`] it.
+    Checkpoint(Position),
+}
+
+enum Target {
+    All {
+        cursor: Cursor,
+        /// Position of the last event passed over (`None`: none yet).
+        last: Option<Position>,
+        filter: Option<Filter>,
+        since_item: u64,
+    },
+    Stream {
+        name: String,
+        next: u64,
+        /// Events read ahead (at most `STREAM_READ_AHEAD`), oldest first.
+        ahead: std::collections::VecDeque<RecordedEvent>,
+    },
+}
+
+/// How many events of a stream a subscription reads at a time: one index lookup per batch.
+const STREAM_READ_AHEAD: usize = 256;
+
+/// A catch-up subscription: history first, then live events, in order.
+///
+/// As an [`Iterator`] it yields events, blocking for the next one up to its timeout (see
+/// [`with_timeout`](Self::with_timeout); default: without limit) and ending when the timeout
+/// passes or the store closes. [`recv_timeout`](Self::recv_timeout) also returns checkpoints.
+pub struct Subscription {
+    shared: Arc<Shared>,
+    target: Target,
+    timeout: Option<Duration>,
+    failed: bool,
+}
+
+impl Subscription {
+    pub(crate) fn to_all(
+        shared: Arc<Shared>,
+        from: AllFrom,
+        filter: Option<Filter>,
+    ) -> Result<Subscription> {
+        let view = shared.log.view();
+        let (cursor, last) = match from {
+            AllFrom::Start => (view.cursor(Position::START)?, None),
+            AllFrom::End => (view.cursor(Position::END)?, None),
+            AllFrom::After(p) => {
+                let c = view.cursor(p)?;
+                // Past the event at `p`, if there is one there (a checkpoint may also be the
+                // end of the log).
+                match view.next_forward_ref(c)? {
+                    Some((e, next)) if e.position() == p => (next, Some(p)),
+                    _ => (c, Some(p)),
+                }
+            }
+        };
+        Ok(Subscription {
+            shared,
+            target: Target::All {
+                cursor,
+                last,
+                filter,
+                since_item: 0,
+            },
+            timeout: None,
+            failed: false,
+        })
+    }
+
+    pub(crate) fn to_stream(shared: Arc<Shared>, stream: &str, from: StreamFrom) -> Subscription {
+        let next = match from {
+            StreamFrom::Start => 0,
+            StreamFrom::After(n) => n.saturating_add(1),
+            StreamFrom::End => {
+                let index = shared.index.read();
+                index.lookup(stream).map_or(0, |id| index.len(id))
+            }
+        };
+        Subscription {
+            shared,
+            target: Target::Stream {
+                name: stream.to_string(),
+                next,
+                ahead: std::collections::VecDeque::new(),
+            },
+            timeout: None,
+            failed: false,
+        }
+    }
+
+    /// Makes the iterator end when no event comes for `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Subscription {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Where the subscription is: the position of the last event it passed over (delivered or
+    /// filtered out), for `$all`; `None` before the first, and for stream subscriptions.
+    pub fn position(&self) -> Option<Position> {
+        match &self.target {
+            Target::All { last, .. } => *last,
+            Target::Stream { .. } => None,
+        }
+    }
+
+    /// The next event or checkpoint, waiting up to `timeout` for one; `Ok(None)` when none came
+    /// in time or the store closed.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<SubscriptionItem>> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// The next event or checkpoint if one is ready now.
+    pub fn try_recv(&mut self) -> Result<Option<SubscriptionItem>> {
+        self.poll()
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<SubscriptionItem>> {
+        loop {
+            if let Some(item) = self.poll()? {
+                return Ok(Some(item));
+            }
+            let shared = self.shared.clone();
+            let more = match &self.target {
+                Target::All { cursor, .. } => {
+                    let at = shared.log.view().position_of(*cursor);
+                    shared.commits.wait(deadline, || shared.log.visible() > at)
+                }
+                Target::Stream { name, next, .. } => shared.commits.wait(deadline, || {
+                    let index = shared.index.read();
+                    index.lookup(name).is_some_and(|id| index.len(id) > *next)
+                }),
+            };
+            if !more {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads what is there now: the next matching event, or a checkpoint, or `None`.
+    fn poll(&mut self) -> Result<Option<SubscriptionItem>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let r = match &mut self.target {
+            Target::All {
+                cursor,
+                last,
+                filter,
+                since_item,
+            } => poll_all(&self.shared, cursor, last, filter.as_ref(), since_item),
+            Target::Stream { name, next, ahead } => {
+                if ahead.is_empty() {
+                    let events = crate::read::StreamEvents::new(
+                        &self.shared,
+                        name,
+                        *next,
+                        STREAM_READ_AHEAD,
+                        true,
+                    );
+                    for e in events {
+                        match e {
+                            Ok(e) => ahead.push_back(e),
+                            Err(e) if ahead.is_empty() => return self.fail(e),
+                            // Reported when the events before it have been delivered.
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Ok(ahead.pop_front().map(|e| {
+                    *next += 1;
+                    SubscriptionItem::Event(e)
+                }))
+            }
+        };
+        if r.is_err() {
+            // A damaged record is reported once; the subscription cannot go past it.
+            self.failed = true;
+        }
+        r
+    }
+
+    fn fail(&mut self, e: Error) -> Result<Option<SubscriptionItem>> {
+        self.failed = true;
+        Err(e)
+    }
+
+    /// A [`futures_core::Stream`] of this subscription's events and checkpoints (feature
+    /// `async`). It is woken by commits; it needs no particular runtime.
+    #[cfg(feature = "async")]
+    pub fn into_stream(self) -> SubscriptionStream {
+        SubscriptionStream { sub: self }
+    }
+}
+
+/// Reads `$all` from `cursor` for the next event `filter` accepts; passes over the others,
+/// reporting a checkpoint every `checkpoint_every` of them.
+fn poll_all(
+    shared: &Shared,
+    cursor: &mut Cursor,
+    last: &mut Option<Position>,
+    filter: Option<&Filter>,
+    since_item: &mut u64,
+) -> Result<Option<SubscriptionItem>> {
+    let view = shared.log.view();
+    loop {
+        let Some((e, next)) = view.next_forward_ref(*cursor)? else {
+            return Ok(None);
+        };
+        *cursor = next;
+        *last = Some(e.position());
+        match filter {
+            Some(f) if !f.matches(e.stream(), e.event_type()) => {
+                *since_item += 1;
+                if *since_item >= f.checkpoint_every {
+                    *since_item = 0;
+                    return Ok(Some(SubscriptionItem::Checkpoint(e.position())));
+                }
+            }
+            _ => {
+                *since_item = 0;
+                // Checked while borrowed; made owned (sharing the map, no copy) only when
+                // delivered.
+                return Ok(Some(SubscriptionItem::Event(
+                    view.event_at(e.position().0)?,
+                )));
+            }
+        }
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Result<RecordedEvent>> {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.recv_until(deadline) {
+                Ok(Some(SubscriptionItem::Event(e))) => return Some(Ok(e)),
+                Ok(Some(SubscriptionItem::Checkpoint(_))) => continue,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = match &self.target {
+            Target::All { last, .. } => format!("$all after {last:?}"),
+            Target::Stream { name, next, .. } => format!("{name} from {next}"),
+        };
+        f.debug_struct("Subscription")
+            .field("target", &target)
+            .finish()
+    }
+}
+
+/// A subscription as a [`futures_core::Stream`] (feature `async`): items are
+/// `Result<SubscriptionItem>`; it ends when the store closes.
+#[cfg(feature = "async")]
+pub struct SubscriptionStream {
+    sub: Subscription,
+}
+
+#[cfg(feature = "async")]
+impl futures_core::Stream for SubscriptionStream {
+    type Item = Result<SubscriptionItem>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match this.sub.poll() {
+            Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
+            Err(e) => return Poll::Ready(Some(Err(e))),
+            Ok(None) => {}
+        }
+        // Registered before looking again, so a commit in between wakes this task.
+        this.sub.shared.commits.register(cx.waker());
+        match this.sub.poll() {
+            Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
+            Err(e) => Poll::Ready(Some(Err(e))),
+            Ok(None) if this.sub.shared.commits.is_closed() => Poll::Ready(None),
+            Ok(None) => Poll::Pending,
+        }
+    }
+}
+
+/// Checks that a consumer name can be used in a checkpoint stream name.
+pub(crate) fn checkpoint_stream(consumer: &str) -> Result<String> {
+    if consumer.is_empty() {
+        return Err(Error::InvalidInput("consumer name is empty".into()));
+    }
+    Ok(format!("$checkpoint-{consumer}"))
+}
