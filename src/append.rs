@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::index::{Index, StreamId};
+use crate::index::{Index, KeyCache, StreamId, KEY_MARK};
 use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
 use crate::log::reader::LogView;
 use crate::log::writer::LogWriter;
@@ -54,6 +54,12 @@ pub(crate) struct WriterState {
     buf: Vec<u8>,
     last_sync: Instant,
     ids: IdCache,
+    keys: KeyCache,
+    /// The group's new events in position order (position, segment base, stream slot, event
+    /// type), for the category and event type index entries; kept to reuse its allocation.
+    secondary: Vec<(u64, u64, u32, TypeKey)>,
+    /// The group's stream ids by slot; kept to reuse its allocation.
+    stream_ids: Vec<StreamId>,
 }
 
 impl WriterState {
@@ -63,6 +69,9 @@ impl WriterState {
             buf: Vec::new(),
             last_sync: Instant::now(),
             ids: IdCache::default(),
+            keys: KeyCache::default(),
+            secondary: Vec::new(),
+            stream_ids: Vec::new(),
         }
     }
 
@@ -82,6 +91,11 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
             "stream name of {} bytes is longer than {MAX_STREAM_NAME_LEN}",
             stream.len()
         )));
+    }
+    if stream.starts_with(KEY_MARK) {
+        return Err(Error::InvalidInput(
+            "stream names may not start with a NUL character".into(),
+        ));
     }
     Ok(())
 }
@@ -165,6 +179,26 @@ struct Group {
     /// them in smaller groups, the usual case, without hashing or copying names.
     by_name: HashMap<String, usize>,
     write_order: Vec<usize>,
+    /// Event types of the group's new events that have no key id cached yet.
+    new_types: Vec<String>,
+}
+
+/// An event type's index key: its id, or (not seen before) its place in `Group::new_types`.
+#[derive(Clone, Copy)]
+enum TypeKey {
+    Known(StreamId),
+    New(u32),
+}
+
+/// The place of `event_type` in a group's `new_types`, added if missing.
+fn new_type(new_types: &mut Vec<String>, event_type: &str) -> u32 {
+    match new_types.iter().position(|t| t == event_type) {
+        Some(t) => t as u32,
+        None => {
+            new_types.push(event_type.to_string());
+            (new_types.len() - 1) as u32
+        }
+    }
 }
 
 impl Group {
@@ -600,14 +634,32 @@ impl Shared {
         if wrote {
             let sealed = {
                 let mut index = self.index.write();
+                let ws = &mut *w;
+                ws.stream_ids.clear();
+                ws.stream_ids.resize(written.streams.len(), 0);
                 for &i in &written.write_order {
                     let g = &written.streams[i];
                     let id = index.get_or_create(&g.name);
+                    ws.stream_ids[i] = id;
                     for (k, &(pos, base)) in g.new_places.iter().enumerate() {
                         // Cannot fail: the event numbers were assigned from this index.
                         let _ = index.push(id, g.committed + k as u64, pos, base);
                     }
-                    w.ids.extend(id, g.committed, &g.new_ids);
+                    ws.ids.extend(id, g.committed, &g.new_ids);
+                }
+                // Category and event type entries, in position order.
+                for &(pos, base, slot, t) in &ws.secondary {
+                    let g = &written.streams[slot as usize];
+                    let category =
+                        ws.keys
+                            .category(&mut index, ws.stream_ids[slot as usize], &g.name);
+                    let event_type = match t {
+                        TypeKey::Known(id) => id,
+                        TypeKey::New(k) => ws
+                            .keys
+                            .event_type(&mut index, &written.new_types[k as usize]),
+                    };
+                    index.push_secondary([category, event_type], pos, base);
                 }
                 // Published before the index lock is released: whoever finds an event through
                 // the index can also find it in `$all`.
@@ -629,6 +681,7 @@ impl Shared {
         w: &mut WriterState,
         group: Vec<(u64, Vec<StreamWrite>)>,
     ) -> (Vec<Outcome>, Group) {
+        w.secondary.clear();
         let index = self.index.read();
         let view = self.log.view();
         let checker = Checker {
@@ -722,6 +775,13 @@ impl Shared {
                         let n = sw.events.len();
                         for (k, e) in sw.events.iter().enumerate() {
                             let pos = w.log.position() + w.buf.len() as u64;
+                            let type_key = match w.keys.cached_type(&e.event_type) {
+                                Some(id) => TypeKey::Known(id),
+                                None => {
+                                    TypeKey::New(new_type(&mut streams.new_types, &e.event_type))
+                                }
+                            };
+                            w.secondary.push((pos, base, slot as u32, type_key));
                             let end = Some(i) == last_record && k + 1 == n;
                             encode_record(
                                 &mut w.buf,

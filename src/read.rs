@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::index::StreamId;
+use crate::index::{Key, StreamId, KEY_MARK};
 use crate::log::reader::{Cursor, LogView};
 use crate::store::Shared;
 use crate::types::{EventRef, RecordedEvent};
@@ -30,6 +30,8 @@ pub struct StreamEvents<'a> {
     chunk: Vec<u64>,
     at: usize,
     view: LogView,
+    /// Whether `name` is a category or event type key rather than a stream.
+    keyed: bool,
 }
 
 impl<'a> StreamEvents<'a> {
@@ -65,6 +67,7 @@ impl<'a> StreamEvents<'a> {
             chunk: Vec::new(),
             at: 0,
             view: shared.log.view(),
+            keyed: stream.starts_with(KEY_MARK),
         }
     }
 
@@ -122,7 +125,11 @@ impl Iterator for StreamEvents<'_> {
             self.next -= 1;
         }
         let r = self.view.event_at(pos).and_then(|e| {
-            check_place(self.shared, &e.as_ref(), &self.name, expected, pos)?;
+            if self.keyed {
+                check_key(self.shared, &e.as_ref(), &self.name, expected, pos)?;
+            } else {
+                check_place(self.shared, &e.as_ref(), &self.name, expected, pos)?;
+            }
             Ok(e)
         });
         if r.is_err() {
@@ -143,6 +150,15 @@ fn check_place(
     pos: u64,
 ) -> Result<()> {
     if e.event_number() == expected && same_bytes(e.stream_bytes(), name.as_bytes()) {
+        return Ok(());
+    }
+    misplaced(shared, e, name, expected, pos)
+}
+
+/// Checks that the record the index placed at `pos` belongs to the category or event type key
+/// `name` (entry `expected` of it).
+fn check_key(shared: &Shared, e: &EventRef<'_>, name: &str, expected: u64, pos: u64) -> Result<()> {
+    if Key::parse(name).holds(e.stream(), e.event_type(), e.event_number(), expected) {
         return Ok(());
     }
     misplaced(shared, e, name, expected, pos)

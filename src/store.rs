@@ -12,7 +12,7 @@ use crate::append::{check_stream_name, Queue, WriterState};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::index::persist::{self, IndexFile, RunEntry};
-use crate::index::Index;
+use crate::index::{Index, Key, KeyCache};
 use crate::log::format::{
     decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
@@ -280,6 +280,9 @@ impl Store {
 
     /// The stream's last event number; `None` if it has no events.
     pub fn stream_version(&self, stream: &str) -> Option<u64> {
+        if stream.starts_with(crate::index::KEY_MARK) {
+            return None;
+        }
         let index = self.shared.index.read();
         index
             .lookup(stream)
@@ -377,6 +380,64 @@ impl Store {
         Ok(Subscription::to_stream(self.shared.clone(), stream, from))
     }
 
+    /// Up to `max` events of every stream in `category` (the part of a stream's name before its
+    /// first `-`: `account` for `account-42`), in position order, from the `from`-th (counting
+    /// the category's events from 0). Served by the category index, maintained with the log: no
+    /// scan of `$all`, no extra events written.
+    pub fn read_category(&self, category: &str, from: u64, max: usize) -> Result<StreamEvents<'_>> {
+        check_key_text("category", category)?;
+        let key = Key::Category(category).name();
+        Ok(StreamEvents::new(&self.shared, &key, from, max, true))
+    }
+
+    /// Up to `max` events of type `event_type`, in position order, from the `from`-th (counting
+    /// the type's events from 0); served by the event type index.
+    pub fn read_event_type(
+        &self,
+        event_type: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<StreamEvents<'_>> {
+        check_key_text("event type", event_type)?;
+        let key = Key::EventType(event_type).name();
+        Ok(StreamEvents::new(&self.shared, &key, from, max, true))
+    }
+
+    /// How many events `category` has.
+    pub fn category_len(&self, category: &str) -> u64 {
+        self.key_len(&Key::Category(category).name())
+    }
+
+    /// How many events of type `event_type` there are.
+    pub fn event_type_len(&self, event_type: &str) -> u64 {
+        self.key_len(&Key::EventType(event_type).name())
+    }
+
+    fn key_len(&self, key: &str) -> u64 {
+        let index = self.shared.index.read();
+        index.lookup(key).map_or(0, |id| index.len(id))
+    }
+
+    /// A catch-up subscription to a category: its events after the `from`-th as
+    /// [`read_category`](Self::read_category) numbers them, then live ones.
+    pub fn subscribe_to_category(&self, category: &str, from: StreamFrom) -> Result<Subscription> {
+        check_key_text("category", category)?;
+        let key = Key::Category(category).name();
+        Ok(Subscription::to_stream(self.shared.clone(), &key, from))
+    }
+
+    /// A catch-up subscription to an event type, numbered as by
+    /// [`read_event_type`](Self::read_event_type).
+    pub fn subscribe_to_event_type(
+        &self,
+        event_type: &str,
+        from: StreamFrom,
+    ) -> Result<Subscription> {
+        check_key_text("event type", event_type)?;
+        let key = Key::EventType(event_type).name();
+        Ok(Subscription::to_stream(self.shared.clone(), &key, from))
+    }
+
     /// Stores `position` as consumer `consumer`'s checkpoint (in the stream
     /// `$checkpoint-<consumer>`), durably as appends are.
     ///
@@ -459,6 +520,16 @@ impl Shared {
             }
         }
     }
+}
+
+fn check_key_text(what: &str, text: &str) -> Result<()> {
+    if text.is_empty() || text.len() > crate::append::MAX_STREAM_NAME_LEN {
+        return Err(Error::InvalidInput(format!(
+            "a {what} must be 1 to {} bytes",
+            crate::append::MAX_STREAM_NAME_LEN
+        )));
+    }
+    Ok(())
 }
 
 fn check_options(o: &Options) -> Result<()> {
@@ -634,6 +705,7 @@ fn recover_pass(
         }
     }
     let mut index = Index::new();
+    let mut secondary = KeyCache::default();
     let mut used_index_files = false;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let count = listed.len();
@@ -700,6 +772,8 @@ fn recover_pass(
             recovery::scan(&seg, from, on_bad, |rec, off| {
                 scanned += 1;
                 let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
+                let event_type =
+                    std::str::from_utf8(&bytes[rec.event_type.0..rec.event_type.1]).unwrap_or("");
                 let id = index.get_or_create(name);
                 index
                     .push(id, rec.event_number, base + off, base)
@@ -713,7 +787,13 @@ fn recover_pass(
                                 d.stream, d.found, d.expected
                             ),
                         }
-                    })
+                    })?;
+                let keys = [
+                    secondary.category(&mut index, id, name),
+                    secondary.event_type(&mut index, event_type),
+                ];
+                index.push_secondary(keys, base + off, base);
+                Ok(())
             })
         };
         let end = match scanned_end {
@@ -841,12 +921,17 @@ fn runs_match_log(seg: &Segment, file: &IndexFile, entries: &[RunEntry]) -> bool
         if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
             return false;
         }
-        let name = file.name(e).as_bytes();
+        let key = Key::parse(file.name(e));
         let at = |k: usize| {
             read_record(seg, u64::from(file.offset(e.offsets_at, k)), false).is_some_and(
                 |(buf, r)| {
-                    r.event_number == e.first_event + k as u64
-                        && &buf[r.stream.0..r.stream.1] == name
+                    let text = |(a, b): (usize, usize)| std::str::from_utf8(&buf[a..b]).ok();
+                    match (text(r.stream), text(r.event_type)) {
+                        (Some(stream), Some(event_type)) => {
+                            key.holds(stream, event_type, r.event_number, e.first_event + k as u64)
+                        }
+                        _ => false,
+                    }
                 },
             )
         };

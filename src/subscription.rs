@@ -25,6 +25,9 @@ pub(crate) struct Commits {
     closed: AtomicBool,
     #[cfg(feature = "async")]
     wakers: Mutex<Vec<std::task::Waker>>,
+    /// Whether `wakers` may hold any: commits lock it only then.
+    #[cfg(feature = "async")]
+    has_wakers: AtomicBool,
 }
 
 impl Commits {
@@ -38,8 +41,12 @@ impl Commits {
             self.cv.notify_all();
         }
         #[cfg(feature = "async")]
-        {
-            let wakers = std::mem::take(&mut *self.wakers.lock());
+        if self.has_wakers.load(Ordering::Relaxed) {
+            let wakers = {
+                let mut guard = self.wakers.lock();
+                self.has_wakers.store(false, Ordering::Relaxed);
+                std::mem::take(&mut *guard)
+            };
             for w in wakers {
                 w.wake();
             }
@@ -92,6 +99,9 @@ impl Commits {
         if !wakers.iter().any(|w| w.will_wake(waker)) {
             wakers.push(waker.clone());
         }
+        // Before the caller looks at the log again; pairs with the fence in `notify`.
+        self.has_wakers.store(true, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 }
 

@@ -16,8 +16,61 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use persist::{IndexFile, RunEntry, RunToSave};
 
-/// Dense id of a stream inside one open store (its creation order); never written to disk.
+/// Dense id of a stream (or of a category or event type key) inside one open store (its creation
+/// order); never written to disk.
 pub type StreamId = u32;
+
+/// Index keys that are not stream names start with this character, which stream names may not
+/// (see `check_stream_name`).
+pub const KEY_MARK: char = '\0';
+/// Prefix of the key listing a category's events: `KEY_MARK`, `c`, `:`, the category.
+const CATEGORY_KEY: &str = "\0c:";
+/// Prefix of the key listing an event type's events: `KEY_MARK`, `t`, `:`, the type.
+const TYPE_KEY: &str = "\0t:";
+
+/// What an index key lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// A stream's events, numbered by event number.
+    Stream(&'a str),
+    /// The events of every stream of a category (the part of a stream name before its first
+    /// `-`), in position order, numbered from 0.
+    Category(&'a str),
+    /// The events of one type, in position order, numbered from 0.
+    EventType(&'a str),
+}
+
+impl<'a> Key<'a> {
+    /// The key an index name stands for.
+    pub fn parse(name: &'a str) -> Key<'a> {
+        if let Some(c) = name.strip_prefix(CATEGORY_KEY) {
+            Key::Category(c)
+        } else if let Some(t) = name.strip_prefix(TYPE_KEY) {
+            Key::EventType(t)
+        } else {
+            Key::Stream(name)
+        }
+    }
+
+    /// The name this key has in the index.
+    pub fn name(&self) -> std::borrow::Cow<'a, str> {
+        match *self {
+            Key::Stream(s) => std::borrow::Cow::Borrowed(s),
+            Key::Category(c) => std::borrow::Cow::Owned(format!("{CATEGORY_KEY}{c}")),
+            Key::EventType(t) => std::borrow::Cow::Owned(format!("{TYPE_KEY}{t}")),
+        }
+    }
+
+    /// Whether the record of an event of `stream` with `event_type` and `event_number` is the
+    /// `n`-th entry of this key, as far as the record can tell.
+    pub fn holds(&self, stream: &str, event_type: &str, event_number: u64, n: u64) -> bool {
+        match *self {
+            Key::Stream(s) => s == stream && event_number == n,
+            Key::Category(c) => crate::subscription::category_of(stream) == c,
+            Key::EventType(t) => t == event_type,
+        }
+    }
+}
 
 /// Where a run's offsets are.
 enum Offsets {
@@ -100,6 +153,53 @@ impl StreamEntry {
     }
 }
 
+/// The category and event type key ids of streams and types seen before, so that indexing an
+/// event builds no key name and (for its category) hashes nothing.
+#[derive(Default)]
+pub struct KeyCache {
+    /// By stream id: its category's key id.
+    categories: Vec<Option<StreamId>>,
+    /// By event type.
+    types: HashMap<Box<str>, StreamId>,
+    /// The type asked for last, checked before hashing: most appends repeat a few types.
+    last_type: Option<(Box<str>, StreamId)>,
+}
+
+impl KeyCache {
+    /// The category key id of stream `id` (named `stream`), created if needed.
+    pub fn category(&mut self, index: &mut Index, id: StreamId, stream: &str) -> StreamId {
+        let slot = id as usize;
+        if self.categories.len() <= slot {
+            self.categories.resize(slot + 1, None);
+        }
+        *self.categories[slot].get_or_insert_with(|| {
+            index.get_or_create(&Key::Category(crate::subscription::category_of(stream)).name())
+        })
+    }
+
+    /// The key id of `event_type`, if seen before.
+    pub fn cached_type(&mut self, event_type: &str) -> Option<StreamId> {
+        if let Some((t, id)) = &self.last_type {
+            if **t == *event_type {
+                return Some(*id);
+            }
+        }
+        let id = self.types.get(event_type).copied()?;
+        self.last_type = Some((event_type.into(), id));
+        Some(id)
+    }
+
+    /// The key id of `event_type`, created if needed.
+    pub fn event_type(&mut self, index: &mut Index, event_type: &str) -> StreamId {
+        if let Some(id) = self.cached_type(event_type) {
+            return id;
+        }
+        let id = index.get_or_create(&Key::EventType(event_type).name());
+        self.types.insert(event_type.into(), id);
+        id
+    }
+}
+
 /// An event number that does not follow the stream's last one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discontinuity {
@@ -136,9 +236,23 @@ impl Index {
         self.streams.get(id as usize).map_or(0, |s| s.len)
     }
 
-    /// All stream names, in the order the streams were first written.
+    /// All stream names, in the order the streams were first written (not the category and
+    /// event type keys).
     pub fn stream_names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.streams.iter().map(|s| &s.name)
+        self.streams
+            .iter()
+            .map(|s| &s.name)
+            .filter(|n| !n.starts_with(KEY_MARK))
+    }
+
+    /// Records the category and event type entries of an event at `position` (in the segment
+    /// at `segment_base`), given the ids of its category and type keys.
+    pub fn push_secondary(&mut self, keys: [StreamId; 2], position: u64, segment_base: u64) {
+        for id in keys {
+            let n = self.len(id);
+            // Cannot fail: the entry number is the key's length.
+            let _ = self.push(id, n, position, segment_base);
+        }
     }
 
     /// The stream's name.

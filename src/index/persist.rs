@@ -17,7 +17,7 @@ use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
 pub const INDEX_MAGIC: [u8; 8] = *b"EVJLIDX\0";
 /// Layout version of index files written by this build. Index files are caches: a file of any
 /// other layout is not read but rebuilt from its segment.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 /// Bytes of the header, before the directory.
 pub const INDEX_HEADER_LEN: usize = 64;
 /// Bytes of one directory entry.

@@ -162,7 +162,7 @@ pub fn idx_run_arrays(bytes: &[u8]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Decodes an index file of layout 2, asserting every rule FORMAT.md gives for one: the
+/// Decodes an index file of layout 3, asserting every rule FORMAT.md gives for one: the
 /// lengths, the zero fields, the order of names and arrays, and every checksum.
 pub fn decode_idx(bytes: &[u8]) -> IdxFile {
     assert!(
@@ -170,7 +170,7 @@ pub fn decode_idx(bytes: &[u8]) -> IdxFile {
         "index file shorter than its header"
     );
     assert_eq!(&bytes[..8], b"EVJLIDX\0", "magic");
-    assert_eq!(le_u32(bytes, 8), 2, "layout version");
+    assert_eq!(le_u32(bytes, 8), 3, "layout version");
     assert_eq!(crc32(&bytes[..60]), le_u32(bytes, 60), "header checksum");
     assert!(
         bytes[52..60].iter().all(|&b| b == 0),
@@ -229,7 +229,7 @@ pub fn decode_idx(bytes: &[u8]) -> IdxFile {
     }
 }
 
-/// Encodes an index file of layout 2.
+/// Encodes an index file of layout 3.
 pub fn encode_idx(f: &IdxFile) -> Vec<u8> {
     let count = f.runs.len();
     let names_len: usize = f.runs.iter().map(|r| r.stream.len()).sum();
@@ -238,7 +238,7 @@ pub fn encode_idx(f: &IdxFile) -> Vec<u8> {
     let offsets_at = (names_start + names_len).next_multiple_of(4);
     let mut out = vec![0u8; offsets_at + 4 * offsets_count];
     out[..8].copy_from_slice(b"EVJLIDX\0");
-    out[8..12].copy_from_slice(&2u32.to_le_bytes());
+    out[8..12].copy_from_slice(&3u32.to_le_bytes());
     out[12..16].copy_from_slice(&(count as u32).to_le_bytes());
     out[16..24].copy_from_slice(&f.base.to_le_bytes());
     out[24..32].copy_from_slice(&f.covered_end.to_le_bytes());
