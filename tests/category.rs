@@ -214,11 +214,11 @@ fn a_category_subscription_catches_up_then_follows() {
     let mut accounts = store
         .subscribe_to_category("account", StreamFrom::Start)
         .unwrap()
-        .with_timeout(Duration::from_millis(300));
+        .with_timeout(Duration::from_secs(20));
     let mut deposits = store
         .subscribe_to_event_type("Deposited", StreamFrom::Start)
         .unwrap()
-        .with_timeout(Duration::from_millis(300));
+        .with_timeout(Duration::from_secs(20));
     let writer = std::thread::scope(|s| {
         let h = s.spawn(|| {
             for i in 0..50 {
@@ -232,8 +232,9 @@ fn a_category_subscription_catches_up_then_follows() {
                     .unwrap();
             }
         });
-        let got: Vec<RecordedEvent> = accounts.by_ref().map(|e| e.unwrap()).collect();
-        let typed: Vec<RecordedEvent> = deposits.by_ref().map(|e| e.unwrap()).collect();
+        // As many as will come (1 + 33 account events, 50 deposits), each wait bounded.
+        let got: Vec<RecordedEvent> = accounts.by_ref().take(34).map(|e| e.unwrap()).collect();
+        let typed: Vec<RecordedEvent> = deposits.by_ref().take(50).map(|e| e.unwrap()).collect();
         h.join().unwrap();
         (got, typed)
     });
@@ -243,4 +244,9 @@ fn a_category_subscription_catches_up_then_follows() {
     assert_eq!(got.iter().map(key).collect::<Vec<_>>(), expect_accounts);
     assert_eq!(typed.iter().map(key).collect::<Vec<_>>(), expect_types);
     assert_eq!(expect_accounts.len(), 1 + 33);
+    // And nothing more arrives.
+    assert!(accounts
+        .recv_timeout(Duration::from_millis(50))
+        .unwrap()
+        .is_none());
 }
