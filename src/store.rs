@@ -371,6 +371,10 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn subscribe_to_all(&self, from: AllFrom, filter: Option<Filter>) -> Result<Subscription> {
+        if let AllFrom::After(p) = from {
+            // The same check as reads: a position inside a payload must not make up an event.
+            self.all_cursor(&self.shared.log.view(), p)?;
+        }
         Subscription::to_all(self.shared.clone(), from, filter)
     }
 
@@ -774,6 +778,14 @@ fn recover_pass(
                 let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
                 let event_type =
                     std::str::from_utf8(&bytes[rec.event_type.0..rec.event_type.1]).unwrap_or("");
+                if name.starts_with(crate::index::KEY_MARK) {
+                    // No append writes such a name: it would pose as a category or type key.
+                    return Err(Error::Corrupt {
+                        file: path.clone(),
+                        offset: off,
+                        reason: "record of a stream whose name starts with NUL".into(),
+                    });
+                }
                 let id = index.get_or_create(name);
                 index
                     .push(id, rec.event_number, base + off, base)

@@ -94,6 +94,11 @@ impl Commits {
     }
 
     #[cfg(feature = "async")]
+    fn unregister(&self, waker: &std::task::Waker) {
+        self.wakers.lock().retain(|w| !w.will_wake(waker));
+    }
+
+    #[cfg(feature = "async")]
     fn register(&self, waker: &std::task::Waker) {
         let mut wakers = self.wakers.lock();
         if !wakers.iter().any(|w| w.will_wake(waker)) {
@@ -108,12 +113,19 @@ impl Commits {
 /// Which events of `$all` a subscription or filtered read delivers. Criteria of one kind are
 /// alternatives (any prefix); the stream criteria (prefixes and categories) and the event type
 /// criteria must both hold when both are given. An empty filter matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     stream_prefixes: Vec<String>,
     categories: Vec<String>,
     event_type_prefixes: Vec<String>,
+    exclude_system: bool,
     checkpoint_every: u64,
+}
+
+impl Default for Filter {
+    fn default() -> Filter {
+        Filter::new()
+    }
 }
 
 /// The category of a stream: the part of its name before the first `-` (the whole name if it
@@ -126,9 +138,20 @@ impl Filter {
     /// A filter matching every event, with a checkpoint every 1,000 events passed over.
     pub fn new() -> Filter {
         Filter {
+            stream_prefixes: Vec::new(),
+            categories: Vec::new(),
+            event_type_prefixes: Vec::new(),
+            exclude_system: false,
             checkpoint_every: 1_000,
-            ..Filter::default()
         }
+    }
+
+    /// Leaves out events of streams whose names start with `$`: consumer checkpoints, journal
+    /// snapshots. A consumer of all of `$all` that saves checkpoints wants this, or it receives
+    /// its own checkpoint events.
+    pub fn exclude_system_streams(mut self) -> Filter {
+        self.exclude_system = true;
+        self
     }
 
     /// Also match streams whose names start with `prefix`.
@@ -158,6 +181,9 @@ impl Filter {
 
     /// Whether an event of `stream` with `event_type` matches.
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+        if self.exclude_system && stream.starts_with('$') {
+            return false;
+        }
         let by_stream = (self.stream_prefixes.is_empty() && self.categories.is_empty())
             || self.stream_prefixes.iter().any(|p| stream.starts_with(p))
             || self.categories.iter().any(|c| category_of(stream) == c);
@@ -315,6 +341,12 @@ impl Subscription {
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<SubscriptionItem>> {
+        if self.failed {
+            // Nothing will come past a damaged record: wait out the time asked for (or the
+            // store's close) without spinning.
+            self.shared.commits.wait(deadline, || false);
+            return Ok(None);
+        }
         loop {
             if let Some(item) = self.poll()? {
                 return Ok(Some(item));
@@ -388,7 +420,10 @@ impl Subscription {
     /// `async`). It is woken by commits; it needs no particular runtime.
     #[cfg(feature = "async")]
     pub fn into_stream(self) -> SubscriptionStream {
-        SubscriptionStream { sub: self }
+        SubscriptionStream {
+            sub: self,
+            waker: None,
+        }
     }
 }
 
@@ -411,7 +446,7 @@ fn poll_all(
         match filter {
             Some(f) if !f.matches(e.stream(), e.event_type()) => {
                 *since_item += 1;
-                if *since_item >= f.checkpoint_every {
+                if *since_item >= f.checkpoint_every.max(1) {
                     *since_item = 0;
                     return Ok(Some(SubscriptionItem::Checkpoint(e.position())));
                 }
@@ -461,6 +496,17 @@ impl std::fmt::Debug for Subscription {
 #[cfg(feature = "async")]
 pub struct SubscriptionStream {
     sub: Subscription,
+    /// The waker registered last, released on drop.
+    waker: Option<std::task::Waker>,
+}
+
+#[cfg(feature = "async")]
+impl Drop for SubscriptionStream {
+    fn drop(&mut self) {
+        if let Some(w) = self.waker.take() {
+            self.sub.shared.commits.unregister(&w);
+        }
+    }
 }
 
 #[cfg(feature = "async")]
@@ -473,6 +519,9 @@ impl futures_core::Stream for SubscriptionStream {
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
         let this = self.get_mut();
+        if this.sub.failed {
+            return Poll::Ready(None);
+        }
         match this.sub.poll() {
             Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
             Err(e) => return Poll::Ready(Some(Err(e))),
@@ -480,6 +529,7 @@ impl futures_core::Stream for SubscriptionStream {
         }
         // Registered before looking again, so a commit in between wakes this task.
         this.sub.shared.commits.register(cx.waker());
+        this.waker = Some(cx.waker().clone());
         match this.sub.poll() {
             Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
             Err(e) => Poll::Ready(Some(Err(e))),
