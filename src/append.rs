@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
-use crate::index::{Index, KeyCache, StreamId, KEY_MARK};
+use crate::index::{is_key_name, Index, KeyCache, StreamId};
 use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
 use crate::log::reader::LogView;
 use crate::log::writer::LogWriter;
@@ -92,9 +92,11 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
             stream.len()
         )));
     }
-    if stream.starts_with(KEY_MARK) {
+    if is_key_name(stream) {
         return Err(Error::InvalidInput(
-            "stream names may not start with a NUL character".into(),
+            "stream names may not start with NUL followed by `c:` or `t:` (reserved for the \
+             category and event type indexes)"
+                .into(),
         ));
     }
     Ok(())
@@ -180,7 +182,7 @@ struct Group {
     by_name: HashMap<String, usize>,
     write_order: Vec<usize>,
     /// Event types of the group's new events that have no key id cached yet.
-    new_types: Vec<String>,
+    new_types: NewTypes,
 }
 
 /// An event type's index key: its id, or (not seen before) its place in `Group::new_types`.
@@ -190,15 +192,39 @@ enum TypeKey {
     New(u32),
 }
 
-/// The place of `event_type` in a group's `new_types`, added if missing.
-fn new_type(new_types: &mut Vec<String>, event_type: &str) -> u32 {
-    match new_types.iter().position(|t| t == event_type) {
-        Some(t) => t as u32,
-        None => {
-            new_types.push(event_type.to_string());
-            (new_types.len() - 1) as u32
+/// The place of `event_type` in a group's `new_types`, added if missing: a scan while there are
+/// few, a map once there are many (a batch may hold thousands of new types).
+fn new_type(new_types: &mut NewTypes, event_type: &str) -> u32 {
+    let found = if new_types.list.len() <= 8 {
+        new_types
+            .list
+            .iter()
+            .position(|t| t == event_type)
+            .map(|t| t as u32)
+    } else {
+        if new_types.map.is_empty() {
+            for (i, t) in new_types.list.iter().enumerate() {
+                new_types.map.insert(t.clone(), i as u32);
+            }
         }
-    }
+        new_types.map.get(event_type).copied()
+    };
+    found.unwrap_or_else(|| {
+        let t = new_types.list.len() as u32;
+        new_types.list.push(event_type.to_string());
+        if !new_types.map.is_empty() {
+            new_types.map.insert(event_type.to_string(), t);
+        }
+        t
+    })
+}
+
+/// Event types of a group not seen before, in first-use order.
+#[derive(Default)]
+struct NewTypes {
+    list: Vec<String>,
+    /// By name, once `list` is long.
+    map: HashMap<String, u32>,
 }
 
 impl Group {
@@ -657,7 +683,7 @@ impl Shared {
                         TypeKey::Known(id) => id,
                         TypeKey::New(k) => ws
                             .keys
-                            .event_type(&mut index, &written.new_types[k as usize]),
+                            .event_type(&mut index, &written.new_types.list[k as usize]),
                     };
                     index.push_secondary([category, event_type], pos, base);
                 }

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::index::{Key, StreamId, KEY_MARK};
+use crate::index::{is_key_name, Key, StreamId};
 use crate::log::reader::{Cursor, LogView};
 use crate::store::Shared;
 use crate::types::{EventRef, RecordedEvent};
@@ -67,7 +67,7 @@ impl<'a> StreamEvents<'a> {
             chunk: Vec::new(),
             at: 0,
             view: shared.log.view(),
-            keyed: stream.starts_with(KEY_MARK),
+            keyed: is_key_name(stream),
         }
     }
 

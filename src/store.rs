@@ -262,6 +262,7 @@ impl Store {
     where
         F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
     {
+        check_stream_name(stream)?;
         read::replay_stream(&self.shared, stream, from, f)
     }
 
@@ -280,7 +281,7 @@ impl Store {
 
     /// The stream's last event number; `None` if it has no events.
     pub fn stream_version(&self, stream: &str) -> Option<u64> {
-        if stream.starts_with(crate::index::KEY_MARK) {
+        if crate::index::is_key_name(stream) {
             return None;
         }
         let index = self.shared.index.read();
@@ -778,12 +779,13 @@ fn recover_pass(
                 let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
                 let event_type =
                     std::str::from_utf8(&bytes[rec.event_type.0..rec.event_type.1]).unwrap_or("");
-                if name.starts_with(crate::index::KEY_MARK) {
+                if crate::index::is_key_name(name) {
                     // No append writes such a name: it would pose as a category or type key.
                     return Err(Error::Corrupt {
                         file: path.clone(),
                         offset: off,
-                        reason: "record of a stream whose name starts with NUL".into(),
+                        reason: "record of a stream named like an index key (NUL, `c:` or `t:`)"
+                            .into(),
                     });
                 }
                 let id = index.get_or_create(name);

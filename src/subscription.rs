@@ -23,8 +23,12 @@ pub(crate) struct Commits {
     /// Subscribers waiting (or about to): commits take the lock only when there are some.
     waiters: AtomicUsize,
     closed: AtomicBool,
+    /// Wakers of pending async streams, by stream (a task polling several streams registers
+    /// the same waker for each, and dropping one stream must not unregister the others).
     #[cfg(feature = "async")]
-    wakers: Mutex<Vec<std::task::Waker>>,
+    wakers: Mutex<Vec<(u64, std::task::Waker)>>,
+    #[cfg(feature = "async")]
+    next_stream: std::sync::atomic::AtomicU64,
     /// Whether `wakers` may hold any: commits lock it only then.
     #[cfg(feature = "async")]
     has_wakers: AtomicBool,
@@ -47,7 +51,7 @@ impl Commits {
                 self.has_wakers.store(false, Ordering::Relaxed);
                 std::mem::take(&mut *guard)
             };
-            for w in wakers {
+            for (_, w) in wakers {
                 w.wake();
             }
         }
@@ -58,7 +62,7 @@ impl Commits {
         let _guard = self.lock.lock();
         self.cv.notify_all();
         #[cfg(feature = "async")]
-        for w in std::mem::take(&mut *self.wakers.lock()) {
+        for (_, w) in std::mem::take(&mut *self.wakers.lock()) {
             w.wake();
         }
     }
@@ -94,15 +98,17 @@ impl Commits {
     }
 
     #[cfg(feature = "async")]
-    fn unregister(&self, waker: &std::task::Waker) {
-        self.wakers.lock().retain(|w| !w.will_wake(waker));
+    fn unregister(&self, stream: u64) {
+        self.wakers.lock().retain(|(s, _)| *s != stream);
     }
 
     #[cfg(feature = "async")]
-    fn register(&self, waker: &std::task::Waker) {
+    fn register(&self, stream: u64, waker: &std::task::Waker) {
         let mut wakers = self.wakers.lock();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        match wakers.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => *w = waker.clone(),
+            None => wakers.push((stream, waker.clone())),
         }
         // Before the caller looks at the log again; pairs with the fence in `notify`.
         self.has_wakers.store(true, Ordering::Relaxed);
@@ -343,8 +349,10 @@ impl Subscription {
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<SubscriptionItem>> {
         if self.failed {
             // Nothing will come past a damaged record: wait out the time asked for (or the
-            // store's close) without spinning.
-            self.shared.commits.wait(deadline, || false);
+            // store's close) without spinning; without a time limit, end at once.
+            if deadline.is_some() {
+                self.shared.commits.wait(deadline, || false);
+            }
             return Ok(None);
         }
         loop {
@@ -420,10 +428,12 @@ impl Subscription {
     /// `async`). It is woken by commits; it needs no particular runtime.
     #[cfg(feature = "async")]
     pub fn into_stream(self) -> SubscriptionStream {
-        SubscriptionStream {
-            sub: self,
-            waker: None,
-        }
+        let id = self
+            .shared
+            .commits
+            .next_stream
+            .fetch_add(1, Ordering::Relaxed);
+        SubscriptionStream { sub: self, id }
     }
 }
 
@@ -496,16 +506,14 @@ impl std::fmt::Debug for Subscription {
 #[cfg(feature = "async")]
 pub struct SubscriptionStream {
     sub: Subscription,
-    /// The waker registered last, released on drop.
-    waker: Option<std::task::Waker>,
+    /// This stream's number among the store's, for its waker's registration.
+    id: u64,
 }
 
 #[cfg(feature = "async")]
 impl Drop for SubscriptionStream {
     fn drop(&mut self) {
-        if let Some(w) = self.waker.take() {
-            self.sub.shared.commits.unregister(&w);
-        }
+        self.sub.shared.commits.unregister(self.id);
     }
 }
 
@@ -528,8 +536,7 @@ impl futures_core::Stream for SubscriptionStream {
             Ok(None) => {}
         }
         // Registered before looking again, so a commit in between wakes this task.
-        this.sub.shared.commits.register(cx.waker());
-        this.waker = Some(cx.waker().clone());
+        this.sub.shared.commits.register(this.id, cx.waker());
         match this.sub.poll() {
             Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
             Err(e) => Poll::Ready(Some(Err(e))),

@@ -692,7 +692,7 @@ fn stream_start_points() {
             Err(Error::InvalidInput(_))
         ));
         assert!(matches!(
-            store.subscribe_to_stream("\0x", StreamFrom::Start),
+            store.subscribe_to_stream("\0c:x", StreamFrom::Start),
             Err(Error::InvalidInput(_))
         ));
     });
@@ -2081,4 +2081,50 @@ fn excluding_system_streams_leaves_out_checkpoints() {
     assert!(!Filter::new()
         .exclude_system_streams()
         .matches("$snapshot-account-1", "T"));
+}
+
+/// The blocking iterator without a time limit ends after reporting a damaged record, rather than
+/// waiting for the store to close.
+#[test]
+fn the_iterator_ends_after_an_error_without_a_timeout() {
+    bounded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_a_damaged_record(dir.path());
+        let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
+        assert!(matches!(sub.next(), Some(Ok(_))));
+        assert!(matches!(sub.next(), Some(Err(Error::Corrupt { .. }))));
+        assert!(sub.next().is_none());
+    });
+}
+
+/// One task polling two streams registers one waker for both; dropping one of them leaves the
+/// other's registration in place, so the next commit still wakes the task.
+#[test]
+fn dropping_one_of_two_streams_of_a_task_keeps_the_other_woken() {
+    bounded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_fast(dir.path());
+        let signal = Signal::new();
+        let mut b = store
+            .subscribe_to_all(AllFrom::End, None)
+            .unwrap()
+            .into_stream();
+        let mut a = store
+            .subscribe_to_all(AllFrom::End, None)
+            .unwrap()
+            .into_stream();
+        assert!(poll_once(&mut b, &signal).is_pending());
+        assert!(poll_once(&mut a, &signal).is_pending());
+        drop(a);
+        signal.woken.store(false, Ordering::SeqCst);
+        put(&store, "s-1", "T", "x");
+        assert!(
+            signal.woken.load(Ordering::SeqCst),
+            "the task was not woken"
+        );
+        assert!(matches!(
+            poll_once(&mut b, &signal),
+            Poll::Ready(Some(Ok(SubscriptionItem::Event(_))))
+        ));
+    });
 }

@@ -20,9 +20,9 @@ use persist::{IndexFile, RunEntry, RunToSave};
 /// order); never written to disk.
 pub type StreamId = u32;
 
-/// Index keys that are not stream names start with this character, which stream names may not
-/// (see `check_stream_name`).
-pub const KEY_MARK: char = '\0';
+/// Index keys that are not stream names start with this character and a kind letter and `:`;
+/// stream names may not start that way (see `check_stream_name`).
+const KEY_MARK: char = '\0';
 /// Prefix of the key listing a category's events: `KEY_MARK`, `c`, `:`, the category.
 const CATEGORY_KEY: &str = "\0c:";
 /// Prefix of the key listing an event type's events: `KEY_MARK`, `t`, `:`, the type.
@@ -38,6 +38,11 @@ pub enum Key<'a> {
     Category(&'a str),
     /// The events of one type, in position order, numbered from 0.
     EventType(&'a str),
+}
+
+/// Whether `name` is a category or event type key's name, which no stream may have.
+pub fn is_key_name(name: &str) -> bool {
+    name.starts_with(KEY_MARK) && !matches!(Key::parse(name), Key::Stream(_))
 }
 
 impl<'a> Key<'a> {
@@ -242,7 +247,7 @@ impl Index {
         self.streams
             .iter()
             .map(|s| &s.name)
-            .filter(|n| !n.starts_with(KEY_MARK))
+            .filter(|n| !is_key_name(n))
     }
 
     /// Records the category and event type entries of an event at `position` (in the segment
