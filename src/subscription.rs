@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::log::reader::Cursor;
+use crate::log::reader::{Cursor, LogView};
 use crate::store::Shared;
 use crate::types::{Position, RecordedEvent};
 
@@ -242,6 +242,10 @@ enum Target {
         last: Option<Position>,
         filter: Option<Filter>,
         since_item: u64,
+        /// The log as of the last read, renewed when it has nothing more.
+        view: LogView,
+        /// The visible end when a read last found nothing: new events are past it.
+        seen_end: u64,
     },
     Stream {
         name: String,
@@ -293,6 +297,8 @@ impl Subscription {
                 last,
                 filter,
                 since_item: 0,
+                seen_end: 0,
+                view,
             },
             timeout: None,
             failed: false,
@@ -361,9 +367,13 @@ impl Subscription {
             }
             let shared = self.shared.clone();
             let more = match &self.target {
-                Target::All { cursor, .. } => {
-                    let at = shared.log.view().position_of(*cursor);
-                    shared.commits.wait(deadline, || shared.log.visible() > at)
+                // Measured by the visible end, not the cursor: a cursor at the end of a segment
+                // followed by an empty one stands before the visible end with nothing to read.
+                Target::All { seen_end, .. } => {
+                    let seen = *seen_end;
+                    shared
+                        .commits
+                        .wait(deadline, || shared.log.visible() > seen)
                 }
                 Target::Stream { name, next, .. } => shared.commits.wait(deadline, || {
                     let index = shared.index.read();
@@ -387,7 +397,17 @@ impl Subscription {
                 last,
                 filter,
                 since_item,
-            } => poll_all(&self.shared, cursor, last, filter.as_ref(), since_item),
+                view,
+                seen_end,
+            } => poll_all(
+                &self.shared,
+                view,
+                seen_end,
+                cursor,
+                last,
+                filter.as_ref(),
+                since_item,
+            ),
             Target::Stream { name, next, ahead } => {
                 if ahead.is_empty() {
                     let events = crate::read::StreamEvents::new(
@@ -439,36 +459,47 @@ impl Subscription {
 
 /// Reads `$all` from `cursor` for the next event `filter` accepts; passes over the others,
 /// reporting a checkpoint every `checkpoint_every` of them.
+#[allow(clippy::too_many_arguments)]
 fn poll_all(
     shared: &Shared,
+    view: &mut LogView,
+    seen_end: &mut u64,
     cursor: &mut Cursor,
     last: &mut Option<Position>,
     filter: Option<&Filter>,
     since_item: &mut u64,
 ) -> Result<Option<SubscriptionItem>> {
-    let view = shared.log.view();
+    let mut renewed = false;
     loop {
-        let Some((e, next)) = view.next_forward_ref(*cursor)? else {
-            return Ok(None);
+        // Decoded once; made owned (sharing the map, no copy) only if delivered.
+        let step = view.next_forward_if(*cursor, |e| {
+            filter.is_none_or(|f| f.matches(e.stream(), e.event_type()))
+        })?;
+        let Some((owned, pos, next)) = step else {
+            if renewed {
+                return Ok(None);
+            }
+            // The end of this view: look again at the log as it is now, once.
+            *view = shared.log.view();
+            *seen_end = view.visible();
+            renewed = true;
+            continue;
         };
         *cursor = next;
-        *last = Some(e.position());
-        match filter {
-            Some(f) if !f.matches(e.stream(), e.event_type()) => {
+        *last = Some(pos);
+        match (owned, filter) {
+            (Some(e), _) => {
+                *since_item = 0;
+                return Ok(Some(SubscriptionItem::Event(e)));
+            }
+            (None, Some(f)) => {
                 *since_item += 1;
                 if *since_item >= f.checkpoint_every.max(1) {
                     *since_item = 0;
-                    return Ok(Some(SubscriptionItem::Checkpoint(e.position())));
+                    return Ok(Some(SubscriptionItem::Checkpoint(pos)));
                 }
             }
-            _ => {
-                *since_item = 0;
-                // Checked while borrowed; made owned (sharing the map, no copy) only when
-                // delivered.
-                return Ok(Some(SubscriptionItem::Event(
-                    view.event_at(e.position().0)?,
-                )));
-            }
+            (None, None) => {}
         }
     }
 }

@@ -2128,3 +2128,52 @@ fn dropping_one_of_two_streams_of_a_task_keeps_the_other_woken() {
         ));
     });
 }
+
+/// When the newest segment is empty (a torn first batch cut after a crash right after a roll),
+/// a caught-up `$all` subscriber still waits out its timeout instead of spinning.
+#[test]
+fn a_caught_up_subscriber_before_an_empty_newest_segment_waits() {
+    bounded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::default()
+            .durability(Durability::None)
+            .segment_size(4096);
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        for i in 0..40 {
+            put(&store, "s-1", "T", format!("{i:0>200}"));
+        }
+        store.close().unwrap();
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 2);
+        // The newest segment loses its records: only its header stays.
+        let newest = std::fs::OpenOptions::new()
+            .write(true)
+            .open(segments.last().unwrap())
+            .unwrap();
+        newest.write_all_at(&[0u8; 4096 - 64], 64).unwrap();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "idx") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), opts).unwrap();
+        let total = all(&store).len();
+        let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
+        assert_eq!(take_events(&mut sub, total).len(), total);
+        let start = Instant::now();
+        assert_eq!(sub.recv_timeout(Duration::from_millis(300)).unwrap(), None);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // And it still follows new appends.
+        put(&store, "s-1", "T", "after");
+        assert!(matches!(
+            sub.recv_timeout(Duration::from_secs(5)).unwrap(),
+            Some(SubscriptionItem::Event(e)) if e.data() == b"after"
+        ));
+    });
+}

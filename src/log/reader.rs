@@ -53,14 +53,6 @@ impl LogView {
     }
 
     /// Whether `pos` lies in a segment this snapshot knows.
-    /// The global position a cursor stands at.
-    pub fn position_of(&self, c: Cursor) -> u64 {
-        self.segs
-            .get(c.seg)
-            .map_or(self.visible, |s| s.base + c.off)
-    }
-
-    /// Whether `pos` lies in one of this view's segments.
     pub fn covers(&self, pos: u64) -> bool {
         self.segs.last().is_some_and(|s| pos < s.end_base())
     }
@@ -202,6 +194,28 @@ impl LogView {
     pub fn next_forward(&self, c: Cursor) -> Result<Option<(RecordedEvent, Cursor)>> {
         match self.record_forward(c)? {
             Some((at, v, next)) => Ok(Some((self.event(at, &v)?, next))),
+            None => Ok(None),
+        }
+    }
+
+    /// The event at `c` (made owned only if `keep` accepts it, decoded once either way), its
+    /// position, and the cursor after it; `None` at the visible end.
+    pub fn next_forward_if(
+        &self,
+        c: Cursor,
+        keep: impl FnOnce(&EventRef<'_>) -> bool,
+    ) -> Result<Option<(Option<RecordedEvent>, Position, Cursor)>> {
+        match self.record_forward(c)? {
+            Some((at, v, next)) => {
+                let e = self.event_ref(at, &v);
+                let pos = e.position();
+                let owned = if keep(&e) {
+                    Some(self.event(at, &v)?)
+                } else {
+                    None
+                };
+                Ok(Some((owned, pos, next)))
+            }
             None => Ok(None),
         }
     }
