@@ -463,6 +463,40 @@ impl Store {
         Ok(())
     }
 
+    /// A subscription to `$all` for consumer `consumer`: after its saved checkpoint, or from the
+    /// start if it has none. Save progress with [`save_checkpoint`](Self::save_checkpoint).
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Filter, Options, Store, SubscriptionItem};
+    /// # use std::time::Duration;
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("account-1", ExpectedVersion::Any, [EventData::new("Opened", "{}")])?;
+    /// let filter = Filter::new().exclude_system_streams();
+    /// let mut sub = store.subscribe_from_checkpoint("projector", Some(filter.clone()))?;
+    /// while let Some(item) = sub.recv_timeout(Duration::from_millis(50))? {
+    ///     if let SubscriptionItem::Event(e) = item {
+    ///         // ... apply `e`, then:
+    ///         store.save_checkpoint("projector", e.position())?;
+    ///     }
+    /// }
+    /// // After a restart: nothing handled is delivered again.
+    /// let mut again = store.subscribe_from_checkpoint("projector", Some(filter))?;
+    /// assert!(again.try_recv()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe_from_checkpoint(
+        &self,
+        consumer: &str,
+        filter: Option<Filter>,
+    ) -> Result<Subscription> {
+        let from = match self.load_checkpoint(consumer)? {
+            Some(p) => AllFrom::After(p),
+            None => AllFrom::Start,
+        };
+        self.subscribe_to_all(from, filter)
+    }
+
     /// Consumer `consumer`'s last saved checkpoint; resume with `AllFrom::After` it.
     pub fn load_checkpoint(&self, consumer: &str) -> Result<Option<Position>> {
         let stream = checkpoint_stream(consumer)?;

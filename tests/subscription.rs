@@ -2177,3 +2177,41 @@ fn a_caught_up_subscriber_before_an_empty_newest_segment_waits() {
         ));
     });
 }
+
+/// `subscribe_from_checkpoint` resumes a consumer after a reopen exactly after its checkpoint,
+/// and from the start for a consumer without one.
+#[test]
+fn a_consumer_resumes_from_its_checkpoint_after_a_reopen() {
+    bounded(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let filter = Filter::new().exclude_system_streams();
+        let store = open_fast(dir.path());
+        for i in 0..20 {
+            put(&store, "acct-1", "T", format!("{i}"));
+        }
+        let mut sub = store
+            .subscribe_from_checkpoint("proj", Some(filter.clone()))
+            .unwrap();
+        for _ in 0..8 {
+            let e = next_event(&mut sub);
+            store.save_checkpoint("proj", e.position()).unwrap();
+        }
+        drop(sub);
+        store.close().unwrap();
+
+        let store = open_fast(dir.path());
+        let mut sub = store
+            .subscribe_from_checkpoint("proj", Some(filter.clone()))
+            .unwrap();
+        let rest: Vec<String> = take_events(&mut sub, 12)
+            .iter()
+            .map(|e| String::from_utf8(e.data().to_vec()).unwrap())
+            .collect();
+        assert_eq!(rest, (8..20).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert!(sub.try_recv().unwrap().is_none());
+        let mut fresh = store
+            .subscribe_from_checkpoint("other", Some(filter))
+            .unwrap();
+        assert_eq!(take_events(&mut fresh, 20).len(), 20);
+    });
+}
