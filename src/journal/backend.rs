@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 
 use crate::error::Result;
 use crate::store::Store;
-use crate::types::{AppendResult, EventData, EventId, ExpectedVersion};
+use crate::types::{AppendResult, EventData, EventId, EventRef, ExpectedVersion};
 
 /// One stored event as the journal sees it, borrowed from the backend for the length of a call.
 #[derive(Debug, Clone, Copy)]
@@ -64,31 +64,27 @@ impl Backend for Store {
         from: u64,
         f: &mut dyn FnMut(StoredEvent<'_>) -> ControlFlow<()>,
     ) -> Result<u64> {
-        self.replay_stream(stream, from, |e| {
-            f(StoredEvent {
-                event_number: e.event_number(),
-                id: e.id(),
-                event_type: e.event_type(),
-                data: e.data(),
-                metadata: e.metadata(),
-            })
-        })
+        self.replay_stream(stream, from, |e| f(stored(e)))
     }
 
     fn read_last(&self, stream: &str, f: &mut dyn FnMut(StoredEvent<'_>)) -> Result<bool> {
         match self.read_stream_backward(stream, u64::MAX, 1)?.next() {
             Some(e) => {
-                let e = e?;
-                f(StoredEvent {
-                    event_number: e.event_number(),
-                    id: e.id(),
-                    event_type: e.event_type(),
-                    data: e.data(),
-                    metadata: e.metadata(),
-                });
+                f(stored(&e?.as_ref()));
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+}
+
+/// The journal's view of a store event.
+fn stored<'a>(e: &EventRef<'a>) -> StoredEvent<'a> {
+    StoredEvent {
+        event_number: e.event_number(),
+        id: e.id(),
+        event_type: e.event_type(),
+        data: e.data(),
+        metadata: e.metadata(),
     }
 }
