@@ -547,6 +547,7 @@ impl Shared {
             tickets: group.iter().map(|(t, _)| *t).collect(),
             threads,
         };
+        let published = self.log.visible();
         let outcomes = self.commit_group(group);
         guard.tickets.clear();
         let threads = std::mem::take(&mut guard.threads);
@@ -559,6 +560,11 @@ impl Shared {
         }
         let mine = q.done.remove(&ticket);
         wake(q, &threads);
+        // Subscribers are woken after the writer lock is released (and the group's appenders are
+        // woken), so that waking them never holds up the next group.
+        if self.log.visible() != published {
+            self.commits.notify();
+        }
         mine.unwrap_or_else(|| Err(Error::Poisoned("internal: append result lost".into())))
     }
 
@@ -691,7 +697,6 @@ impl Shared {
                 // the index can also find it in `$all`.
                 w.log.publish(&self.log)
             };
-            self.commits.notify();
             for seg in sealed {
                 self.save_segment_index(&seg, true);
             }
