@@ -92,9 +92,16 @@ impl Disk {
         OpenOptions::new().read(true).write(writable).open(path)
     }
 
-    /// Asks before the lock file is opened (created if missing); the caller opens it.
-    pub(crate) fn open_lock(&self, path: &Path) -> io::Result<()> {
-        self.ask(FileOp::Open { path }).map(|_| ())
+    /// Opens the lock file, creating it (empty, owner-only) if missing; never truncates it.
+    pub(crate) fn open_lock(&self, path: &Path) -> io::Result<File> {
+        self.ask(FileOp::Open { path })?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
     }
 
     /// Reads a whole (small) file.

@@ -664,16 +664,8 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
 }
 
 fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(LOCK_FILE);
-    disk.open_lock(&path)?;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)?;
+    let file = disk.open_lock(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
