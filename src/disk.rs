@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::error::{Error, IoContext, Result};
 use crate::fault::FileOp;
 #[cfg(feature = "fault-injection")]
 use crate::fault::{Fault, FaultInjector};
@@ -75,39 +76,47 @@ impl Disk {
     }
 
     /// Creates (or truncates) a file readable and writable by its owner only.
-    pub(crate) fn create(&self, path: &Path) -> io::Result<File> {
-        self.ask(FileOp::Create { path })?;
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
+    pub(crate) fn create(&self, path: &Path) -> Result<File> {
+        self.ask(FileOp::Create { path })
+            .and_then(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+            })
+            .at("creating", path)
     }
 
     /// Opens an existing file.
-    pub(crate) fn open(&self, path: &Path, writable: bool) -> io::Result<File> {
-        self.ask(FileOp::Open { path })?;
-        OpenOptions::new().read(true).write(writable).open(path)
+    pub(crate) fn open(&self, path: &Path, writable: bool) -> Result<File> {
+        self.ask(FileOp::Open { path })
+            .and_then(|_| OpenOptions::new().read(true).write(writable).open(path))
+            .at("opening", path)
     }
 
     /// Opens the lock file, creating it (empty, owner-only) if missing; never truncates it.
-    pub(crate) fn open_lock(&self, path: &Path) -> io::Result<File> {
-        self.ask(FileOp::Open { path })?;
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
+    pub(crate) fn open_lock(&self, path: &Path) -> Result<File> {
+        self.ask(FileOp::Open { path })
+            .and_then(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(path)
+            })
+            .at("opening", path)
     }
 
     /// Reads a whole (small) file.
-    pub(crate) fn read_whole(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.ask(FileOp::Open { path })?;
-        fs::read(path)
+    pub(crate) fn read_whole(&self, path: &Path) -> Result<Vec<u8>> {
+        self.ask(FileOp::Open { path })
+            .and_then(|_| fs::read(path))
+            .at("reading", path)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
@@ -117,13 +126,14 @@ impl Disk {
         path: &Path,
         buf: &mut [u8],
         offset: u64,
-    ) -> io::Result<()> {
+    ) -> Result<()> {
         self.ask(FileOp::Read {
             path,
             offset,
             len: buf.len(),
-        })?;
-        file.read_exact_at(buf, offset)
+        })
+        .and_then(|_| file.read_exact_at(buf, offset))
+        .at("reading", path)
     }
 
     /// Writes all of `bytes` at `offset`.
@@ -133,18 +143,20 @@ impl Disk {
         path: &Path,
         bytes: &[u8],
         offset: u64,
-    ) -> io::Result<()> {
-        match self.ask(FileOp::Write {
+    ) -> Result<()> {
+        self.ask(FileOp::Write {
             path,
             offset,
             bytes,
-        })? {
+        })
+        .and_then(|go| match go {
             Go::All => file.write_all_at(bytes, offset),
             Go::Part(n, e) => {
                 file.write_all_at(&bytes[..n], offset)?;
                 Err(e)
             }
-        }
+        })
+        .at("writing", path)
     }
 
     /// Asks before `bytes` are copied into a file's shared map at `offset`; returns how many of
@@ -154,17 +166,16 @@ impl Disk {
         path: &Path,
         bytes: &[u8],
         offset: u64,
-    ) -> io::Result<Option<(usize, io::Error)>> {
-        Ok(
-            match self.ask(FileOp::MapWrite {
-                path,
-                offset,
-                bytes,
-            })? {
-                Go::All => None,
-                Go::Part(n, e) => Some((n, e)),
-            },
-        )
+    ) -> Result<Option<(usize, Error)>> {
+        match self.ask(FileOp::MapWrite {
+            path,
+            offset,
+            bytes,
+        }) {
+            Ok(Go::All) => Ok(None),
+            Ok(Go::Part(n, e)) => Ok(Some((n, Error::io("writing", path, e)))),
+            Err(e) => Err(Error::io("writing", path, e)),
+        }
     }
 
     /// Reserves the first `len` bytes of the file on disk, extending it with zeros.
@@ -172,61 +183,71 @@ impl Disk {
     /// Space is reserved up front, not left as a sparse hole, so that a full disk fails here, as
     /// an error, rather than later: on some file systems (tmpfs) reading a hole through a shared
     /// memory map allocates a page, and with no space left that read is killed by SIGBUS.
-    pub(crate) fn allocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+    pub(crate) fn allocate(&self, file: &File, path: &Path, len: u64) -> Result<()> {
         use std::os::fd::AsRawFd;
-        self.ask(FileOp::Allocate { path, len })?;
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-        loop {
-            // SAFETY: plain system call on a file descriptor we own; no memory is passed.
-            let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-            match r {
-                0 => return Ok(()),
-                libc::EINTR => continue,
-                code => return Err(io::Error::from_raw_os_error(code)),
+        let reserve = || -> io::Result<()> {
+            self.ask(FileOp::Allocate { path, len })?;
+            let len = libc::off_t::try_from(len)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+            loop {
+                // SAFETY: plain system call on a file descriptor we own; no memory is passed.
+                let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+                match r {
+                    0 => return Ok(()),
+                    libc::EINTR => continue,
+                    code => return Err(io::Error::from_raw_os_error(code)),
+                }
             }
-        }
+        };
+        reserve().at("reserving space for", path)
     }
 
     /// Cuts or extends the file to `len` bytes.
-    pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
-        self.ask(FileOp::SetLen { path, len })?;
-        file.set_len(len)
+    pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()> {
+        self.ask(FileOp::SetLen { path, len })
+            .and_then(|_| file.set_len(len))
+            .at("resizing", path)
     }
 
     /// `fdatasync`: the file's bytes, and its length, durable.
-    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.ask(FileOp::Sync { path })?;
-        file.sync_data()
+    pub(crate) fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        self.ask(FileOp::Sync { path })
+            .and_then(|_| file.sync_data())
+            .at("syncing", path)
     }
 
     /// `fsync`: the file's bytes and all its metadata durable.
-    pub(crate) fn sync_all(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.ask(FileOp::Sync { path })?;
-        file.sync_all()
+    pub(crate) fn sync_all(&self, file: &File, path: &Path) -> Result<()> {
+        self.ask(FileOp::Sync { path })
+            .and_then(|_| file.sync_all())
+            .at("syncing", path)
     }
 
     /// Makes a directory's entries (creations, renames, removals) durable.
-    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.ask(FileOp::SyncDir { path: dir })?;
-        File::open(dir)?.sync_all()
+    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.ask(FileOp::SyncDir { path: dir })
+            .and_then(|_| File::open(dir)?.sync_all())
+            .at("syncing directory", dir)
     }
 
     /// Renames `from` to `to`, replacing `to`.
-    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.ask(FileOp::Rename { from, to })?;
-        fs::rename(from, to)
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.ask(FileOp::Rename { from, to })
+            .and_then(|_| fs::rename(from, to))
+            .at("renaming", from)
     }
 
     /// Removes a file.
-    pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
-        self.ask(FileOp::Remove { path })?;
-        fs::remove_file(path)
+    pub(crate) fn remove(&self, path: &Path) -> Result<()> {
+        self.ask(FileOp::Remove { path })
+            .and_then(|_| fs::remove_file(path))
+            .at("removing", path)
     }
 
     /// Creates a directory and its missing parents.
-    pub(crate) fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.ask(FileOp::CreateDir { path })?;
-        fs::create_dir_all(path)
+    pub(crate) fn create_dir_all(&self, path: &Path) -> Result<()> {
+        self.ask(FileOp::CreateDir { path })
+            .and_then(|_| fs::create_dir_all(path))
+            .at("creating directory", path)
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type of the crate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::types::{ExpectedVersion, Position};
 
@@ -127,9 +127,21 @@ pub enum Error {
         attempts: u32,
     },
 
-    /// An operating system I/O error.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    /// An operating system I/O error, with the file it concerned and what was being done.
+    ///
+    /// Displays as a sentence, e.g. "creating segment 00000000000067108864.seg in /data/store:
+    /// permission denied (os error 13)"; the operating system's error is the
+    /// [`source`](std::error::Error::source).
+    #[error("{action} {}: {}", describe_path(path), sentence(source))]
+    Io {
+        /// What was being done: `creating`, `writing`, `syncing`, `reading`, ...
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -137,12 +149,91 @@ impl Error {
     /// code, other errors become `Poisoned` with the same message.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::Io(e) => Error::Io(match e.raw_os_error() {
-                Some(code) => std::io::Error::from_raw_os_error(code),
-                None => std::io::Error::new(e.kind(), e.to_string()),
-            }),
+            Error::Io {
+                action,
+                path,
+                source,
+            } => Error::Io {
+                action,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
             other => Error::Poisoned(other.to_string()),
         }
+    }
+}
+
+impl Error {
+    /// An I/O error met while `action` (`creating`, `syncing`, ...) was done to `path`.
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether this is an I/O error saying that a file does not exist.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Adds the action and the file to an `io::Result`'s error.
+pub(crate) trait IoContext<T> {
+    /// The result with its error turned into [`Error::Io`] naming `action` and `path`.
+    fn at(self, action: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+/// A store file named by its role, so that a message says what it is: "segment
+/// 00000000000067108864.seg in /data/store". Other paths are shown as they are.
+fn describe_path(path: &Path) -> String {
+    let (Some(name), Some(dir)) = (path.file_name().and_then(|n| n.to_str()), path.parent()) else {
+        return path.display().to_string();
+    };
+    // A file being created is written under a temporary name, then renamed.
+    let (fresh, kind) = match name.strip_suffix(".tmp") {
+        Some(kind) => ("new ", kind),
+        None => ("", name),
+    };
+    let role = if kind.ends_with(".seg") {
+        "segment"
+    } else if kind.ends_with(".idx") {
+        "index file"
+    } else if kind == crate::store::META_FILE {
+        "meta file"
+    } else if kind == crate::store::LOCK_FILE {
+        "lock file"
+    } else {
+        return path.display().to_string();
+    };
+    let role = format!("{fresh}{role}");
+    if dir.as_os_str().is_empty() {
+        format!("{role} {name}")
+    } else {
+        format!("{role} {name} in {}", dir.display())
+    }
+}
+
+/// An I/O error's message with a lower-case first letter, to end a sentence.
+fn sentence(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) if c.is_uppercase() && !chars.next().is_some_and(|d| d.is_uppercase()) => c
+            .to_lowercase()
+            .chain(text[c.len_utf8()..].chars())
+            .collect(),
+        _ => text,
     }
 }
 

@@ -28,7 +28,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path(), Options::default().fault_injector(Arc::new(FailSyncs))).unwrap();
 //! let first = store.append("s", ExpectedVersion::Any, [EventData::new("E", "x")]);
-//! assert!(matches!(first, Err(Error::Io(_))));
+//! assert!(matches!(first, Err(Error::Io { .. })));
 //! let next = store.append("s", ExpectedVersion::Any, [EventData::new("E", "y")]);
 //! assert!(matches!(next, Err(Error::Poisoned(_))));
 //! # }

@@ -10,7 +10,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::append::{check_stream_name, Queue, WriterState};
 use crate::disk::Disk;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::persist::{self, IndexFile, RunEntry};
 use crate::index::{Index, Key, KeyCache};
 use crate::log::format::{
@@ -123,7 +123,8 @@ impl Store {
                 Some(
                     std::thread::Builder::new()
                         .name("eventjournal-flush".into())
-                        .spawn(move || s.flush_loop(every))?,
+                        .spawn(move || s.flush_loop(every))
+                        .at("starting the background flusher of", &shared.dir)?,
                 )
             }
             _ => None,
@@ -598,6 +599,11 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
         path: dir.to_path_buf(),
         reason: reason.to_string(),
     };
+    if dir.as_os_str().is_empty() {
+        return Err(Error::InvalidInput(
+            "the store directory path is empty".into(),
+        ));
+    }
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => return Err(not_a_store("not a directory")),
         Ok(_) => {}
@@ -609,7 +615,7 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
                 disk.sync_dir(parent)?;
             }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Error::io("opening", dir, e)),
     }
     let meta = dir.join(META_FILE);
     match disk.read_whole(&meta) {
@@ -634,16 +640,11 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let foreign = fs::read_dir(dir)?.any(|e| {
-                e.map_or(true, |e| {
-                    !e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp"))
-                })
-            });
-            if foreign {
-                return Err(not_a_store(
-                    "the directory holds files but no eventjournal.meta",
-                ));
+        Err(e) if e.is_not_found() => {
+            if let Some(name) = foreign_file(dir)? {
+                return Err(not_a_store(&format!(
+                    "it holds `{name}` but no {META_FILE}; a new store needs an empty directory"
+                )));
             }
             let mut bytes = Vec::with_capacity(16);
             bytes.extend_from_slice(&META_MAGIC);
@@ -659,8 +660,24 @@ fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
             disk.sync_dir(dir)?;
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
+}
+
+/// The first file in `dir`, a directory without a meta file, that a new store may not be
+/// created beside. Leftover temporary files of an interrupted creation are fine, and so is
+/// `lost+found`, which every new ext2/3/4 file system has at its root.
+fn foreign_file(dir: &Path) -> Result<Option<String>> {
+    let listing = "listing the files of";
+    for entry in fs::read_dir(dir).at(listing, dir)? {
+        let name = entry.at(listing, dir)?.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") || name == "lost+found" {
+            continue;
+        }
+        return Ok(Some(name.into_owned()));
+    }
+    Ok(None)
 }
 
 fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
@@ -669,7 +686,7 @@ fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(e.into()),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
     }
 }
 
@@ -714,7 +731,7 @@ fn recover_pass(
     // A newest segment whose header never reached the disk held no acknowledged batch.
     if let Some((base, path)) = listed.last() {
         if blank_segment(path, disk)? {
-            disk.remove(path).map_err(Error::from)?;
+            disk.remove(path)?;
             let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
             listed.pop();
         }
@@ -984,7 +1001,11 @@ fn runs_match_log(seg: &Segment, file: &IndexFile, entries: &[RunEntry]) -> bool
 /// first record is missing holds none).
 fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
     let file = disk.open(path, false)?;
-    let len = file.metadata()?.len().min(SEGMENT_HEADER_LEN as u64 + 4);
+    let len = file
+        .metadata()
+        .at("reading the size of", path)?
+        .len()
+        .min(SEGMENT_HEADER_LEN as u64 + 4);
     let mut head = vec![0u8; len as usize];
     disk.read_exact_at(&file, path, &mut head, 0)?;
     let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];

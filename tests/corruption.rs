@@ -775,7 +775,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::Corrupt { .. } => "Corrupt",
         Error::NotAStore { .. } => "NotAStore",
         Error::UnsupportedVersion { .. } => "UnsupportedVersion",
-        Error::Io(_) => "Io",
+        Error::Io { .. } => "Io",
         Error::InvalidInput(_) => "InvalidInput",
         _ => "other",
     }

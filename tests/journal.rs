@@ -1580,7 +1580,11 @@ impl MemBackend {
 }
 
 fn io_error(what: &str) -> Error {
-    Error::Io(std::io::Error::other(what.to_string()))
+    Error::Io {
+        action: "reaching",
+        path: "the test backend".into(),
+        source: std::io::Error::other(what.to_string()),
+    }
 }
 
 impl Backend for MemBackend {
@@ -1817,7 +1821,7 @@ fn after_a_lost_acknowledgement_a_later_confirm_retries_idempotently() {
     acct.raise_event(deposited(10)).unwrap();
 
     // When: the confirm fails, and is called again
-    assert!(matches!(acct.confirm_events(), Err(Error::Io(_))));
+    assert!(matches!(acct.confirm_events(), Err(Error::Io { .. })));
     assert_eq!(acct.unconfirmed_events().len(), 1);
     assert_eq!(acct.version(), 1);
     acct.confirm_events().unwrap();
@@ -1839,7 +1843,7 @@ fn after_a_lost_acknowledgement_a_refresh_does_not_apply_the_events_twice() {
     let mut acct = given_account(&mem, &journal(), "ack", &[]);
     mem.lose_next_ack.store(true, Ordering::SeqCst);
     acct.raise_event(deposited(10)).unwrap();
-    assert!(matches!(acct.confirm_events(), Err(Error::Io(_))));
+    assert!(matches!(acct.confirm_events(), Err(Error::Io { .. })));
 
     // When: the handle refreshes, then confirms
     acct.refresh().unwrap();
@@ -1867,7 +1871,7 @@ fn a_host_on_the_in_memory_backend_reports_a_failed_activation_and_retries_it() 
     let failed = host.call("h", |acct| Ok(acct.version()));
 
     // Then: the call reports the I/O error
-    assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+    assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
 
     // When: the backend is back, and the actor is called again
     mem.fail_reads.store(false, Ordering::SeqCst);

@@ -301,7 +301,7 @@ pub fn save(
     bytes: &[u8],
     sync: bool,
     disk: &Disk,
-) -> std::io::Result<PathBuf> {
+) -> crate::error::Result<PathBuf> {
     let path = dir.join(index_file_name(base));
     let tmp = dir.join(format!("{}.tmp", index_file_name(base)));
     let f = disk.create(&tmp)?;

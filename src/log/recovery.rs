@@ -8,14 +8,15 @@ use super::format::{
 };
 use super::segment::{parse_segment_file_name, Segment};
 use crate::disk::Disk;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// The segment files in `dir`, by base. Leftover temporary files from an interrupted segment or
 /// index creation are removed.
 pub fn list_segments(dir: &Path, disk: &Disk) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
+    let listing = "listing the files of";
+    for entry in fs::read_dir(dir).at(listing, dir)? {
+        let entry = entry.at(listing, dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
@@ -176,7 +177,12 @@ fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bo
 /// system reports as holes (reserved, never written space) are skipped without reading.
 fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
     const CHUNK: usize = 256 * 1024;
-    let end = seg.capacity.min(seg.file.metadata()?.len());
+    let len = seg
+        .file
+        .metadata()
+        .at("reading the size of", &seg.path)?
+        .len();
+    let end = seg.capacity.min(len);
     let mut buf = vec![0u8; CHUNK];
     let mut at = from;
     while at < end {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::disk::Disk;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// File name suffix of segments.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -87,7 +87,7 @@ impl Segment {
     /// claims gigabytes) is mapped and used only as far as it goes.
     pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
         let file = disk.open(path, writable)?;
-        let file_len = file.metadata()?.len();
+        let file_len = file.metadata().at("reading the size of", path)?.len();
         let mut head = vec![0u8; SEGMENT_HEADER_LEN.min(file_len as usize)];
         disk.read_exact_at(&file, path, &mut head, 0)?;
         let header = SegmentHeader::decode(&head).map_err(|e| header_error(path, e))?;
@@ -109,7 +109,8 @@ impl Segment {
         let raw = Arc::new(
             memmap2::MmapOptions::new()
                 .len(map_len as usize)
-                .map_raw(&file)?,
+                .map_raw(&file)
+                .at("memory-mapping", path)?,
         );
         Ok(Segment {
             base,
@@ -206,7 +207,7 @@ impl Segment {
         }
         match failure {
             None => Ok(()),
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
         }
     }
 }

@@ -83,10 +83,10 @@ impl LogWriter {
         self.poisoned.get_or_insert_with(|| reason.to_string());
     }
 
-    fn poison<T>(&mut self, what: &str, e: std::io::Error) -> Result<T> {
-        let reason = format!("{what} failed on {}: {e}", self.active.path.display());
-        self.poisoned = Some(reason);
-        Err(Error::Io(e))
+    /// Refuses every later write because of `e`, which is returned.
+    fn poison<T>(&mut self, e: Error) -> Result<T> {
+        self.poisoned = Some(e.to_string());
+        Err(e)
     }
 
     /// Global position of the next record.
@@ -134,7 +134,7 @@ impl LogWriter {
             bytes,
             self.write_off,
         ) {
-            return self.poison("write", e);
+            return self.poison(e);
         }
         self.write_off += bytes.len() as u64;
         self.unsynced = true;
@@ -153,7 +153,7 @@ impl LogWriter {
                     &ZEROS[..n],
                     self.written_to,
                 ) {
-                    return self.poison("write", e);
+                    return self.poison(e);
                 }
                 self.written_to += n as u64;
             }
@@ -172,7 +172,7 @@ impl LogWriter {
             .disk
             .sync_data(&self.active.file, &self.active.path)
         {
-            return self.poison("fdatasync", e);
+            return self.poison(e);
         }
         self.unsynced = false;
         Ok(())
@@ -183,12 +183,12 @@ impl LogWriter {
         self.check()?;
         while let Some(seg) = self.unsynced_sealed.pop() {
             if let Err(e) = seg.disk.sync_data(&seg.file, &seg.path) {
-                return self.poison("fdatasync", e);
+                return self.poison(e);
             }
         }
         self.sync()?;
         if let Err(e) = self.active.disk.sync_dir(&self.dir) {
-            return self.poison("syncing the directory", e);
+            return self.poison(e);
         }
         Ok(())
     }
@@ -223,7 +223,7 @@ impl LogWriter {
             &self.active.disk,
         ) {
             Ok(seg) => Arc::new(seg),
-            Err(Error::Io(e)) => return self.poison("creating a segment", e),
+            Err(e @ Error::Io { .. }) => return self.poison(e),
             // The new file may be in the directory already: nothing may be written after a
             // segment the log cannot continue in.
             Err(e) => {

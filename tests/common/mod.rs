@@ -280,3 +280,65 @@ pub fn spot_checked_runs(n: usize) -> Vec<usize> {
     }
     v
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+pub struct TinyFs {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    /// Mounts a tmpfs of `size` (e.g. "2m"); `None`, with the reason printed, where this process
+    /// may not mount (not root, or no mount command).
+    pub fn mount(size: &str) -> Option<TinyFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(TinyFs {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    /// Makes the file system read-only (or writable again).
+    pub fn set_read_only(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = std::process::Command::new("mount")
+            .args(["-o", mode])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -o {mode} failed");
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
