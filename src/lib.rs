@@ -35,6 +35,6 @@ pub use store::Store;
 pub use subscription::SubscriptionStream;
 pub use subscription::{category_of, AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
 pub use types::{
-    AppendResult, EventData, EventId, EventRef, ExpectedVersion, Position, RecordedEvent,
+    AppendResult, EventData, EventId, EventRef, ExpectedVersion, Payload, Position, RecordedEvent,
     StreamWrite,
 };

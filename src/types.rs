@@ -74,6 +74,109 @@ impl fmt::Display for EventId {
     }
 }
 
+/// What an event's data or metadata can be made from.
+///
+/// Owned buffers (`Bytes`, `Vec<u8>`, `String`, `Box<[u8]>`) are moved in without a copy;
+/// borrowed ones (`&[u8]`, `&str`, `&String`, `&Vec<u8>`, `&[u8; N]`, `&Bytes`) are copied, so
+/// a payload serialised into a local buffer can be passed as `&buffer`.
+///
+/// ```
+/// use eventjournal::EventData;
+///
+/// let json = String::from(r#"{"sku":"apple"}"#);
+/// let borrowed = EventData::new("ItemAdded", &json); // copied; `json` is still ours
+/// let moved = EventData::new("ItemAdded", json); // moved, no copy
+/// assert_eq!(borrowed.data(), moved.data());
+/// ```
+pub trait Payload {
+    /// The payload as shared bytes.
+    fn into_payload(self) -> Bytes;
+}
+
+impl Payload for Bytes {
+    fn into_payload(self) -> Bytes {
+        self
+    }
+}
+
+impl Payload for Vec<u8> {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl Payload for String {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl Payload for Box<[u8]> {
+    fn into_payload(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl Payload for &[u8] {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl Payload for &str {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
+impl Payload for &String {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
+impl Payload for &Vec<u8> {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> Payload for &[u8; N] {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> Payload for [u8; N] {
+    fn into_payload(self) -> Bytes {
+        Bytes::copy_from_slice(&self)
+    }
+}
+
+impl Payload for &Bytes {
+    fn into_payload(self) -> Bytes {
+        self.clone()
+    }
+}
+
+impl Payload for std::borrow::Cow<'_, [u8]> {
+    fn into_payload(self) -> Bytes {
+        match self {
+            std::borrow::Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        }
+    }
+}
+
+impl Payload for std::borrow::Cow<'_, str> {
+    fn into_payload(self) -> Bytes {
+        match self {
+            std::borrow::Cow::Borrowed(s) => Bytes::copy_from_slice(s.as_bytes()),
+            std::borrow::Cow::Owned(s) => Bytes::from(s),
+        }
+    }
+}
+
 /// An event to append.
 ///
 /// The id is drawn at construction, so a retry of the same value is recognised as a retry.
@@ -87,11 +190,11 @@ pub struct EventData {
 
 impl EventData {
     /// An event of type `event_type` with payload `data`, a fresh random id and no metadata.
-    pub fn new(event_type: impl Into<String>, data: impl Into<Bytes>) -> EventData {
+    pub fn new(event_type: impl Into<String>, data: impl Payload) -> EventData {
         EventData {
             id: EventId::new_random(),
             event_type: event_type.into(),
-            data: data.into(),
+            data: data.into_payload(),
             metadata: Bytes::new(),
         }
     }
@@ -103,8 +206,8 @@ impl EventData {
     }
 
     /// Attaches metadata bytes.
-    pub fn with_metadata(mut self, metadata: impl Into<Bytes>) -> EventData {
-        self.metadata = metadata.into();
+    pub fn with_metadata(mut self, metadata: impl Payload) -> EventData {
+        self.metadata = metadata.into_payload();
         self
     }
 

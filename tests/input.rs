@@ -123,3 +123,52 @@ fn a_bad_batch_in_a_group_fails_alone() {
         assert_eq!(n, if i % 2 == 0 { 20 } else { 0 });
     }
 }
+
+/// Payloads a caller serialised into a local buffer can be passed borrowed (they are copied);
+/// owned buffers are moved in without a copy.
+#[test]
+#[allow(clippy::needless_borrows_for_generic_args)] // borrowing is what is being tested
+fn borrowed_payloads_are_copied_and_owned_ones_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let payload: String = format!("{{\"n\":{}}}", 42);
+    let bytes: Vec<u8> = payload.clone().into_bytes();
+    let array = [7u8; 4];
+    let borrowed = vec![
+        EventData::new("Json", &payload),
+        EventData::new("Json", &*payload),
+        EventData::new("Json", payload.as_str()),
+        EventData::new("Json", payload.as_bytes()),
+        EventData::new("Json", &bytes),
+        EventData::new("Json", &bytes[..]),
+        EventData::new("Json", std::borrow::Cow::Borrowed(payload.as_str())),
+        EventData::new("Raw", &array).with_metadata(&payload),
+        EventData::new("Raw", array),
+    ];
+    // The caller's buffers are still theirs.
+    drop((payload.clone(), bytes.clone()));
+    s.append("payload-1", ExpectedVersion::NoStream, borrowed)
+        .unwrap();
+    let read = stream(&s, "payload-1");
+    for e in &read[..7] {
+        assert_eq!(e.data(), payload.as_bytes());
+    }
+    assert_eq!(read[7].data(), &array);
+    assert_eq!(read[7].metadata(), payload.as_bytes());
+    assert_eq!(read[8].data(), &array);
+
+    let owned = payload.clone().into_bytes();
+    let at = owned.as_ptr();
+    let e = EventData::new("Owned", owned);
+    assert_eq!(e.data().as_ptr(), at, "a Vec<u8> is moved, not copied");
+    let text = payload.clone();
+    let at = text.as_ptr();
+    let e2 = EventData::new("Owned", text);
+    assert_eq!(e2.data().as_ptr(), at, "a String is moved, not copied");
+    let shared = bytes::Bytes::from(payload.clone());
+    let e3 = EventData::new("Owned", shared.clone());
+    assert_eq!(e3.data().as_ptr(), shared.as_ptr(), "Bytes are shared");
+    s.append("payload-1", ExpectedVersion::Exact(8), [e, e2, e3])
+        .unwrap();
+    assert_eq!(datas(&s, "payload-1").len(), 12);
+}
