@@ -102,6 +102,40 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     Ok(())
 }
 
+/// The first character of every name the store keeps for itself: the stream names `$all`,
+/// `$checkpoint-<consumer>` (consumer checkpoints), `$snapshot-<stream>` (journaled actors'
+/// snapshots), and every other stream name or event type starting with it, kept for what the
+/// store may add later. An application's appends may not use them.
+pub const SYSTEM_PREFIX: char = '$';
+
+/// Refuses a write by the application to a reserved stream name or with a reserved event type,
+/// except to streams starting with one of `allowed` (what a store-owned writer, such as the
+/// journal's snapshots, may write).
+pub(crate) fn check_not_reserved(writes: &[StreamWrite], allowed: &[&str]) -> Result<()> {
+    for w in writes {
+        if allowed.iter().any(|p| w.stream.starts_with(p)) {
+            continue;
+        }
+        if w.stream.starts_with(SYSTEM_PREFIX) {
+            return Err(Error::ReservedName {
+                name: w.stream.clone(),
+                what: "stream name",
+            });
+        }
+        if let Some(e) = w
+            .events
+            .iter()
+            .find(|e| e.event_type.starts_with(SYSTEM_PREFIX))
+        {
+            return Err(Error::ReservedName {
+                name: e.event_type.clone(),
+                what: "event type",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks a whole multi-stream batch before it is queued; returns its encoded size.
 fn check_batch(writes: &[StreamWrite], max_event_size: u64) -> Result<u64> {
     let mut total = 0u64;

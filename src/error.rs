@@ -63,6 +63,19 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// An application's append used a name the store keeps for itself (starting with `$`, see
+    /// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)); nothing was written.
+    #[error(
+        "`{name}` is a reserved {what}: names starting with `$` belong to the store ($all, \
+             $checkpoint-<consumer>, $snapshot-<stream>)"
+    )]
+    ReservedName {
+        /// The name.
+        name: String,
+        /// `stream name` or `event type`.
+        what: &'static str,
+    },
+
     /// One event is larger than `Options::max_event_size`; nothing was written.
     #[error("event of {size} bytes exceeds the maximum event size of {max} bytes")]
     EventTooLarge {

@@ -26,7 +26,7 @@ mod store;
 mod subscription;
 mod types;
 
-pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN};
+pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
 pub use error::{Error, Result};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::{AllEvents, StreamEvents};

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::append::{check_stream_name, Queue, WriterState};
+use crate::append::{check_not_reserved, check_stream_name, Queue, WriterState};
 use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::index::persist::{self, IndexFile, RunEntry};
@@ -184,6 +184,13 @@ impl Store {
         events: impl IntoIterator<Item = EventData>,
     ) -> Result<AppendResult> {
         let write = StreamWrite::new(stream, expected, events.into_iter().collect());
+        check_not_reserved(std::slice::from_ref(&write), &[])?;
+        self.append_unchecked(write)
+    }
+
+    /// Appends one stream's write without refusing reserved names: for the store's own writers
+    /// (checkpoints, and the journal's snapshots), which check what they may write themselves.
+    pub(crate) fn append_unchecked(&self, write: StreamWrite) -> Result<AppendResult> {
         let mut results = self.shared.submit(vec![write])?;
         results
             .pop()
@@ -194,6 +201,7 @@ impl Store {
     /// version, and either all are written, as one batch with one position range, or none.
     /// Results come back in the order of `writes`. A stream may appear only once.
     pub fn append_multi(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        check_not_reserved(&writes, &[])?;
         self.shared.submit(writes)
     }
 
@@ -373,6 +381,9 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn subscribe_to_all(&self, from: AllFrom, filter: Option<Filter>) -> Result<Subscription> {
+        if let Some(f) = &filter {
+            f.check()?;
+        }
         if let AllFrom::After(p) = from {
             // The same check as reads: a position inside a payload must not make up an event.
             self.all_cursor(&self.shared.log.view(), p)?;
@@ -391,7 +402,7 @@ impl Store {
     /// the category's events from 0). Served by the category index, maintained with the log: no
     /// scan of `$all`, no extra events written.
     pub fn read_category(&self, category: &str, from: u64, max: usize) -> Result<StreamEvents<'_>> {
-        check_key_text("category", category)?;
+        check_category(category)?;
         let key = Key::Category(category).name();
         Ok(StreamEvents::new(&self.shared, &key, from, max, true))
     }
@@ -427,7 +438,7 @@ impl Store {
     /// A catch-up subscription to a category: its events after the `from`-th as
     /// [`read_category`](Self::read_category) numbers them, then live ones.
     pub fn subscribe_to_category(&self, category: &str, from: StreamFrom) -> Result<Subscription> {
-        check_key_text("category", category)?;
+        check_category(category)?;
         let key = Key::Category(category).name();
         Ok(Subscription::to_stream(self.shared.clone(), &key, from))
     }
@@ -451,16 +462,20 @@ impl Store {
     /// handles again after a crash the events between its last saved checkpoint and the crash.
     /// Make handling idempotent: record the position (or event id) of the last event applied in
     /// the same transaction as its effect, and skip events at or before it.
+    ///
+    /// `position` must be one a subscription to `$all` can resume after: [`Position::START`], an
+    /// event's `position()` (or `next_position()`), or a [`SubscriptionItem::Checkpoint`]'s;
+    /// anything else is [`Error::InvalidPosition`], and nothing is saved.
+    ///
+    /// [`SubscriptionItem::Checkpoint`]: crate::SubscriptionItem::Checkpoint
     pub fn save_checkpoint(&self, consumer: &str, position: Position) -> Result<()> {
         let stream = checkpoint_stream(consumer)?;
-        self.append(
-            &stream,
+        self.all_cursor(&self.shared.log.view(), position)?;
+        self.append_unchecked(StreamWrite::new(
+            stream,
             ExpectedVersion::Any,
-            [EventData::new(
-                "$checkpoint",
-                position.0.to_le_bytes().to_vec(),
-            )],
-        )?;
+            vec![EventData::new("$checkpoint", position.0.to_le_bytes())],
+        ))?;
         Ok(())
     }
 
@@ -567,6 +582,19 @@ fn check_key_text(what: &str, text: &str) -> Result<()> {
         return Err(Error::InvalidInput(format!(
             "a {what} must be 1 to {} bytes",
             crate::append::MAX_STREAM_NAME_LEN
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a category name: it is a stream name's part before the first `-`, so it has none.
+fn check_category(category: &str) -> Result<()> {
+    check_key_text("category", category)?;
+    if category.contains('-') {
+        return Err(Error::InvalidInput(format!(
+            "`{category}` cannot be a category: a category is the part of a stream name before \
+             its first `-` (`{}` for `{category}`)",
+            crate::subscription::category_of(category)
         )));
     }
     Ok(())

@@ -141,6 +141,18 @@ pub fn category_of(stream: &str) -> &str {
 }
 
 impl Filter {
+    /// Refuses what can never match: a category with a `-` in it.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.categories.iter().find(|c| c.contains('-')) {
+            Some(c) => Err(Error::InvalidInput(format!(
+                "filter category `{c}` cannot match: a category is the part of a stream name \
+                 before its first `-` (`{}` for `{c}`)",
+                category_of(c)
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A filter matching every event, with a checkpoint every 1,000 events passed over.
     pub fn new() -> Filter {
         Filter {

@@ -172,3 +172,117 @@ fn borrowed_payloads_are_copied_and_owned_ones_moved() {
         .unwrap();
     assert_eq!(datas(&s, "payload-1").len(), 12);
 }
+
+/// Names starting with `$` belong to the store: an application's append to one, or with such an
+/// event type, is refused with a typed error and writes nothing; the store's own checkpoints
+/// still work, and reading a system stream is allowed.
+#[test]
+fn reserved_names_are_refused_on_user_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let empty = s.head();
+    for name in ["$all", "$snapshot-cart-1", "$checkpoint-x", "$anything"] {
+        let r = s.append(name, ExpectedVersion::Any, events(name, 0, 1));
+        match r {
+            Err(Error::ReservedName { name: n, what }) => {
+                assert_eq!(n, name);
+                assert_eq!(what, "stream name");
+            }
+            other => panic!("append to {name}: {other:?}"),
+        }
+        let multi = s.append_multi(vec![
+            StreamWrite::new("fine-1", ExpectedVersion::Any, events("fine-1", 0, 1)),
+            StreamWrite::new(name, ExpectedVersion::Any, events(name, 0, 1)),
+        ]);
+        assert!(
+            matches!(multi, Err(Error::ReservedName { .. })),
+            "{multi:?}"
+        );
+    }
+    let r = s.append(
+        "cart-1",
+        ExpectedVersion::Any,
+        [EventData::new("$metadata", "{}")],
+    );
+    assert!(
+        matches!(
+            &r,
+            Err(Error::ReservedName {
+                what: "event type",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("`$metadata` is a reserved event type"));
+    assert!(all(&s).is_empty(), "nothing was written");
+    assert_eq!(s.head(), empty);
+
+    // The clash the reservation prevents: a checkpoint is saved and loaded as before.
+    s.append("cart-1", ExpectedVersion::NoStream, events("cart-1", 0, 1))
+        .unwrap();
+    let p = all(&s)[0].position();
+    s.save_checkpoint("x", p).unwrap();
+    assert_eq!(s.load_checkpoint("x").unwrap(), Some(p));
+    assert_eq!(
+        stream(&s, "$checkpoint-x").len(),
+        1,
+        "system streams can be read"
+    );
+}
+
+/// A category name with a `-` can never match (a category is a stream name's part before its
+/// first `-`), and a checkpoint must be a position a subscription can resume after: both are
+/// refused where they are given, not later.
+#[test]
+fn impossible_categories_and_checkpoints_are_refused_where_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    s.append("cart-1", ExpectedVersion::NoStream, events("cart-1", 0, 3))
+        .unwrap();
+    let r = s.read_category("cart-1", 0, 10);
+    match &r {
+        Err(Error::InvalidInput(m)) => assert!(m.contains("`cart` for `cart-1`"), "{m}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("read_category(cart-1) was accepted"),
+    }
+    assert!(matches!(
+        s.subscribe_to_category("cart-1", StreamFrom::Start),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        s.subscribe_to_all(AllFrom::Start, Some(Filter::new().category("cart-1"))),
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(s.read_category("cart", 0, 10).unwrap().count(), 3);
+
+    let events = all(&s);
+    for bad in [
+        Position(1),
+        Position(events[0].position().0 + 8),
+        Position(1 << 40),
+    ] {
+        let r = s.save_checkpoint("projector", bad);
+        assert!(
+            matches!(r, Err(Error::InvalidPosition(p)) if p == bad),
+            "{bad:?}: {r:?}"
+        );
+    }
+    assert_eq!(
+        s.load_checkpoint("projector").unwrap(),
+        None,
+        "nothing was saved"
+    );
+    for good in [
+        Position::START,
+        events[1].position(),
+        events[2].next_position(),
+    ] {
+        s.save_checkpoint("projector", good).unwrap();
+        assert_eq!(s.load_checkpoint("projector").unwrap(), Some(good));
+        s.subscribe_from_checkpoint("projector", None).unwrap();
+    }
+}

@@ -1237,11 +1237,21 @@ const P_STREAMS: [&str; 8] = [
     "order",
     "ord-x-1",
     "user-a-b",
-    "$sys-1",
+    // A system stream: written through `save_checkpoint`, since applications may not append to
+    // names starting with `$`.
+    "$checkpoint-sys",
 ];
-const P_TYPES: [&str; 5] = ["Created", "CreatedV2", "Deleted", "Renamed", "$meta"];
+const P_TYPES: [&str; 5] = ["Created", "CreatedV2", "Deleted", "Renamed", "Meta"];
 const P_PREFIXES: [&str; 6] = ["acc", "order-", "ord", "u", "$", "zz"];
-const P_CATEGORIES: [&str; 7] = ["acct", "account", "order", "ord", "user", "$sys", "zz"];
+const P_CATEGORIES: [&str; 7] = [
+    "acct",
+    "account",
+    "order",
+    "ord",
+    "user",
+    "$checkpoint",
+    "zz",
+];
 const P_TYPE_PREFIXES: [&str; 6] = ["Cre", "CreatedV", "D", "$", "R", "Q"];
 
 fn arb_filter() -> impl Strategy<Value = (Filter, u64)> {
@@ -1282,6 +1292,12 @@ proptest! {
         let split = split.min(events.len());
         let append = |batch: &[(usize, usize, usize)]| {
             for (i, &(s, t, n)) in batch.iter().enumerate() {
+                if let Some(consumer) = P_STREAMS[s].strip_prefix("$checkpoint-") {
+                    for _ in 0..n {
+                        store.save_checkpoint(consumer, Position::START).unwrap();
+                    }
+                    continue;
+                }
                 let evs: Vec<EventData> =
                     (0..n).map(|k| ev(P_TYPES[t], format!("{i}.{k}"))).collect();
                 store.append(P_STREAMS[s], ExpectedVersion::Any, evs).unwrap();

@@ -2,9 +2,10 @@
 
 use std::ops::ControlFlow;
 
+use crate::append::check_not_reserved;
 use crate::error::Result;
 use crate::store::Store;
-use crate::types::{AppendResult, EventData, EventId, EventRef, ExpectedVersion};
+use crate::types::{AppendResult, EventData, EventId, EventRef, ExpectedVersion, StreamWrite};
 
 /// One stored event as the journal sees it, borrowed from the backend for the length of a call.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +56,13 @@ impl Backend for Store {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
-        Store::append(self, stream, expected, events)
+        let write = StreamWrite::new(stream, expected, events);
+        // The journal writes its actors' snapshots beside their streams.
+        check_not_reserved(
+            std::slice::from_ref(&write),
+            &[super::SNAPSHOT_STREAM_PREFIX],
+        )?;
+        self.append_unchecked(write)
     }
 
     fn read(

@@ -620,9 +620,13 @@ impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journale
     }
 }
 
+/// What the names of snapshot streams start with: a reserved name (see
+/// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)) that only the journal writes.
+pub(crate) const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
+
 /// The stream holding snapshots of `stream`.
 fn snapshot_stream(stream: &str) -> String {
-    format!("$snapshot-{stream}")
+    format!("{SNAPSHOT_STREAM_PREFIX}{stream}")
 }
 
 fn parse_snapshot_meta(meta: &[u8]) -> Option<(u64, u32)> {
