@@ -216,7 +216,9 @@ fn warmed_host(
 ) -> Host<Account> {
     let host = Host::new(store.clone(), journal.clone(), capacity);
     for id in ids {
-        let version = host.call(id, |a| Ok(a.version())).expect("call");
+        let version = host
+            .call(id, |a| Ok::<_, eventjournal::Error>(a.version()))
+            .expect("call");
         assert_eq!(version, HOST_EVENTS_PER_ACTOR);
     }
     assert_eq!(host.active(), capacity.min(ids.len()));
@@ -249,7 +251,8 @@ impl Writers {
             })
             .collect();
         for id in ids.iter().flatten() {
-            host.call(id, |a| Ok(a.version())).expect("activate");
+            host.call(id, |a| Ok::<_, eventjournal::Error>(a.version()))
+                .expect("activate");
         }
         Writers {
             dir,
@@ -276,7 +279,7 @@ impl Writers {
                         for r in 0..rounds {
                             let id = &ids[r as usize % ids.len()];
                             version = host
-                                .call(id, |a| {
+                                .call(id, |a| -> eventjournal::Result<_> {
                                     a.raise_event(Event::Deposited(r % 1000 + 1))?;
                                     a.confirm_events()?;
                                     Ok(a.version())
@@ -322,7 +325,8 @@ fn host(c: &mut Criterion) {
             b.iter(|| {
                 let id = &ids[next];
                 next = (next + 1) % ids.len();
-                host.call(id, |a| Ok(a.version())).expect("call")
+                host.call(id, |a| Ok::<_, eventjournal::Error>(a.version()))
+                    .expect("call")
             });
         });
         drop(warmed);

@@ -129,7 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 s.spawn(move || -> Result<u64, Error> {
                     let mut opened = 0;
                     for n in (t..ACCOUNTS).step_by(THREADS as usize) {
-                        opened += bank.call(&n.to_string(), |a| {
+                        opened += bank.call(&n.to_string(), |a| -> eventjournal::Result<_> {
                             if a.state().owner.is_some() {
                                 return Ok(0);
                             }
@@ -250,10 +250,12 @@ fn run_operations(bank: &Bank, run: u64) -> Result<(u64, u64, Duration), Error> 
                         } else {
                             AccountEvent::Withdrawn { cents }
                         };
-                        let wrote = bank.call(&id, |a| match a.raise_event(event) {
-                            Ok(()) => a.confirm_events().map(|()| true),
-                            Err(Error::Apply { .. }) => Ok(false),
-                            Err(e) => Err(e),
+                        let wrote = bank.call(&id, |a| -> eventjournal::Result<_> {
+                            match a.raise_event(event) {
+                                Ok(()) => a.confirm_events().map(|()| true),
+                                Err(Error::Apply { .. }) => Ok(false),
+                                Err(e) => Err(e),
+                            }
                         })?;
                         if wrote {
                             written.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +324,7 @@ fn replay_all(bank: &Bank) -> Result<(u64, u64, Duration), Error> {
     let mut accounts = 0;
     let mut total = 0;
     for n in 0..ACCOUNTS {
-        let (open, balance) = bank.call(&n.to_string(), |a| {
+        let (open, balance) = bank.call(&n.to_string(), |a| -> eventjournal::Result<_> {
             Ok((a.state().owner.is_some(), a.state().balance))
         })?;
         accounts += u64::from(open);
@@ -334,7 +336,11 @@ fn replay_all(bank: &Bank) -> Result<(u64, u64, Duration), Error> {
 /// Every account's balance, in id order.
 fn balances(bank: &Bank) -> Result<Vec<u64>, Error> {
     (0..ACCOUNTS)
-        .map(|n| bank.call(&n.to_string(), |a| Ok(a.state().balance)))
+        .map(|n| {
+            bank.call(&n.to_string(), |a| {
+                Ok::<_, eventjournal::Error>(a.state().balance)
+            })
+        })
         .collect()
 }
 
@@ -345,7 +351,9 @@ fn replay_without_snapshots(store: &Arc<Store>) -> Result<(u64, Duration), Error
     let started = Instant::now();
     let mut events = 0;
     for n in 0..ACCOUNTS {
-        events += bank.call(&n.to_string(), |a| Ok(a.version()))?;
+        events += bank.call(&n.to_string(), |a| {
+            Ok::<_, eventjournal::Error>(a.version())
+        })?;
     }
     Ok((events, started.elapsed()))
 }

@@ -189,7 +189,7 @@ fn activate(run_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let host = Host::new(store.clone(), Arc::new(Journal::<Balance>::new()), 10_000);
     for round in 0..EVENTS {
         for n in 0..ACTORS {
-            host.call(&n.to_string(), |a| {
+            host.call(&n.to_string(), |a| -> eventjournal::Result<_> {
                 a.raise_event(Moved::In(round + n))?;
                 a.confirm_events()
             })?;
@@ -202,7 +202,8 @@ fn activate(run_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
     while start.elapsed() < run_for {
         host.deactivate_all();
         for id in &ids {
-            total = total.wrapping_add(host.call(id, |a| Ok(a.state().0))?);
+            total =
+                total.wrapping_add(host.call(id, |a| Ok::<_, eventjournal::Error>(a.state().0))?);
         }
         activations += ACTORS;
     }

@@ -415,6 +415,37 @@ fn a_stored_event_that_does_not_decode_fails_activation_with_a_codec_error() {
 }
 
 #[test]
+fn an_event_written_without_the_journal_names_the_missing_metadata_and_what_to_do() {
+    // Given: an actor's stream holding an event appended by other code, without journal metadata
+    let (_dir, store) = given_a_store();
+    given_account(&store, &journal(), "foreign", &[]);
+    store
+        .append(
+            "account-foreign",
+            ExpectedVersion::Exact(0),
+            [EventData::new("Deposited", r#"{"amount":5}"#)],
+        )
+        .unwrap();
+
+    // When
+    let err =
+        Journaled::activate(store.clone(), journal(), "foreign").expect_err("activation fails");
+
+    // Then: a codec error naming the event, the missing metadata, and the two ways out
+    let text = err.to_string();
+    assert!(matches!(err, Error::Codec { .. }), "{err:?}");
+    for part in [
+        "event 1 (Deposited)",
+        "no journal metadata",
+        "account-foreign",
+        "through `Journaled`",
+        "Journal::upcaster(\"Deposited\", 1, ..)",
+    ] {
+        assert!(text.contains(part), "`{part}` missing from: {text}");
+    }
+}
+
+#[test]
 fn an_undecodable_event_met_while_confirming_is_a_codec_error() {
     // Given: a handle at version 1, and garbage appended behind its back
     let (_dir, store) = given_a_store();
@@ -1270,7 +1301,7 @@ fn account_host(store: &Arc<Store>, capacity: usize) -> Host<Account> {
 
 /// Given (through the host): account `id` opened, with `deposit` in it.
 fn host_open(host: &Host<Account>, id: &str, deposit: u64) {
-    host.call(id, |acct| {
+    host.call(id, |acct| -> eventjournal::Result<_> {
         acct.raise_events(vec![opened(id), deposited(deposit)])?;
         acct.confirm_events()
     })
@@ -1279,8 +1310,73 @@ fn host_open(host: &Host<Account>, id: &str, deposit: u64) {
 
 /// The (version, state) of an actor, through the host.
 fn host_view(host: &Host<Account>, id: &str) -> (u64, Account) {
-    host.call(id, |acct| Ok((acct.version(), acct.state().clone())))
-        .unwrap()
+    host.call(id, |acct| {
+        Ok::<_, eventjournal::Error>((acct.version(), acct.state().clone()))
+    })
+    .unwrap()
+}
+
+/// An application's own error type, which the store's errors convert into.
+#[derive(Debug)]
+enum BankError {
+    Store(Error),
+    Frozen(String),
+}
+
+impl From<Error> for BankError {
+    fn from(e: Error) -> BankError {
+        BankError::Store(e)
+    }
+}
+
+#[test]
+fn host_calls_return_the_application_error_type() {
+    // Given: an open account behind a host
+    let (_dir, store) = given_a_store();
+    let host = account_host(&store, 10);
+    host_open(&host, "app", 10);
+
+    // When: a call fails with the application's own error, before raising anything
+    let frozen = host.call("app", |acct| {
+        if acct.state().balance >= 10 {
+            return Err(BankError::Frozen(acct.id().to_string()));
+        }
+        acct.raise_event(deposited(1))?;
+        Ok(())
+    });
+    // Then: it is the application's error, unchanged, and nothing was written
+    assert!(
+        matches!(&frozen, Err(BankError::Frozen(id)) if id == "app"),
+        "{frozen:?}"
+    );
+    assert_eq!(host_view(&host, "app").0, 2);
+
+    // When: the journal refuses an event inside such a call
+    let refused = host.call("app", |acct| -> Result<(), BankError> {
+        acct.raise_event(withdrawn(1_000))?;
+        acct.confirm_events()?;
+        Ok(())
+    });
+    // Then: the store's error arrives converted
+    assert!(
+        matches!(&refused, Err(BankError::Store(Error::Apply { .. }))),
+        "{refused:?}"
+    );
+
+    // When: activation itself fails (an undecodable event), the error converts the same way
+    store
+        .append(
+            "account-app",
+            ExpectedVersion::Exact(1),
+            [EventData::new("Deposited", vec![0xff; 3])],
+        )
+        .unwrap();
+    let fresh = account_host(&store, 10);
+    let r = fresh.call("app", |acct| Ok::<_, BankError>(acct.version()));
+    assert!(
+        matches!(&r, Err(BankError::Store(Error::Codec { .. }))),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -1305,7 +1401,7 @@ fn the_host_keeps_one_activation_per_actor_and_serialises_its_calls() {
             thread::spawn(move || {
                 barrier.wait();
                 for _ in 0..CALLS {
-                    host.call("same", |acct| {
+                    host.call("same", |acct| -> eventjournal::Result<_> {
                         let now = in_call.fetch_add(1, Ordering::SeqCst) + 1;
                         most_in_call.fetch_max(now, Ordering::SeqCst);
                         // The activation is never behind the store: nobody else writes.
@@ -1356,7 +1452,7 @@ fn the_host_runs_calls_to_different_actors_in_parallel() {
     let on_a = {
         let host = host.clone();
         thread::spawn(move || {
-            host.call("a", move |acct| {
+            host.call("a", move |acct| -> eventjournal::Result<_> {
                 entered_tx.send(()).unwrap();
                 let heard_from_b = release_rx.recv_timeout(Duration::from_secs(10)).is_ok();
                 acct.raise_event(deposited(1))?;
@@ -1368,7 +1464,7 @@ fn the_host_runs_calls_to_different_actors_in_parallel() {
     entered_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the call on A started");
-    host.call("b", move |acct| {
+    host.call("b", move |acct| -> eventjournal::Result<_> {
         acct.raise_event(deposited(2))?;
         acct.confirm_events()?;
         let _ = release_tx.send(());
@@ -1448,7 +1544,9 @@ fn the_host_does_not_evict_an_actor_with_unconfirmed_events() {
     assert_eq!(deactivated, 1);
     assert!(host.is_active("dirty"));
     let pending = host
-        .call("dirty", |acct| Ok(acct.unconfirmed_events().len()))
+        .call("dirty", |acct| {
+            Ok::<_, eventjournal::Error>(acct.unconfirmed_events().len())
+        })
         .unwrap();
     assert_eq!(pending, 1);
 
@@ -1486,7 +1584,7 @@ fn the_host_keeps_one_activation_per_actor_while_evicting_under_load() {
                 for i in 0..CALLS {
                     let k = (t + i) % ACTORS.len();
                     let id = ACTORS[k];
-                    host.call(id, |acct| {
+                    host.call(id, |acct| -> eventjournal::Result<_> {
                         if in_call[k].fetch_add(1, Ordering::SeqCst) != 0 {
                             anomalies.fetch_add(1, Ordering::SeqCst);
                         }
@@ -1868,7 +1966,7 @@ fn a_host_on_the_in_memory_backend_reports_a_failed_activation_and_retries_it() 
     mem.fail_reads.store(true, Ordering::SeqCst);
 
     // When: the actor is called
-    let failed = host.call("h", |acct| Ok(acct.version()));
+    let failed = host.call("h", |acct| Ok::<_, eventjournal::Error>(acct.version()));
 
     // Then: the call reports the I/O error
     assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
@@ -1876,7 +1974,7 @@ fn a_host_on_the_in_memory_backend_reports_a_failed_activation_and_retries_it() 
     // When: the backend is back, and the actor is called again
     mem.fail_reads.store(false, Ordering::SeqCst);
     let (version, balance) = host
-        .call("h", |acct| {
+        .call("h", |acct| -> eventjournal::Result<_> {
             acct.raise_event(withdrawn(2))?;
             acct.confirm_events()?;
             Ok((acct.version(), acct.state().balance))

@@ -43,12 +43,28 @@ struct Table<S: JournalState, B: Backend, C: Codec> {
 /// # let dir = tempfile::tempdir()?;
 /// let store = Arc::new(Store::open(dir.path(), Options::default())?);
 /// let host = Host::new(store, Arc::new(Journal::<Counter>::new()), 1_000);
-/// let total = host.call("visits", |c| {
+/// // The closure's error type is the caller's: here the store's own.
+/// let total = host.call("visits", |c| -> eventjournal::Result<u64> {
 ///     c.raise_event(Added(1))?;
 ///     c.confirm_events()?;
 ///     Ok(c.state().0)
 /// })?;
 /// assert_eq!(total, 1);
+///
+/// // Or the application's, if the store's errors convert into it.
+/// #[derive(Debug)]
+/// enum AppError { Store(eventjournal::Error), TooMany }
+/// impl From<eventjournal::Error> for AppError {
+///     fn from(e: eventjournal::Error) -> AppError { AppError::Store(e) }
+/// }
+/// let r = host.call("visits", |c| {
+///     if c.state().0 >= 1 {
+///         return Err(AppError::TooMany);
+///     }
+///     c.raise_event(Added(1))?; // an eventjournal::Error becomes an AppError
+///     Ok(c.state().0)
+/// });
+/// assert!(matches!(r, Err(AppError::TooMany)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Host<S: JournalState, B: Backend = Store, C: Codec = Bincode> {
@@ -77,11 +93,19 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
     /// Calls `f` on actor `id`, activating it first if it is not active. Calls to one actor run
     /// one at a time, in the order they take its lock; calls to different actors run in
     /// parallel. An activation that fails is reported to this call and tried again by the next.
-    pub fn call<R>(
+    ///
+    /// `f` returns the application's own error type, any `E` that an [`Error`] converts into
+    /// (`eventjournal::Error` itself, or an application enum with a `From<Error>` variant), so
+    /// both the journal's errors and the application's flow through `?`; activation errors are
+    /// converted the same way.
+    pub fn call<R, E>(
         &self,
         id: &str,
-        f: impl FnOnce(&mut Journaled<S, B, C>) -> Result<R>,
-    ) -> Result<R> {
+        f: impl FnOnce(&mut Journaled<S, B, C>) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<Error>,
+    {
         let slot = self.slot(id);
         let mut guard = slot.lock();
         if guard.is_none() {
@@ -93,7 +117,7 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
         }
         match guard.as_mut() {
             Some(actor) => f(actor),
-            None => Err(Error::InvalidInput("internal: actor not activated".into())),
+            None => Err(Error::InvalidInput("internal: actor not activated".into()).into()),
         }
     }
 

@@ -222,24 +222,46 @@ impl<S: JournalState, C: Codec> Journal<S, C> {
     /// Decodes a stored event, through its upcaster if its schema version has one.
     fn decode_event(&self, stream: &str, e: &StoredEvent<'_>) -> Result<S::Event> {
         // Events written by other tools carry no journal metadata: schema 1.
-        let version = match e.metadata {
+        let (version, foreign) = match e.metadata {
             [EVENT_META_TAG, v @ ..] if v.len() == 4 => {
-                u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+                (u32::from_le_bytes([v[0], v[1], v[2], v[3]]), false)
             }
-            _ => 1,
+            _ => (1, true),
         };
-        let decoded = match self.upcasters.get(&(e.event_type.to_string(), version)) {
+        let upcaster = self.upcasters.get(&(e.event_type.to_string(), version));
+        let decoded = match upcaster {
             Some(up) => up(e.data, &self.codec),
             None => self.codec.decode(e.data),
         };
-        decoded.map_err(|reason| Error::Codec {
-            action: "decode",
-            what: format!(
-                "event {} ({}, schema {version})",
-                e.event_number, e.event_type
-            ),
-            stream: stream.to_string(),
-            reason,
+        decoded.map_err(|reason| {
+            if foreign && upcaster.is_none() {
+                // Most likely written with `Store::append` by other code: say so, and how to
+                // read it, rather than leave the codec's message alone.
+                Error::Codec {
+                    action: "decode",
+                    what: format!(
+                        "event {} ({}), which has no journal metadata (it was not written through \
+                         `Journaled`),",
+                        e.event_number, e.event_type
+                    ),
+                    stream: stream.to_string(),
+                    reason: format!(
+                        "{reason}; write this actor's events through `Journaled`, or read events \
+                         written by other code with `Journal::upcaster(\"{}\", 1, ..)`",
+                        e.event_type
+                    ),
+                }
+            } else {
+                Error::Codec {
+                    action: "decode",
+                    what: format!(
+                        "event {} ({}, schema {version})",
+                        e.event_number, e.event_type
+                    ),
+                    stream: stream.to_string(),
+                    reason,
+                }
+            }
         })
     }
 }
