@@ -2,12 +2,12 @@
 //! own stream (`account-<n>`), hosted with one activation per account, persisted in an embedded
 //! store with durable appends.
 //!
-//! `cargo run --release --example bank` uses the store directory `bank-data` (created if
-//! missing); `cargo run --release --example bank -- DIR` uses `DIR`. Each run opens the accounts
-//! that do not exist yet, runs deposits and withdrawals from several threads (a withdrawal that
-//! would overdraw is refused), deactivates every actor and reactivates it by replaying its
-//! stream, then checks from a fresh process that every balance survived. A later run on the same
-//! directory first checks what the earlier one left.
+//! `cargo run --release --features cli --bin bank` uses the store directory `bank-data` (created
+//! if missing); `cargo run --release --features cli --bin bank -- DIR` uses `DIR`. Each run
+//! opens the accounts that do not exist yet, runs deposits and withdrawals from several threads
+//! (a withdrawal that would overdraw is refused), deactivates every actor and reactivates it by
+//! replaying its stream, then checks from a fresh process that every balance survived. A later
+//! run on the same directory first checks what the earlier one left.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
