@@ -8,11 +8,13 @@
 //! See [`Store`] for the API, `FORMAT.md` for the bytes on disk, and `README.md` for the design.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod append;
 mod disk;
 mod error;
 #[cfg(feature = "fault-injection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 #[allow(dead_code)]
@@ -32,9 +34,16 @@ pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_S
 pub use read::{AllEvents, StreamEvents};
 pub use store::Store;
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use subscription::SubscriptionStream;
 pub use subscription::{category_of, AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
 pub use types::{
     AppendResult, EventData, EventId, EventRef, ExpectedVersion, Payload, Position, RecordedEvent,
     StreamWrite,
 };
+
+/// The README's Rust examples, compiled and run by `cargo test --doc` so that they cannot drift
+/// from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

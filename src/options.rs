@@ -91,6 +91,7 @@ impl Options {
     /// Asks `injector` before every file operation, so that tests can fail any of them (feature
     /// `fault-injection`; see [`fault`](crate::fault)).
     #[cfg(feature = "fault-injection")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fault-injection")))]
     pub fn fault_injector(
         mut self,
         injector: std::sync::Arc<dyn crate::fault::FaultInjector>,

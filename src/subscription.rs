@@ -459,6 +459,7 @@ impl Subscription {
     /// A [`futures_core::Stream`] of this subscription's events and checkpoints (feature
     /// `async`). It is woken by commits; it needs no particular runtime.
     #[cfg(feature = "async")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
     pub fn into_stream(self) -> SubscriptionStream {
         let id = self
             .shared
@@ -547,6 +548,7 @@ impl std::fmt::Debug for Subscription {
 /// A subscription as a [`futures_core::Stream`] (feature `async`): items are
 /// `Result<SubscriptionItem>`; it ends when the store closes.
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub struct SubscriptionStream {
     sub: Subscription,
     /// This stream's number among the store's, for its waker's registration.
@@ -561,6 +563,7 @@ impl Drop for SubscriptionStream {
 }
 
 #[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 impl futures_core::Stream for SubscriptionStream {
     type Item = Result<SubscriptionItem>;
 

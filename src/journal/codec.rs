@@ -38,10 +38,12 @@ impl Codec for Bincode {
 
 /// JSON through serde_json (feature `json`): readable by other tools, larger and slower.
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;
 
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 impl Codec for Json {
     fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, String> {
         serde_json::to_vec(value).map_err(|e| e.to_string())

@@ -69,6 +69,7 @@ use serde::Serialize;
 
 pub use backend::{Backend, StoredEvent};
 #[cfg(feature = "json")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};
 pub use host::Host;
