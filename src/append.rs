@@ -26,19 +26,93 @@ pub const MAX_STREAM_NAME_LEN: usize = 1024;
 /// Longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 1024;
 
+/// Who waits for a queued batch: a thread, parked until its result is in (or the queue needs it
+/// as the next leader), or an async task, woken through the waker kept in [`Queue::wakers`].
+pub(crate) enum Waiter {
+    Thread(Thread),
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    Task,
+}
+
 /// The group-commit queue.
 #[derive(Default)]
 pub(crate) struct Queue {
     next_ticket: u64,
     pending: Vec<(u64, Vec<StreamWrite>)>,
-    /// The threads that queued each pending batch.
-    pending_threads: Vec<Thread>,
+    /// Who queued each pending batch.
+    pending_waiters: Vec<Waiter>,
     done: HashMap<u64, Result<Vec<AppendResult>>>,
     leader: bool,
+    /// Set by `close`: no batch is queued any more.
+    pub(crate) closed: bool,
     /// The threads of the last two groups, for [`Shared::gather`].
     recent: [Vec<ThreadId>; 2],
     /// A leader waiting for more appenders to join its group.
     gatherer: Option<Thread>,
+    /// The wakers of async appends not answered yet, by ticket.
+    #[cfg(feature = "async")]
+    wakers: HashMap<u64, std::task::Waker>,
+    /// Tickets of async appends dropped while their group was being committed: their results
+    /// are thrown away.
+    #[cfg(feature = "async")]
+    abandoned: std::collections::HashSet<u64>,
+    /// The store's committer thread, which leads groups for async appenders.
+    #[cfg(feature = "async")]
+    pub(crate) committer: Option<Thread>,
+    /// Tells the committer thread to end.
+    #[cfg(feature = "async")]
+    pub(crate) stop_committer: bool,
+}
+
+impl Queue {
+    /// Whether the queue is idle: nothing queued and no group being committed.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.pending.is_empty() && !self.leader
+    }
+
+    /// Queues a batch; returns its ticket.
+    fn enqueue(&mut self, writes: Vec<StreamWrite>, waiter: Waiter) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.pending.push((ticket, writes));
+        self.pending_waiters.push(waiter);
+        ticket
+    }
+
+    /// Hands a batch its result; collects the waker of an async appender into `wake`.
+    fn deliver(
+        &mut self,
+        ticket: u64,
+        result: Result<Vec<AppendResult>>,
+        wake: &mut Vec<std::task::Waker>,
+    ) {
+        #[cfg(feature = "async")]
+        {
+            if !self.abandoned.is_empty() && self.abandoned.remove(&ticket) {
+                return;
+            }
+            if !self.wakers.is_empty() {
+                if let Some(w) = self.wakers.remove(&ticket) {
+                    wake.push(w);
+                }
+            }
+        }
+        #[cfg(not(feature = "async"))]
+        let _ = wake;
+        self.done.insert(ticket, result);
+    }
+
+    /// Who must be woken to lead the next group: the first queued thread, or for an async
+    /// appender the committer thread.
+    fn next_leader(&self) -> Option<Thread> {
+        match self.pending_waiters.first()? {
+            Waiter::Thread(t) => Some(t.clone()),
+            #[cfg(feature = "async")]
+            Waiter::Task => self.committer.clone(),
+            #[cfg(not(feature = "async"))]
+            Waiter::Task => None,
+        }
+    }
 }
 
 /// Longest a durable group waits for appenders to join it: a fraction of what a sync costs,
@@ -502,7 +576,7 @@ struct Outcome {
 struct LeaderGuard<'a> {
     shared: &'a Shared,
     tickets: Vec<u64>,
-    threads: Vec<Thread>,
+    waiters: Vec<Waiter>,
 }
 
 impl Drop for LeaderGuard<'_> {
@@ -514,25 +588,11 @@ impl Drop for LeaderGuard<'_> {
         self.shared.writer.lock().log.poison_with(reason);
         let mut q = self.shared.queue.lock();
         q.leader = false;
+        let mut wakers = Vec::new();
         for t in self.tickets.drain(..) {
-            q.done.insert(t, Err(Error::Poisoned(reason.into())));
+            q.deliver(t, Err(Error::Poisoned(reason.into())), &mut wakers);
         }
-        wake(q, &self.threads);
-    }
-}
-
-/// Wakes the first queued appender, which becomes the next leader, and then the appenders whose
-/// results are in (`threads`, the leader's group), after releasing the queue. Each appender
-/// sleeps on its own: waking only these keeps a busy store from waking every waiting thread
-/// after every group, and waking them outside the lock lets them queue again at once.
-fn wake(q: MutexGuard<'_, Queue>, threads: &[Thread]) {
-    let next = q.pending_threads.first().cloned();
-    drop(q);
-    let me = std::thread::current().id();
-    for t in next.iter().chain(threads) {
-        if t.id() != me {
-            t.unpark();
-        }
+        self.shared.hand_over(q, &self.waiters, wakers);
     }
 }
 
@@ -541,10 +601,10 @@ impl Shared {
     pub(crate) fn submit(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
         check_batch(&writes, self.options.max_event_size)?;
         let mut q = self.queue.lock();
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push((ticket, writes));
-        q.pending_threads.push(std::thread::current());
+        if q.closed {
+            return Err(Error::Closed);
+        }
+        let ticket = q.enqueue(writes, Waiter::Thread(std::thread::current()));
         if let Some(g) = &q.gatherer {
             g.unpark();
         }
@@ -557,7 +617,9 @@ impl Shared {
                 return r;
             }
             if !q.leader {
-                break;
+                return self.lead(q, Some(ticket)).unwrap_or_else(|| {
+                    Err(Error::Poisoned("internal: append result lost".into()))
+                });
             }
             if yields > 0 {
                 yields -= 1;
@@ -568,38 +630,91 @@ impl Shared {
             // for anything else only goes round the loop again.
             MutexGuard::unlocked(&mut q, std::thread::park);
         }
+    }
+
+    /// Leads one group: takes every queued batch, commits them, hands each its result and the
+    /// queue its next leader. The caller found no leader; `mine` is the caller's own ticket,
+    /// whose result is returned rather than handed over.
+    pub(crate) fn lead(
+        &self,
+        mut q: MutexGuard<'_, Queue>,
+        mine: Option<u64>,
+    ) -> Option<Result<Vec<AppendResult>>> {
         q.leader = true;
         self.gather(&mut q);
         let group = std::mem::take(&mut q.pending);
-        let threads = std::mem::take(&mut q.pending_threads);
+        let waiters = std::mem::take(&mut q.pending_waiters);
         q.recent.swap(0, 1);
-        q.recent[1] = threads.iter().map(Thread::id).collect();
+        q.recent[1] = waiters
+            .iter()
+            .filter_map(|w| match w {
+                Waiter::Thread(t) => Some(t.id()),
+                Waiter::Task => None,
+            })
+            .collect();
         drop(q);
 
         let mut guard = LeaderGuard {
             shared: self,
             tickets: group.iter().map(|(t, _)| *t).collect(),
-            threads,
+            waiters,
         };
         let published = self.log.visible();
         let outcomes = self.commit_group(group);
         guard.tickets.clear();
-        let threads = std::mem::take(&mut guard.threads);
+        let waiters = std::mem::take(&mut guard.waiters);
         drop(guard);
 
         let mut q = self.queue.lock();
         q.leader = false;
+        let mut wakers = Vec::new();
+        let mut mine_result = None;
         for o in outcomes {
-            q.done.insert(o.ticket, o.result);
+            if Some(o.ticket) == mine {
+                mine_result = Some(o.result);
+            } else {
+                q.deliver(o.ticket, o.result, &mut wakers);
+            }
         }
-        let mine = q.done.remove(&ticket);
-        wake(q, &threads);
+        self.hand_over(q, &waiters, wakers);
         // Subscribers are woken after the writer lock is released (and the group's appenders are
         // woken), so that waking them never holds up the next group.
         if self.log.visible() != published {
             self.commits.notify();
         }
-        mine.unwrap_or_else(|| Err(Error::Poisoned("internal: append result lost".into())))
+        mine_result
+    }
+
+    /// After a group: wakes the next leader (the first queued thread, or the committer thread
+    /// for an async appender), then the appenders whose results are in (`group`, and the tasks'
+    /// `wakers`), after releasing the queue. Each appender sleeps on its own: waking only these
+    /// keeps a busy store from waking every waiting thread after every group, and waking them
+    /// outside the lock lets them queue again at once.
+    pub(crate) fn hand_over(
+        &self,
+        q: MutexGuard<'_, Queue>,
+        group: &[Waiter],
+        wakers: Vec<std::task::Waker>,
+    ) {
+        let next = q.next_leader();
+        let closing = q.closed;
+        drop(q);
+        if closing {
+            self.drained.notify_all();
+        }
+        let me = std::thread::current().id();
+        let threads = group.iter().filter_map(|w| match w {
+            Waiter::Thread(t) => Some(t),
+            Waiter::Task => None,
+        });
+        for t in next.iter().chain(threads) {
+            if t.id() != me {
+                t.unpark();
+            }
+        }
+        for w in wakers {
+            w.wake();
+        }
     }
 
     /// Lets a new leader of a durable group wait, briefly, for the appenders of the last two
@@ -620,9 +735,11 @@ impl Shared {
             }
         }
         let wanted = |q: &Queue| {
-            expected
-                .iter()
-                .any(|t| !q.pending_threads.iter().any(|p| p.id() == *t))
+            expected.iter().any(|t| {
+                !q.pending_waiters
+                    .iter()
+                    .any(|p| matches!(p, Waiter::Thread(p) if p.id() == *t))
+            })
         };
         if expected.len() <= 1 || !wanted(q) {
             return;
@@ -878,5 +995,138 @@ impl Shared {
             });
         }
         (outcomes, streams)
+    }
+}
+
+/// An async append on its way through the group commit (feature `async`): queued on its first
+/// poll, answered when the group that took it is committed. The group is led by a thread (the
+/// store's committer thread, or a blocking appender that happens to lead), never by the task.
+///
+/// Dropped before its first poll, it queued nothing. Dropped while queued, its batch is taken out
+/// of the queue and never written. Dropped while its group is being committed, its batch may
+/// still be written (as a request that timed out may still have been carried out) and its result
+/// is thrown away.
+#[cfg(feature = "async")]
+pub(crate) struct Submission<'a> {
+    shared: &'a Shared,
+    state: SubmissionState,
+}
+
+#[cfg(feature = "async")]
+enum SubmissionState {
+    /// Checked, not queued yet.
+    Ready(Vec<StreamWrite>),
+    Queued(u64),
+    Finished,
+}
+
+#[cfg(feature = "async")]
+impl Shared {
+    /// An async append of a multi-stream batch, checked now and queued when first polled.
+    pub(crate) fn submit_async(&self, writes: Vec<StreamWrite>) -> Result<Submission<'_>> {
+        check_batch(&writes, self.options.max_event_size)?;
+        Ok(Submission {
+            shared: self,
+            state: SubmissionState::Ready(writes),
+        })
+    }
+
+    /// The committer thread: leads a group whenever batches are queued and nobody leads, until
+    /// told to stop (after `close` has seen the queue drained).
+    pub(crate) fn commit_loop(&self) {
+        let mut q = self.queue.lock();
+        loop {
+            if q.stop_committer {
+                return;
+            }
+            if !q.leader && !q.pending.is_empty() {
+                // A leader that unwinds hands its group an error and the queue on (see
+                // `LeaderGuard`); the committer must outlive it, or async appenders would wait
+                // for a leader that never comes.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.lead(q, None);
+                }));
+                q = self.queue.lock();
+                continue;
+            }
+            // Unparked by an async appender that finds no leader, by a leader whose next queued
+            // appender is a task, and by `close`.
+            MutexGuard::unlocked(&mut q, std::thread::park);
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl std::future::Future for Submission<'_> {
+    type Output = Result<Vec<AppendResult>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let mut q = this.shared.queue.lock();
+        match std::mem::replace(&mut this.state, SubmissionState::Finished) {
+            SubmissionState::Finished => Poll::Ready(Err(Error::InvalidInput(
+                "an append future was polled after it completed".into(),
+            ))),
+            SubmissionState::Ready(writes) => {
+                if q.closed {
+                    return Poll::Ready(Err(Error::Closed));
+                }
+                let ticket = q.enqueue(writes, Waiter::Task);
+                q.wakers.insert(ticket, cx.waker().clone());
+                this.state = SubmissionState::Queued(ticket);
+                if !q.leader {
+                    if let Some(c) = &q.committer {
+                        c.unpark();
+                    }
+                }
+                Poll::Pending
+            }
+            SubmissionState::Queued(ticket) => {
+                if let Some(r) = q.done.remove(&ticket) {
+                    return Poll::Ready(r);
+                }
+                if let Some(w) = q.wakers.get_mut(&ticket) {
+                    if !w.will_wake(cx.waker()) {
+                        *w = cx.waker().clone();
+                    }
+                }
+                this.state = SubmissionState::Queued(ticket);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for Submission<'_> {
+    fn drop(&mut self) {
+        let SubmissionState::Queued(ticket) = self.state else {
+            return;
+        };
+        let mut q = self.shared.queue.lock();
+        if q.done.remove(&ticket).is_some() {
+            return;
+        }
+        q.wakers.remove(&ticket);
+        match q.pending.iter().position(|(t, _)| *t == ticket) {
+            Some(i) => {
+                // Not taken by a leader yet: it is never written.
+                q.pending.remove(i);
+                q.pending_waiters.remove(i);
+                if !q.leader {
+                    // It may have been the one a finished leader handed the queue to, or the
+                    // last one `close` waits for.
+                    self.shared.hand_over(q, &[], Vec::new());
+                }
+            }
+            // In a group being committed: its result is thrown away when it comes.
+            None => {
+                q.abandoned.insert(ticket);
+            }
+        }
     }
 }

@@ -104,6 +104,11 @@ pub enum Error {
     #[error("store refuses writes after an earlier I/O failure: {0}")]
     Poisoned(String),
 
+    /// The store was closed (by [`Store::close`](crate::Store::close) through this or another
+    /// handle); nothing was done. Open the store again to go on.
+    #[error("the store is closed")]
+    Closed,
+
     /// A journaled actor's event or snapshot could not be encoded or decoded.
     #[error("cannot {action} {what} of stream `{stream}`: {reason}")]
     Codec {

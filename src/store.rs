@@ -3,6 +3,7 @@
 use std::fs::{self, File, TryLockError};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -50,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
     /// Wakes subscriptions on commits.
     pub(crate) commits: Commits,
+    /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
+    pub(crate) closed: AtomicBool,
+    /// Wakes `close` when the queue drains; used with the queue lock.
+    pub(crate) drained: Condvar,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -73,10 +78,54 @@ pub(crate) struct Shared {
 /// store.close()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// [`close`](Self::close) takes `&self`, so a store shared through an `Arc` — with a
+/// [`Host`](crate::journal::Host), with threads — is closed through any of its handles, without
+/// gathering them first. Calls through the other handles then fail with [`Error::Closed`], and the
+/// directory can be opened again at once:
+///
+/// ```
+/// # use eventjournal::journal::*;
+/// # use eventjournal::{Error, Options, Store};
+/// # use std::sync::Arc;
+/// # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// # struct Added(u64);
+/// # impl JournalEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+/// # struct Counter(u64);
+/// # impl JournalState for Counter {
+/// #     type Event = Added; type Error = Rejected; const TYPE: &'static str = "counter";
+/// #     fn apply(&mut self, e: &Added) -> Result<(), Rejected> { self.0 += e.0; Ok(()) }
+/// # }
+/// # let dir = tempfile::tempdir()?;
+/// let store = Arc::new(Store::open(dir.path(), Options::default())?);
+/// let host = Host::new(store.clone(), Arc::new(Journal::<Counter>::new()), 1_000);
+/// host.call("visits", |c| {
+///     c.raise_event(Added(1))?;
+///     c.confirm_events()
+/// })?;
+///
+/// store.close()?; // the host still holds its handle
+/// let late = host.call("visits", |c| {
+///     c.raise_event(Added(1))?;
+///     c.confirm_events()
+/// });
+/// assert!(matches!(late, Err(Error::Closed)));
+/// let reopened = Store::open(dir.path(), Options::default())?; // the directory is free
+/// assert_eq!(reopened.stream_version("counter-visits"), Some(0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Store {
     shared: Arc<Shared>,
-    flusher: Option<JoinHandle<()>>,
-    lock: Option<File>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The directory lock, until the store is closed. Held by `close` for all of its work, so
+    /// that a second `close` returns only when the first is done.
+    lock: Mutex<Option<File>>,
+    /// The thread that leads groups for async appenders, started by the first one.
+    #[cfg(feature = "async")]
+    committer: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "async")]
+    committer_started: AtomicBool,
 }
 
 impl Store {
@@ -113,6 +162,8 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
             commits: Commits::default(),
+            closed: AtomicBool::new(false),
+            drained: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             options,
@@ -131,28 +182,71 @@ impl Store {
         };
         Ok(Store {
             shared,
-            flusher,
-            lock: Some(lock),
+            flusher: Mutex::new(flusher),
+            lock: Mutex::new(Some(lock)),
+            #[cfg(feature = "async")]
+            committer: Mutex::new(None),
+            #[cfg(feature = "async")]
+            committer_started: AtomicBool::new(false),
         })
     }
 
-    /// Waits for in-flight appends, syncs, saves the index and releases the directory lock.
-    pub fn close(mut self) -> Result<()> {
+    /// Closes the store: lets the appends already queued or in flight finish (each gets its
+    /// own result), syncs everything, saves the index, stops the background threads, ends every
+    /// subscription and releases the directory lock, so that `Store::open` of the same directory
+    /// succeeds as soon as this returns — even while other handles on this `Store` (an
+    /// `Arc<Store>` shared with a [`Host`](crate::journal::Host) or with other threads) are still
+    /// alive.
+    ///
+    /// After `close`, every method of this store that returns a `Result` fails with
+    /// [`Error::Closed`]: appends, `flush`, reads and replays, subscriptions, checkpoints. The
+    /// methods without a `Result` (`head`, `streams`, `stream_version`, `category_len`,
+    /// `event_type_len`, `path`) answer from what the store held when it closed. Iterators and
+    /// subscriptions made before `close` yield the events committed before it; subscriptions then
+    /// end. The segments' memory maps stay until the last handle (and the last event or
+    /// subscription read through it) is dropped.
+    ///
+    /// An error is what syncing found (the lock is released all the same). Closing again is
+    /// harmless and returns `Ok(())`, as closing a connection twice is in SQLite's Python
+    /// binding: only the first call does the work and reports its outcome; a call made while
+    /// another is closing waits for it. Dropping the last handle closes an open store too, but
+    /// can only discard the error: call `close` to see it.
+    pub fn close(&self) -> Result<()> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<()> {
-        let Some(lock) = self.lock.take() else {
+    fn shutdown(&self) -> Result<()> {
+        let mut held = self.lock.lock();
+        let Some(lock) = held.take() else {
             return Ok(());
         };
+        {
+            // From here on nothing is queued; what is queued already is committed by its
+            // appenders (or the committer thread, for async ones) as usual.
+            let mut q = self.shared.queue.lock();
+            q.closed = true;
+            self.shared.closed.store(true, Ordering::SeqCst);
+            while !q.is_drained() {
+                self.shared.drained.wait(&mut q);
+            }
+            #[cfg(feature = "async")]
+            {
+                q.stop_committer = true;
+                if let Some(c) = &q.committer {
+                    c.unpark();
+                }
+            }
+        }
+        #[cfg(feature = "async")]
+        if let Some(t) = self.committer.lock().take() {
+            let _ = t.join();
+        }
         *self.shared.stop.lock() = true;
         self.shared.stop_cv.notify_all();
-        if let Some(t) = self.flusher.take() {
+        if let Some(t) = self.flusher.lock().take() {
             let _ = t.join();
         }
         let result = {
-            // The leader holds the writer lock for a whole group, so taking it waits for any
-            // append in flight.
             let mut w = self.shared.writer.lock();
             w.log.sync_all().map(|()| {
                 let active = w.log.active().clone();
@@ -162,6 +256,32 @@ impl Store {
         drop(lock);
         self.shared.commits.close();
         result
+    }
+
+    /// Fails with [`Error::Closed`] once the store is closed.
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Makes every append that returned before this call durable, and returns when it is on
+    /// disk: under [`Durability::Buffered`] and [`Durability::None`], the way to make a point
+    /// durable without closing the store. Under [`Durability::Sync`] every acknowledged append
+    /// is durable already, and this does no I/O.
+    ///
+    /// Appends that run meanwhile wait for it (it holds the writer for the sync). A failed sync
+    /// is an error, and, as for any failed sync, the store then refuses writes
+    /// ([`Error::Poisoned`]) until it is reopened.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        // Whoever wrote a group held the writer while writing it, so every append that has
+        // returned has its bytes in the log by the time the writer is free.
+        let mut w = self.shared.writer.lock();
+        w.log.flush()?;
+        w.mark_synced();
+        Ok(())
     }
 
     /// Appends `events` to `stream` if its version is `expected`; all or none of them.
@@ -183,6 +303,7 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = EventData>,
     ) -> Result<AppendResult> {
+        self.check_open()?;
         let write = StreamWrite::new(stream, expected, events.into_iter().collect());
         check_not_reserved(std::slice::from_ref(&write), &[])?;
         self.append_unchecked(write)
@@ -201,8 +322,105 @@ impl Store {
     /// version, and either all are written, as one batch with one position range, or none.
     /// Results come back in the order of `writes`. A stream may appear only once.
     pub fn append_multi(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        self.check_open()?;
         check_not_reserved(&writes, &[])?;
         self.shared.submit(writes)
+    }
+
+    /// [`append`](Self::append) for async code (feature `async`): the same rules and results,
+    /// but waiting for the group commit (and its `fdatasync`) does not block the thread polling
+    /// the future. It needs no particular runtime: the batch joins the group-commit queue with
+    /// the task's waker, and the write and sync are led by a thread of the store (started by the
+    /// first async append, stopped by [`close`](Self::close)) or by a blocking appender leading
+    /// a group at the time.
+    ///
+    /// Dropping the future before it completes (a cancelled task, a timeout) leaves the store
+    /// consistent: a batch not yet taken into a group is never written; one already in a group
+    /// being committed may still be written, like a request that timed out on its way, and is
+    /// recognised as a retry if sent again with the same event ids and expected version.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct W(std::thread::Thread);
+    /// #     impl std::task::Wake for W { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = std::sync::Arc::new(W(std::thread::current())).into();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(r) = f.as_mut().poll(&mut cx) { return r; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// let r = block_on(store.append_async(
+    ///     "account-1",
+    ///     ExpectedVersion::NoStream,
+    ///     [EventData::new("Opened", "{}")],
+    /// ))?;
+    /// assert_eq!(r.version, Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn append_async(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = EventData>,
+    ) -> Result<AppendResult> {
+        let write = StreamWrite::new(stream, expected, events.into_iter().collect());
+        check_not_reserved(std::slice::from_ref(&write), &[])?;
+        self.append_async_unchecked(write).await
+    }
+
+    /// [`append_async`](Self::append_async) without refusing reserved names, for the store's own
+    /// writers (see [`append_unchecked`](Self::append_unchecked)).
+    #[cfg(feature = "async")]
+    pub(crate) async fn append_async_unchecked(&self, write: StreamWrite) -> Result<AppendResult> {
+        let mut results = self.submit_async(vec![write]).await?;
+        results
+            .pop()
+            .ok_or_else(|| Error::InvalidInput("internal: no result for the append".into()))
+    }
+
+    /// [`append_multi`](Self::append_multi) for async code (feature `async`); see
+    /// [`append_async`](Self::append_async).
+    #[cfg(feature = "async")]
+    pub async fn append_multi_async(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        check_not_reserved(&writes, &[])?;
+        self.submit_async(writes).await
+    }
+
+    #[cfg(feature = "async")]
+    async fn submit_async(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        self.check_open()?;
+        self.start_committer()?;
+        self.shared.submit_async(writes)?.await
+    }
+
+    /// Starts the committer thread if it is not running.
+    #[cfg(feature = "async")]
+    fn start_committer(&self) -> Result<()> {
+        if self.committer_started.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut slot = self.committer.lock();
+        if slot.is_some() {
+            return Ok(());
+        }
+        // `close` sets this before it takes the slot: a committer started after that would
+        // never be stopped.
+        self.check_open()?;
+        let s = self.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("eventjournal-commit".into())
+            .spawn(move || s.commit_loop())
+            .at("starting the commit thread of", &self.shared.dir)?;
+        self.shared.queue.lock().committer = Some(handle.thread().clone());
+        *slot = Some(handle);
+        self.committer_started.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Up to `max` events of `stream` from event number `from` on, oldest first. A stream without
@@ -213,6 +431,7 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<StreamEvents<'_>> {
+        self.check_open()?;
         check_stream_name(stream)?;
         Ok(StreamEvents::new(&self.shared, stream, from, max, true))
     }
@@ -225,6 +444,7 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<StreamEvents<'_>> {
+        self.check_open()?;
         check_stream_name(stream)?;
         Ok(StreamEvents::new(&self.shared, stream, from, max, false))
     }
@@ -271,6 +491,7 @@ impl Store {
     where
         F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
     {
+        self.check_open()?;
         check_stream_name(stream)?;
         read::replay_stream(&self.shared, stream, from, f)
     }
@@ -283,6 +504,7 @@ impl Store {
     where
         F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
     {
+        self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
         read::replay_all(&view, cursor, f)
@@ -303,6 +525,7 @@ impl Store {
     /// [`Position::START`]) on. `from` must be `START`, `END`, or an event's `position()` or
     /// `next_position()`; anything else is [`Error::InvalidPosition`].
     pub fn read_all_forward(&self, from: Position, max: usize) -> Result<AllEvents> {
+        self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
         Ok(AllEvents::new(view, cursor, max, true))
@@ -313,6 +536,7 @@ impl Store {
     /// [`read_all_forward`](Self::read_all_forward); reading backward from an event's
     /// `next_position()` starts with that event.
     pub fn read_all_backward(&self, from: Position, max: usize) -> Result<AllEvents> {
+        self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
         Ok(AllEvents::new(view, cursor, max, false))
@@ -381,6 +605,7 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn subscribe_to_all(&self, from: AllFrom, filter: Option<Filter>) -> Result<Subscription> {
+        self.check_open()?;
         if let Some(f) = &filter {
             f.check()?;
         }
@@ -393,6 +618,7 @@ impl Store {
 
     /// A catch-up subscription to `stream`: its events after `from`, then live ones.
     pub fn subscribe_to_stream(&self, stream: &str, from: StreamFrom) -> Result<Subscription> {
+        self.check_open()?;
         check_stream_name(stream)?;
         Ok(Subscription::to_stream(self.shared.clone(), stream, from))
     }
@@ -402,6 +628,7 @@ impl Store {
     /// the category's events from 0). Served by the category index, maintained with the log: no
     /// scan of `$all`, no extra events written.
     pub fn read_category(&self, category: &str, from: u64, max: usize) -> Result<StreamEvents<'_>> {
+        self.check_open()?;
         check_category(category)?;
         let key = Key::Category(category).name();
         Ok(StreamEvents::new(&self.shared, &key, from, max, true))
@@ -415,6 +642,7 @@ impl Store {
         from: u64,
         max: usize,
     ) -> Result<StreamEvents<'_>> {
+        self.check_open()?;
         check_key_text("event type", event_type)?;
         let key = Key::EventType(event_type).name();
         Ok(StreamEvents::new(&self.shared, &key, from, max, true))
@@ -438,6 +666,7 @@ impl Store {
     /// A catch-up subscription to a category: its events after the `from`-th as
     /// [`read_category`](Self::read_category) numbers them, then live ones.
     pub fn subscribe_to_category(&self, category: &str, from: StreamFrom) -> Result<Subscription> {
+        self.check_open()?;
         check_category(category)?;
         let key = Key::Category(category).name();
         Ok(Subscription::to_stream(self.shared.clone(), &key, from))
@@ -450,6 +679,7 @@ impl Store {
         event_type: &str,
         from: StreamFrom,
     ) -> Result<Subscription> {
+        self.check_open()?;
         check_key_text("event type", event_type)?;
         let key = Key::EventType(event_type).name();
         Ok(Subscription::to_stream(self.shared.clone(), &key, from))
@@ -469,6 +699,7 @@ impl Store {
     ///
     /// [`SubscriptionItem::Checkpoint`]: crate::SubscriptionItem::Checkpoint
     pub fn save_checkpoint(&self, consumer: &str, position: Position) -> Result<()> {
+        self.check_open()?;
         let stream = checkpoint_stream(consumer)?;
         self.all_cursor(&self.shared.log.view(), position)?;
         self.append_unchecked(StreamWrite::new(
@@ -506,6 +737,7 @@ impl Store {
         consumer: &str,
         filter: Option<Filter>,
     ) -> Result<Subscription> {
+        self.check_open()?;
         let from = match self.load_checkpoint(consumer)? {
             Some(p) => AllFrom::After(p),
             None => AllFrom::Start,
@@ -515,6 +747,7 @@ impl Store {
 
     /// Consumer `consumer`'s last saved checkpoint; resume with `AllFrom::After` it.
     pub fn load_checkpoint(&self, consumer: &str) -> Result<Option<Position>> {
+        self.check_open()?;
         let stream = checkpoint_stream(consumer)?;
         match self.read_stream_backward(&stream, u64::MAX, 1)?.next() {
             None => Ok(None),

@@ -96,6 +96,8 @@ fn an_existing_store_on_a_read_only_mount_names_the_file_and_loses_nothing() {
     s.append("a-1", ExpectedVersion::NoStream, events("a-1", 0, 3))
         .unwrap();
     s.close().unwrap();
+    // A closed handle keeps its maps until it is dropped; a mount with open files stays writable.
+    drop(s);
     fs.set_read_only(true);
     let err = Store::open(fs.path(), opts.clone()).err().unwrap();
     assert_eq!(check_io_error(&err, fs.path()), Some(30));

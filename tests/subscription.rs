@@ -1700,6 +1700,8 @@ fn a_thousand_dropped_subscriptions_leak_nothing() {
             .ok()
             .expect("no other handle on the store");
         store.close().unwrap();
+        // A closed handle keeps its maps (for what it read before) until it is dropped.
+        drop(store);
         assert_eq!(handles_into(dir.path()), 0, "files still open after close");
         let store = open_fast(dir.path());
         assert_eq!(all(&store).len(), before + 100);
@@ -1766,9 +1768,12 @@ fn a_subscription_outliving_close_ends_and_does_not_hold_the_store() {
         }
         // Events share the map of their segment: these keep the old store's segment mapped.
         drop((all_sub, stream_sub, iter_sub, async_sub, history, read));
+        // So does the closed handle itself, until it is dropped.
+        drop(store);
         // Only the new store's files are open.
         let new_handles = handles_into(dir.path());
         reopened.close().unwrap();
+        drop(reopened);
         assert_eq!(handles_into(dir.path()), 0);
         assert!(new_handles > 0);
         let store = open_fast(dir.path());

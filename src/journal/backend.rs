@@ -22,6 +22,11 @@ pub struct StoredEvent<'a> {
     pub metadata: &'a [u8],
 }
 
+/// The future of [`Backend::append_async`] (feature `async`).
+#[cfg(feature = "async")]
+pub type AppendFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendResult>> + Send + 'a>>;
+
 /// What the journal needs from an event store: appends with an expected version, and reads of
 /// one stream. [`Store`] implements it; another backend (a server database, say) can be added
 /// without touching the journal.
@@ -35,6 +40,24 @@ pub trait Backend: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult>;
+
+    /// [`append`](Self::append) for async code (feature `async`), used by
+    /// [`Journaled::confirm_events_async`](super::Journaled::confirm_events_async).
+    ///
+    /// The default calls the blocking [`append`](Self::append) when the future is first
+    /// polled, so it holds up the thread polling it for as long as that append takes: right for a
+    /// backend whose appends are quick (one in memory), a stopgap for one that waits on a disk
+    /// or a network. [`Store`] implements it with [`Store::append_async`], which waits for the
+    /// group commit without blocking the thread.
+    #[cfg(feature = "async")]
+    fn append_async<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> AppendFuture<'a> {
+        Box::pin(async move { self.append(stream, expected, events) })
+    }
 
     /// Hands the events of `stream` from event number `from` on to `f`, in order, until it
     /// breaks; returns how many it was handed.
@@ -63,6 +86,23 @@ impl Backend for Store {
             &[super::SNAPSHOT_STREAM_PREFIX],
         )?;
         self.append_unchecked(write)
+    }
+
+    #[cfg(feature = "async")]
+    fn append_async<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> AppendFuture<'a> {
+        Box::pin(async move {
+            let write = StreamWrite::new(stream, expected, events);
+            check_not_reserved(
+                std::slice::from_ref(&write),
+                &[super::SNAPSHOT_STREAM_PREFIX],
+            )?;
+            self.append_async_unchecked(write).await
+        })
     }
 
     fn read(

@@ -67,6 +67,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "async")]
+pub use backend::AppendFuture;
 pub use backend::{Backend, StoredEvent};
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
@@ -76,7 +78,7 @@ pub use host::Host;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::types::{EventData, EventId, ExpectedVersion};
+use crate::types::{AppendResult, EventData, EventId, ExpectedVersion};
 
 /// An actor's event: serde-encodable, with a type name stored beside its bytes.
 pub trait JournalEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -468,36 +470,100 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
     /// returned. After an I/O error the events stay unconfirmed, with the same event ids, so a
     /// later call retries them idempotently.
     pub fn confirm_events(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
         for _ in 0..MAX_CONFIRM_ATTEMPTS {
-            if self.pending.is_empty() {
-                // A refresh found them all stored already.
+            let Some(batch) = self.confirm_batch()? else {
+                return Ok(());
+            };
+            let appended = self.backend.append(&self.stream, self.expected(), batch);
+            if self.confirmed_by(appended)? {
+                if self.snapshot_due() {
+                    // A failure is not the confirm's: the events are stored; the next confirm
+                    // tries again.
+                    let _ = self.snapshot();
+                }
                 return Ok(());
             }
-            // Encoded for each attempt (the same ids each time) rather than cloned: most
-            // confirms take one attempt.
-            let mut batch = Vec::with_capacity(self.pending.len());
-            for (id, e) in &self.pending {
-                batch.push(self.journal.encode_event(&self.stream, *id, e)?);
-            }
-            match self.backend.append(&self.stream, self.expected(), batch) {
-                Ok(_) => {
-                    self.version += self.pending.len() as u64;
-                    self.pending.clear();
-                    self.confirmed = self.tentative.clone();
-                    self.maybe_snapshot();
-                    return Ok(());
+        }
+        Err(self.gave_up())
+    }
+
+    /// [`confirm_events`](Self::confirm_events) for async code (feature `async`): the same
+    /// batches, conflict handling, retries and snapshots, with the appends made through
+    /// [`Backend::append_async`] (for a [`Store`], without blocking the thread while the group
+    /// commit syncs). Reads (catching up after a conflict) are done in place: they come from
+    /// memory and do not wait on the disk's syncs.
+    ///
+    /// Dropping the future before it completes leaves the handle as an I/O error would: the
+    /// events stay unconfirmed with their ids, and the next confirm writes them, or recognises
+    /// them as written.
+    #[cfg(feature = "async")]
+    pub async fn confirm_events_async(&mut self) -> Result<()> {
+        for _ in 0..MAX_CONFIRM_ATTEMPTS {
+            let Some(batch) = self.confirm_batch()? else {
+                return Ok(());
+            };
+            let expected = self.expected();
+            let appended = self
+                .backend
+                .append_async(&self.stream, expected, batch)
+                .await;
+            if self.confirmed_by(appended)? {
+                if self.snapshot_due() {
+                    if let Ok(Some(event)) = self.snapshot_event() {
+                        let stream = snapshot_stream(&self.stream);
+                        let stored = self
+                            .backend
+                            .append_async(&stream, ExpectedVersion::Any, vec![event])
+                            .await;
+                        if stored.is_ok() {
+                            self.snapshot_version = self.version;
+                        }
+                    }
                 }
-                Err(Error::WrongExpectedVersion { .. }) => self.refresh()?,
-                Err(e) => return Err(e),
+                return Ok(());
             }
         }
-        Err(Error::Conflict {
+        Err(self.gave_up())
+    }
+
+    /// The unconfirmed events, encoded (with the same ids each attempt, so that a retry of a
+    /// batch that landed is recognised); `None` if there are none.
+    fn confirm_batch(&self) -> Result<Option<Vec<EventData>>> {
+        if self.pending.is_empty() {
+            // None raised, or a refresh found them all stored already.
+            return Ok(None);
+        }
+        // Encoded for each attempt rather than cloned: most confirms take one attempt.
+        let mut batch = Vec::with_capacity(self.pending.len());
+        for (id, e) in &self.pending {
+            batch.push(self.journal.encode_event(&self.stream, *id, e)?);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Takes in the outcome of appending the unconfirmed events: true when they are confirmed;
+    /// false after a conflict, caught up with the stream and ready to try again.
+    fn confirmed_by(&mut self, appended: Result<AppendResult>) -> Result<bool> {
+        match appended {
+            Ok(_) => {
+                self.version += self.pending.len() as u64;
+                self.pending.clear();
+                self.confirmed = self.tentative.clone();
+                Ok(true)
+            }
+            Err(Error::WrongExpectedVersion { .. }) => {
+                self.refresh()?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn gave_up(&self) -> Error {
+        Error::Conflict {
             stream: self.stream.clone(),
             attempts: MAX_CONFIRM_ATTEMPTS,
-        })
+        }
     }
 
     /// Raises `event` only if no other events got in first: confirms any unconfirmed events,
@@ -527,7 +593,9 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                 self.version += events.len() as u64;
                 self.confirmed = next;
                 self.tentative = self.confirmed.clone();
-                self.maybe_snapshot();
+                if self.snapshot_due() {
+                    let _ = self.snapshot();
+                }
                 Ok(true)
             }
             Err(Error::WrongExpectedVersion { .. }) => {
@@ -590,8 +658,22 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
 
     /// Stores a snapshot of the confirmed state now (if it covers events not in the newest one).
     pub fn snapshot(&mut self) -> Result<()> {
-        if self.version == 0 || self.version == self.snapshot_version {
+        let Some(event) = self.snapshot_event()? else {
             return Ok(());
+        };
+        self.backend.append(
+            &snapshot_stream(&self.stream),
+            ExpectedVersion::Any,
+            vec![event],
+        )?;
+        self.snapshot_version = self.version;
+        Ok(())
+    }
+
+    /// The snapshot event of the confirmed state; `None` if the newest snapshot covers it.
+    fn snapshot_event(&self) -> Result<Option<EventData>> {
+        if self.version == 0 || self.version == self.snapshot_version {
+            return Ok(None);
         }
         let data = self
             .journal
@@ -607,23 +689,15 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         meta.push(SNAPSHOT_META_TAG);
         meta.extend_from_slice(&self.version.to_le_bytes());
         meta.extend_from_slice(&S::SNAPSHOT_VERSION.to_le_bytes());
-        let event = EventData::new(SNAPSHOT_EVENT_TYPE, data).with_metadata(meta);
-        self.backend.append(
-            &snapshot_stream(&self.stream),
-            ExpectedVersion::Any,
-            vec![event],
-        )?;
-        self.snapshot_version = self.version;
-        Ok(())
+        Ok(Some(
+            EventData::new(SNAPSHOT_EVENT_TYPE, data).with_metadata(meta),
+        ))
     }
 
-    /// Takes a snapshot when `snapshot_every` events were confirmed since the last one. A failure
-    /// is not the confirm's: the events are stored; the next confirm tries again.
-    fn maybe_snapshot(&mut self) {
+    /// Whether `snapshot_every` events were confirmed since the last snapshot.
+    fn snapshot_due(&self) -> bool {
         let every = self.journal.snapshot_every;
-        if every > 0 && self.version - self.snapshot_version >= every {
-            let _ = self.snapshot();
-        }
+        every > 0 && self.version - self.snapshot_version >= every
     }
 
     /// The version the newest snapshot this handle knows of covers (0: none).

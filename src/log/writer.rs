@@ -43,6 +43,9 @@ pub struct LogWriter {
     sealed: Vec<(Arc<Segment>, u64)>,
     /// Sealed segments not synced yet (only without `sync_on_roll`): synced on close.
     unsynced_sealed: Vec<Arc<Segment>>,
+    /// Whether the directory may hold entries not synced yet (segments created without a sync,
+    /// only without `sync_on_roll`; the first one may have been created so by opening).
+    dir_unsynced: bool,
 }
 
 impl LogWriter {
@@ -67,6 +70,7 @@ impl LogWriter {
             unsynced: false,
             sealed: Vec::new(),
             unsynced_sealed: Vec::new(),
+            dir_unsynced: !sync_on_roll,
         }
     }
 
@@ -180,6 +184,18 @@ impl LogWriter {
 
     /// Makes everything durable, sealed segments and directory entries included: for close.
     pub fn sync_all(&mut self) -> Result<()> {
+        self.dir_unsynced = true;
+        self.flush()
+    }
+
+    /// Makes every record written so far durable, with what reading it back after a power loss
+    /// needs: the segments sealed without a sync, and the directory entries of segments created
+    /// without one. Does nothing when all of that is synced already (always so under `Sync`).
+    ///
+    /// Records copied into the shared map rather than written with `pwrite` (see
+    /// [`write`](Self::write)) are in the same page cache as written ones: `fdatasync` of the
+    /// file writes back the pages dirtied through the map as well.
+    pub fn flush(&mut self) -> Result<()> {
         self.check()?;
         while let Some(seg) = self.unsynced_sealed.pop() {
             if let Err(e) = seg.disk.sync_data(&seg.file, &seg.path) {
@@ -187,8 +203,11 @@ impl LogWriter {
             }
         }
         self.sync()?;
-        if let Err(e) = self.active.disk.sync_dir(&self.dir) {
-            return self.poison(e);
+        if self.dir_unsynced {
+            if let Err(e) = self.active.disk.sync_dir(&self.dir) {
+                return self.poison(e);
+            }
+            self.dir_unsynced = false;
         }
         Ok(())
     }
@@ -232,6 +251,9 @@ impl LogWriter {
             }
         };
         log.push_segment(seg.clone());
+        if !self.sync_on_roll {
+            self.dir_unsynced = true;
+        }
         let old = std::mem::replace(&mut self.active, seg);
         if self.unsynced {
             self.unsynced_sealed.push(old.clone());
