@@ -10,12 +10,15 @@ use std::thread::{Thread, ThreadId};
 
 use parking_lot::MutexGuard;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::ids::{id_hash, ActiveIds, IdTables, Table};
 use crate::index::{is_key_name, Index, KeyCache, StreamId};
 use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
 use crate::log::reader::LogView;
+use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
 use crate::options::{Durability, MAX_SEGMENT_SIZE};
 use crate::store::Shared;
@@ -127,7 +130,11 @@ pub(crate) struct WriterState {
     pub(crate) log: LogWriter,
     buf: Vec<u8>,
     last_sync: Instant,
-    ids: IdCache,
+    /// The active segment's event ids (see [`crate::ids`]).
+    ids: ActiveIds,
+    /// The data end the active segment had when the store opened: what `ids` lacks until it is
+    /// complete.
+    open_end: u64,
     keys: KeyCache,
     /// The group's new events in position order (position, segment base, stream slot, event
     /// type), for the category and event type index entries; kept to reuse its allocation.
@@ -138,11 +145,14 @@ pub(crate) struct WriterState {
 
 impl WriterState {
     pub(crate) fn new(log: LogWriter) -> WriterState {
+        let open_end = log.active().data_end();
         WriterState {
+            // Nothing to load for a segment without records.
+            ids: ActiveIds::new(open_end <= crate::log::format::SEGMENT_HEADER_LEN as u64),
+            open_end,
             log,
             buf: Vec::new(),
             last_sync: Instant::now(),
-            ids: IdCache::default(),
             keys: KeyCache::default(),
             secondary: Vec::new(),
             stream_ids: Vec::new(),
@@ -375,6 +385,10 @@ enum Plan {
 struct Checker<'a> {
     index: &'a Index,
     view: &'a LogView,
+    tables: &'a IdTables,
+    /// Base of the active segment, and its data end when the store opened.
+    active_base: u64,
+    open_end: u64,
 }
 
 impl Checker<'_> {
@@ -430,37 +444,92 @@ impl Checker<'_> {
         Ok(true)
     }
 
-    /// The newest event number of the stream whose id is `id`.
-    fn find_id(&self, g: &GroupStream, id: EventId, ids: &mut IdCache) -> Result<Option<u64>> {
+    /// The newest event number of the stream whose id is `id`: this group's new events, then
+    /// the event-id index (the active segment's map, then the sealed segments' tables, newest
+    /// first), each candidate checked against its record.
+    fn find_id(&self, g: &GroupStream, id: EventId, ids: &mut ActiveIds) -> Result<Option<u64>> {
         if let Some(i) = g.new_ids.iter().rposition(|x| *x == id) {
             return Ok(Some(g.committed + i as u64));
         }
         let Some(sid) = g.id else { return Ok(None) };
-        if g.committed < IdCache::MIN_STREAM_LEN {
-            for k in (0..g.committed).rev() {
-                if self.id_at(g, k)? == id {
-                    return Ok(Some(k));
-                }
+        if !ids.complete {
+            self.complete_active(ids)?;
+        }
+        let hash = id_hash(&id);
+        let mut candidates = Vec::new();
+        ids.candidates(hash, &mut candidates);
+        if let Some(k) = self.newest_match(&g.name, id, &mut candidates) {
+            return Ok(Some(k));
+        }
+        // Sealed segments, newest range first: a table's candidates, or for a range without a
+        // usable table, the stream's own events in it.
+        let sets = self.tables.snapshot();
+        let mut positions: Option<Vec<u64>> = None;
+        let mut ranges: Vec<(u64, u64, Option<&Arc<Table>>)> = sets
+            .tables
+            .iter()
+            .map(|t| (t.base, t.end, Some(t)))
+            .chain(sets.uncovered.iter().map(|s| (s.base, s.end_base(), None)))
+            .collect();
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (base, end, table) in ranges {
+            candidates.clear();
+            let searched = match table {
+                Some(t) if !t.is_broken() => match t.candidates(hash, &mut candidates) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        // Searched below without it; rebuilt by the worker.
+                        self.tables
+                            .drop_broken(t, self.view.segments_in(t.base, t.end));
+                        false
+                    }
+                },
+                _ => false,
+            };
+            if !searched {
+                let all = match &mut positions {
+                    Some(p) => p,
+                    None => {
+                        let mut p = Vec::new();
+                        self.index
+                            .copy_positions(sid, 0, g.committed, true, &mut p)?;
+                        positions.insert(p)
+                    }
+                };
+                let from = all.partition_point(|&p| p < base);
+                let to = all.partition_point(|&p| p < end);
+                candidates.extend_from_slice(&all[from..to]);
             }
-            return Ok(None);
+            if let Some(k) = self.newest_match(&g.name, id, &mut candidates) {
+                return Ok(Some(k));
+            }
         }
-        if let Some(map) = ids.streams.get(&sid) {
-            return Ok(map.get(&id).copied());
-        }
-        let mut positions = Vec::new();
-        self.index
-            .copy_positions(sid, 0, g.committed, true, &mut positions)?;
-        let mut map = HashMap::with_capacity(positions.len());
-        for (k, &pos) in positions.iter().enumerate() {
-            // Later events overwrite earlier ones: the newest event with an id wins.
-            map.insert(self.view.record_at(pos)?.id, k as u64);
-        }
-        let found = map.get(&id).copied();
-        ids.insert(sid, map);
-        Ok(found)
+        Ok(None)
     }
 
-    fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut IdCache) -> Result<Plan> {
+    /// The event number of the newest of `candidates` (positions) holding an event of `stream`
+    /// with id `id`. A candidate that does not read as such an event is not one.
+    fn newest_match(&self, stream: &str, id: EventId, candidates: &mut [u64]) -> Option<u64> {
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.iter().find_map(|&pos| {
+            let e = self.view.event_at(pos).ok()?;
+            (e.id() == id && e.stream() == stream).then(|| e.event_number())
+        })
+    }
+
+    /// Loads into `ids` the events the active segment held when the store opened.
+    fn complete_active(&self, ids: &mut ActiveIds) -> Result<()> {
+        let Some(seg) = self.view.segments_in(self.active_base, u64::MAX).pop() else {
+            return Ok(());
+        };
+        for (hash, pos) in crate::log::reader::segment_ids_to(&seg, self.open_end)? {
+            ids.insert(hash, pos);
+        }
+        ids.complete = true;
+        Ok(())
+    }
+
+    fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut ActiveIds) -> Result<Plan> {
         let count = g.committed + g.new_ids.len() as u64;
         let actual = count.checked_sub(1);
         let wrong = || Error::WrongExpectedVersion {
@@ -511,54 +580,6 @@ impl Checker<'_> {
                 }
             }
         }
-    }
-}
-
-/// Event ids of streams appended to with `Any` or `StreamExists`, so that recognising a retry
-/// does not read the whole stream each time. Built from the log on first use and kept up to date
-/// by the leader, so it is as good after a restart as before; bounded in size.
-#[derive(Default)]
-pub(crate) struct IdCache {
-    streams: HashMap<StreamId, HashMap<EventId, u64>>,
-    entries: usize,
-}
-
-impl IdCache {
-    /// Shorter streams are searched in the log directly.
-    const MIN_STREAM_LEN: u64 = 64;
-    /// Past this many ids the cache starts over.
-    const MAX_ENTRIES: usize = 4 << 20;
-
-    /// Keeps a stream's ids, unless they alone exceed the bound (then that stream is always
-    /// searched in the log).
-    fn insert(&mut self, sid: StreamId, map: HashMap<EventId, u64>) {
-        if map.len() > Self::MAX_ENTRIES {
-            return;
-        }
-        if self.entries + map.len() > Self::MAX_ENTRIES {
-            self.clear();
-        }
-        self.entries += map.len();
-        self.streams.insert(sid, map);
-    }
-
-    /// Records events just made durable.
-    fn extend(&mut self, sid: StreamId, first_event: u64, ids: &[EventId]) {
-        if let Some(map) = self.streams.get_mut(&sid) {
-            let before = map.len();
-            for (k, id) in ids.iter().enumerate() {
-                map.insert(*id, first_event + k as u64);
-            }
-            self.entries += map.len() - before;
-        }
-        if self.entries > Self::MAX_ENTRIES {
-            self.clear();
-        }
-    }
-
-    fn clear(&mut self) {
-        self.streams.clear();
-        self.entries = 0;
     }
 }
 
@@ -828,7 +849,9 @@ impl Shared {
                         // Cannot fail: the event numbers were assigned from this index.
                         let _ = index.push(id, g.committed + k as u64, pos, base);
                     }
-                    ws.ids.extend(id, g.committed, &g.new_ids);
+                    for (e, &(pos, _)) in g.new_ids.iter().zip(&g.new_places) {
+                        ws.ids.insert(id_hash(e), pos);
+                    }
                 }
                 // Category and event type entries, in position order.
                 for &(pos, base, slot, t) in &ws.secondary {
@@ -850,9 +873,37 @@ impl Shared {
             };
             for seg in sealed {
                 self.save_segment_index(&seg, true);
+                self.seal_ids(&mut w, &seg);
             }
         }
         outcomes
+    }
+
+    /// Turns the ids of a segment just sealed into its id table.
+    fn seal_ids(&self, w: &mut WriterState, seg: &Arc<Segment>) {
+        if !w.ids.complete {
+            // The segment active at open: its older events first. Should its records not read
+            // back, the table is left out and the worker builds it from the log.
+            match crate::log::reader::segment_ids_to(seg, w.open_end) {
+                Ok(old) => {
+                    for (hash, pos) in old {
+                        w.ids.insert(hash, pos);
+                    }
+                }
+                Err(_) => {
+                    w.ids.split_below(seg.end_base());
+                    w.ids.complete = true;
+                    self.ids.add_uncovered(seg);
+                    return;
+                }
+            }
+            w.ids.complete = true;
+        }
+        let entries = w.ids.split_below(seg.end_base());
+        self.ids.add_sealed(
+            Table::in_memory(seg.base, seg.end_base(), entries),
+            crate::log::reader::segment_ids,
+        );
     }
 
     /// Checks every request of the group in order and encodes the accepted ones into the
@@ -869,6 +920,9 @@ impl Shared {
         let checker = Checker {
             index: &index,
             view: &view,
+            tables: &self.ids,
+            active_base: w.log.active().base,
+            open_end: w.open_end,
         };
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -51,6 +51,15 @@ impl Disk {
         }
     }
 
+    /// Whether a fault injector watches this disk: background work is then done inline, so that
+    /// every run of a test does the same file operations in the same order.
+    pub(crate) fn is_watched(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.injector.is_some();
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
     /// Asks the injector about `op`: `Err` to fail it outright.
     #[cfg(feature = "fault-injection")]
     fn ask(&self, op: FileOp<'_>) -> io::Result<Go> {

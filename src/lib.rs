@@ -19,6 +19,7 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 #[allow(dead_code)]
 mod fault;
+mod ids;
 mod index;
 pub mod journal;
 mod log;

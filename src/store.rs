@@ -12,13 +12,14 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::append::{check_not_reserved, check_stream_name, Queue, WriterState};
 use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
+use crate::ids::IdTables;
 use crate::index::persist::{self, IndexFile, RunEntry};
 use crate::index::{Index, Key, KeyCache};
 use crate::log::format::{
     decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
 };
-use crate::log::reader::{Cursor, LogView};
+use crate::log::reader::{segment_ids, Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
 use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
     /// Wakes subscriptions on commits.
     pub(crate) commits: Commits,
+    /// The event-id tables of sealed segments.
+    pub(crate) ids: Arc<IdTables>,
     /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
     pub(crate) closed: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
@@ -118,6 +121,8 @@ pub(crate) struct Shared {
 pub struct Store {
     shared: Arc<Shared>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that writes and merges id tables.
+    ids_worker: Mutex<Option<JoinHandle<()>>>,
     /// The directory lock, until the store is closed. Held by `close` for all of its work, so
     /// that a second `close` returns only when the first is done.
     lock: Mutex<Option<File>>,
@@ -146,6 +151,8 @@ impl Store {
             ));
         };
         let visible = active.base + active.data_end();
+        let sealed = &segments[..segments.len() - 1];
+        let ids = Arc::new(open_id_tables(&dir, &options, sealed)?);
         let writer = LogWriter::new(
             dir.clone(),
             active.clone(),
@@ -162,6 +169,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
             commits: Commits::default(),
+            ids,
             closed: AtomicBool::new(false),
             drained: Condvar::new(),
             stop: Mutex::new(false),
@@ -180,9 +188,22 @@ impl Store {
             }
             _ => None,
         };
+        let ids_worker = if shared.ids.is_inline() {
+            shared.ids.maintain(segment_ids);
+            None
+        } else {
+            let ids = shared.ids.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("eventjournal-ids".into())
+                    .spawn(move || ids.run(segment_ids))
+                    .at("starting the id index worker of", &shared.dir)?,
+            )
+        };
         Ok(Store {
             shared,
             flusher: Mutex::new(flusher),
+            ids_worker: Mutex::new(ids_worker),
             lock: Mutex::new(Some(lock)),
             #[cfg(feature = "async")]
             committer: Mutex::new(None),
@@ -246,6 +267,12 @@ impl Store {
         if let Some(t) = self.flusher.lock().take() {
             let _ = t.join();
         }
+        // No file of the store may change once the lock is released.
+        self.shared.ids.stop();
+        if let Some(t) = self.ids_worker.lock().take() {
+            let _ = t.join();
+        }
+        self.shared.ids.write_pending();
         let result = {
             let mut w = self.shared.writer.lock();
             w.log.sync_all().map(|()| {
@@ -852,6 +879,26 @@ fn check_options(o: &Options) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Opens the event-id tables of the sealed segments, each checked against the log on a sample
+/// of its entries: a table that disagrees is dropped, and its segments' ids read from the log
+/// again by the worker.
+fn open_id_tables(dir: &Path, options: &Options, sealed: &[Arc<Segment>]) -> Result<IdTables> {
+    let sync = options.durability != Durability::None;
+    let disk = &options.disk;
+    let tables = IdTables::open(dir, disk, sync, disk.is_watched(), sealed)?;
+    let view = LogView::new(Arc::new(sealed.to_vec()), u64::MAX, true);
+    for t in tables.snapshot().tables.iter() {
+        let agrees = t.sample(16).iter().all(|&(hash, pos)| {
+            view.record_at(pos)
+                .is_ok_and(|r| crate::ids::id_hash(&r.id) == hash)
+        });
+        if !agrees {
+            tables.drop_broken(t, view.segments_in(t.base, t.end));
+        }
+    }
+    Ok(tables)
 }
 
 /// Makes sure `dir` is a store directory: an existing store, or a new empty one.

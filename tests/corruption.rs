@@ -330,7 +330,7 @@ impl Fixture {
             .map(|e| e.unwrap())
             .map(|e| e.file_name().into_string().unwrap())
             .filter(|n| n != "LOCK")
-            .filter(|n| keep_index_files || !n.ends_with(".idx"))
+            .filter(|n| keep_index_files || !(n.ends_with(".idx") || n.ends_with(".ids")))
             .map(|n| {
                 let bytes = fs::read(dir.join(&n)).unwrap();
                 (n, bytes)
@@ -376,7 +376,8 @@ impl Fixture {
         if name == META {
             return Region::Meta;
         }
-        if name.ends_with(".idx") {
+        // Stream index files and event-id tables are both caches of the log.
+        if name.ends_with(".idx") || name.ends_with(".ids") {
             return Region::Index;
         }
         let seg = self.segs.iter().position(|s| s.file == file).unwrap();

@@ -199,6 +199,11 @@ fn sweep(durability: Durability, batches: usize) -> Tally {
         "no index file was saved"
     );
     assert!(
+        ops.iter()
+            .any(|o| o.file.contains(".ids") && o.kind == "Rename"),
+        "no event-id table was saved"
+    );
+    assert!(
         ops.iter().filter(|o| o.kind == "Rename").count() > 2,
         "no segment was sealed"
     );

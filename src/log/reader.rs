@@ -321,3 +321,42 @@ fn prefetch_line(p: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// The id hash and position of every record of `seg` from its first record up to segment offset
+/// `end` (its data end for a sealed segment), checksums verified: what the event-id index needs
+/// of a segment it has no table for.
+pub fn segment_ids_to(seg: &Segment, end: u64) -> Result<Vec<(u64, u64)>> {
+    let bytes = seg.bytes();
+    let end = (end as usize).min(bytes.len());
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while off < end {
+        let v = decode_record(&bytes[..end], off, true).map_err(|e| Error::Corrupt {
+            file: seg.path.clone(),
+            offset: off as u64,
+            reason: match e {
+                super::format::RecordError::End => "expected a record, found zeros".to_string(),
+                super::format::RecordError::Bad(r) => r.to_string(),
+            },
+        })?;
+        out.push((crate::ids::id_hash(&v.id), seg.base + off as u64));
+        off += v.len;
+    }
+    Ok(out)
+}
+
+/// [`segment_ids_to`] up to a sealed segment's data end.
+pub fn segment_ids(seg: &Segment) -> Result<Vec<(u64, u64)>> {
+    segment_ids_to(seg, seg.data_end())
+}
+
+impl LogView {
+    /// The segments with a base in `base..end`.
+    pub fn segments_in(&self, base: u64, end: u64) -> Vec<Arc<Segment>> {
+        self.segs
+            .iter()
+            .filter(|s| s.base >= base && s.base < end)
+            .cloned()
+            .collect()
+    }
+}

@@ -336,8 +336,9 @@ impl OpInfo {
     }
 
     /// Whether it is on an index file, which is a cache: failing it may go unreported.
+    /// Whether the operation is on a cache of the log: a stream index file or an event-id table.
     pub fn is_index_file(&self) -> bool {
-        self.file.contains(".idx")
+        self.file.contains(".idx") || self.file.contains(".ids")
     }
 }
 
