@@ -458,7 +458,7 @@ impl Checker<'_> {
         let hash = id_hash(&id);
         let mut candidates = Vec::new();
         ids.candidates(hash, &mut candidates);
-        if let Some(k) = self.newest_match(&g.name, id, &mut candidates) {
+        if let Some(k) = self.newest_match(&g.name, id, &mut candidates)? {
             return Ok(Some(k));
         }
         // Sealed segments, newest range first: a table's candidates, or for a range without a
@@ -479,8 +479,7 @@ impl Checker<'_> {
                     Ok(()) => true,
                     Err(_) => {
                         // Searched below without it; rebuilt by the worker.
-                        self.tables
-                            .drop_broken(t, self.view.segments_in(t.base, t.end));
+                        self.tables.drop_broken(t);
                         false
                     }
                 },
@@ -500,7 +499,7 @@ impl Checker<'_> {
                 let to = all.partition_point(|&p| p < end);
                 candidates.extend_from_slice(&all[from..to]);
             }
-            if let Some(k) = self.newest_match(&g.name, id, &mut candidates) {
+            if let Some(k) = self.newest_match(&g.name, id, &mut candidates)? {
                 return Ok(Some(k));
             }
         }
@@ -508,13 +507,22 @@ impl Checker<'_> {
     }
 
     /// The event number of the newest of `candidates` (positions) holding an event of `stream`
-    /// with id `id`. A candidate that does not read as such an event is not one.
-    fn newest_match(&self, stream: &str, id: EventId, candidates: &mut [u64]) -> Option<u64> {
+    /// with id `id`. A record that does not read (damage) fails the append rather than risk
+    /// writing a retry twice.
+    fn newest_match(
+        &self,
+        stream: &str,
+        id: EventId,
+        candidates: &mut [u64],
+    ) -> Result<Option<u64>> {
         candidates.sort_unstable_by(|a, b| b.cmp(a));
-        candidates.iter().find_map(|&pos| {
-            let e = self.view.event_at(pos).ok()?;
-            (e.id() == id && e.stream() == stream).then(|| e.event_number())
-        })
+        for &pos in candidates.iter() {
+            let e = self.view.event_at(pos)?;
+            if e.id() == id && e.stream() == stream {
+                return Ok(Some(e.event_number()));
+            }
+        }
+        Ok(None)
     }
 
     /// Loads into `ids` the events the active segment held when the store opened.
@@ -901,6 +909,7 @@ impl Shared {
         }
         let entries = w.ids.split_below(seg.end_base());
         self.ids.add_sealed(
+            seg,
             Table::in_memory(seg.base, seg.end_base(), entries),
             crate::log::reader::segment_ids,
         );

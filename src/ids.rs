@@ -606,6 +606,8 @@ pub(crate) struct IdTables {
     disk: Disk,
     sync: bool,
     sets: Mutex<Sets>,
+    /// Every sealed segment, by base: what a dropped table's range is rebuilt from.
+    sealed: Mutex<Vec<Arc<Segment>>>,
     wake: Condvar,
     stop: Mutex<bool>,
     /// Whether maintenance runs inline (at each seal) rather than on the worker thread, for tests
@@ -674,6 +676,7 @@ impl IdTables {
                 tables: Arc::new(kept),
                 uncovered: Arc::new(uncovered),
             }),
+            sealed: Mutex::new(sealed.to_vec()),
             wake: Condvar::new(),
             stop: Mutex::new(false),
             inline,
@@ -725,7 +728,15 @@ impl IdTables {
 
     /// Drops a table found damaged (its file too): its range is searched without it, and the
     /// worker builds it again.
-    pub(crate) fn drop_broken(&self, broken: &Arc<Table>, segments: Vec<Arc<Segment>>) {
+    pub(crate) fn drop_broken(&self, broken: &Arc<Table>) {
+        broken.broken.store(true, Ordering::Relaxed);
+        let segments: Vec<Arc<Segment>> = self
+            .sealed
+            .lock()
+            .iter()
+            .filter(|s| s.base >= broken.base && s.base < broken.end)
+            .cloned()
+            .collect();
         self.change(std::slice::from_ref(broken), None, None, segments);
         if let Some(path) = broken.path() {
             let _ = self.disk.remove(path);
@@ -734,7 +745,8 @@ impl IdTables {
     }
 
     /// Adds the table of a segment just sealed (in memory until the worker writes it).
-    pub(crate) fn add_sealed(&self, table: Table, ids_of: SegmentIds) {
+    pub(crate) fn add_sealed(&self, seg: &Arc<Segment>, table: Table, ids_of: SegmentIds) {
+        self.sealed.lock().push(seg.clone());
         self.change(&[], Some(table), None, Vec::new());
         if self.inline {
             self.maintain(ids_of);
@@ -745,6 +757,7 @@ impl IdTables {
 
     /// A sealed segment whose table could not be made: the worker builds it from the log.
     pub(crate) fn add_uncovered(&self, seg: &Arc<Segment>) {
+        self.sealed.lock().push(seg.clone());
         self.change(&[], None, None, vec![seg.clone()]);
         self.notify();
     }
@@ -805,9 +818,10 @@ impl IdTables {
         }
         self.write_pending();
         while let Some(run) = self.merge_candidate() {
-            if run.iter().any(|t| t.verify_all().is_err()) {
-                // A damaged input: dropped, and its range rebuilt, on the next open.
-                break;
+            if let Some(bad) = run.iter().find(|t| t.verify_all().is_err()) {
+                // Its range is read from the log again in the next round.
+                self.drop_broken(bad);
+                continue;
             }
             if self.replace(&run, run[0].level + 1).is_err() || *self.stop.lock() {
                 break;

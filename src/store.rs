@@ -895,7 +895,7 @@ fn open_id_tables(dir: &Path, options: &Options, sealed: &[Arc<Segment>]) -> Res
                 .is_ok_and(|r| crate::ids::id_hash(&r.id) == hash)
         });
         if !agrees {
-            tables.drop_broken(t, view.segments_in(t.base, t.end));
+            tables.drop_broken(t);
         }
     }
     Ok(tables)

@@ -78,7 +78,9 @@ fn check_image(
         }
     }
     if store.head() != head {
-        return Err(format!("{ctx}: a retry of a surviving batch wrote it again"));
+        return Err(format!(
+            "{ctx}: a retry of a surviving batch wrote it again"
+        ));
     }
     let mut after = visible.clone();
     if let Some(next) = batches[0].get(visible[0]) {

@@ -538,6 +538,37 @@ impl Model {
         *self = fresh;
     }
 
+    /// Sends 64 of the batches in the store again with `Any` (through the event-id index, in
+    /// whatever state the kill left its tables): each is recognised, answered with the versions
+    /// it was written at, and nothing is written.
+    pub fn check_retries(&self, store: &Store, ctx: &str) {
+        let head = store.head();
+        for (&seed, parts) in self.batches.iter().rev().take(64) {
+            let batch = Batch {
+                seed,
+                parts: parts.iter().map(|&(s, _, n)| (s, n)).collect(),
+            };
+            let writes = parts
+                .iter()
+                .map(|&(s, _, n)| {
+                    StreamWrite::new(stream_name(s), ExpectedVersion::Any, batch.events(s, n))
+                })
+                .collect();
+            let results = store
+                .append_multi(writes)
+                .unwrap_or_else(|e| panic!("{ctx}: retry of batch {seed}: {e}"));
+            for (&(s, first, n), r) in parts.iter().zip(&results) {
+                assert_eq!(
+                    r.version,
+                    Some(first + u64::from(n) - 1),
+                    "{ctx}: retry of batch {seed} in {}",
+                    stream_name(s)
+                );
+            }
+        }
+        assert_eq!(store.head(), head, "{ctx}: a retry was written again");
+    }
+
     /// Checks that the batch `seed` is in the store with exactly `parts`.
     pub fn check_acked(&self, seed: u64, parts: &[Part], ctx: &str) {
         match self.batches.get(&seed) {
@@ -796,6 +827,7 @@ fn finish_store(dir: &Path, model: &mut Model, parent_batch: Option<(u64, Vec<Pa
     if let Some((seed, parts)) = parent_batch {
         model.check_acked(seed, &parts, ctx);
     }
+    model.check_retries(&store, ctx);
     store
         .close()
         .unwrap_or_else(|e| panic!("{ctx}: close: {e}"));
