@@ -154,6 +154,9 @@ enum Op {
     },
     Reopen {
         close: bool,
+        /// Remove the event-id tables first (as if lost): retries are then recognised through
+        /// the stream index until the store has rebuilt them.
+        drop_id_tables: bool,
     },
 }
 
@@ -239,7 +242,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, next, forward, max)| Op::ReadAllFrom { pick, next, forward, max }),
         1 => (1u8..6, any::<bool>()).prop_map(|(page, forward)| Op::PageAll { page, forward }),
         1 => (any::<u16>(), any::<bool>()).prop_map(|(pick, forward)| Op::BadPosition { pick, forward }),
-        1 => any::<bool>().prop_map(|close| Op::Reopen { close }),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(close, drop_id_tables)| Op::Reopen {
+            close,
+            drop_id_tables
+        }),
     ]
 }
 
@@ -977,12 +983,23 @@ impl Runner {
                     "reading $all from {p} (head {head}): {r:?}"
                 );
             }
-            Op::Reopen { close } => {
+            Op::Reopen {
+                close,
+                drop_id_tables,
+            } => {
                 let store = self.store.take().expect("store is open");
                 if *close {
                     ok(store.close(), "close")?;
                 } else {
                     drop(store);
+                }
+                if *drop_id_tables {
+                    for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+                        let path = entry.unwrap().path();
+                        if path.extension().is_some_and(|e| e == "ids") {
+                            std::fs::remove_file(path).unwrap();
+                        }
+                    }
                 }
                 self.store = Some(ok(
                     Store::open(self.dir.path(), self.opts.clone()),
@@ -1128,7 +1145,10 @@ proptest! {
             r.verify().map_err(|e| TestCaseError::fail(format!("after op #{i} {op:?}: {e}")))?;
         }
         // A last reopen: everything must survive it.
-        r.run(&Op::Reopen { close: true })?;
+        r.run(&Op::Reopen {
+            close: true,
+            drop_id_tables: false,
+        })?;
         r.verify()?;
     }
 }
