@@ -79,13 +79,7 @@ impl Backend for Store {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult> {
-        let write = StreamWrite::new(stream, expected, events);
-        // The journal writes its actors' snapshots beside their streams.
-        check_not_reserved(
-            std::slice::from_ref(&write),
-            &[super::SNAPSHOT_STREAM_PREFIX],
-        )?;
-        self.append_unchecked(write)
+        self.append_unchecked(journal_write(stream, expected, events)?)
     }
 
     #[cfg(feature = "async")]
@@ -96,12 +90,8 @@ impl Backend for Store {
         events: Vec<EventData>,
     ) -> AppendFuture<'a> {
         Box::pin(async move {
-            let write = StreamWrite::new(stream, expected, events);
-            check_not_reserved(
-                std::slice::from_ref(&write),
-                &[super::SNAPSHOT_STREAM_PREFIX],
-            )?;
-            self.append_async_unchecked(write).await
+            self.append_async_unchecked(journal_write(stream, expected, events)?)
+                .await
         })
     }
 
@@ -123,6 +113,21 @@ impl Backend for Store {
             None => Ok(false),
         }
     }
+}
+
+/// A journal's write to `stream`, checked: the journal may use the names the store keeps for
+/// itself only for its actors' snapshots, beside their streams.
+fn journal_write(
+    stream: &str,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+) -> Result<StreamWrite> {
+    let write = StreamWrite::new(stream, expected, events);
+    check_not_reserved(
+        std::slice::from_ref(&write),
+        &[super::SNAPSHOT_STREAM_PREFIX],
+    )?;
+    Ok(write)
 }
 
 /// The journal's view of a store event.
