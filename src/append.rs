@@ -464,7 +464,6 @@ impl Checker<'_> {
         // Sealed segments, newest range first: a table's candidates, or for a range without a
         // usable table, the stream's own events in it.
         let sets = self.tables.snapshot();
-        let mut positions: Option<Vec<u64>> = None;
         let mut ranges: Vec<(u64, u64, Option<&Arc<Table>>)> = sets
             .tables
             .iter()
@@ -473,37 +472,58 @@ impl Checker<'_> {
             .collect();
         ranges.sort_by_key(|r| std::cmp::Reverse(r.0));
         for (base, end, table) in ranges {
-            candidates.clear();
-            let searched = match table {
-                Some(t) if !t.is_broken() => match t.candidates(hash, &mut candidates) {
-                    Ok(()) => true,
-                    Err(_) => {
-                        // Searched below without it; rebuilt by the worker.
-                        self.tables.drop_broken(t);
-                        false
+            if let Some(t) = table.filter(|t| !t.is_broken()) {
+                candidates.clear();
+                // A table entry that does not read as a record of its range is the table's
+                // damage, not the log's: the table is dropped (and rebuilt by the worker) and
+                // the range searched without it.
+                let found = t.candidates(hash, &mut candidates).and_then(|()| {
+                    if candidates.iter().any(|&p| p < base || p >= end) {
+                        return Err(Error::InvalidInput("id table entry out of range".into()));
                     }
-                },
-                _ => false,
-            };
-            if !searched {
-                let all = match &mut positions {
-                    Some(p) => p,
-                    None => {
-                        let mut p = Vec::new();
-                        self.index
-                            .copy_positions(sid, 0, g.committed, true, &mut p)?;
-                        positions.insert(p)
-                    }
-                };
-                let from = all.partition_point(|&p| p < base);
-                let to = all.partition_point(|&p| p < end);
-                candidates.extend_from_slice(&all[from..to]);
+                    self.newest_match(&g.name, id, &mut candidates)
+                });
+                match found {
+                    Ok(Some(k)) => return Ok(Some(k)),
+                    Ok(None) => continue,
+                    Err(_) => self.tables.drop_broken(t),
+                }
             }
+            candidates.clear();
+            self.positions_in(sid, g.committed, base, end, &mut candidates)?;
             if let Some(k) = self.newest_match(&g.name, id, &mut candidates)? {
                 return Ok(Some(k));
             }
         }
         Ok(None)
+    }
+
+    /// The positions of stream `sid`'s first `count` events that lie in `base..end`, found by
+    /// binary search over its event numbers (positions grow with them).
+    fn positions_in(
+        &self,
+        sid: StreamId,
+        count: u64,
+        base: u64,
+        end: u64,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
+        let first_at_or_after = |bound: u64| -> Result<u64> {
+            let (mut lo, mut hi) = (0u64, count);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match self.index.position(sid, mid)? {
+                    Some(p) if p < bound => lo = mid + 1,
+                    _ => hi = mid,
+                }
+            }
+            Ok(lo)
+        };
+        let (from, to) = (first_at_or_after(base)?, first_at_or_after(end)?);
+        if from < to {
+            self.index.copy_positions(sid, from, to, true, out)?;
+        }
+        Ok(())
     }
 
     /// The event number of the newest of `candidates` (positions) holding an event of `stream`
@@ -910,7 +930,7 @@ impl Shared {
         let entries = w.ids.split_below(seg.end_base());
         self.ids.add_sealed(
             seg,
-            Table::in_memory(seg.base, seg.end_base(), entries),
+            Table::in_memory(seg, entries),
             crate::log::reader::segment_ids,
         );
     }

@@ -42,6 +42,9 @@ const BUCKET_TARGET: u64 = 8;
 const MAX_DIR_BITS: u32 = 32;
 /// How many adjacent tables of one level are merged into one table of the next level.
 pub(crate) const MERGE_FAN_IN: usize = 4;
+/// Highest level a table can reach: four tables per level from single segments, far past any
+/// log (a file claiming more is not one this code wrote).
+const MAX_LEVEL: u32 = 64;
 
 /// File name of the id table whose range starts at `base`.
 pub fn ids_file_name(base: u64) -> String {
@@ -176,6 +179,9 @@ impl ActiveIds {
 pub(crate) struct Table {
     pub(crate) base: u64,
     pub(crate) end: u64,
+    /// The last covered segment's data end when the table was made: a table of a segment whose
+    /// content has changed since (cut by a salvage, then written again) is stale.
+    pub(crate) last_end: u64,
     pub(crate) level: u32,
     data: Data,
     /// Set when a checksum failed: the table is then ignored (its range searched without it).
@@ -199,10 +205,12 @@ struct MappedTable {
 }
 
 impl Table {
-    pub(crate) fn in_memory(base: u64, end: u64, entries: Vec<(u64, u64)>) -> Table {
+    /// The table of sealed segment `seg`, from its sorted `entries`.
+    pub(crate) fn in_memory(seg: &Segment, entries: Vec<(u64, u64)>) -> Table {
         Table {
-            base,
-            end,
+            base: seg.base,
+            end: seg.end_base(),
+            last_end: seg.data_end(),
             level: 0,
             data: Data::Memory(entries),
             broken: AtomicBool::new(false),
@@ -409,6 +417,8 @@ impl BodyWriter<'_> {
 struct TableHead {
     base: u64,
     end: u64,
+    /// Data end (segment offset) of the last covered segment when the table was made.
+    last_end: u64,
     level: u32,
     count: u64,
 }
@@ -526,6 +536,7 @@ fn encode_header(head: &TableHead, bits: u32, crcs_crc: u32) -> Vec<u8> {
     h.extend_from_slice(&head.count.to_le_bytes());
     h.extend_from_slice(&head.level.to_le_bytes());
     h.extend_from_slice(&crcs_crc.to_le_bytes());
+    h.extend_from_slice(&head.last_end.to_le_bytes());
     h.resize(60, 0);
     let crc = crc32fast::hash(&h);
     h.extend_from_slice(&crc.to_le_bytes());
@@ -548,13 +559,14 @@ fn open_table(disk: &Disk, path: &Path) -> Option<Table> {
     if h[..8] != IDS_MAGIC
         || u32_at(h, 8) != IDS_LAYOUT
         || crc32fast::hash(&h[..60]) != u32_at(h, 60)
-        || h[48..60].iter().any(|&b| b != 0)
+        || h[56..60].iter().any(|&b| b != 0)
     {
         return None;
     }
     let bits = u32_at(h, 12);
     let (base, end, count, level) = (u64_at(h, 16), u64_at(h, 24), u64_at(h, 32), u32_at(h, 40));
-    if bits > MAX_DIR_BITS || bits != dir_bits_for(count) || end <= base {
+    let last_end = u64_at(h, 48);
+    if bits > MAX_DIR_BITS || bits != dir_bits_for(count) || end <= base || level > MAX_LEVEL {
         return None;
     }
     let body_len = count
@@ -577,6 +589,7 @@ fn open_table(disk: &Disk, path: &Path) -> Option<Table> {
     Some(Table {
         base,
         end,
+        last_end,
         level,
         data: Data::File(MappedTable {
             path: path.to_path_buf(),
@@ -630,7 +643,11 @@ impl IdTables {
         sealed: &[Arc<Segment>],
     ) -> Result<IdTables> {
         let starts: BTreeMap<u64, u64> = sealed.iter().map(|s| (s.base, s.end_base())).collect();
-        let ends: std::collections::HashSet<u64> = sealed.iter().map(|s| s.end_base()).collect();
+        // Each sealed segment's end, with its data end.
+        let ends: std::collections::HashMap<u64, u64> = sealed
+            .iter()
+            .map(|s| (s.end_base(), s.data_end()))
+            .collect();
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         let listing = "listing the files of";
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(listing, dir, e))? {
@@ -646,7 +663,7 @@ impl IdTables {
             let table = open_table(disk, &path).filter(|t| {
                 t.base == base
                     && starts.contains_key(&t.base)
-                    && ends.contains(&t.end)
+                    && ends.get(&t.end) == Some(&t.last_end)
                     && kept.last().is_none_or(|k| k.end <= t.base)
             });
             match table {
@@ -737,6 +754,14 @@ impl IdTables {
             .filter(|s| s.base >= broken.base && s.base < broken.end)
             .cloned()
             .collect();
+        {
+            // Only once, and only while it is in the set: a table replaced since (merged into a
+            // file of the same name) is not this one any more.
+            let sets = self.sets.lock();
+            if !sets.tables.iter().any(|t| Arc::ptr_eq(t, broken)) {
+                return;
+            }
+        }
         self.change(std::slice::from_ref(broken), None, None, segments);
         if let Some(path) = broken.path() {
             let _ = self.disk.remove(path);
@@ -749,7 +774,7 @@ impl IdTables {
         self.sealed.lock().push(seg.clone());
         self.change(&[], Some(table), None, Vec::new());
         if self.inline {
-            self.maintain(ids_of);
+            let _ = self.maintain(ids_of);
         } else {
             self.notify();
         }
@@ -762,15 +787,16 @@ impl IdTables {
         self.notify();
     }
 
-    /// The worker's loop: maintenance until `stop`.
+    /// The worker's loop: maintenance until `stop`. After a round in which something failed
+    /// (a full disk, an unreadable segment), it waits before trying again rather than spin.
     pub(crate) fn run(&self, ids_of: SegmentIds) {
         loop {
-            self.maintain(ids_of);
+            let failed = self.maintain(ids_of);
             let mut stop = self.stop.lock();
             if *stop {
                 return;
             }
-            if !self.has_work() {
+            if failed || !self.has_work() {
                 self.wake
                     .wait_for(&mut stop, std::time::Duration::from_secs(1));
             }
@@ -802,44 +828,60 @@ impl IdTables {
             || self.merge_candidate().is_some()
     }
 
-    /// One round of maintenance: build tables for uncovered segments, write in-memory tables,
-    /// merge. Failures leave things as they are (the tables are a cache), to be tried again.
-    pub(crate) fn maintain(&self, ids_of: SegmentIds) {
+    /// One round of maintenance: build tables for uncovered segments (newest first, each written
+    /// and merged before the next is read, so that memory holds one segment's ids at a time),
+    /// write in-memory tables, merge. Failures leave things as they are (the tables are a
+    /// cache), to be tried again; returns whether something failed.
+    pub(crate) fn maintain(&self, ids_of: SegmentIds) -> bool {
+        let mut failed = false;
         let todo = self.snapshot().uncovered;
-        for seg in todo.iter() {
-            if let Ok(mut entries) = ids_of(seg) {
-                entries.sort_unstable();
-                let table = Table::in_memory(seg.base, seg.end_base(), entries);
-                self.change(&[], Some(table), Some(seg.base), Vec::new());
+        for seg in todo.iter().rev() {
+            match ids_of(seg) {
+                Ok(mut entries) => {
+                    entries.sort_unstable();
+                    let table = Table::in_memory(seg, entries);
+                    self.change(&[], Some(table), Some(seg.base), Vec::new());
+                }
+                Err(_) => failed = true,
             }
+            failed |= self.write_pending() | self.merge();
             if *self.stop.lock() {
-                return;
+                return failed;
             }
         }
-        self.write_pending();
+        failed | self.write_pending() | self.merge()
+    }
+
+    /// Merges while there are tables to merge; returns whether a merge failed.
+    fn merge(&self) -> bool {
         while let Some(run) = self.merge_candidate() {
             if let Some(bad) = run.iter().find(|t| t.verify_all().is_err()) {
                 // Its range is read from the log again in the next round.
                 self.drop_broken(bad);
                 continue;
             }
-            if self.replace(&run, run[0].level + 1).is_err() || *self.stop.lock() {
+            if self.replace(&run, run[0].level + 1).is_err() {
+                return true;
+            }
+            if *self.stop.lock() {
                 break;
             }
         }
+        false
     }
 
-    /// Writes the tables still in memory to files (at close, so that the next open finds
-    /// them).
-    pub(crate) fn write_pending(&self) {
+    /// Writes the tables still in memory to files (also at close, so that the next open finds
+    /// them); returns whether a write failed.
+    pub(crate) fn write_pending(&self) -> bool {
         for t in self.snapshot().tables.iter() {
             if t.is_written() || t.is_broken() {
                 continue;
             }
             if self.replace(std::slice::from_ref(t), t.level).is_err() {
-                break;
+                return true;
             }
         }
+        false
     }
 
     /// `MERGE_FAN_IN` adjacent written tables of one level, if there are.
@@ -874,6 +916,7 @@ impl IdTables {
         let head = TableHead {
             base: first.base,
             end: last.end,
+            last_end: last.last_end,
             level,
             count: inputs.iter().map(|t| t.count()).sum(),
         };
@@ -920,6 +963,7 @@ mod tests {
         TableHead {
             base: 0,
             end: 1 << 20,
+            last_end: 4096,
             level: 0,
             count,
         }

@@ -189,7 +189,7 @@ impl Store {
             _ => None,
         };
         let ids_worker = if shared.ids.is_inline() {
-            shared.ids.maintain(segment_ids);
+            let _ = shared.ids.maintain(segment_ids);
             None
         } else {
             let ids = shared.ids.clone();
@@ -272,7 +272,7 @@ impl Store {
         if let Some(t) = self.ids_worker.lock().take() {
             let _ = t.join();
         }
-        self.shared.ids.write_pending();
+        let _ = self.shared.ids.write_pending();
         let result = {
             let mut w = self.shared.writer.lock();
             w.log.sync_all().map(|()| {
