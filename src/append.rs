@@ -919,18 +919,17 @@ impl Shared {
                     }
                 }
                 Err(_) => {
-                    w.ids.split_below(seg.end_base());
-                    w.ids.complete = true;
+                    w.ids.seal(seg.end_base());
                     self.ids.add_uncovered(seg);
                     return;
                 }
             }
             w.ids.complete = true;
         }
-        let entries = w.ids.split_below(seg.end_base());
+        let sealed = w.ids.seal(seg.end_base());
         self.ids.add_sealed(
             seg,
-            Table::in_memory(seg, entries),
+            Table::from_map(seg, sealed),
             crate::log::reader::segment_ids,
         );
     }

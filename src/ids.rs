@@ -152,24 +152,45 @@ impl ActiveIds {
         }
     }
 
-    /// Takes out the entries below `end` (a sealed segment's), sorted: the sealed segment's
-    /// table.
-    pub(crate) fn split_below(&mut self, end: u64) -> Vec<(u64, u64)> {
-        let old = std::mem::take(&mut self.slots);
-        self.len = 0;
-        let mut sealed = Vec::new();
-        for (h, p) in old {
+    /// Hands over the map at a seal of the segment ending at `end`: the map itself becomes the
+    /// sealed segment's table (searched as it is until the worker sorts and writes it), and
+    /// `self` starts again, sized as the old one, with the entries at or past `end` (those of
+    /// the group that rolled to the next segment). One pass over the slots, no sort: the pause
+    /// at a seal stays short. Returns the old map and how many of its entries lie below `end`.
+    pub(crate) fn seal(&mut self, end: u64) -> (ActiveIds, u64) {
+        let capacity = self.slots.len();
+        let old = std::mem::replace(
+            self,
+            ActiveIds {
+                slots: vec![(0, 0); capacity],
+                len: 0,
+                complete: true,
+            },
+        );
+        let mut below = 0;
+        for &(h, p) in &old.slots {
             if h == 0 {
                 continue;
             }
             if p < end {
-                sealed.push((h, p));
+                below += 1;
             } else {
                 self.insert(h, p);
             }
         }
-        sealed.sort_unstable();
-        sealed
+        (old, below)
+    }
+
+    /// The entries in `base..end`, sorted.
+    fn sorted_in(&self, base: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self
+            .slots
+            .iter()
+            .copied()
+            .filter(|&(h, p)| h != 0 && p >= base && p < end)
+            .collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -191,6 +212,9 @@ pub(crate) struct Table {
 enum Data {
     /// Sorted entries, before the worker has written them.
     Memory(Vec<(u64, u64)>),
+    /// The writer's map of a segment just sealed (entries outside the table's range ignored),
+    /// with the number of entries in range, before the worker has sorted and written it.
+    Map(ActiveIds, u64),
     File(MappedTable),
 }
 
@@ -205,6 +229,18 @@ struct MappedTable {
 }
 
 impl Table {
+    /// The table of a segment just sealed: the writer's map of its ids.
+    pub(crate) fn from_map(seg: &Segment, (map, count): (ActiveIds, u64)) -> Table {
+        Table {
+            base: seg.base,
+            end: seg.end_base(),
+            last_end: seg.data_end(),
+            level: 0,
+            data: Data::Map(map, count),
+            broken: AtomicBool::new(false),
+        }
+    }
+
     /// The table of sealed segment `seg`, from its sorted `entries`.
     pub(crate) fn in_memory(seg: &Segment, entries: Vec<(u64, u64)>) -> Table {
         Table {
@@ -229,7 +265,7 @@ impl Table {
     pub(crate) fn path(&self) -> Option<&Path> {
         match &self.data {
             Data::File(m) => Some(&m.path),
-            Data::Memory(_) => None,
+            Data::Memory(_) | Data::Map(..) => None,
         }
     }
 
@@ -237,6 +273,7 @@ impl Table {
     pub(crate) fn count(&self) -> u64 {
         match &self.data {
             Data::Memory(v) => v.len() as u64,
+            Data::Map(_, count) => *count,
             Data::File(m) => m.count,
         }
     }
@@ -250,6 +287,19 @@ impl Table {
                 out.extend(v[start..].iter().take_while(|e| e.0 == hash).map(|e| e.1));
                 Ok(())
             }
+            Data::Map(map, _) => {
+                let from = out.len();
+                map.candidates(hash, out);
+                let mut k = from;
+                for i in from..out.len() {
+                    if out[i] >= self.base && out[i] < self.end {
+                        out[k] = out[i];
+                        k += 1;
+                    }
+                }
+                out.truncate(k);
+                Ok(())
+            }
             Data::File(m) => m.candidates(hash, out).inspect_err(|_| {
                 self.broken.store(true, Ordering::Relaxed);
             }),
@@ -259,7 +309,7 @@ impl Table {
     /// Verifies every checksum of the table, so that its entries can be read without checks.
     fn verify_all(&self) -> Result<()> {
         match &self.data {
-            Data::Memory(_) => Ok(()),
+            Data::Memory(_) | Data::Map(..) => Ok(()),
             Data::File(m) => m.verify(0, m.body_len()).inspect_err(|_| {
                 self.broken.store(true, Ordering::Relaxed);
             }),
@@ -270,6 +320,7 @@ impl Table {
     fn iter(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         match &self.data {
             Data::Memory(v) => Box::new(v.iter().copied()),
+            Data::Map(map, _) => Box::new(map.sorted_in(self.base, self.end).into_iter()),
             Data::File(m) => {
                 let body = &m.map[IDS_HEADER_LEN..];
                 Box::new((0..m.count as usize).map(move |i| {
@@ -284,12 +335,13 @@ impl Table {
     /// the open-time comparison with the log.
     pub(crate) fn sample(&self, n: usize) -> Vec<(u64, u64)> {
         let count = self.count() as usize;
-        if count == 0 {
+        if count == 0 || matches!(self.data, Data::Map(..)) {
             return Vec::new();
         }
         let step = count.div_ceil(n.max(1)).max(1);
         let at = |i: usize| match &self.data {
             Data::Memory(v) => v[i],
+            Data::Map(..) => (0, 0),
             Data::File(m) => {
                 let body = &m.map[IDS_HEADER_LEN..];
                 (u64_at(body, i * ENTRY_LEN), u64_at(body, i * ENTRY_LEN + 8))
@@ -1045,9 +1097,14 @@ mod tests {
         let mut out = Vec::new();
         a.candidates(1, &mut out);
         assert_eq!(out.len(), 50);
-        let sealed = a.split_below(64 + 8 * 2500);
-        assert_eq!(sealed.len(), 2500);
-        assert!(sealed.windows(2).all(|w| w[0] <= w[1]));
+        let (sealed, below) = a.seal(64 + 8 * 2500);
+        assert_eq!(below, 2500);
+        let sorted = sealed.sorted_in(0, 64 + 8 * 2500);
+        assert_eq!(sorted.len(), 2500);
+        assert!(sorted.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(a.len(), 2500);
+        let mut out = Vec::new();
+        a.candidates(1, &mut out);
+        assert!(out.iter().all(|&p| p >= 64 + 8 * 2500));
     }
 }
