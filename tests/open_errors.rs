@@ -127,6 +127,35 @@ fn a_read_only_directory_names_the_file_when_permissions_apply() {
     assert!(err.to_string().contains("permission denied"), "{err}");
 }
 
+/// A directory nobody may add files to, root included: an immutable directory (`chattr +i`, on
+/// the file system the project builds on; skipped with a printed reason where that is refused).
+#[test]
+fn an_immutable_directory_names_the_file_it_could_not_create() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let set = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&locked)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !set("+i") {
+        eprintln!("SKIPPED: cannot make a directory immutable here (chattr +i refused)");
+        return;
+    }
+    let err = Store::open(&locked, Options::default()).err();
+    let listed = std::fs::read_dir(&locked).map(|d| d.count());
+    assert!(set("-i"), "chattr -i");
+    let err = err.expect("opening a store in an immutable directory fails");
+    assert_eq!(check_io_error(&err, &locked), Some(1)); // EPERM
+    let text = err.to_string();
+    assert!(text.starts_with("creating "), "{text}");
+    assert!(text.contains("operation not permitted"), "{text}");
+    assert_eq!(listed.unwrap(), 0, "nothing was created");
+}
+
 #[test]
 fn an_error_while_appending_names_the_segment() {
     let Some(fs) = TinyFs::mount("1m") else {
