@@ -675,6 +675,8 @@ pub(crate) struct IdTables {
     sealed: Mutex<Vec<Arc<Segment>>>,
     wake: Condvar,
     stop: Mutex<bool>,
+    /// Set with `stop`, read without a lock inside long writes, which it cuts short.
+    stopping: AtomicBool,
     /// Whether maintenance runs inline (at each seal) rather than on the worker thread, for tests
     /// that need every run to do the same file operations in the same order.
     inline: bool,
@@ -748,6 +750,7 @@ impl IdTables {
             sealed: Mutex::new(sealed.to_vec()),
             wake: Condvar::new(),
             stop: Mutex::new(false),
+            stopping: AtomicBool::new(false),
             inline,
         })
     }
@@ -866,6 +869,7 @@ impl IdTables {
 
     /// Asks the worker to stop.
     pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         *self.stop.lock() = true;
         self.wake.notify_all();
     }
@@ -973,7 +977,15 @@ impl IdTables {
             count: inputs.iter().map(|t| t.count()).sum(),
         };
         let path = self.dir.join(ids_file_name(head.base));
-        let entries = merge_sorted(inputs.iter().map(|t| t.iter()).collect());
+        // A merge of large tables takes seconds: `close` cuts it short (the entry count then
+        // falls short, the temporary file is removed, the inputs stay). A single table, such as
+        // one `close` itself writes, is written whole.
+        let merging = inputs.len() > 1;
+        let mut n = 0u32;
+        let entries = merge_sorted(inputs.iter().map(|t| t.iter()).collect()).take_while(|_| {
+            n = n.wrapping_add(1);
+            !merging || !n.is_multiple_of(4096) || !self.stopping.load(Ordering::Relaxed)
+        });
         write_table(&self.disk, &path, &head, entries, self.sync)?;
         let table = open_table(&self.disk, &path).ok_or_else(|| Error::Corrupt {
             file: path.clone(),
