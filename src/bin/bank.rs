@@ -199,7 +199,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), BoxError> {
     let dir = &args.dir;
-    println!("eventjournal bank example: store in {}", dir.display());
+    println!("eventjournal bank: store in {}", dir.display());
 
     let store = Arc::new(
         Store::open(dir, Options::default())
