@@ -550,11 +550,7 @@ impl Checker<'_> {
         let Some(seg) = self.view.segments_in(self.active_base, u64::MAX).pop() else {
             return Ok(());
         };
-        for (hash, pos) in crate::log::reader::segment_ids_to(&seg, self.open_end)? {
-            ids.insert(hash, pos);
-        }
-        ids.complete = true;
-        Ok(())
+        ids.load(&seg, self.open_end)
     }
 
     fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut ActiveIds) -> Result<Plan> {
@@ -909,22 +905,12 @@ impl Shared {
 
     /// Turns the ids of a segment just sealed into its id table.
     fn seal_ids(&self, w: &mut WriterState, seg: &Arc<Segment>) {
-        if !w.ids.complete {
-            // The segment active at open: its older events first. Should its records not read
-            // back, the table is left out and the worker builds it from the log.
-            match crate::log::reader::segment_ids_to(seg, w.open_end) {
-                Ok(old) => {
-                    for (hash, pos) in old {
-                        w.ids.insert(hash, pos);
-                    }
-                }
-                Err(_) => {
-                    w.ids.seal(seg.end_base());
-                    self.ids.add_uncovered(seg);
-                    return;
-                }
-            }
-            w.ids.complete = true;
+        // The segment active at open: its older events first. Should its records not read back,
+        // the table is left out and the worker builds it from the log.
+        if !w.ids.complete && w.ids.load(seg, w.open_end).is_err() {
+            w.ids.seal(seg.end_base());
+            self.ids.add_uncovered(seg);
+            return;
         }
         let sealed = w.ids.seal(seg.end_base());
         self.ids.add_sealed(

@@ -182,9 +182,7 @@ impl Error {
             other => Error::Poisoned(other.to_string()),
         }
     }
-}
 
-impl Error {
     /// An I/O error met while `action` (`creating`, `syncing`, ...) was done to `path`.
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Error {
         Error::Io {

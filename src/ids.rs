@@ -105,6 +105,16 @@ impl ActiveIds {
         }
     }
 
+    /// Adds the ids of `seg`'s records before segment offset `end` (what the segment held when
+    /// the store opened), after which the map is complete.
+    pub(crate) fn load(&mut self, seg: &Segment, end: u64) -> Result<()> {
+        for (hash, pos) in crate::log::reader::segment_ids_to(seg, end)? {
+            self.insert(hash, pos);
+        }
+        self.complete = true;
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -210,8 +220,6 @@ pub(crate) struct Table {
 }
 
 enum Data {
-    /// Sorted entries, before the worker has written them.
-    Memory(Vec<(u64, u64)>),
     /// The writer's map of a segment just sealed (entries outside the table's range ignored),
     /// with the number of entries in range, before the worker has sorted and written it.
     Map(ActiveIds, u64),
@@ -241,18 +249,6 @@ impl Table {
         }
     }
 
-    /// The table of sealed segment `seg`, from its sorted `entries`.
-    pub(crate) fn in_memory(seg: &Segment, entries: Vec<(u64, u64)>) -> Table {
-        Table {
-            base: seg.base,
-            end: seg.end_base(),
-            last_end: seg.data_end(),
-            level: 0,
-            data: Data::Memory(entries),
-            broken: AtomicBool::new(false),
-        }
-    }
-
     pub(crate) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
     }
@@ -265,14 +261,13 @@ impl Table {
     pub(crate) fn path(&self) -> Option<&Path> {
         match &self.data {
             Data::File(m) => Some(&m.path),
-            Data::Memory(_) | Data::Map(..) => None,
+            Data::Map(..) => None,
         }
     }
 
     /// Number of entries.
     pub(crate) fn count(&self) -> u64 {
         match &self.data {
-            Data::Memory(v) => v.len() as u64,
             Data::Map(_, count) => *count,
             Data::File(m) => m.count,
         }
@@ -282,11 +277,6 @@ impl Table {
     /// broken and is an error: the caller then searches the range without it.
     pub(crate) fn candidates(&self, hash: u64, out: &mut Vec<u64>) -> Result<()> {
         match &self.data {
-            Data::Memory(v) => {
-                let start = v.partition_point(|e| e.0 < hash);
-                out.extend(v[start..].iter().take_while(|e| e.0 == hash).map(|e| e.1));
-                Ok(())
-            }
             Data::Map(map, _) => {
                 let from = out.len();
                 map.candidates(hash, out);
@@ -309,7 +299,7 @@ impl Table {
     /// Verifies every checksum of the table, so that its entries can be read without checks.
     fn verify_all(&self) -> Result<()> {
         match &self.data {
-            Data::Memory(_) | Data::Map(..) => Ok(()),
+            Data::Map(..) => Ok(()),
             Data::File(m) => m.verify(0, m.body_len()).inspect_err(|_| {
                 self.broken.store(true, Ordering::Relaxed);
             }),
@@ -319,7 +309,6 @@ impl Table {
     /// Every entry in (hash, position) order; for a file, after [`verify_all`](Self::verify_all).
     fn iter(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
         match &self.data {
-            Data::Memory(v) => Box::new(v.iter().copied()),
             Data::Map(map, _) => Box::new(map.sorted_in(self.base, self.end).into_iter()),
             Data::File(m) => {
                 let body = &m.map[IDS_HEADER_LEN..];
@@ -331,22 +320,19 @@ impl Table {
         }
     }
 
-    /// A sample of entries (at most `n`, spread over the table), without checksum checks: for
-    /// the open-time comparison with the log.
+    /// A sample of a written table's entries (at most `n + 1`, spread over it), without
+    /// checksum checks: for the open-time comparison with the log.
     pub(crate) fn sample(&self, n: usize) -> Vec<(u64, u64)> {
-        let count = self.count() as usize;
-        if count == 0 || matches!(self.data, Data::Map(..)) {
+        let Data::File(m) = &self.data else {
+            return Vec::new();
+        };
+        let count = m.count as usize;
+        if count == 0 {
             return Vec::new();
         }
         let step = count.div_ceil(n.max(1)).max(1);
-        let at = |i: usize| match &self.data {
-            Data::Memory(v) => v[i],
-            Data::Map(..) => (0, 0),
-            Data::File(m) => {
-                let body = &m.map[IDS_HEADER_LEN..];
-                (u64_at(body, i * ENTRY_LEN), u64_at(body, i * ENTRY_LEN + 8))
-            }
-        };
+        let body = &m.map[IDS_HEADER_LEN..];
+        let at = |i: usize| (u64_at(body, i * ENTRY_LEN), u64_at(body, i * ENTRY_LEN + 8));
         let mut out: Vec<(u64, u64)> = (0..count).step_by(step).map(at).collect();
         out.push(at(count - 1));
         out
@@ -892,14 +878,18 @@ impl IdTables {
         let mut failed = false;
         let todo = self.snapshot().uncovered;
         for seg in todo.iter().rev() {
-            match ids_of(seg) {
-                Ok(mut entries) => {
-                    entries.sort_unstable();
-                    let table = Table::in_memory(seg, entries);
-                    self.change(&[], Some(table), Some(seg.base), Vec::new());
-                }
-                Err(_) => failed = true,
-            }
+            let written = ids_of(seg).and_then(|mut entries| {
+                entries.sort_unstable();
+                let head = TableHead {
+                    base: seg.base,
+                    end: seg.end_base(),
+                    last_end: seg.data_end(),
+                    level: 0,
+                    count: entries.len() as u64,
+                };
+                self.write(&head, entries.into_iter(), &[], Some(seg.base))
+            });
+            failed |= written.is_err();
             failed |= self.write_pending() | self.merge();
             if *self.stop.lock() {
                 return failed;
@@ -976,7 +966,6 @@ impl IdTables {
             level,
             count: inputs.iter().map(|t| t.count()).sum(),
         };
-        let path = self.dir.join(ids_file_name(head.base));
         // A merge of large tables takes seconds: `close` cuts it short (the entry count then
         // falls short, the temporary file is removed, the inputs stay). A single table, such as
         // one `close` itself writes, is written whole.
@@ -986,13 +975,27 @@ impl IdTables {
             n = n.wrapping_add(1);
             !merging || !n.is_multiple_of(4096) || !self.stopping.load(Ordering::Relaxed)
         });
-        write_table(&self.disk, &path, &head, entries, self.sync)?;
+        self.write(&head, entries, inputs, None)
+    }
+
+    /// Writes a table file of `head` with `entries` and puts it in the set in place of `inputs`
+    /// (whose files, but the first's, which it replaces, are removed), covering segment
+    /// `covered` if given.
+    fn write(
+        &self,
+        head: &TableHead,
+        entries: impl Iterator<Item = (u64, u64)>,
+        inputs: &[Arc<Table>],
+        covered: Option<u64>,
+    ) -> Result<()> {
+        let path = self.dir.join(ids_file_name(head.base));
+        write_table(&self.disk, &path, head, entries, self.sync)?;
         let table = open_table(&self.disk, &path).ok_or_else(|| Error::Corrupt {
             file: path.clone(),
             offset: 0,
             reason: "an id table just written does not read back".into(),
         })?;
-        self.change(inputs, Some(table), None, Vec::new());
+        self.change(inputs, Some(table), covered, Vec::new());
         if inputs.len() > 1 {
             // No directory sync between the rename and these removals: should a power loss keep
             // the removals and lose the rename, the segments of the lost tables are simply not
