@@ -873,9 +873,6 @@ impl Shared {
                         // Cannot fail: the event numbers were assigned from this index.
                         let _ = index.push(id, g.committed + k as u64, pos, base);
                     }
-                    for (e, &(pos, _)) in g.new_ids.iter().zip(&g.new_places) {
-                        ws.ids.insert(id_hash(e), pos);
-                    }
                 }
                 // Category and event type entries, in position order.
                 for &(pos, base, slot, t) in &ws.secondary {
@@ -895,6 +892,13 @@ impl Shared {
                 // the index can also find it in `$all`.
                 w.log.publish(&self.log)
             };
+            // Only the leader reads the id map: it is filled after the index lock is released,
+            // so that readers never wait for it.
+            for g in &written.streams {
+                for (e, &(pos, _)) in g.new_ids.iter().zip(&g.new_places) {
+                    w.ids.insert(id_hash(e), pos);
+                }
+            }
             for seg in sealed {
                 self.save_segment_index(&seg, true);
                 self.seal_ids(&mut w, &seg);
