@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::ids::{id_hash, ActiveIds, IdTables, Table};
-use crate::index::{is_key_name, Index, KeyCache, StreamId};
+use crate::index::{is_key_name, Index, Key, KeyCache, StreamId};
 use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
 use crate::log::reader::LogView;
 use crate::log::segment::Segment;
@@ -877,14 +877,19 @@ impl Shared {
                 // Category and event type entries, in position order.
                 for &(pos, base, slot, t) in &ws.secondary {
                     let g = &written.streams[slot as usize];
-                    let category =
-                        ws.keys
-                            .category(&mut index, ws.stream_ids[slot as usize], &g.name);
+                    // Neither lookup can fail: planning loaded every key these events use
+                    // (`load_keys`). Were one to, the entry would be left out (an id past the
+                    // index's end adds nothing) rather than numbered wrongly.
+                    let category = ws
+                        .keys
+                        .category(&mut index, ws.stream_ids[slot as usize], &g.name)
+                        .unwrap_or(StreamId::MAX);
                     let event_type = match t {
                         TypeKey::Known(id) => id,
                         TypeKey::New(k) => ws
                             .keys
-                            .event_type(&mut index, &written.new_types.list[k as usize]),
+                            .event_type(&mut index, &written.new_types.list[k as usize])
+                            .unwrap_or(StreamId::MAX),
                     };
                     index.push_secondary([category, event_type], pos, base);
                 }
@@ -905,6 +910,25 @@ impl Shared {
             }
         }
         outcomes
+    }
+
+    /// Loads into the index what appending `sw` needs and the index may not hold yet (the
+    /// store's lazy part): the stream, its category key and its event types' keys.
+    fn load_keys(&self, w: &mut WriterState, sw: &StreamWrite) -> Result<()> {
+        if !self.lazy {
+            return Ok(());
+        }
+        let id = self.stream_id(&sw.stream)?;
+        if !id.is_some_and(|id| w.keys.has_category(id)) {
+            let category = crate::subscription::category_of(&sw.stream);
+            self.stream_id(&Key::Category(category).name())?;
+        }
+        for e in &sw.events {
+            if w.keys.cached_type(&e.event_type).is_none() {
+                self.stream_id(&Key::EventType(&e.event_type).name())?;
+            }
+        }
+        Ok(())
     }
 
     /// Turns the ids of a segment just sealed into its id table.
@@ -933,6 +957,12 @@ impl Shared {
         group: Vec<(u64, Vec<StreamWrite>)>,
     ) -> (Vec<Outcome>, Group) {
         w.secondary.clear();
+        // Streams and keys not used since the store opened are loaded from the index files
+        // first, without the index lock held during the planning below.
+        let unloaded: Vec<Option<Error>> = group
+            .iter()
+            .map(|(_, writes)| writes.iter().try_for_each(|sw| self.load_keys(w, sw)).err())
+            .collect();
         let index = self.index.read();
         let view = self.log.view();
         let checker = Checker {
@@ -948,7 +978,15 @@ impl Shared {
         let mut streams = Group::default();
         let mut outcomes = Vec::with_capacity(group.len());
 
-        for (ticket, writes) in group {
+        for ((ticket, writes), unloaded) in group.into_iter().zip(unloaded) {
+            if let Some(e) = unloaded {
+                outcomes.push(Outcome {
+                    ticket,
+                    result: Err(e),
+                    provisional: false,
+                });
+                continue;
+            }
             // Check every stream of the request before touching anything.
             let mut plans = Vec::with_capacity(writes.len());
             let mut failed = None;

@@ -41,14 +41,11 @@ impl<'a> StreamEvents<'a> {
         from: u64,
         max: usize,
         forward: bool,
-    ) -> StreamEvents<'a> {
-        let index = shared.index.read();
-        let id = index.lookup(stream);
-        let len = id.map_or(0, |id| index.len(id));
+    ) -> Result<StreamEvents<'a>> {
+        let (id, len) = shared.stream_len(stream)?;
         let name = id
-            .and_then(|id| index.name(id).cloned())
+            .and_then(|id| shared.index.read().name(id).cloned())
             .unwrap_or_else(|| Arc::from(stream));
-        drop(index);
         let (next, remaining) = if forward {
             (from, max)
         } else if len == 0 {
@@ -56,7 +53,7 @@ impl<'a> StreamEvents<'a> {
         } else {
             (from.min(len - 1), max)
         };
-        StreamEvents {
+        Ok(StreamEvents {
             shared,
             name,
             id,
@@ -68,7 +65,7 @@ impl<'a> StreamEvents<'a> {
             at: 0,
             view: shared.log.view(),
             keyed: is_key_name(stream),
-        }
+        })
     }
 
     fn refill(&mut self) -> Result<bool> {
@@ -212,12 +209,9 @@ pub(crate) fn replay_stream<F>(shared: &Shared, stream: &str, from: u64, mut f: 
 where
     F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
 {
-    let (id, end) = {
-        let index = shared.index.read();
-        match index.lookup(stream) {
-            Some(id) => (id, index.len(id)),
-            None => return Ok(0),
-        }
+    let (id, end) = match shared.stream_len(stream)? {
+        (Some(id), len) => (id, len),
+        (None, _) => return Ok(0),
     };
     let mut view = shared.log.view();
     let mut chunk = Vec::with_capacity(CHUNK);

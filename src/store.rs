@@ -13,8 +13,8 @@ use crate::append::{check_not_reserved, check_stream_name, Queue, WriterState};
 use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::IdTables;
-use crate::index::persist::{self, IndexFile, RunEntry};
-use crate::index::{Index, Key, KeyCache};
+use crate::index::persist::{self, IndexFile};
+use crate::index::{Index, Key, KeyCache, Lazy, StreamId};
 use crate::log::format::{
     decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) commits: Commits,
     /// The event-id tables of sealed segments.
     pub(crate) ids: Arc<IdTables>,
+    /// Whether the index has a lazy part (set at open, never changes): keys it does not hold
+    /// may be in index files.
+    pub(crate) lazy: bool,
     /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
     pub(crate) closed: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
@@ -145,6 +148,7 @@ impl Store {
         prepare_dir(&dir, &options.disk)?;
         let lock = lock_dir(&dir, &options.disk)?;
         let (segments, index) = recover(&dir, &options)?;
+        let lazy = index.lazy().is_some();
         let Some(active) = segments.last().cloned() else {
             return Err(Error::InvalidInput(
                 "internal: no segment after recovery".into(),
@@ -170,6 +174,7 @@ impl Store {
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
             commits: Commits::default(),
             ids,
+            lazy,
             closed: AtomicBool::new(false),
             drained: Condvar::new(),
             stop: Mutex::new(false),
@@ -460,7 +465,7 @@ impl Store {
     ) -> Result<StreamEvents<'_>> {
         self.check_open()?;
         check_stream_name(stream)?;
-        Ok(StreamEvents::new(&self.shared, stream, from, max, true))
+        StreamEvents::new(&self.shared, stream, from, max, true)
     }
 
     /// Up to `max` events of `stream` from event number `from` down, newest first. `from` past
@@ -473,7 +478,7 @@ impl Store {
     ) -> Result<StreamEvents<'_>> {
         self.check_open()?;
         check_stream_name(stream)?;
-        Ok(StreamEvents::new(&self.shared, stream, from, max, false))
+        StreamEvents::new(&self.shared, stream, from, max, false)
     }
 
     /// Event number `event_number` of `stream`, or [`Error::EventNotFound`].
@@ -542,10 +547,8 @@ impl Store {
         if crate::index::is_key_name(stream) {
             return None;
         }
-        let index = self.shared.index.read();
-        index
-            .lookup(stream)
-            .and_then(|id| index.len(id).checked_sub(1))
+        let (_, len) = self.shared.stream_len(stream).ok()?;
+        len.checked_sub(1)
     }
 
     /// Up to `max` events of `$all` in commit order, from the event at `from` (or
@@ -580,9 +583,8 @@ impl Store {
             return Ok(cursor);
         }
         if let Ok(e) = view.event_at(from.0) {
-            let index = self.shared.index.read();
-            let placed = match index.lookup(e.stream()) {
-                Some(id) => index.position(id, e.event_number())?,
+            let placed = match self.shared.stream_id(e.stream())? {
+                Some(id) => self.shared.index.read().position(id, e.event_number())?,
                 None => None,
             };
             if placed != Some(from.0) {
@@ -592,14 +594,58 @@ impl Store {
         Ok(cursor)
     }
 
-    /// The names of all streams with events, in the order they were first written.
+    /// The names of all streams with events, sorted by name. This holds every name at once: on
+    /// a store of millions of streams, page through them with
+    /// [`list_streams`](Self::list_streams) instead.
     pub fn streams(&self) -> Vec<String> {
-        self.shared
-            .index
-            .read()
-            .stream_names()
-            .map(|s| s.to_string())
-            .collect()
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let Ok(page) = self.streams_page(after.as_deref(), 4096) else {
+                break;
+            };
+            match page.last() {
+                Some(last) => after = Some(last.clone()),
+                None => break,
+            }
+            out.extend(page);
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Up to `max` stream names that come after `after` (`None`: from the first) in the store's
+    /// listing order, which is stable but otherwise unspecified (it follows a hash of the
+    /// names). Pass the last name of a page to get the next one; an empty page is the end. Memory
+    /// and time per page grow with `max` and the number of streams used since the store opened,
+    /// not with the number of streams in the store.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = Store::open(dir.path(), Options::default())?;
+    /// # for i in 0..10 {
+    /// #     store.append(&format!("s-{i}"), ExpectedVersion::Any, [EventData::new("E", "")])?;
+    /// # }
+    /// let mut after = None;
+    /// let mut seen = 0;
+    /// loop {
+    ///     let page = store.list_streams(after.as_deref(), 3)?;
+    ///     let Some(last) = page.last() else { break };
+    ///     seen += page.len();
+    ///     after = Some(last.clone());
+    /// }
+    /// assert_eq!(seen, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn list_streams(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
+        self.check_open()?;
+        self.streams_page(after, max)
+    }
+
+    fn streams_page(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
+        let page = self.shared.index.read().names_page(after, max)?;
+        Ok(page.iter().map(|n| n.to_string()).collect())
     }
 
     /// The position just past the newest event: where the next event will be written, at the
@@ -647,7 +693,7 @@ impl Store {
     pub fn subscribe_to_stream(&self, stream: &str, from: StreamFrom) -> Result<Subscription> {
         self.check_open()?;
         check_stream_name(stream)?;
-        Ok(Subscription::to_stream(self.shared.clone(), stream, from))
+        Subscription::to_stream(self.shared.clone(), stream, from)
     }
 
     /// Up to `max` events of every stream in `category` (the part of a stream's name before its
@@ -658,7 +704,7 @@ impl Store {
         self.check_open()?;
         check_category(category)?;
         let key = Key::Category(category).name();
-        Ok(StreamEvents::new(&self.shared, &key, from, max, true))
+        StreamEvents::new(&self.shared, &key, from, max, true)
     }
 
     /// Up to `max` events of type `event_type`, in position order, from the `from`-th (counting
@@ -672,7 +718,7 @@ impl Store {
         self.check_open()?;
         check_key_text("event type", event_type)?;
         let key = Key::EventType(event_type).name();
-        Ok(StreamEvents::new(&self.shared, &key, from, max, true))
+        StreamEvents::new(&self.shared, &key, from, max, true)
     }
 
     /// How many events `category` has.
@@ -686,8 +732,7 @@ impl Store {
     }
 
     fn key_len(&self, key: &str) -> u64 {
-        let index = self.shared.index.read();
-        index.lookup(key).map_or(0, |id| index.len(id))
+        self.shared.stream_len(key).map_or(0, |(_, len)| len)
     }
 
     /// A catch-up subscription to a category: its events after the `from`-th as
@@ -696,7 +741,7 @@ impl Store {
         self.check_open()?;
         check_category(category)?;
         let key = Key::Category(category).name();
-        Ok(Subscription::to_stream(self.shared.clone(), &key, from))
+        Subscription::to_stream(self.shared.clone(), &key, from)
     }
 
     /// A catch-up subscription to an event type, numbered as by
@@ -709,7 +754,7 @@ impl Store {
         self.check_open()?;
         check_key_text("event type", event_type)?;
         let key = Key::EventType(event_type).name();
-        Ok(Subscription::to_stream(self.shared.clone(), &key, from))
+        Subscription::to_stream(self.shared.clone(), &key, from)
     }
 
     /// Stores `position` as consumer `consumer`'s checkpoint (in the stream
@@ -798,6 +843,34 @@ impl Drop for Store {
 }
 
 impl Shared {
+    /// The id of the stream or index key `name`, if it has events: from memory, or else from the
+    /// index files of the lazy part, in which case it is loaded into memory.
+    pub(crate) fn stream_id(&self, name: &str) -> Result<Option<StreamId>> {
+        let lazy = {
+            let index = self.index.read();
+            if let Some(id) = index.lookup(name) {
+                return Ok(Some(id));
+            }
+            match index.lazy() {
+                Some(lazy) => lazy.clone(),
+                None => return Ok(None),
+            }
+        };
+        // Looked up without the lock: the lazy part never changes, so whoever attaches the
+        // stream first attaches the same runs.
+        let runs = crate::index::find_lazy(&lazy, name)?;
+        if runs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.index.write().attach(name, runs)))
+    }
+
+    /// The id and number of events of the stream or key `name` (0 if it has none).
+    pub(crate) fn stream_len(&self, name: &str) -> Result<(Option<StreamId>, u64)> {
+        let id = self.stream_id(name)?;
+        Ok((id, id.map_or(0, |id| self.index.read().len(id))))
+    }
+
     /// Saves the index file of `seg` (best effort: an index file is a cache; a missing one is
     /// rebuilt from the log on open).
     pub(crate) fn save_segment_index(&self, seg: &Segment, sealed: bool) {
@@ -806,9 +879,18 @@ impl Shared {
         // segment go on while the file is written and synced.
         let bytes = {
             let index = self.index.read();
-            persist::encode(seg.base, seg.data_end(), &index.segment_runs(seg.base))
+            let lazy_file = index.lazy().and_then(|l| l.file(seg.base));
+            if !sealed && lazy_file.is_some_and(|f| f.covered_end == seg.data_end()) {
+                // Nothing was appended since the store opened with this file.
+                return;
+            }
+            index
+                .segment_runs(seg.base)
+                .map(|runs| persist::encode(seg.base, seg.data_end(), &runs))
         };
-        let saved = persist::save(&self.dir, seg.base, &bytes, sync, &self.options.disk).is_ok();
+        let saved = bytes.is_ok_and(|bytes| {
+            persist::save(&self.dir, seg.base, &bytes, sync, &self.options.disk).is_ok()
+        });
         if sealed {
             let mut index = self.index.write();
             match saved
@@ -1063,6 +1145,8 @@ fn recover_pass(
     let mut index = Index::new();
     let mut secondary = KeyCache::default();
     let mut used_index_files = false;
+    let mut in_lazy_part = use_index_files;
+    let mut lazy_files = Vec::new();
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let count = listed.len();
     let mut i = 0;
@@ -1090,9 +1174,35 @@ fn recover_pass(
         // A sealed segment whose index file covers every record needs no scan: probing its end
         // through the map would map a page (or a 2 MiB folio) of the log into memory.
         let mut covered = false;
-        if use_index_files {
+        let mut eager = use_index_files;
+        if in_lazy_part {
+            // While every segment so far has a whole index file, the streams of this one are
+            // left in its file too, to be looked up when first used.
+            if let Some(file) = persist::open_file(dir, base, seg.usable(), disk) {
+                if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
+                    return Err(Pass::Rebuild);
+                }
+                let end = file.covered_end;
+                let more = end + 4 <= seg.usable() && read_u32(&seg, end).is_none_or(|l| l != 0);
+                if is_last || !more {
+                    file.release_pages();
+                    lazy_files.push((base, Arc::new(file)));
+                    used_index_files = true;
+                    had_index_file = true;
+                    from = end;
+                    eager = false;
+                    covered = !is_last;
+                }
+            }
+            if eager || is_last {
+                // The lazy part ends here: what follows is loaded now, looked up in it.
+                in_lazy_part = false;
+                index.set_lazy(Lazy::new(std::mem::take(&mut lazy_files)));
+            }
+        }
+        if eager {
             if let Some((file, entries)) = persist::open(dir, base, seg.usable(), disk) {
-                if !ends_a_batch(&seg, file.covered_end) || !runs_match_log(&seg, &file, &entries) {
+                if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
                     return Err(Pass::Rebuild);
                 }
                 from = file.covered_end;
@@ -1116,7 +1226,7 @@ fn recover_pass(
             OnBad::Strict
         };
         let mut scanned = 0u64;
-        let mut discontinuous = false;
+        let discontinuous = std::cell::Cell::new(false);
         let bytes = seg.all_bytes();
         let scanned_end = if covered {
             Ok(recovery::ScanEnd {
@@ -1139,11 +1249,15 @@ fn recover_pass(
                             .into(),
                     });
                 }
-                let id = index.get_or_create(name);
+                let unreadable = |e: Error| {
+                    discontinuous.set(true);
+                    e
+                };
+                let id = index.get_or_create_resolved(name).map_err(unreadable)?;
                 index
                     .push(id, rec.event_number, base + off, base)
                     .map_err(|d| {
-                        discontinuous = true;
+                        discontinuous.set(true);
                         Error::Corrupt {
                             file: path.clone(),
                             offset: off,
@@ -1154,8 +1268,12 @@ fn recover_pass(
                         }
                     })?;
                 let keys = [
-                    secondary.category(&mut index, id, name),
-                    secondary.event_type(&mut index, event_type),
+                    secondary
+                        .category(&mut index, id, name)
+                        .map_err(unreadable)?,
+                    secondary
+                        .event_type(&mut index, event_type)
+                        .map_err(unreadable)?,
                 ];
                 index.push_secondary(keys, base + off, base);
                 Ok(())
@@ -1163,7 +1281,7 @@ fn recover_pass(
         };
         let end = match scanned_end {
             // The log disagrees with what index files said: trust the log alone.
-            Err(_) if discontinuous && used_index_files => return Err(Pass::Rebuild),
+            Err(_) if discontinuous.get() && used_index_files => return Err(Pass::Rebuild),
             r => r?,
         };
         let cut_here = end.cut.is_some() || end.stopped_at > end.end;
@@ -1182,9 +1300,12 @@ fn recover_pass(
         let seg = Arc::new(seg);
         let stop_salvage = salvage && end.cut.is_some();
         if !is_last && !stop_salvage && (!had_index_file || scanned > 0) {
-            let bytes = persist::encode(base, end.end, &index.segment_runs(base));
-            match persist::save(dir, base, &bytes, sync, disk)
+            let bytes = index
+                .segment_runs(base)
+                .map(|runs| persist::encode(base, end.end, &runs));
+            match bytes
                 .ok()
+                .and_then(|bytes| persist::save(dir, base, &bytes, sync, disk).ok())
                 .and_then(|_| persist::open(dir, base, seg.usable(), disk))
             {
                 Some((file, entries)) => index.map_segment(base, file, &entries),
@@ -1199,6 +1320,9 @@ fn recover_pass(
             break;
         }
         i += 1;
+    }
+    if in_lazy_part {
+        index.set_lazy(Lazy::new(lazy_files));
     }
     if segments.is_empty() {
         segments.push(Arc::new(Segment::create(
@@ -1274,19 +1398,23 @@ fn ends_a_batch(seg: &Segment, off: u64) -> bool {
             .is_some_and(|(_, r)| r.len as u64 == len && r.is_batch_end())
 }
 
-/// Spot-checks index runs against the log: for a sample of the runs (all of them in a small
-/// file), the checksum of its offsets, and that its first and last record are the stream's events
-/// the run says they are. Checking every record would read the whole log, which index files exist
-/// to avoid; reads check each record they return.
-fn runs_match_log(seg: &Segment, file: &IndexFile, entries: &[RunEntry]) -> bool {
+/// Spot-checks an index file against the log: for a sample of its runs (all of them in a small
+/// file), the entry and its checksum, the checksum of its offsets, and that its first and last
+/// record are the stream's events the run says they are. Checking every record would read the
+/// whole log, which index files exist to avoid; reads check each record they return.
+fn sample_matches(seg: &Segment, file: &IndexFile) -> bool {
     /// Runs checked per index file.
     const SAMPLE: usize = 16;
-    let step = entries.len().div_ceil(SAMPLE).max(1);
-    entries.iter().step_by(step).chain(entries.last()).all(|e| {
+    let n = file.run_count();
+    let step = n.div_ceil(SAMPLE).max(1);
+    (0..n).step_by(step).chain(n.checked_sub(1)).all(|i| {
+        let Ok(e) = file.entry(i) else {
+            return false;
+        };
         if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
             return false;
         }
-        let key = Key::parse(file.name(e));
+        let key = Key::parse(file.name(&e));
         let at = |k: usize| {
             read_record(seg, u64::from(file.offset(e.offsets_at, k)), false).is_some_and(
                 |(buf, r)| {

@@ -317,16 +317,17 @@ impl Subscription {
         })
     }
 
-    pub(crate) fn to_stream(shared: Arc<Shared>, stream: &str, from: StreamFrom) -> Subscription {
+    pub(crate) fn to_stream(
+        shared: Arc<Shared>,
+        stream: &str,
+        from: StreamFrom,
+    ) -> Result<Subscription> {
         let next = match from {
             StreamFrom::Start => 0,
             StreamFrom::After(n) => n.saturating_add(1),
-            StreamFrom::End => {
-                let index = shared.index.read();
-                index.lookup(stream).map_or(0, |id| index.len(id))
-            }
+            StreamFrom::End => shared.stream_len(stream)?.1,
         };
-        Subscription {
+        Ok(Subscription {
             shared,
             target: Target::Stream {
                 name: stream.to_string(),
@@ -335,7 +336,7 @@ impl Subscription {
             },
             timeout: None,
             failed: false,
-        }
+        })
     }
 
     /// Makes the iterator end when no event comes for `timeout`.
@@ -387,9 +388,10 @@ impl Subscription {
                         .commits
                         .wait(deadline, || shared.log.visible() > seen)
                 }
+                // A stream that cannot be looked up wakes the subscription, whose read then
+                // reports why.
                 Target::Stream { name, next, .. } => shared.commits.wait(deadline, || {
-                    let index = shared.index.read();
-                    index.lookup(name).is_some_and(|id| index.len(id) > *next)
+                    shared.stream_len(name).map_or(true, |(_, len)| len > *next)
                 }),
             };
             if !more {
@@ -422,13 +424,16 @@ impl Subscription {
             ),
             Target::Stream { name, next, ahead } => {
                 if ahead.is_empty() {
-                    let events = crate::read::StreamEvents::new(
+                    let events = match crate::read::StreamEvents::new(
                         &self.shared,
                         name,
                         *next,
                         STREAM_READ_AHEAD,
                         true,
-                    );
+                    ) {
+                        Ok(events) => events,
+                        Err(e) => return self.fail(e),
+                    };
                     for e in events {
                         match e {
                             Ok(e) => ahead.push_back(e),

@@ -664,6 +664,7 @@ fn check_store(store: &Store, model: &[Ev], allowed: &dyn Fn(&Error) -> bool) ->
             streams.push(&e.stream);
         }
     }
+    streams.sort_unstable();
     if store.streams() != streams {
         c.violations.push((
             "wrong stream list",

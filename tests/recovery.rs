@@ -385,6 +385,7 @@ fn check_streams(s: &Store, expect: &[(String, u64, Vec<u8>, u64)]) {
             names.push(name);
         }
     }
+    names.sort_unstable();
     assert_eq!(s.streams(), names, "streams()");
     for name in names {
         let want: Vec<_> = expect.iter().filter(|e| e.0 == name).cloned().collect();

@@ -3,12 +3,17 @@
 //! An index file is a cache of what its segment says. A missing, damaged or stale one is never
 //! an error at open: opening rebuilds it from the segment.
 //!
-//! Index files of sealed segments are memory-mapped, not read: opening a store parses only their
-//! headers and directories (one entry per stream and segment), and the offsets arrays, four bytes
-//! per event, are paged in when a read needs them. Each offsets array carries its own checksum,
-//! verified the first time the array is used, so that opening does no work per event.
+//! Index files are memory-mapped, not read. The directory is sorted by the hash of each run's
+//! name ([`name_hash`]), so a stream's run is found by a search that touches a few entries, and
+//! opening a store reads no directory at all: it checks each file's header and the small array
+//! of block checksums, and a stream's runs are looked up in the files when it is first used
+//! (see [`super::Lazy`]). The directory and names are checksummed in blocks of [`BLOCK_LEN`]
+//! bytes, each verified the first time a search touches it; each offsets array carries its own
+//! checksum, verified the first time the array is used.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::disk::Disk;
 use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
@@ -17,11 +22,14 @@ use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
 pub const INDEX_MAGIC: [u8; 8] = *b"EVJLIDX\0";
 /// Layout version of index files written by this build. Index files are caches: a file of any
 /// other layout is not read but rebuilt from its segment.
-pub const INDEX_VERSION: u32 = 3;
+pub const INDEX_VERSION: u32 = 4;
 /// Bytes of the header, before the directory.
 pub const INDEX_HEADER_LEN: usize = 64;
 /// Bytes of one directory entry.
-pub const DIR_ENTRY_LEN: usize = 32;
+pub const DIR_ENTRY_LEN: usize = 40;
+/// The directory and the names blob are checksummed in blocks of this many bytes (the last one
+/// shorter), so that a lookup verifies only the blocks it reads, a few hundred bytes each.
+pub const BLOCK_LEN: usize = 512;
 /// Where the header's own checksum sits: its last four bytes.
 const HEADER_CRC_AT: usize = INDEX_HEADER_LEN - 4;
 
@@ -30,23 +38,94 @@ pub fn index_file_name(base: u64) -> String {
     format!("{base:020}.idx")
 }
 
+/// The 64-bit hash of an index key's name that orders a directory. Written to disk, so it must
+/// never change: the name's bytes in little-endian 8-byte words (the last one zero-padded), each
+/// mixed into the state by a multiply and shift, then the SplitMix64 finaliser; never 0.
+pub fn name_hash(name: &str) -> u64 {
+    const M: u64 = 0xff51_afd7_ed55_8ccd;
+    let b = name.as_bytes();
+    let mut h = 0x243f_6a88_85a3_08d3u64 ^ (b.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in b.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(M);
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h.max(1)
+}
+
 /// One stream's events inside one segment, to be written: a contiguous run of event numbers.
 pub struct RunToSave<'a> {
     /// Stream name.
-    pub stream: &'a str,
+    pub stream: Cow<'a, str>,
     /// Event number of the first event of the run.
     pub first_event: u64,
     /// Offsets of the events inside the segment, in event-number order.
-    pub offsets: &'a [u32],
+    pub offsets: Cow<'a, [u32]>,
 }
 
-/// Encodes the index file bytes for the segment at `base`.
+/// Where the parts of a file with `count` runs, `names_len` bytes of names and `offsets_count`
+/// offsets lie; `None` if the sizes overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    count: usize,
+    names_start: usize,
+    names_len: usize,
+    offsets_start: usize,
+    offsets_count: usize,
+    crcs_at: usize,
+    blocks: usize,
+    total: usize,
+}
+
+impl Layout {
+    fn new(count: usize, names_len: usize, offsets_count: usize) -> Option<Layout> {
+        let names_start = INDEX_HEADER_LEN.checked_add(count.checked_mul(DIR_ENTRY_LEN)?)?;
+        let names_end = names_start.checked_add(names_len)?;
+        let offsets_start = names_end.checked_next_multiple_of(4)?;
+        let crcs_at = offsets_start.checked_add(offsets_count.checked_mul(4)?)?;
+        let blocks = (offsets_start - INDEX_HEADER_LEN).div_ceil(BLOCK_LEN);
+        let total = crcs_at.checked_add(blocks.checked_mul(4)?)?;
+        Some(Layout {
+            count,
+            names_start,
+            names_len,
+            offsets_start,
+            offsets_count,
+            crcs_at,
+            blocks,
+            total,
+        })
+    }
+
+    /// Byte range of block `b` of the checksummed region.
+    fn block(&self, b: usize) -> (usize, usize) {
+        let from = INDEX_HEADER_LEN + b * BLOCK_LEN;
+        (from, (from + BLOCK_LEN).min(self.offsets_start))
+    }
+}
+
+/// Encodes the index file bytes for the segment at `base`. The runs may come in any order: the
+/// directory is sorted by name hash (then name).
 pub fn encode(base: u64, covered_end: u64, runs: &[RunToSave<'_>]) -> Vec<u8> {
+    let mut order: Vec<(u64, usize)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (name_hash(&r.stream), i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| runs[a.1].stream.cmp(&runs[b.1].stream))
+    });
     let names_len: usize = runs.iter().map(|r| r.stream.len()).sum();
     let offsets_count: usize = runs.iter().map(|r| r.offsets.len()).sum();
-    let dir_len = runs.len() * DIR_ENTRY_LEN;
-    let offsets_at = (INDEX_HEADER_LEN + dir_len + names_len).next_multiple_of(4);
-    let mut out = vec![0u8; offsets_at + 4 * offsets_count];
+    let Some(l) = Layout::new(runs.len(), names_len, offsets_count) else {
+        return Vec::new();
+    };
+    let mut out = vec![0u8; l.total];
     out[0..8].copy_from_slice(&INDEX_MAGIC);
     out[8..12].copy_from_slice(&INDEX_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&(runs.len() as u32).to_le_bytes());
@@ -56,27 +135,33 @@ pub fn encode(base: u64, covered_end: u64, runs: &[RunToSave<'_>]) -> Vec<u8> {
     out[40..48].copy_from_slice(&(offsets_count as u64).to_le_bytes());
     let mut name_at = 0usize;
     let mut offset_index = 0usize;
-    let names_start = INDEX_HEADER_LEN + dir_len;
-    for (i, r) in runs.iter().enumerate() {
+    for (i, &(hash, r)) in order.iter().enumerate() {
+        let r = &runs[r];
         let e = INDEX_HEADER_LEN + i * DIR_ENTRY_LEN;
-        let array = offsets_at + 4 * offset_index;
+        let array = l.offsets_start + 4 * offset_index;
         for (k, off) in r.offsets.iter().enumerate() {
             out[array + 4 * k..array + 4 * k + 4].copy_from_slice(&off.to_le_bytes());
         }
         let crc = crc32fast::hash(&out[array..array + 4 * r.offsets.len()]);
-        out[e..e + 8].copy_from_slice(&r.first_event.to_le_bytes());
-        out[e + 8..e + 12].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
-        out[e + 12..e + 14].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
-        out[e + 16..e + 20].copy_from_slice(&(name_at as u32).to_le_bytes());
-        out[e + 20..e + 24].copy_from_slice(&(offset_index as u32).to_le_bytes());
-        out[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
-        out[names_start + name_at..names_start + name_at + r.stream.len()]
-            .copy_from_slice(r.stream.as_bytes());
+        out[e..e + 8].copy_from_slice(&hash.to_le_bytes());
+        out[e + 8..e + 16].copy_from_slice(&r.first_event.to_le_bytes());
+        out[e + 16..e + 20].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
+        out[e + 20..e + 22].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        out[e + 24..e + 28].copy_from_slice(&(name_at as u32).to_le_bytes());
+        out[e + 28..e + 32].copy_from_slice(&(offset_index as u32).to_le_bytes());
+        out[e + 32..e + 36].copy_from_slice(&crc.to_le_bytes());
+        let n = l.names_start + name_at;
+        out[n..n + r.stream.len()].copy_from_slice(r.stream.as_bytes());
         name_at += r.stream.len();
         offset_index += r.offsets.len();
     }
-    let dir_crc = crc32fast::hash(&out[INDEX_HEADER_LEN..names_start + names_len]);
-    out[48..52].copy_from_slice(&dir_crc.to_le_bytes());
+    for b in 0..l.blocks {
+        let (from, to) = l.block(b);
+        let crc = crc32fast::hash(&out[from..to]);
+        out[l.crcs_at + 4 * b..l.crcs_at + 4 * b + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crcs_crc = crc32fast::hash(&out[l.crcs_at..]);
+    out[48..52].copy_from_slice(&crcs_crc.to_le_bytes());
     let header_crc = crc32fast::hash(&out[..HEADER_CRC_AT]);
     out[HEADER_CRC_AT..INDEX_HEADER_LEN].copy_from_slice(&header_crc.to_le_bytes());
     out
@@ -97,6 +182,14 @@ pub struct RunEntry {
     pub crc: u32,
 }
 
+/// A block of the directory or names that does not match its checksum, or an entry no writer of
+/// this layout makes: the file must not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged {
+    /// Byte offset in the file of the damaged block or entry.
+    pub at: usize,
+}
+
 /// An opened index file: its bytes (mapped) and what its header says.
 pub struct IndexFile {
     /// The file, for error messages.
@@ -106,6 +199,9 @@ pub struct IndexFile {
     bytes: Bytes,
     /// Offset in the segment up to which the runs are complete; the log after it is scanned.
     pub covered_end: u64,
+    layout: Layout,
+    /// One bit per checksummed block: verified already.
+    verified: Vec<AtomicU64>,
 }
 
 /// Either a memory map or, for tests and tiny files, owned bytes.
@@ -127,9 +223,9 @@ impl std::ops::Deref for Bytes {
 }
 
 impl IndexFile {
-    /// Unmaps the pages that opening touched (the header, the directory, the sampled runs),
-    /// so that a store's resident memory does not grow with its index files: after open, the
-    /// index reads only offsets arrays, each when a read first needs it.
+    /// Unmaps the pages that opening or a lookup touched, so that a store's resident memory does
+    /// not grow with its index files: the kernel's page cache keeps them, and the next access
+    /// maps them again.
     pub fn release_pages(&self) {
         #[allow(irrefutable_let_patterns)] // Owned exists in tests only
         if let Bytes::Mapped(map) = &self.bytes {
@@ -140,13 +236,19 @@ impl IndexFile {
         }
     }
 
-    /// The stream name of `run`.
-    pub fn name(&self, run: &RunEntry) -> &str {
-        // Checked as UTF-8 when the directory was parsed.
-        std::str::from_utf8(&self.bytes[run.name.0..run.name.1]).unwrap_or_default()
+    /// How many runs the file holds.
+    pub fn run_count(&self) -> usize {
+        self.layout.count
     }
 
-    /// Offset `k` of `run`'s array; `k < run.count`, which parsing bounded by the file.
+    /// The stream name of `run`.
+    pub fn name(&self, run: &RunEntry) -> &str {
+        // Checked as UTF-8 when the entry was read.
+        std::str::from_utf8(self.bytes.get(run.name.0..run.name.1).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Offset `k` of `run`'s array; `k < run.count`, which reading the entry bounded by the file.
     pub fn offset(&self, offsets_at: usize, k: usize) -> u32 {
         let at = offsets_at + 4 * k;
         self.bytes.get(at..at + 4).map_or(0, |b| u32_at(b, 0))
@@ -173,27 +275,174 @@ impl IndexFile {
             ok
         })
     }
+
+    /// Checks the blocks that bytes `from..to` of the checksummed region lie in, each once.
+    fn verify(&self, from: usize, to: usize) -> Result<(), Damaged> {
+        let l = &self.layout;
+        if from < INDEX_HEADER_LEN || to > l.offsets_start || from >= to {
+            return Err(Damaged { at: from });
+        }
+        let first = (from - INDEX_HEADER_LEN) / BLOCK_LEN;
+        let last = (to - 1 - INDEX_HEADER_LEN) / BLOCK_LEN;
+        for b in first..=last {
+            let (word, bit) = (b / 64, 1u64 << (b % 64));
+            let Some(seen) = self.verified.get(word) else {
+                return Err(Damaged { at: from });
+            };
+            if seen.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let (a, z) = l.block(b);
+            let want = u32_at(&self.bytes, l.crcs_at + 4 * b);
+            if crc32fast::hash(&self.bytes[a..z]) != want {
+                return Err(Damaged { at: a });
+            }
+            seen.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The name hash of directory entry `i`; `i < run_count()`.
+    fn hash_at(&self, i: usize) -> Result<u64, Damaged> {
+        let at = INDEX_HEADER_LEN + i * DIR_ENTRY_LEN;
+        self.verify(at, at + 8)?;
+        Ok(u64_at(&self.bytes, at))
+    }
+
+    /// Directory entry `i`, verified; `i < run_count()`.
+    pub fn entry(&self, i: usize) -> Result<RunEntry, Damaged> {
+        let l = &self.layout;
+        let at = INDEX_HEADER_LEN + i * DIR_ENTRY_LEN;
+        let bad = Damaged { at };
+        if i >= l.count {
+            return Err(bad);
+        }
+        self.verify(at, at + DIR_ENTRY_LEN)?;
+        let e = &self.bytes[at..at + DIR_ENTRY_LEN];
+        let first_event = u64_at(e, 8);
+        let n = u32_at(e, 16);
+        let name_len = u16_at(e, 20) as usize;
+        let name_at = u32_at(e, 24) as usize;
+        let offset_index = u32_at(e, 28) as usize;
+        let name_end = name_at.checked_add(name_len).ok_or(bad)?;
+        let array_end = offset_index.checked_add(n as usize).ok_or(bad)?;
+        if n == 0
+            || name_len == 0
+            || name_end > l.names_len
+            || array_end > l.offsets_count
+            || u16_at(e, 22) != 0
+            || u32_at(e, 36) != 0
+            || first_event.checked_add(u64::from(n)).is_none()
+        {
+            return Err(bad);
+        }
+        let name = (l.names_start + name_at, l.names_start + name_end);
+        self.verify(name.0, name.1)?;
+        let text = std::str::from_utf8(&self.bytes[name.0..name.1]).map_err(|_| bad)?;
+        if name_hash(text) != u64_at(e, 0) {
+            return Err(bad);
+        }
+        Ok(RunEntry {
+            name,
+            first_event,
+            count: n,
+            offsets_at: l.offsets_start + 4 * offset_index,
+            crc: u32_at(e, 32),
+        })
+    }
+
+    /// The first directory entry whose hash is at least `hash`: an interpolation search (the
+    /// hashes are uniform), then a binary one, so a lookup reads a few entries.
+    fn lower_bound(&self, hash: u64) -> Result<usize, Damaged> {
+        let (mut lo, mut hi) = (0usize, self.layout.count);
+        let (mut key_lo, mut key_hi) = (0u64, u64::MAX);
+        let mut step = 0;
+        while lo < hi {
+            let span = (hi - lo) as u128;
+            let guess = if step < 4 && key_hi > key_lo && (key_lo..=key_hi).contains(&hash) {
+                let frac = u128::from(hash - key_lo) * span / (u128::from(key_hi - key_lo) + 1);
+                lo + (frac as usize).min(hi - lo - 1)
+            } else {
+                lo + (hi - lo) / 2
+            };
+            step += 1;
+            let h = self.hash_at(guess)?;
+            if h < hash {
+                lo = guess + 1;
+                key_lo = h;
+            } else {
+                hi = guess;
+                key_hi = h;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The run of `name`, if the file has one.
+    pub fn find(&self, name: &str) -> Result<Option<RunEntry>, Damaged> {
+        let hash = name_hash(name);
+        let mut i = self.lower_bound(hash)?;
+        while i < self.layout.count && self.hash_at(i)? == hash {
+            let e = self.entry(i)?;
+            if self.name(&e) == name {
+                return Ok(Some(e));
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// The index of the first entry ordered after `(hash, name)` (hash, then name).
+    pub fn first_after(&self, hash: u64, name: &str) -> Result<usize, Damaged> {
+        let mut i = self.lower_bound(hash)?;
+        while i < self.layout.count && self.hash_at(i)? == hash {
+            let e = self.entry(i)?;
+            if self.name(&e) > name {
+                break;
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// Every entry, each checked, and checked to lie back to back as this layout's writer lays
+    /// them out, in hash order: for a segment whose runs are all loaded.
+    pub fn entries(&self) -> Result<Vec<RunEntry>, Damaged> {
+        let l = self.layout;
+        if l.count > 0 {
+            self.verify(INDEX_HEADER_LEN, l.offsets_start)?;
+        }
+        let mut runs = Vec::with_capacity(l.count);
+        let (mut next_name, mut next_offset, mut prev) = (l.names_start, l.offsets_start, 0u64);
+        for i in 0..l.count {
+            let e = self.entry(i)?;
+            let hash = u64_at(&self.bytes, INDEX_HEADER_LEN + i * DIR_ENTRY_LEN);
+            if e.name.0 != next_name || e.offsets_at != next_offset || hash < prev {
+                return Err(Damaged {
+                    at: INDEX_HEADER_LEN + i * DIR_ENTRY_LEN,
+                });
+            }
+            next_name = e.name.1;
+            next_offset = e.offsets_at + 4 * e.count as usize;
+            prev = hash;
+            runs.push(e);
+        }
+        if next_name != l.names_start + l.names_len || next_offset != l.crcs_at {
+            return Err(Damaged { at: l.names_start });
+        }
+        Ok(runs)
+    }
 }
 
-/// Parses index file bytes for the segment at `base` whose capacity is `capacity`: the header and
-/// the directory, checked against their checksums, never the offsets arrays. `None` for anything
-/// that is not a whole, matching, well-formed index file.
+/// Parses index file bytes for the segment at `base` whose capacity is `capacity`: the header
+/// and the array of block checksums; never the directory, names or offsets, which are checked
+/// as they are read. `None` for anything that is not a matching index file of this layout.
 #[cfg(test)]
-pub fn parse(
-    path: PathBuf,
-    bytes: Vec<u8>,
-    base: u64,
-    capacity: u64,
-) -> Option<(IndexFile, Vec<RunEntry>)> {
+pub fn parse(path: PathBuf, bytes: Vec<u8>, base: u64, capacity: u64) -> Option<IndexFile> {
     parse_bytes(path, Bytes::Owned(bytes), base, capacity)
 }
 
-fn parse_bytes(
-    path: PathBuf,
-    bytes: Bytes,
-    base: u64,
-    capacity: u64,
-) -> Option<(IndexFile, Vec<RunEntry>)> {
+fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<IndexFile> {
     let h = bytes.get(..INDEX_HEADER_LEN)?;
     if h[..8] != INDEX_MAGIC || crc32fast::hash(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT) {
         return None;
@@ -209,75 +458,39 @@ fn parse_bytes(
     let names_len = usize::try_from(u64_at(h, 32)).ok()?;
     let offsets_count = usize::try_from(u64_at(h, 40)).ok()?;
     // Every length is checked against the file's real size before anything is sized by it.
-    let names_start = INDEX_HEADER_LEN.checked_add(count.checked_mul(DIR_ENTRY_LEN)?)?;
-    let names_end = names_start.checked_add(names_len)?;
-    let offsets_start = names_end.next_multiple_of(4);
-    let total = offsets_start.checked_add(offsets_count.checked_mul(4)?)?;
-    if total != bytes.len() || bytes[names_end..offsets_start].iter().any(|&b| b != 0) {
-        return None;
-    }
-    if crc32fast::hash(&bytes[INDEX_HEADER_LEN..names_end]) != u32_at(h, 48)
-        || h[52..HEADER_CRC_AT].iter().any(|&b| b != 0)
+    let layout = Layout::new(count, names_len, offsets_count)?;
+    // Every record covered has three entries (its stream's, its category's and its type's): a
+    // file that covers records lists some, and no more than the records could be.
+    if (offsets_count == 0) != (covered_end == SEGMENT_HEADER_LEN as u64)
+        || (offsets_count as u64 / 3).checked_mul(crate::log::format::MIN_RECORD_LEN as u64)?
+            > covered_end - SEGMENT_HEADER_LEN as u64
     {
         return None;
     }
-    let mut runs = Vec::with_capacity(count);
-    let (mut next_name, mut next_offset) = (0usize, 0usize);
-    for i in 0..count {
-        let e = &bytes[INDEX_HEADER_LEN + i * DIR_ENTRY_LEN..][..DIR_ENTRY_LEN];
-        let first_event = u64_at(e, 0);
-        let n = u32_at(e, 8);
-        let name_len = u16_at(e, 12) as usize;
-        let name_at = u32_at(e, 16) as usize;
-        let offset_index = u32_at(e, 20) as usize;
-        // Names and arrays are laid out in directory order, back to back: anything else is not
-        // a file this code wrote.
-        if n == 0
-            || name_len == 0
-            || name_at != next_name
-            || offset_index != next_offset
-            || u16_at(e, 14) != 0
-            || u32_at(e, 28) != 0
-            || first_event.checked_add(u64::from(n)).is_none()
-        {
-            return None;
-        }
-        next_name = name_at.checked_add(name_len)?;
-        next_offset = offset_index.checked_add(n as usize)?;
-        if next_name > names_len || next_offset > offsets_count {
-            return None;
-        }
-        let name = (names_start + name_at, names_start + next_name);
-        std::str::from_utf8(&bytes[name.0..name.1]).ok()?;
-        runs.push(RunEntry {
-            name,
-            first_event,
-            count: n,
-            offsets_at: offsets_start + 4 * offset_index,
-            crc: u32_at(e, 24),
-        });
-    }
-    if next_name != names_len || next_offset != offsets_count {
+    if layout.total != bytes.len()
+        || h[52..HEADER_CRC_AT].iter().any(|&b| b != 0)
+        || crc32fast::hash(&bytes[layout.crcs_at..]) != u32_at(h, 48)
+        || bytes[layout.names_start + names_len..layout.offsets_start]
+            .iter()
+            .any(|&b| b != 0)
+    {
         return None;
     }
-    Some((
-        IndexFile {
-            path,
-            disk: Disk::default(),
-            bytes,
-            covered_end,
-        },
-        runs,
-    ))
+    Some(IndexFile {
+        path,
+        disk: Disk::default(),
+        bytes,
+        covered_end,
+        layout,
+        verified: (0..layout.blocks.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    })
 }
 
-/// Opens the index file of the segment at `base`, if there is a valid one (see [`parse`]).
-pub fn open(
-    dir: &Path,
-    base: u64,
-    capacity: u64,
-    disk: &Disk,
-) -> Option<(IndexFile, Vec<RunEntry>)> {
+/// Opens the index file of the segment at `base` for lookups, if there is one of this layout
+/// whose header matches (see [`parse_bytes`]).
+pub fn open_file(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<IndexFile> {
     let path = dir.join(index_file_name(base));
     let file = disk.open(&path, false).ok()?;
     let len = file.metadata().ok()?.len();
@@ -288,9 +501,22 @@ pub fn open(
     // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
     // or removed later keeps its old inode mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let (mut file, runs) = parse_bytes(path, Bytes::Mapped(map), base, capacity)?;
+    let mut file = parse_bytes(path, Bytes::Mapped(map), base, capacity)?;
     file.disk = disk.clone();
-    Some((file, runs))
+    Some(file)
+}
+
+/// Opens the index file of the segment at `base` and reads its whole directory, if the file is
+/// whole and matching.
+pub fn open(
+    dir: &Path,
+    base: u64,
+    capacity: u64,
+    disk: &Disk,
+) -> Option<(IndexFile, Vec<RunEntry>)> {
+    let file = open_file(dir, base, capacity, disk)?;
+    let entries = file.entries().ok()?;
+    Some((file, entries))
 }
 
 /// Writes the index file of the segment at `base` (bytes from [`encode`]), replacing any older
@@ -329,38 +555,75 @@ mod tests {
     fn runs() -> Vec<RunToSave<'static>> {
         vec![
             RunToSave {
-                stream: "account-1",
+                stream: "account-1".into(),
                 first_event: 3,
-                offsets: &[64, 200, 400],
+                offsets: Cow::Borrowed(&[64, 200, 400]),
             },
             RunToSave {
-                stream: "b",
+                stream: "b".into(),
                 first_event: 0,
-                offsets: &[128],
+                offsets: Cow::Borrowed(&[128]),
             },
         ]
     }
 
     fn parse_vec(bytes: &[u8], base: u64) -> Option<(IndexFile, Vec<RunEntry>)> {
-        parse(PathBuf::from("x.idx"), bytes.to_vec(), base, 8192)
+        let file = parse(PathBuf::from("x.idx"), bytes.to_vec(), base, 8192)?;
+        let entries = file.entries().ok()?;
+        Some((file, entries))
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_and_finds_each_run() {
         let bytes = encode(4096, 512, &runs());
         let (file, entries) = parse_vec(&bytes, 4096).unwrap();
         assert_eq!(file.covered_end, 512);
         assert_eq!(entries.len(), 2);
-        for (e, r) in entries.iter().zip(runs()) {
-            assert_eq!(file.name(e), r.stream);
+        for r in runs() {
+            let e = file.find(&r.stream).unwrap().unwrap();
+            assert!(entries.contains(&e));
+            assert_eq!(file.name(&e), r.stream);
             assert_eq!(e.first_event, r.first_event);
             assert_eq!(e.count as usize, r.offsets.len());
             assert!(file.run_is_intact(e.offsets_at, e.count, e.crc));
             let got: Vec<u32> = (0..e.count as usize)
                 .map(|k| file.offset(e.offsets_at, k))
                 .collect();
-            assert_eq!(got, r.offsets);
+            assert_eq!(got, *r.offsets);
         }
+        assert_eq!(file.find("account-2").unwrap(), None);
+    }
+
+    #[test]
+    fn finds_every_name_among_many() {
+        let names: Vec<String> = (0..5000).map(|i| format!("s-{i}")).collect();
+        let offsets = [64u32];
+        let runs: Vec<RunToSave<'_>> = names
+            .iter()
+            .map(|n| RunToSave {
+                stream: n.as_str().into(),
+                first_event: 0,
+                offsets: Cow::Borrowed(&offsets),
+            })
+            .collect();
+        let bytes = encode(0, 1 << 20, &runs);
+        let file = parse(PathBuf::from("x.idx"), bytes, 0, 1 << 20).unwrap();
+        for n in &names {
+            let e = file.find(n).unwrap().unwrap();
+            assert_eq!(file.name(&e), n);
+        }
+        for i in 5000..6000 {
+            assert_eq!(file.find(&format!("s-{i}")).unwrap(), None);
+        }
+        // Paging in directory order visits every name once.
+        let (mut seen, mut i) = (0, 0);
+        while i < file.run_count() {
+            let e = file.entry(i).unwrap();
+            let name = file.name(&e).to_string();
+            i = file.first_after(name_hash(&name), &name).unwrap();
+            seen += 1;
+        }
+        assert_eq!(seen, names.len());
     }
 
     #[test]
@@ -370,7 +633,8 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(parse_vec(&bytes[..cut], 4096).is_none(), "cut {cut}");
         }
-        let arrays = bytes.len() - 16;
+        let l = Layout::new(2, "account-1".len() + 1, 4).unwrap();
+        let arrays = l.offsets_start..l.crcs_at;
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
@@ -378,7 +642,7 @@ mod tests {
                 // Damage in an offsets array passes the directory checks, and is caught by the
                 // array's own checksum.
                 Some((file, entries)) => {
-                    assert!(i >= arrays, "flip at {i} accepted");
+                    assert!(arrays.contains(&i), "flip at {i} accepted");
                     assert!(
                         entries
                             .iter()
@@ -386,7 +650,16 @@ mod tests {
                         "flip at {i} not caught by a run checksum"
                     );
                 }
-                None => assert!(i < arrays, "flip at {i} rejected"),
+                None => assert!(!arrays.contains(&i), "flip at {i} rejected"),
+            }
+            // A lookup never returns a run from a damaged directory or names blob.
+            if let Some(file) = parse(PathBuf::from("x.idx"), b.clone(), 4096, 8192) {
+                if !arrays.contains(&i) {
+                    assert!(
+                        file.find("account-1").is_err() || file.find("b").is_err(),
+                        "flip at {i} not caught by a lookup"
+                    );
+                }
             }
         }
     }
@@ -397,5 +670,6 @@ mod tests {
         let (file, entries) = parse_vec(&bytes, 0).unwrap();
         assert!(entries.is_empty());
         assert_eq!(file.covered_end, 64);
+        assert_eq!(file.find("a").unwrap(), None);
     }
 }

@@ -116,7 +116,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 /// Bytes of an index file header.
 pub const IDX_HEADER_LEN: usize = 64;
 /// Bytes of one index file directory entry.
-pub const IDX_ENTRY_LEN: usize = 32;
+pub const IDX_ENTRY_LEN: usize = 40;
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
@@ -147,30 +147,76 @@ pub struct IdxFile {
     pub runs: Vec<IdxRun>,
 }
 
+/// The name hash that orders an index directory, as FORMAT.md defines it.
+pub fn idx_name_hash(name: &str) -> u64 {
+    let mut h = 0x243f_6a88_85a3_08d3u64 ^ (name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in name.as_bytes().chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h.max(1)
+}
+
+/// Bytes per checksummed block of an index file's directory and names.
+pub const IDX_BLOCK_LEN: usize = 512;
+
+/// Where the parts of an index file lie: (names start, offsets start, block checksums start).
+fn idx_layout(bytes: &[u8]) -> (usize, usize, usize) {
+    let count = le_u32(bytes, 12) as usize;
+    let names_start = IDX_HEADER_LEN + count * IDX_ENTRY_LEN;
+    let offsets_at = (names_start + le_u64(bytes, 32) as usize).next_multiple_of(4);
+    (
+        names_start,
+        offsets_at,
+        offsets_at + 4 * le_u64(bytes, 40) as usize,
+    )
+}
+
+/// Recomputes the block checksums and the header checksums of an index file whose directory,
+/// names or offsets were changed.
+pub fn reseal_idx(bytes: &mut [u8]) {
+    let (_, offsets_at, crcs_at) = idx_layout(bytes);
+    let blocks = (offsets_at - IDX_HEADER_LEN).div_ceil(IDX_BLOCK_LEN);
+    for b in 0..blocks {
+        let from = IDX_HEADER_LEN + b * IDX_BLOCK_LEN;
+        let to = (from + IDX_BLOCK_LEN).min(offsets_at);
+        let crc = crc32(&bytes[from..to]);
+        bytes[crcs_at + 4 * b..][..4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32(&bytes[crcs_at..]);
+    bytes[48..52].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&bytes[..60]);
+    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Where the offsets array of each run sits in an index file: (byte offset, count), in directory
 /// order. The file must be a valid one (see [`decode_idx`]).
 pub fn idx_run_arrays(bytes: &[u8]) -> Vec<(usize, usize)> {
     let count = le_u32(bytes, 12) as usize;
-    let names_end = IDX_HEADER_LEN + count * IDX_ENTRY_LEN + le_u64(bytes, 32) as usize;
-    let offsets_at = names_end.next_multiple_of(4);
+    let (_, offsets_at, _) = idx_layout(bytes);
     (0..count)
         .map(|i| {
             let e = IDX_HEADER_LEN + i * IDX_ENTRY_LEN;
-            let at = offsets_at + 4 * le_u32(bytes, e + 20) as usize;
-            (at, le_u32(bytes, e + 8) as usize)
+            let at = offsets_at + 4 * le_u32(bytes, e + 28) as usize;
+            (at, le_u32(bytes, e + 16) as usize)
         })
         .collect()
 }
 
-/// Decodes an index file of layout 3, asserting every rule FORMAT.md gives for one: the
-/// lengths, the zero fields, the order of names and arrays, and every checksum.
+/// Decodes an index file of layout 4, asserting every rule FORMAT.md gives for one: the
+/// lengths, the zero fields, the order of the directory, names and arrays, and every checksum.
 pub fn decode_idx(bytes: &[u8]) -> IdxFile {
     assert!(
         bytes.len() >= IDX_HEADER_LEN,
         "index file shorter than its header"
     );
     assert_eq!(&bytes[..8], b"EVJLIDX\0", "magic");
-    assert_eq!(le_u32(bytes, 8), 3, "layout version");
+    assert_eq!(le_u32(bytes, 8), 4, "layout version");
     assert_eq!(crc32(&bytes[..60]), le_u32(bytes, 60), "header checksum");
     assert!(
         bytes[52..60].iter().all(|&b| b == 0),
@@ -179,42 +225,58 @@ pub fn decode_idx(bytes: &[u8]) -> IdxFile {
     let count = le_u32(bytes, 12) as usize;
     let names_len = le_u64(bytes, 32) as usize;
     let offsets_count = le_u64(bytes, 40) as usize;
-    let names_start = IDX_HEADER_LEN + count * IDX_ENTRY_LEN;
+    let (names_start, offsets_at, crcs_at) = idx_layout(bytes);
     let names_end = names_start + names_len;
-    let offsets_at = names_end.next_multiple_of(4);
-    assert_eq!(bytes.len(), offsets_at + 4 * offsets_count, "file length");
+    let blocks = (offsets_at - IDX_HEADER_LEN).div_ceil(IDX_BLOCK_LEN);
+    assert_eq!(crcs_at, offsets_at + 4 * offsets_count);
+    assert_eq!(bytes.len(), crcs_at + 4 * blocks, "file length");
     assert!(
         bytes[names_end..offsets_at].iter().all(|&b| b == 0),
         "padding"
     );
     assert_eq!(
-        crc32(&bytes[IDX_HEADER_LEN..names_end]),
+        crc32(&bytes[crcs_at..]),
         le_u32(bytes, 48),
-        "directory checksum"
+        "block checksums' checksum"
     );
+    for b in 0..blocks {
+        let from = IDX_HEADER_LEN + b * IDX_BLOCK_LEN;
+        let to = (from + IDX_BLOCK_LEN).min(offsets_at);
+        assert_eq!(
+            crc32(&bytes[from..to]),
+            le_u32(bytes, crcs_at + 4 * b),
+            "block {b} checksum"
+        );
+    }
     let (mut name_at, mut offset_index) = (0usize, 0usize);
     let mut runs = Vec::with_capacity(count);
+    let mut prev = (0u64, String::new());
     for i in 0..count {
         let e = &bytes[IDX_HEADER_LEN + i * IDX_ENTRY_LEN..][..IDX_ENTRY_LEN];
-        let n = le_u32(e, 8) as usize;
-        let name_len = le_u16(e, 12) as usize;
+        let n = le_u32(e, 16) as usize;
+        let name_len = le_u16(e, 20) as usize;
         assert!(n > 0 && name_len > 0, "run {i}: empty");
-        assert_eq!(le_u16(e, 14), 0, "run {i}: reserved");
-        assert_eq!(le_u32(e, 28), 0, "run {i}: reserved");
-        assert_eq!(le_u32(e, 16) as usize, name_at, "run {i}: name_at");
+        assert_eq!(le_u16(e, 22), 0, "run {i}: reserved");
+        assert_eq!(le_u32(e, 36), 0, "run {i}: reserved");
+        assert_eq!(le_u32(e, 24) as usize, name_at, "run {i}: name_at");
         assert_eq!(
-            le_u32(e, 20) as usize,
+            le_u32(e, 28) as usize,
             offset_index,
             "run {i}: offset_index"
         );
         let array = &bytes[offsets_at + 4 * offset_index..][..4 * n];
-        assert_eq!(crc32(array), le_u32(e, 24), "run {i}: offsets checksum");
+        assert_eq!(crc32(array), le_u32(e, 32), "run {i}: offsets checksum");
+        let stream = String::from_utf8(
+            bytes[names_start + name_at..names_start + name_at + name_len].to_vec(),
+        )
+        .unwrap();
+        let key = (le_u64(e, 0), stream.clone());
+        assert_eq!(key.0, idx_name_hash(&stream), "run {i}: name hash");
+        assert!(i == 0 || key > prev, "run {i}: directory order");
+        prev = key;
         runs.push(IdxRun {
-            stream: String::from_utf8(
-                bytes[names_start + name_at..names_start + name_at + name_len].to_vec(),
-            )
-            .unwrap(),
-            first_event: le_u64(e, 0),
+            stream,
+            first_event: le_u64(e, 8),
             offsets: array.chunks_exact(4).map(|c| le_u32(c, 0)).collect(),
         });
         name_at += name_len;
@@ -229,48 +291,50 @@ pub fn decode_idx(bytes: &[u8]) -> IdxFile {
     }
 }
 
-/// Encodes an index file of layout 3.
+/// Encodes an index file of layout 4 (the runs in any order: they are sorted as the layout
+/// orders them).
 pub fn encode_idx(f: &IdxFile) -> Vec<u8> {
-    let count = f.runs.len();
-    let names_len: usize = f.runs.iter().map(|r| r.stream.len()).sum();
-    let offsets_count: usize = f.runs.iter().map(|r| r.offsets.len()).sum();
+    let mut runs: Vec<&IdxRun> = f.runs.iter().collect();
+    runs.sort_by_key(|r| (idx_name_hash(&r.stream), r.stream.clone()));
+    let count = runs.len();
+    let names_len: usize = runs.iter().map(|r| r.stream.len()).sum();
+    let offsets_count: usize = runs.iter().map(|r| r.offsets.len()).sum();
     let names_start = IDX_HEADER_LEN + count * IDX_ENTRY_LEN;
     let offsets_at = (names_start + names_len).next_multiple_of(4);
-    let mut out = vec![0u8; offsets_at + 4 * offsets_count];
+    let blocks = (offsets_at - IDX_HEADER_LEN).div_ceil(IDX_BLOCK_LEN);
+    let mut out = vec![0u8; offsets_at + 4 * offsets_count + 4 * blocks];
     out[..8].copy_from_slice(b"EVJLIDX\0");
-    out[8..12].copy_from_slice(&3u32.to_le_bytes());
+    out[8..12].copy_from_slice(&4u32.to_le_bytes());
     out[12..16].copy_from_slice(&(count as u32).to_le_bytes());
     out[16..24].copy_from_slice(&f.base.to_le_bytes());
     out[24..32].copy_from_slice(&f.covered_end.to_le_bytes());
     out[32..40].copy_from_slice(&(names_len as u64).to_le_bytes());
     out[40..48].copy_from_slice(&(offsets_count as u64).to_le_bytes());
     let (mut name_at, mut offset_index) = (0usize, 0usize);
-    for (i, r) in f.runs.iter().enumerate() {
+    for (i, r) in runs.iter().enumerate() {
         let array_at = offsets_at + 4 * offset_index;
         for (k, off) in r.offsets.iter().enumerate() {
             out[array_at + 4 * k..][..4].copy_from_slice(&off.to_le_bytes());
         }
         let crc = crc32(&out[array_at..array_at + 4 * r.offsets.len()]);
         let e = IDX_HEADER_LEN + i * IDX_ENTRY_LEN;
-        out[e..e + 8].copy_from_slice(&r.first_event.to_le_bytes());
-        out[e + 8..e + 12].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
-        out[e + 12..e + 14].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
-        out[e + 16..e + 20].copy_from_slice(&(name_at as u32).to_le_bytes());
-        out[e + 20..e + 24].copy_from_slice(&(offset_index as u32).to_le_bytes());
-        out[e + 24..e + 28].copy_from_slice(&crc.to_le_bytes());
+        out[e..e + 8].copy_from_slice(&idx_name_hash(&r.stream).to_le_bytes());
+        out[e + 8..e + 16].copy_from_slice(&r.first_event.to_le_bytes());
+        out[e + 16..e + 20].copy_from_slice(&(r.offsets.len() as u32).to_le_bytes());
+        out[e + 20..e + 22].copy_from_slice(&(r.stream.len() as u16).to_le_bytes());
+        out[e + 24..e + 28].copy_from_slice(&(name_at as u32).to_le_bytes());
+        out[e + 28..e + 32].copy_from_slice(&(offset_index as u32).to_le_bytes());
+        out[e + 32..e + 36].copy_from_slice(&crc.to_le_bytes());
         out[names_start + name_at..][..r.stream.len()].copy_from_slice(r.stream.as_bytes());
         name_at += r.stream.len();
         offset_index += r.offsets.len();
     }
-    let crc = crc32(&out[IDX_HEADER_LEN..names_start + names_len]);
-    out[48..52].copy_from_slice(&crc.to_le_bytes());
-    let crc = crc32(&out[..60]);
-    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    reseal_idx(&mut out);
     out
 }
 
 /// The directory indices of the runs that opening spot-checks in a file of `n` runs (the rest
-/// are verified on first use): every `ceil(n / 16)`-th, and the last. Mirrors `runs_match_log`
+/// are verified on first use): every `ceil(n / 16)`-th, and the last. Mirrors `sample_matches`
 /// in `src/store.rs`.
 pub fn spot_checked_runs(n: usize) -> Vec<usize> {
     let step = n.div_ceil(16).max(1);
