@@ -905,8 +905,8 @@ impl Shared {
                 }
             }
             for seg in sealed {
-                self.save_segment_index(&seg, true);
-                self.seal_ids(&mut w, &seg);
+                let keys = self.save_segment_index(&seg, true);
+                self.seal_ids(&mut w, &seg, keys);
             }
         }
         outcomes
@@ -931,20 +931,25 @@ impl Shared {
         Ok(())
     }
 
-    /// Turns the ids of a segment just sealed into its id table.
-    fn seal_ids(&self, w: &mut WriterState, seg: &Arc<Segment>) {
+    /// Turns the ids of a segment just sealed, and its index keys (`keys`, from its index
+    /// runs), into its id table.
+    fn seal_ids(&self, w: &mut WriterState, seg: &Arc<Segment>, keys: Option<Vec<(u64, u64)>>) {
         // The segment active at open: its older events first. Should its records not read back,
-        // the table is left out and the worker builds it from the log.
-        if !w.ids.complete && w.ids.load(seg, w.open_end).is_err() {
+        // or its keys be unknown, the table is left out and the worker builds it from the log.
+        let loaded = w.ids.complete || w.ids.load(seg, w.open_end).is_ok();
+        let Some(keys) = keys.filter(|_| loaded) else {
             w.ids.seal(seg.end_base());
             self.ids.add_uncovered(seg);
             return;
+        };
+        for (hash, pos) in keys {
+            w.ids.insert(hash, pos);
         }
         let sealed = w.ids.seal(seg.end_base());
         self.ids.add_sealed(
             seg,
             Table::from_map(seg, sealed),
-            crate::log::reader::segment_ids,
+            crate::store::table_entries,
         );
     }
 

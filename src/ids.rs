@@ -27,8 +27,9 @@ use crate::types::EventId;
 
 /// First eight bytes of an id table file.
 pub const IDS_MAGIC: [u8; 8] = *b"EVJLIDS\0";
-/// Layout version of id table files this build writes and reads.
-pub const IDS_LAYOUT: u32 = 1;
+/// Layout version of id table files this build writes and reads. Layout 2 added the key
+/// entries (see [`crate::index::Hints`]); a table of layout 1 lacks them and is rebuilt.
+pub const IDS_LAYOUT: u32 = 2;
 /// Length of an id table file's header.
 pub const IDS_HEADER_LEN: usize = 64;
 /// Bytes of one entry: the id's hash and the event's position, both little-endian `u64`.
@@ -638,6 +639,47 @@ fn open_table(disk: &Disk, path: &Path) -> Option<Table> {
         }),
         broken: AtomicBool::new(false),
     })
+}
+
+/// The tables also hold, for each index key (stream name, category key, event type key) with
+/// events in a segment, the key's [`name_hash`](crate::index::persist::name_hash) and the
+/// position of its last event there: the stream index finds which segments hold a key through
+/// them.
+/// The tables of a moment, as hints for the stream index (see [`crate::index::Hints`]).
+pub(crate) struct KeyHints<'a> {
+    owner: &'a IdTables,
+    sets: Sets,
+}
+
+impl IdTables {
+    /// The tables as they are now, as hints for the stream index.
+    pub(crate) fn hints(&self) -> KeyHints<'_> {
+        KeyHints {
+            owner: self,
+            sets: self.snapshot(),
+        }
+    }
+}
+
+impl crate::index::Hints for KeyHints<'_> {
+    fn positions(&self, hash: u64, out: &mut Vec<u64>) -> Result<()> {
+        for t in self.sets.tables.iter().filter(|t| !t.is_broken()) {
+            if let Err(e) = t.candidates(hash, out) {
+                // Rebuilt by the worker from the log.
+                self.owner.drop_broken(t);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn covers(&self, base: u64) -> bool {
+        let tables = &self.sets.tables;
+        let i = tables.partition_point(|t| t.base <= base);
+        i.checked_sub(1)
+            .and_then(|i| tables.get(i))
+            .is_some_and(|t| base < t.end && !t.is_broken())
+    }
 }
 
 // ---- The set of tables, and the worker that writes and merges them ------------------------------

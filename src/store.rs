@@ -19,7 +19,7 @@ use crate::log::format::{
     decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
 };
-use crate::log::reader::{segment_ids, Cursor, LogView};
+use crate::log::reader::{Cursor, LogView};
 use crate::log::recovery::{self, OnBad};
 use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
@@ -194,14 +194,14 @@ impl Store {
             _ => None,
         };
         let ids_worker = if shared.ids.is_inline() {
-            let _ = shared.ids.maintain(segment_ids);
+            let _ = shared.ids.maintain(table_entries);
             None
         } else {
             let ids = shared.ids.clone();
             Some(
                 std::thread::Builder::new()
                     .name("eventjournal-ids".into())
-                    .spawn(move || ids.run(segment_ids))
+                    .spawn(move || ids.run(table_entries))
                     .at("starting the id index worker of", &shared.dir)?,
             )
         };
@@ -282,7 +282,7 @@ impl Store {
             let mut w = self.shared.writer.lock();
             w.log.sync_all().map(|()| {
                 let active = w.log.active().clone();
-                self.shared.save_segment_index(&active, false);
+                let _ = self.shared.save_segment_index(&active, false);
             })
         };
         drop(lock);
@@ -858,7 +858,7 @@ impl Shared {
         };
         // Looked up without the lock: the lazy part never changes, so whoever attaches the
         // stream first attaches the same runs.
-        let runs = crate::index::find_lazy(&lazy, name)?;
+        let runs = crate::index::find_lazy(&lazy, name, &self.ids.hints())?;
         if runs.is_empty() {
             return Ok(None);
         }
@@ -872,8 +872,14 @@ impl Shared {
     }
 
     /// Saves the index file of `seg` (best effort: an index file is a cache; a missing one is
-    /// rebuilt from the log on open).
-    pub(crate) fn save_segment_index(&self, seg: &Segment, sealed: bool) {
+    /// rebuilt from the log on open). Returns, for the id table, each key with events in the
+    /// segment (its name hash) and the position of its last event there; `None` if the runs
+    /// could not be gathered.
+    pub(crate) fn save_segment_index(
+        &self,
+        seg: &Segment,
+        sealed: bool,
+    ) -> Option<Vec<(u64, u64)>> {
         let sync = self.options.durability != Durability::None;
         // Encoded under the read lock, written without it: readers and appends to the next
         // segment go on while the file is written and synced.
@@ -882,13 +888,24 @@ impl Shared {
             let lazy_file = index.lazy().and_then(|l| l.file(seg.base));
             if !sealed && lazy_file.is_some_and(|f| f.covered_end == seg.data_end()) {
                 // Nothing was appended since the store opened with this file.
-                return;
+                return None;
             }
-            index
-                .segment_runs(seg.base)
-                .map(|runs| persist::encode(seg.base, seg.data_end(), &runs))
+            index.segment_runs(seg.base).map(|runs| {
+                let keys: Vec<(u64, u64)> = runs
+                    .iter()
+                    .filter_map(|r| {
+                        let last = r.offsets.last()?;
+                        Some((persist::name_hash(&r.stream), seg.base + u64::from(*last)))
+                    })
+                    .collect();
+                (persist::encode(seg.base, seg.data_end(), &runs), keys)
+            })
         };
-        let saved = bytes.is_ok_and(|bytes| {
+        let (bytes, keys) = match bytes {
+            Ok((bytes, keys)) => (Some(bytes), Some(keys)),
+            Err(_) => (None, None),
+        };
+        let saved = bytes.is_some_and(|bytes| {
             persist::save(&self.dir, seg.base, &bytes, sync, &self.options.disk).is_ok()
         });
         if sealed {
@@ -901,6 +918,7 @@ impl Shared {
                 None => index.forget_segment(seg.base),
             }
         }
+        keys
     }
 
     fn flush_loop(&self, every: std::time::Duration) {
@@ -973,14 +991,49 @@ fn open_id_tables(dir: &Path, options: &Options, sealed: &[Arc<Segment>]) -> Res
     let view = LogView::new(Arc::new(sealed.to_vec()), u64::MAX, true);
     for t in tables.snapshot().tables.iter() {
         let agrees = t.sample(16).iter().all(|&(hash, pos)| {
-            view.record_at(pos)
-                .is_ok_and(|r| crate::ids::id_hash(&r.id) == hash)
+            view.event_at(pos).is_ok_and(|e| {
+                let stream = e.stream();
+                crate::ids::id_hash(&e.id()) == hash
+                    || [
+                        Key::Stream(stream).name(),
+                        Key::Category(crate::subscription::category_of(stream)).name(),
+                        Key::EventType(e.event_type()).name(),
+                    ]
+                    .iter()
+                    .any(|k| persist::name_hash(k) == hash)
+            })
         });
         if !agrees {
             tables.drop_broken(t);
         }
     }
     Ok(tables)
+}
+
+/// The entries of a sealed segment's id table, read from the log: each record's id hash and
+/// position, and each index key's name hash with the position of its last event.
+pub(crate) fn table_entries(seg: &Segment) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    crate::log::reader::visit_records(seg, seg.data_end(), |v, bytes, pos| {
+        out.push((crate::ids::id_hash(&v.id), pos));
+        let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+        let (stream, event_type) = (text(v.stream), text(v.event_type));
+        for key in [
+            Key::Stream(stream).name(),
+            Key::Category(crate::subscription::category_of(stream)).name(),
+            Key::EventType(event_type).name(),
+        ] {
+            match last.get_mut(&*key) {
+                Some(p) => *p = pos,
+                None => {
+                    last.insert(key.into_owned(), pos);
+                }
+            }
+        }
+    })?;
+    out.extend(last.iter().map(|(k, &p)| (persist::name_hash(k), p)));
+    Ok(out)
 }
 
 /// Makes sure `dir` is a store directory: an existing store, or a new empty one.

@@ -240,9 +240,32 @@ pub struct Discontinuity {
 /// [`Index::attach`].
 pub struct LazyRuns(Run);
 
+/// Where a key may have runs, as a table of key hashes (the event-id tables, which also hold the
+/// hash of every key with the position of its last event in each segment) tells: so that a
+/// lookup searches the index files of the few segments that may hold the key, not all of them.
+pub trait Hints {
+    /// Adds to `out` the positions whose entries have `hash`: a superset of the positions of the
+    /// key's last event in each segment the hints cover. An error: search without hints.
+    fn positions(&self, hash: u64, out: &mut Vec<u64>) -> Result<()>;
+    /// Whether the hints cover the segment at `base`.
+    fn covers(&self, base: u64) -> bool;
+}
+
+/// No hints: every index file is searched.
+pub struct NoHints;
+
+impl Hints for NoHints {
+    fn positions(&self, _: u64, _: &mut Vec<u64>) -> Result<()> {
+        Ok(())
+    }
+    fn covers(&self, _: u64) -> bool {
+        false
+    }
+}
+
 /// The runs of the key `name` in `lazy`, to be attached.
-pub fn find_lazy(lazy: &Lazy, name: &str) -> Result<Vec<LazyRuns>> {
-    Ok(lazy.find(name)?.into_iter().map(LazyRuns).collect())
+pub fn find_lazy(lazy: &Lazy, name: &str, hints: &dyn Hints) -> Result<Vec<LazyRuns>> {
+    Ok(lazy.find(name, hints)?.into_iter().map(LazyRuns).collect())
 }
 
 /// The error for a damaged directory or names block of an index file, which is removed so that
@@ -281,10 +304,19 @@ impl Lazy {
     }
 
     /// The runs of the key `name` in the lazy part, in order (none if it has no events there).
-    fn find(&self, name: &str) -> Result<Vec<Run>> {
+    fn find(&self, name: &str, hints: &dyn Hints) -> Result<Vec<Run>> {
         let mut runs = Vec::new();
         let mut next = 0u64;
-        for (base, file) in &self.files {
+        let mut hinted = Vec::new();
+        let use_hints = hints
+            .positions(persist::name_hash(name), &mut hinted)
+            .is_ok();
+        for (i, (base, file)) in self.files.iter().enumerate() {
+            let end = self.files.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
+            if use_hints && hints.covers(*base) && !hinted.iter().any(|p| (*base..end).contains(p))
+            {
+                continue;
+            }
             let Some(e) = file
                 .find(name)
                 .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?
@@ -405,7 +437,7 @@ impl Index {
             return Ok(*id);
         }
         let runs = match &self.lazy {
-            Some(lazy) => lazy.find(name)?,
+            Some(lazy) => lazy.find(name, &NoHints)?,
             None => Vec::new(),
         };
         Ok(self.attach(name, runs.into_iter().map(LazyRuns).collect()))

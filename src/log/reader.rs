@@ -326,10 +326,23 @@ fn prefetch_line(p: *const u8) {
 /// `end` (its data end for a sealed segment), checksums verified: what the event-id index needs
 /// of a segment it has no table for.
 pub fn segment_ids_to(seg: &Segment, end: u64) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    visit_records(seg, end, |v, _, pos| {
+        out.push((crate::ids::id_hash(&v.id), pos))
+    })?;
+    Ok(out)
+}
+
+/// Hands every record of `seg` from its first up to segment offset `end` to `f` (the record,
+/// the bytes its ranges index, its position), checksums verified.
+pub fn visit_records(
+    seg: &Segment,
+    end: u64,
+    mut f: impl FnMut(&super::format::RecordView, &[u8], u64),
+) -> Result<()> {
     let bytes = seg.bytes();
     let end = (end as usize).min(bytes.len());
     let mut off = SEGMENT_HEADER_LEN;
-    let mut out = Vec::new();
     while off < end {
         let v = decode_record(&bytes[..end], off, true).map_err(|e| Error::Corrupt {
             file: seg.path.clone(),
@@ -339,15 +352,10 @@ pub fn segment_ids_to(seg: &Segment, end: u64) -> Result<Vec<(u64, u64)>> {
                 super::format::RecordError::Bad(r) => r.to_string(),
             },
         })?;
-        out.push((crate::ids::id_hash(&v.id), seg.base + off as u64));
+        f(&v, bytes, seg.base + off as u64);
         off += v.len;
     }
-    Ok(out)
-}
-
-/// [`segment_ids_to`] up to a sealed segment's data end.
-pub fn segment_ids(seg: &Segment) -> Result<Vec<(u64, u64)>> {
-    segment_ids_to(seg, seg.data_end())
+    Ok(())
 }
 
 impl LogView {
