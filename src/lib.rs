@@ -33,7 +33,7 @@ pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
 pub use error::{Error, Result};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::{AllEvents, StreamEvents};
-pub use store::Store;
+pub use store::{IndexInfo, Store};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use subscription::SubscriptionStream;

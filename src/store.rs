@@ -65,6 +65,17 @@ pub(crate) struct Shared {
     stop_cv: Condvar,
 }
 
+/// What [`Store::index_info`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexInfo {
+    /// Index keys in memory: the streams used (read or written) since the store opened, and the
+    /// category and event type keys used, each counted once.
+    pub loaded_keys: usize,
+    /// Index files whose streams are looked up when first used rather than loaded at open.
+    pub lazy_index_files: usize,
+}
+
 /// An open event store.
 ///
 /// `Store` is `Send + Sync`: share it between threads with `Arc`. Appends from many threads are
@@ -652,6 +663,15 @@ impl Store {
     /// earliest.
     pub fn head(&self) -> Position {
         Position(self.shared.log.visible())
+    }
+
+    /// What the stream index holds in memory now, against what it leaves in its files.
+    pub fn index_info(&self) -> IndexInfo {
+        let index = self.shared.index.read();
+        IndexInfo {
+            loaded_keys: index.loaded(),
+            lazy_index_files: index.lazy().map_or(0, |l| l.file_count()),
+        }
     }
 
     /// The store's directory.

@@ -295,6 +295,11 @@ impl Lazy {
         Lazy { files }
     }
 
+    /// How many index files the lazy part has.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
     /// The index file of the segment at `base`, if it is part of the lazy part.
     pub fn file(&self, base: u64) -> Option<&Arc<IndexFile>> {
         self.files
@@ -324,6 +329,14 @@ impl Lazy {
                 continue;
             };
             if e.first_event != next {
+                // The events between are missing from some file from the one of the run before
+                // (or the first) to this one: none of them is used again.
+                let from = runs.last().map_or(0, |r: &Run| {
+                    self.files.partition_point(|(b, _)| *b < r.base)
+                });
+                for (_, f) in &self.files[from..i] {
+                    let _ = f.disk.remove(&f.path);
+                }
                 return Err(damaged(
                     file,
                     Damaged { at: e.offsets_at },
@@ -409,6 +422,11 @@ impl Index {
         if !lazy.files.is_empty() {
             self.lazy = Some(Arc::new(lazy));
         }
+    }
+
+    /// How many keys are held in memory.
+    pub fn loaded(&self) -> usize {
+        self.streams.len()
     }
 
     /// Where keys the index does not hold in memory are to be looked up, if anywhere.
