@@ -882,7 +882,7 @@ impl Shared {
                     // index's end adds nothing) rather than numbered wrongly.
                     let category = ws
                         .keys
-                        .category(&mut index, ws.stream_ids[slot as usize], &g.name)
+                        .category(&mut index, &g.name)
                         .unwrap_or(StreamId::MAX);
                     let event_type = match t {
                         TypeKey::Known(id) => id,
@@ -918,8 +918,8 @@ impl Shared {
         if !self.lazy {
             return Ok(());
         }
-        let id = self.stream_id(&sw.stream)?;
-        if !id.is_some_and(|id| w.keys.has_category(id)) {
+        self.stream_id(&sw.stream)?;
+        if w.keys.cached_category(&sw.stream).is_none() {
             let category = crate::subscription::category_of(&sw.stream);
             self.stream_id(&Key::Category(category).name())?;
         }

@@ -653,11 +653,17 @@ pub(crate) struct KeyHints<'a> {
 
 impl IdTables {
     /// The tables as they are now, as hints for the stream index.
-    pub(crate) fn hints(&self) -> KeyHints<'_> {
+    pub(crate) fn key_hints(&self) -> KeyHints<'_> {
         KeyHints {
             owner: self,
             sets: self.snapshot(),
         }
+    }
+}
+
+impl crate::index::HintSource for IdTables {
+    fn hints(&self) -> Box<dyn crate::index::Hints + '_> {
+        Box::new(self.key_hints())
     }
 }
 

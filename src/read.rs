@@ -44,7 +44,7 @@ impl<'a> StreamEvents<'a> {
     ) -> Result<StreamEvents<'a>> {
         let (id, len) = shared.stream_len(stream)?;
         let name = id
-            .and_then(|id| shared.index.read().name(id).cloned())
+            .and_then(|id| shared.index.read().name(id).map(Arc::from))
             .unwrap_or_else(|| Arc::from(stream));
         let (next, remaining) = if forward {
             (from, max)

@@ -14,7 +14,7 @@ use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::IdTables;
 use crate::index::persist::{self, IndexFile};
-use crate::index::{Index, Key, KeyCache, Lazy, StreamId};
+use crate::index::{Index, Key, KeyCache, StreamId};
 use crate::log::format::{
     decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
     SEGMENT_HEADER_LEN,
@@ -72,8 +72,9 @@ pub struct IndexInfo {
     /// Index keys in memory: the streams used (read or written) since the store opened, and the
     /// category and event type keys used, each counted once.
     pub loaded_keys: usize,
-    /// Index files whose streams are looked up when first used rather than loaded at open.
-    pub lazy_index_files: usize,
+    /// Index files the stream index looks keys up in (their streams are loaded when first used,
+    /// not when the store opens).
+    pub index_files: usize,
 }
 
 /// An open event store.
@@ -159,7 +160,7 @@ impl Store {
         prepare_dir(&dir, &options.disk)?;
         let lock = lock_dir(&dir, &options.disk)?;
         let (segments, index) = recover(&dir, &options)?;
-        let lazy = index.lazy().is_some();
+        let lazy = !index.files().is_empty();
         let Some(active) = segments.last().cloned() else {
             return Err(Error::InvalidInput(
                 "internal: no segment after recovery".into(),
@@ -168,6 +169,8 @@ impl Store {
         let visible = active.base + active.data_end();
         let sealed = &segments[..segments.len() - 1];
         let ids = Arc::new(open_id_tables(&dir, &options, sealed)?);
+        let mut index = index;
+        index.set_hints(ids.clone());
         let writer = LogWriter::new(
             dir.clone(),
             active.clone(),
@@ -670,7 +673,7 @@ impl Store {
         let index = self.shared.index.read();
         IndexInfo {
             loaded_keys: index.loaded(),
-            lazy_index_files: index.lazy().map_or(0, |l| l.file_count()),
+            index_files: index.files().len(),
         }
     }
 
@@ -866,19 +869,20 @@ impl Shared {
     /// The id of the stream or index key `name`, if it has events: from memory, or else from the
     /// index files of the lazy part, in which case it is loaded into memory.
     pub(crate) fn stream_id(&self, name: &str) -> Result<Option<StreamId>> {
-        let lazy = {
+        let files = {
             let index = self.index.read();
             if let Some(id) = index.lookup(name) {
                 return Ok(Some(id));
             }
-            match index.lazy() {
-                Some(lazy) => lazy.clone(),
-                None => return Ok(None),
+            if !self.lazy {
+                return Ok(None);
             }
+            index.files()
         };
-        // Looked up without the lock: the lazy part never changes, so whoever attaches the
-        // stream first attaches the same runs.
-        let runs = crate::index::find_lazy(&lazy, name, &self.ids.hints())?;
+        // Looked up without the lock: a key not in memory has no runs but those in the files,
+        // which only a seal changes, for keys in memory; so whoever attaches it first attaches
+        // the same runs.
+        let runs = files.runs(name, None, &self.ids.key_hints())?;
         if runs.is_empty() {
             return Ok(None);
         }
@@ -905,8 +909,12 @@ impl Shared {
         // segment go on while the file is written and synced.
         let bytes = {
             let index = self.index.read();
-            let lazy_file = index.lazy().and_then(|l| l.file(seg.base));
-            if !sealed && lazy_file.is_some_and(|f| f.covered_end == seg.data_end()) {
+            let files = index.files();
+            if !sealed
+                && files
+                    .file(seg.base)
+                    .is_some_and(|f| f.covered_end == seg.data_end())
+            {
                 // Nothing was appended since the store opened with this file.
                 return None;
             }
@@ -931,10 +939,10 @@ impl Shared {
         if sealed {
             let mut index = self.index.write();
             match saved
-                .then(|| persist::open(&self.dir, seg.base, seg.usable(), &self.options.disk))
+                .then(|| persist::open_file(&self.dir, seg.base, seg.usable(), &self.options.disk))
                 .flatten()
             {
-                Some((file, entries)) => index.map_segment(seg.base, file, &entries),
+                Some(file) => index.map_segment(seg.base, file),
                 None => index.forget_segment(seg.base),
             }
         }
@@ -1219,7 +1227,6 @@ fn recover_pass(
     let mut secondary = KeyCache::default();
     let mut used_index_files = false;
     let mut in_lazy_part = use_index_files;
-    let mut lazy_files = Vec::new();
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let count = listed.len();
     let mut i = 0;
@@ -1259,7 +1266,7 @@ fn recover_pass(
                 let more = end + 4 <= seg.usable() && read_u32(&seg, end).is_none_or(|l| l != 0);
                 if is_last || !more {
                     file.release_pages();
-                    lazy_files.push((base, Arc::new(file)));
+                    index.add_file(base, Arc::new(file));
                     used_index_files = true;
                     had_index_file = true;
                     from = end;
@@ -1268,9 +1275,9 @@ fn recover_pass(
                 }
             }
             if eager || is_last {
-                // The lazy part ends here: what follows is loaded now, looked up in it.
+                // The part left in the files ends here: what follows is loaded now, its keys
+                // looked up in those files.
                 in_lazy_part = false;
-                index.set_lazy(Lazy::new(std::mem::take(&mut lazy_files)));
             }
         }
         if eager {
@@ -1279,13 +1286,17 @@ fn recover_pass(
                     return Err(Pass::Rebuild);
                 }
                 from = file.covered_end;
-                // Runs that the scan below may extend are held in memory; the runs of a sealed
-                // segment whose file covers all of it stay in the mapped file.
+                // The runs are loaded (the scan below may extend them; the keys' lengths must
+                // count them); a sealed segment whose file covers all of it then hands them
+                // back to the file.
                 let more = from + 4 <= seg.usable() && read_u32(&seg, from).is_none_or(|l| l != 0);
                 let extended = is_last || more;
                 covered = !extended;
-                if !index.apply_file(base, file, &entries, extended) {
+                if !index.load_file(base, &file, &entries) {
                     return Err(Pass::Rebuild);
+                }
+                if covered {
+                    index.map_segment(base, file);
                 }
                 had_index_file = true;
                 used_index_files = true;
@@ -1341,9 +1352,7 @@ fn recover_pass(
                         }
                     })?;
                 let keys = [
-                    secondary
-                        .category(&mut index, id, name)
-                        .map_err(unreadable)?,
+                    secondary.category(&mut index, name).map_err(unreadable)?,
                     secondary
                         .event_type(&mut index, event_type)
                         .map_err(unreadable)?,
@@ -1381,7 +1390,7 @@ fn recover_pass(
                 .and_then(|bytes| persist::save(dir, base, &bytes, sync, disk).ok())
                 .and_then(|_| persist::open(dir, base, seg.usable(), disk))
             {
-                Some((file, entries)) => index.map_segment(base, file, &entries),
+                Some((file, _)) => index.map_segment(base, file),
                 None => index.forget_segment(base),
             }
         } else if !is_last && !stop_salvage {
@@ -1393,9 +1402,6 @@ fn recover_pass(
             break;
         }
         i += 1;
-    }
-    if in_lazy_part {
-        index.set_lazy(Lazy::new(lazy_files));
     }
     if segments.is_empty() {
         segments.push(Arc::new(Segment::create(

@@ -69,7 +69,7 @@ fn a_reopened_store_loads_each_stream_when_first_used() {
     let s = Store::open(dir.path(), opts()).unwrap();
     let info = s.index_info();
     assert_eq!(info.loaded_keys, 0, "opening loaded streams: {info:?}");
-    assert_eq!(info.lazy_index_files, files(dir.path(), ".idx").len());
+    assert_eq!(info.index_files, files(dir.path(), ".idx").len());
 
     // Reading one stream loads that stream alone.
     let name = "order-4";
@@ -241,7 +241,10 @@ fn index_files_of_the_previous_layout_are_rebuilt() {
         fs::write(&ids, bytes).unwrap();
     }
     let s = Store::open(dir.path(), opts()).unwrap();
-    assert_eq!(s.index_info().lazy_index_files, 0, "old files are not read");
+    assert!(
+        s.index_info().loaded_keys > 0,
+        "old files are not read: the log is"
+    );
     for (name, data) in &want {
         assert_eq!(&datas(&s, name), data, "{name}");
     }
@@ -253,7 +256,7 @@ fn index_files_of_the_previous_layout_are_rebuilt() {
     }
     let s = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(s.index_info().loaded_keys, 0);
-    assert!(s.index_info().lazy_index_files > 0);
+    assert!(s.index_info().index_files > 0);
     for (name, data) in &want {
         assert_eq!(&datas(&s, name), data, "{name}");
     }
@@ -326,7 +329,19 @@ fn a_stream_used_after_a_crash_is_found_in_files_and_in_the_scanned_tail() {
             .unwrap();
         data.push(format!("{name}:900"));
     }
-    snapshot(dir.path(), copy.path());
+    // The id worker may merge tables meanwhile: a table gone from under the copy is a cache
+    // entry the copy lacks, as after a crash between its removal and the next open.
+    for e in fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "LOCK" {
+            match fs::copy(e.path(), copy.path().join(e.file_name())) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                r => {
+                    r.unwrap();
+                }
+            }
+        }
+    }
     drop(s);
     let s = Store::open(copy.path(), opts()).unwrap();
     for (name, data) in &want {
@@ -354,7 +369,7 @@ fn event_data_stays_readable_where_it_was_written() {
     s.close().unwrap();
     drop(s);
     let s = Store::open(dir.path(), big.clone()).unwrap();
-    assert_eq!(s.index_info().lazy_index_files, 1);
+    assert_eq!(s.index_info().index_files, 1);
     assert_eq!(s.index_info().loaded_keys, 0);
     for i in 0..100 {
         let name = format!("s-{i}");

@@ -1,25 +1,29 @@
 //! The stream index: stream names to stream ids, and per stream, event number to position.
 //!
 //! A stream's positions are kept as runs, one per segment the stream has events in: the event
-//! numbers of a run are contiguous, and its positions are 32-bit offsets into that segment. Runs
-//! of the active segment live in memory; once a segment is sealed, [`persist`] writes its runs to
-//! an index file, and the index maps that file and drops the in-memory copy.
+//! numbers of a run are contiguous, and its positions are 32-bit offsets into that segment. Once a
+//! segment is sealed, [`persist`] writes its runs to an index file, which the index maps; opening a
+//! store maps the index files of the segments and reads nothing else from them.
 //!
-//! Opening a store loads no stream at all from the index files that cover the log up to some
-//! position (the [`Lazy`] part, normally all of it after a clean close): the index holds only
-//! the streams used since the store opened. A stream not held yet is looked up in those files
-//! when first asked for (a hash search in each, see [`persist`]), and joins the index with its
-//! runs there. So neither opening nor resident memory grows with the number of streams.
+//! The index holds in memory only the keys (streams, categories, event types) used since the
+//! store opened, each in a compact entry: its name, its number of events, and its runs that are in
+//! no index file yet (the active segment's; up to two events inline). A key not held is looked up
+//! in the index files when first used (a hash search, in the files of the segments that the
+//! [`Hints`] say may hold it), and joins the index. The runs a key has in index files are looked
+//! up when a read needs them and kept in a bounded cache. So neither opening nor resident memory
+//! grows with the number of streams in the store, only with the number used.
 
 pub mod persist;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use crate::error::{Error, Result};
-use persist::{Damaged, IndexFile, RunEntry, RunToSave};
+use persist::{name_hash, Damaged, IndexFile, RunEntry, RunToSave};
 
 /// Dense id of a stream (or of a category or event type key) inside one open store (its creation
 /// order); never written to disk.
@@ -97,7 +101,7 @@ enum Offsets {
 }
 
 /// One stream's events in one segment.
-struct Run {
+pub struct Run {
     /// Base position of the segment.
     base: u64,
     first_event: u64,
@@ -151,28 +155,998 @@ impl Run {
     }
 }
 
-struct StreamEntry {
-    name: Arc<str>,
-    /// Number of events.
-    len: u64,
-    /// In event-number order; each starts where the one before ends.
-    runs: Vec<Run>,
-}
-
-impl StreamEntry {
-    /// The run holding event `n`; `n < len`.
-    fn run_of(&self, n: u64) -> Option<&Run> {
-        let i = self.runs.partition_point(|r| r.first_event <= n);
-        self.runs.get(i.checked_sub(1)?)
+/// A run whose events are the entry's last ones.
+impl Run {
+    fn end(&self) -> u64 {
+        self.first_event + u64::from(self.len)
     }
 }
 
-/// The category and event type key ids of streams and types seen before, so that indexing an
-/// event builds no key name and (for its category) hashes nothing.
+/// The runs of a key that are in no index file: the active segment's, and those of a sealed
+/// segment whose index file could not be written.
+enum MemRuns {
+    /// The positions of the key's last one or two events, in one segment (0: no event; a record
+    /// is never at position 0). The common case of a key used since open: no allocation.
+    Inline([u64; 2]),
+    /// Any number of runs, in event order.
+    Heap(Vec<Run>),
+}
+
+impl MemRuns {
+    const NONE: MemRuns = MemRuns::Inline([0, 0]);
+
+    /// The (first event, events) of each run held, in order, for a key of `len` events.
+    fn spans(&self, len: u64) -> Vec<(u64, u64)> {
+        match self {
+            MemRuns::Inline(_) => {
+                let n = self.count();
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    vec![(len - n, n)]
+                }
+            }
+            MemRuns::Heap(runs) => runs
+                .iter()
+                .map(|r| (r.first_event, u64::from(r.len)))
+                .collect(),
+        }
+    }
+
+    /// Events held.
+    fn count(&self) -> u64 {
+        match self {
+            MemRuns::Inline(p) => p.iter().filter(|&&p| p != 0).count() as u64,
+            MemRuns::Heap(runs) => runs.iter().map(|r| u64::from(r.len)).sum(),
+        }
+    }
+}
+
+/// One key in memory: 40 bytes, plus its name in the arena and its slot in the table.
+struct StreamEntry {
+    name: NameRef,
+    /// Number of events (in files and in memory).
+    len: u64,
+    mem: MemRuns,
+}
+
+/// Where a name is in the arena: chunk (24 bits), offset in it (24 bits), length (16 bits).
+#[derive(Clone, Copy)]
+struct NameRef(u64);
+
+/// Bytes per chunk of the name arena: chunks are never moved, so growing the arena copies
+/// nothing and leaves no slack beyond the last chunk.
+const NAME_CHUNK: usize = 1 << 22;
+
+/// The names of the keys in memory, back to back.
+#[derive(Default)]
+struct Names {
+    chunks: Vec<Vec<u8>>,
+}
+
+impl Names {
+    fn add(&mut self, name: &str) -> NameRef {
+        let b = name.as_bytes();
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() + b.len() > NAME_CHUNK)
+        {
+            self.chunks
+                .push(Vec::with_capacity(NAME_CHUNK.max(b.len())));
+        }
+        let chunk = self.chunks.len() - 1;
+        let c = &mut self.chunks[chunk];
+        let off = c.len();
+        c.extend_from_slice(b);
+        NameRef(((chunk as u64) << 40) | ((off as u64) << 16) | b.len() as u64)
+    }
+
+    fn get(&self, r: NameRef) -> &str {
+        let (chunk, off, len) = (
+            (r.0 >> 40) as usize,
+            ((r.0 >> 16) & 0xff_ffff) as usize,
+            (r.0 & 0xffff) as usize,
+        );
+        let bytes = self
+            .chunks
+            .get(chunk)
+            .and_then(|c| c.get(off..off + len))
+            .unwrap_or_default();
+        // Only whole `str`s are added.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+/// Entries per chunk of the entry list (chunks are never moved, as for names).
+const ENTRY_CHUNK: usize = 1 << 16;
+
+/// The index files of the store's segments, by base (a segment has at most one; the active one
+/// has the one its last `close` wrote, if any). Replaced as a whole when a segment's file is
+/// added, so that a lookup can work on a copy without the index's lock.
+#[derive(Default)]
+pub struct Files {
+    list: Vec<(u64, Arc<IndexFile>)>,
+}
+
+/// The error for a damaged directory or names block of an index file, which is removed so that
+/// the next open rebuilds it from the log.
+fn damaged(file: &IndexFile, d: Damaged, what: &str) -> Error {
+    let _ = file.disk.remove(&file.path);
+    Error::Corrupt {
+        file: file.path.clone(),
+        offset: d.at as u64,
+        reason: format!(
+            "damaged index directory ({what}); the index file is removed and rebuilt from the log \
+             when the store is next opened"
+        ),
+    }
+}
+
+/// Where a key may have runs, as a table of key hashes (the event-id tables, which also hold the
+/// hash of every key with the position of its last event in each segment) tells: so that a
+/// lookup searches the index files of the few segments that may hold the key, not all of them.
+pub trait Hints {
+    /// Adds to `out` the positions whose entries have `hash`: a superset of the positions of the
+    /// key's last event in each segment the hints cover. An error: search without hints.
+    fn positions(&self, hash: u64, out: &mut Vec<u64>) -> Result<()>;
+    /// Whether the hints cover the segment at `base`.
+    fn covers(&self, base: u64) -> bool;
+}
+
+/// What gives the index its [`Hints`] of the moment.
+pub trait HintSource: Send + Sync {
+    /// The hints as they are now.
+    fn hints(&self) -> Box<dyn Hints + '_>;
+}
+
+/// No hints: every index file is searched.
+pub struct NoHints;
+
+impl Hints for NoHints {
+    fn positions(&self, _: u64, _: &mut Vec<u64>) -> Result<()> {
+        Ok(())
+    }
+    fn covers(&self, _: u64) -> bool {
+        false
+    }
+}
+
+impl Files {
+    /// How many index files there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The index file of the segment at `base`.
+    pub fn file(&self, base: u64) -> Option<&Arc<IndexFile>> {
+        self.list
+            .binary_search_by_key(&base, |(b, _)| *b)
+            .ok()
+            .map(|i| &self.list[i].1)
+    }
+
+    /// A copy with `file` as the file of the segment at `base`.
+    fn with(&self, base: u64, file: Arc<IndexFile>) -> Files {
+        let mut list = self.list.clone();
+        match list.binary_search_by_key(&base, |(b, _)| *b) {
+            Ok(i) => list[i].1 = file,
+            Err(i) => list.insert(i, (base, file)),
+        }
+        Files { list }
+    }
+
+    /// The runs of the key `name` in the index files, in order. With `held`, the key's number of
+    /// events and the (first event, events) of its runs in memory: the runs found and those must
+    /// make up its events, each run following on from the one before, else the files are
+    /// damaged.
+    pub fn runs(
+        &self,
+        name: &str,
+        held: Option<(u64, &[(u64, u64)])>,
+        hints: &dyn Hints,
+    ) -> Result<Vec<Run>> {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut hinted = Vec::new();
+        let use_hints = hints.positions(name_hash(name), &mut hinted).is_ok();
+        let mut next = 0u64;
+        let mut spans = held.map_or(&[][..], |(_, s)| s).iter().peekable();
+        for (i, (base, file)) in self.list.iter().enumerate() {
+            let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
+            if use_hints
+                && hints.covers(*base)
+                && !hinted.iter().any(|p| (*base..seg_end).contains(p))
+            {
+                continue;
+            }
+            let Some(e) = file
+                .find(name)
+                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?
+            else {
+                continue;
+            };
+            while let Some((_, n)) = spans.next_if(|(first, _)| *first == next) {
+                next += n;
+            }
+            if e.first_event != next {
+                return Err(self.gap(name, &runs, i, e.first_event, next));
+            }
+            next = e.first_event + u64::from(e.count);
+            runs.push(Run {
+                base: *base,
+                first_event: e.first_event,
+                len: e.count,
+                offsets: Offsets::Mapped {
+                    file: file.clone(),
+                    at: e.offsets_at,
+                    crc: e.crc,
+                    checked: AtomicBool::new(false),
+                },
+            });
+        }
+        while let Some((_, n)) = spans.next_if(|(first, _)| *first == next) {
+            next += n;
+        }
+        if let Some((end, _)) = held.filter(|(end, _)| *end != next) {
+            return Err(self.gap(name, &runs, self.list.len(), end, next));
+        }
+        Ok(runs)
+    }
+
+    /// The error for runs of `name` that do not follow on (a run found at `found` where `next`
+    /// belongs, in file `i`): every file the missing events may be in, from the one of the run
+    /// before (or the first) to file `i`, is removed, to be rebuilt at the next open.
+    fn gap(&self, name: &str, runs: &[Run], i: usize, found: u64, next: u64) -> Error {
+        let from = runs
+            .last()
+            .map_or(0, |r| self.list.partition_point(|(b, _)| *b < r.base));
+        let mut named = None;
+        for (_, f) in self
+            .list
+            .get(from..=i.min(self.list.len().saturating_sub(1)))
+            .unwrap_or_default()
+        {
+            let _ = f.disk.remove(&f.path);
+            named = Some(f.path.clone());
+        }
+        Error::Corrupt {
+            file: named.unwrap_or_default(),
+            offset: 0,
+            reason: format!(
+                "the index files disagree on stream `{name}`: event {found} where {next} belongs; \
+                 they are removed and rebuilt from the log when the store is next opened"
+            ),
+        }
+    }
+
+    /// Adds to `out` up to `max` stream names (no category or type keys) of each file ordered
+    /// after `after` (name hash, then name).
+    fn names_after(
+        &self,
+        after: Option<(u64, &str)>,
+        max: usize,
+        out: &mut Vec<(u64, Arc<str>)>,
+    ) -> Result<()> {
+        for (_, file) in &self.list {
+            let mut i = match after {
+                Some((h, n)) => file
+                    .first_after(h, n)
+                    .map_err(|d| damaged(file, d, "checksum mismatch"))?,
+                None => 0,
+            };
+            let mut taken = 0;
+            while taken < max && i < file.run_count() {
+                let e = file
+                    .entry(i)
+                    .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
+                let name = file.name(&e);
+                if !is_key_name(name) {
+                    out.push((name_hash(name), Arc::from(name)));
+                    taken += 1;
+                }
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many keys' runs in index files the cache keeps: what bounds the memory a read adds beyond
+/// the key's entry (a run takes 48 bytes; a stream usually has one per segment it is in).
+const CACHED_KEYS: usize = 1 << 14;
+
+/// The runs in index files of keys read lately.
+#[derive(Default)]
+struct RunCache {
+    map: HashMap<StreamId, Arc<Vec<Run>>>,
+    order: VecDeque<StreamId>,
+}
+
+impl RunCache {
+    fn get(&self, id: StreamId) -> Option<Arc<Vec<Run>>> {
+        self.map.get(&id).cloned()
+    }
+
+    fn put(&mut self, id: StreamId, runs: Arc<Vec<Run>>) {
+        if self.map.insert(id, runs).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > CACHED_KEYS {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, id: StreamId) {
+        // Left in `order`: removing it there is a scan, and a stale id only ages out early.
+        self.map.remove(&id);
+    }
+}
+
+/// The index.
+pub struct Index {
+    /// Open addressing by name hash: `id + 1` of the key in each used slot, 0 in a free one.
+    slots: Vec<u32>,
+    entries: Vec<Vec<StreamEntry>>,
+    count: usize,
+    names: Names,
+    /// Per segment base: the keys with in-memory runs in that segment.
+    touched: BTreeMap<u64, Vec<StreamId>>,
+    files: Arc<Files>,
+    hints: Option<Arc<dyn HintSource>>,
+    cache: Mutex<RunCache>,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index {
+            slots: Vec::new(),
+            entries: Vec::new(),
+            count: 0,
+            names: Names::default(),
+            touched: BTreeMap::new(),
+            files: Arc::new(Files::default()),
+            hints: None,
+            cache: Mutex::new(RunCache::default()),
+        }
+    }
+
+    fn entry(&self, id: StreamId) -> Option<&StreamEntry> {
+        let id = id as usize;
+        self.entries.get(id / ENTRY_CHUNK)?.get(id % ENTRY_CHUNK)
+    }
+
+    fn entry_mut(&mut self, id: StreamId) -> Option<&mut StreamEntry> {
+        let id = id as usize;
+        self.entries
+            .get_mut(id / ENTRY_CHUNK)?
+            .get_mut(id % ENTRY_CHUNK)
+    }
+
+    /// The slot of `name`: its own if held, else the free one where it would go.
+    fn slot_of(&self, name: &str, hash: u64) -> (usize, Option<StreamId>) {
+        let mask = self.slots.len() - 1;
+        let mut i = (hash as usize) & mask;
+        loop {
+            match self.slots[i] {
+                0 => return (i, None),
+                s => {
+                    let id = s - 1;
+                    if self
+                        .entry(id)
+                        .is_some_and(|e| self.names.get(e.name) == name)
+                    {
+                        return (i, Some(id));
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Doubles the slot table: every held name is hashed again (once per doubling, so a name is
+    /// hashed about twice in all).
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(1024);
+        let mut slots = vec![0u32; cap];
+        let mask = cap - 1;
+        for id in 0..self.count as StreamId {
+            let Some(e) = self.entry(id) else { continue };
+            let mut i = (name_hash(self.names.get(e.name)) as usize) & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = id + 1;
+        }
+        self.slots = slots;
+    }
+
+    /// The id of `stream`, if it is held in memory (see [`Index::files`] for the others).
+    pub fn lookup(&self, stream: &str) -> Option<StreamId> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slot_of(stream, name_hash(stream)).1
+    }
+
+    /// The index files, to look keys up in without the index's lock.
+    pub fn files(&self) -> Arc<Files> {
+        self.files.clone()
+    }
+
+    /// Makes `file` the index file of the segment at `base`, whose runs it holds from now on.
+    pub fn add_file(&mut self, base: u64, file: Arc<IndexFile>) {
+        self.files = Arc::new(self.files.with(base, file));
+    }
+
+    /// Sets where lookups get their hints from.
+    pub fn set_hints(&mut self, hints: Arc<dyn HintSource>) {
+        self.hints = Some(hints);
+    }
+
+    /// How many keys are held in memory.
+    pub fn loaded(&self) -> usize {
+        self.count
+    }
+
+    /// Adds the key `name`, not held, with `runs`, its runs in the index files (from
+    /// [`Files::runs`]), unless it is held already; returns its id.
+    pub fn attach(&mut self, name: &str, runs: Vec<Run>) -> StreamId {
+        if let Some(id) = self.lookup(name) {
+            return id;
+        }
+        let id = self.get_or_create(name);
+        let len = runs.last().map_or(0, Run::end);
+        if let Some(e) = self.entry_mut(id) {
+            e.len = len;
+        }
+        if !runs.is_empty() {
+            self.cache.lock().put(id, Arc::new(runs));
+        }
+        id
+    }
+
+    /// The id of the key `name`, looked up in the index files if it is not held, and created
+    /// (with no events) if it has none anywhere. Without hints: for opening.
+    pub fn get_or_create_resolved(&mut self, name: &str) -> Result<StreamId> {
+        if let Some(id) = self.lookup(name) {
+            return Ok(id);
+        }
+        let runs = self.files.runs(name, None, &NoHints)?;
+        Ok(self.attach(name, runs))
+    }
+
+    /// The id of `stream`, creating an empty entry if it is not held. For a key that has no
+    /// runs in index files (or whose runs were looked up first, see [`Index::attach`]).
+    pub fn get_or_create(&mut self, stream: &str) -> StreamId {
+        if (self.count + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let (slot, found) = self.slot_of(stream, name_hash(stream));
+        if let Some(id) = found {
+            return id;
+        }
+        let id = self.count as StreamId;
+        let name = self.names.add(stream);
+        if self.entries.last().is_none_or(|c| c.len() == ENTRY_CHUNK) {
+            self.entries.push(Vec::with_capacity(ENTRY_CHUNK));
+        }
+        if let Some(c) = self.entries.last_mut() {
+            c.push(StreamEntry {
+                name,
+                len: 0,
+                mem: MemRuns::NONE,
+            });
+        }
+        self.slots[slot] = id + 1;
+        self.count += 1;
+        id
+    }
+
+    /// How many events the stream has.
+    pub fn len(&self, id: StreamId) -> u64 {
+        self.entry(id).map_or(0, |s| s.len)
+    }
+
+    /// The stream's name.
+    pub fn name(&self, id: StreamId) -> Option<&str> {
+        self.entry(id).map(|e| self.names.get(e.name))
+    }
+
+    /// Up to `max` stream names after `after` in the index's listing order (the hash of the
+    /// name, then the name), from memory and the index files.
+    pub fn names_page(&self, after: Option<&str>, max: usize) -> Result<Vec<Arc<str>>> {
+        let after = after.map(|n| (name_hash(n), n));
+        let is_after = |h: u64, n: &str| after.is_none_or(|(ah, an)| (h, n) > (ah, an));
+        let mut out: Vec<(u64, Arc<str>)> = Vec::new();
+        self.files.names_after(after, max, &mut out)?;
+        for e in self.entries.iter().flatten() {
+            let name = self.names.get(e.name);
+            if e.len > 0 && !is_key_name(name) {
+                let h = name_hash(name);
+                if is_after(h, name) {
+                    out.push((h, Arc::from(name)));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(max);
+        Ok(out.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// The runs of key `id` in index files: all its events but those in memory.
+    fn file_runs(&self, id: StreamId, e: &StreamEntry) -> Result<Option<Arc<Vec<Run>>>> {
+        let in_files = e.len - e.mem.count();
+        if in_files == 0 {
+            return Ok(None);
+        }
+        if let Some(runs) = self.cache.lock().get(id) {
+            if runs.iter().map(|r| u64::from(r.len)).sum::<u64>() == in_files {
+                return Ok(Some(runs));
+            }
+        }
+        let name = self.names.get(e.name);
+        let spans = e.mem.spans(e.len);
+        let runs = match &self.hints {
+            Some(h) => self.files.runs(name, Some((e.len, &spans)), &*h.hints())?,
+            None => self.files.runs(name, Some((e.len, &spans)), &NoHints)?,
+        };
+        let runs = Arc::new(runs);
+        self.cache.lock().put(id, runs.clone());
+        Ok(Some(runs))
+    }
+
+    /// Calls `f` with each run of key `id` holding events `lo..hi`, in event order (or reverse
+    /// order if not `forward`), and the part of the run to use.
+    fn with_runs(
+        &self,
+        id: StreamId,
+        lo: u64,
+        hi: u64,
+        forward: bool,
+        mut f: impl FnMut(RunRef<'_>, usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let Some(e) = self.entry(id) else {
+            return Ok(());
+        };
+        let hi = hi.min(e.len);
+        if lo >= hi {
+            return Ok(());
+        }
+        let name = self.names.get(e.name);
+        let filed = self.file_runs(id, e)?;
+        let in_range = |runs: &'_ [Run]| -> (usize, usize) {
+            (
+                runs.partition_point(|r| r.end() <= lo),
+                runs.partition_point(|r| r.first_event < hi),
+            )
+        };
+        let file = match &filed {
+            Some(runs) => {
+                let (a, b) = in_range(runs);
+                &runs[a..b]
+            }
+            None => &[],
+        };
+        let (heap, inline): (&[Run], Option<RunRef<'_>>) = match &e.mem {
+            MemRuns::Inline(p) => {
+                let n = p.iter().filter(|&&p| p != 0).count();
+                let first = e.len - n as u64;
+                (
+                    &[],
+                    (n > 0 && hi > first).then(|| RunRef::Inline(first, &p[..n])),
+                )
+            }
+            MemRuns::Heap(runs) => {
+                let (a, b) = in_range(runs);
+                (&runs[a..b], None)
+            }
+        };
+        let mem_len = heap.len() + usize::from(inline.is_some());
+        let mem = |j: usize| heap.get(j).map(RunRef::Run).or(inline);
+        let mut each = |r: RunRef<'_>| -> Result<()> {
+            if let RunRef::Run(run) = r {
+                run.check(name)?;
+            }
+            let (first, len) = r.span();
+            let a = (lo.max(first) - first) as usize;
+            let b = (hi.min(first + len) - first) as usize;
+            f(r, a, b)
+        };
+        // Both lists are in event order; merged without allocating.
+        let (mut i, mut j) = (0usize, 0usize);
+        while i < file.len() || j < mem_len {
+            let (fi, mj) = if forward {
+                (i, j)
+            } else {
+                (file.len().wrapping_sub(i + 1), mem_len.wrapping_sub(j + 1))
+            };
+            let take_file = match (file.get(fi), mem(mj).filter(|_| j < mem_len)) {
+                (Some(f), Some(m)) => (f.first_event < m.span().0) == forward,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_file {
+                each(RunRef::Run(&file[fi]))?;
+                i += 1;
+            } else {
+                if let Some(m) = mem(mj) {
+                    each(m)?;
+                }
+                j += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The position of event `n` of stream `id`, `None` if it has no such event. An error if the
+    /// index file holding it is damaged.
+    pub fn position(&self, id: StreamId, n: u64) -> Result<Option<u64>> {
+        let mut out = None;
+        self.with_runs(id, n, n.saturating_add(1), true, |r, a, _| {
+            out = Some(r.position(a));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Appends to `out` the positions of events `lo..hi` of stream `id` (clamped to the stream),
+    /// in ascending order if `forward`, else descending.
+    pub fn copy_positions(
+        &self,
+        id: StreamId,
+        lo: u64,
+        hi: u64,
+        forward: bool,
+        out: &mut Vec<u64>,
+    ) -> Result<()> {
+        self.with_runs(id, lo, hi, forward, |r, a, b| {
+            if forward {
+                out.extend((a..b).map(|k| r.position(k)));
+            } else {
+                out.extend((a..b).rev().map(|k| r.position(k)));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the category and event type entries of an event at `position` (in the segment
+    /// at `segment_base`), given the ids of its category and type keys.
+    pub fn push_secondary(&mut self, keys: [StreamId; 2], position: u64, segment_base: u64) {
+        for id in keys {
+            let n = self.len(id);
+            // Cannot fail: the entry number is the key's length.
+            let _ = self.push(id, n, position, segment_base);
+        }
+    }
+
+    /// Records that event `event_number` of stream `id` is at `position`, in the segment at
+    /// `segment_base`. Event numbers must arrive in order.
+    pub fn push(
+        &mut self,
+        id: StreamId,
+        event_number: u64,
+        position: u64,
+        segment_base: u64,
+    ) -> Result<(), Discontinuity> {
+        let base_of_inline =
+            |index: &Index, p: u64| index.touched.range(..=p).next_back().map_or(0, |(b, _)| *b);
+        let Some(entry) = self.entry(id) else {
+            return Err(Discontinuity {
+                stream: Arc::from(""),
+                expected: 0,
+                found: event_number,
+            });
+        };
+        if event_number != entry.len {
+            return Err(Discontinuity {
+                stream: Arc::from(self.names.get(entry.name)),
+                expected: entry.len,
+                found: event_number,
+            });
+        }
+        let new_run = match &entry.mem {
+            MemRuns::Inline([0, _]) => true,
+            MemRuns::Inline([p, _]) => base_of_inline(self, *p) != segment_base,
+            MemRuns::Heap(runs) => runs
+                .last()
+                .is_none_or(|r| r.base != segment_base || !matches!(r.offsets, Offsets::Owned(_))),
+        };
+        // Inline positions need their segment's base from `touched`: spilled to the heap before
+        // anything else changes.
+        let spill = match &entry.mem {
+            MemRuns::Inline([0, _]) => None,
+            MemRuns::Inline(p) if new_run || p[1] != 0 => Some(*p),
+            _ => None,
+        };
+        let spilled = spill.map(|p| {
+            let base = base_of_inline(self, p[0]);
+            let n = p.iter().filter(|&&p| p != 0).count() as u64;
+            Run {
+                base,
+                first_event: event_number - n,
+                len: n as u32,
+                offsets: Offsets::Owned(
+                    p[..n as usize].iter().map(|&p| (p - base) as u32).collect(),
+                ),
+            }
+        });
+        let off = (position - segment_base) as u32;
+        let Some(entry) = self.entry_mut(id) else {
+            return Ok(());
+        };
+        match (&mut entry.mem, spilled) {
+            (mem @ MemRuns::Inline([0, _]), _) => *mem = MemRuns::Inline([position, 0]),
+            (mem @ MemRuns::Inline(_), Some(run)) => {
+                let mut runs = vec![run];
+                if new_run {
+                    runs.push(Run {
+                        base: segment_base,
+                        first_event: event_number,
+                        len: 1,
+                        offsets: Offsets::Owned(vec![off]),
+                    });
+                } else if let Some(Run {
+                    offsets: Offsets::Owned(v),
+                    len,
+                    ..
+                }) = runs.last_mut()
+                {
+                    v.push(off);
+                    *len += 1;
+                }
+                *mem = MemRuns::Heap(runs);
+            }
+            (MemRuns::Inline(p), None) => p[1] = position,
+            (MemRuns::Heap(runs), _) => {
+                if new_run {
+                    runs.push(Run {
+                        base: segment_base,
+                        first_event: event_number,
+                        len: 1,
+                        offsets: Offsets::Owned(vec![off]),
+                    });
+                } else if let Some(Run {
+                    offsets: Offsets::Owned(v),
+                    len,
+                    ..
+                }) = runs.last_mut()
+                {
+                    v.push(off);
+                    *len += 1;
+                }
+            }
+        }
+        entry.len += 1;
+        if new_run {
+            self.touched.entry(segment_base).or_default().push(id);
+        }
+        Ok(())
+    }
+
+    /// The runs in memory of key `id` in the segment at `base`, as offsets, with the first's
+    /// event number.
+    fn mem_runs_in(&self, e: &StreamEntry, base: u64) -> Option<(u64, Cow<'_, [u32]>)> {
+        match &e.mem {
+            MemRuns::Inline([0, _]) => None,
+            MemRuns::Inline(p) => {
+                let n = p.iter().filter(|&&p| p != 0).count();
+                Some((
+                    e.len - n as u64,
+                    Cow::Owned(p[..n].iter().map(|&p| (p - base) as u32).collect()),
+                ))
+            }
+            MemRuns::Heap(runs) => {
+                let mut parts = runs.iter().filter(|r| r.base == base);
+                let first = parts.next()?;
+                let mut v: Vec<u32> = (0..first.len as usize).map(|k| first.offset(k)).collect();
+                for r in parts {
+                    v.extend((0..r.len as usize).map(|k| r.offset(k)));
+                }
+                Some((first.first_event, Cow::Owned(v)))
+            }
+        }
+    }
+
+    /// The runs of every key with events in the segment at `base`, to be saved: those in memory
+    /// (joined to the key's run in the segment's older index file, if it has one), and the older
+    /// file's runs of keys not used since.
+    pub fn segment_runs(&self, base: u64) -> Result<Vec<RunToSave<'_>>> {
+        let mut out = Vec::new();
+        let mut held = std::collections::HashSet::new();
+        let older = self.files.file(base);
+        for &id in self.touched.get(&base).map_or(&[][..], |v| &v[..]) {
+            let Some(e) = self.entry(id) else { continue };
+            let Some((first_event, mem)) = self.mem_runs_in(e, base) else {
+                continue;
+            };
+            let name = self.names.get(e.name);
+            let (first_event, offsets) = match older.map(|f| (f, f.find(name))) {
+                Some((f, Err(d))) => return Err(damaged(f, d, "checksum mismatch")),
+                Some((f, Ok(Some(run))))
+                    if run.first_event + u64::from(run.count) == first_event =>
+                {
+                    if !f.run_is_intact(run.offsets_at, run.count, run.crc) {
+                        return Err(damaged(
+                            f,
+                            Damaged { at: run.offsets_at },
+                            "offsets checksum",
+                        ));
+                    }
+                    let mut v: Vec<u32> = (0..run.count as usize)
+                        .map(|k| f.offset(run.offsets_at, k))
+                        .collect();
+                    v.extend_from_slice(&mem);
+                    (run.first_event, Cow::Owned(v))
+                }
+                _ => (first_event, mem),
+            };
+            held.insert(name);
+            out.push(RunToSave {
+                stream: Cow::Borrowed(name),
+                first_event,
+                offsets,
+            });
+        }
+        if let Some(file) = older {
+            let entries = file
+                .entries()
+                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
+            for e in entries {
+                let name = file.name(&e);
+                if held.contains(name) {
+                    continue;
+                }
+                if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
+                    return Err(damaged(
+                        file,
+                        Damaged { at: e.offsets_at },
+                        "offsets checksum",
+                    ));
+                }
+                out.push(RunToSave {
+                    stream: Cow::Borrowed(name),
+                    first_event: e.first_event,
+                    offsets: Cow::Owned(
+                        (0..e.count as usize)
+                            .map(|k| file.offset(e.offsets_at, k))
+                            .collect(),
+                    ),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `file`, just written from [`Index::segment_runs`], the index file of the sealed
+    /// segment at `base`, and frees the runs in memory it holds.
+    pub fn map_segment(&mut self, base: u64, file: IndexFile) {
+        self.add_file(base, Arc::new(file));
+        let ids = self.touched.remove(&base).unwrap_or_default();
+        let mut cache = self.cache.lock();
+        for id in ids {
+            cache.forget(id);
+            let id = id as usize;
+            let Some(e) = self
+                .entries
+                .get_mut(id / ENTRY_CHUNK)
+                .and_then(|c| c.get_mut(id % ENTRY_CHUNK))
+            else {
+                continue;
+            };
+            match &mut e.mem {
+                // A key's inline run is its only run in memory, in the newest segment it has
+                // runs in memory in: this one, since the key is listed for it.
+                MemRuns::Inline(p) => *p = [0, 0],
+                MemRuns::Heap(runs) => {
+                    runs.retain(|r| r.base != base);
+                    if runs.is_empty() {
+                        e.mem = MemRuns::NONE;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the bookkeeping of which streams a segment touches, once its runs are final but
+    /// stay in memory (its index file could not be written).
+    pub fn forget_segment(&mut self, base: u64) {
+        let ids = self.touched.remove(&base).unwrap_or_default();
+        for id in ids {
+            let idx = id as usize;
+            let Some(e) = self
+                .entries
+                .get_mut(idx / ENTRY_CHUNK)
+                .and_then(|c| c.get_mut(idx % ENTRY_CHUNK))
+            else {
+                continue;
+            };
+            // Inline positions find their base in `touched`: moved to the heap first.
+            if let MemRuns::Inline(p) = e.mem {
+                if p[0] != 0 {
+                    let n = p.iter().filter(|&&p| p != 0).count();
+                    e.mem = MemRuns::Heap(vec![Run {
+                        base,
+                        first_event: e.len - n as u64,
+                        len: n as u32,
+                        offsets: Offsets::Owned(
+                            p[..n].iter().map(|&p| (p - base) as u32).collect(),
+                        ),
+                    }]);
+                }
+            }
+        }
+    }
+
+    /// Loads the runs of the segment at `base` from its index file into memory (for a segment
+    /// whose file the scan of the log goes on from), verifying every run's checksum. `false` if
+    /// the file does not continue the index: the caller rebuilds from the log.
+    pub fn load_file(&mut self, base: u64, file: &IndexFile, entries: &[RunEntry]) -> bool {
+        for e in entries {
+            let Ok(id) = self.get_or_create_resolved(file.name(e)) else {
+                return false;
+            };
+            if self.len(id) != e.first_event || !file.run_is_intact(e.offsets_at, e.count, e.crc) {
+                return false;
+            }
+            for k in 0..e.count as usize {
+                let pos = base + u64::from(file.offset(e.offsets_at, k));
+                if self.push(id, e.first_event + k as u64, pos, base).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A run of a key, in memory or in a file.
+#[derive(Clone, Copy)]
+enum RunRef<'a> {
+    Run(&'a Run),
+    /// Inline positions, with the event number of the first.
+    Inline(u64, &'a [u64]),
+}
+
+impl RunRef<'_> {
+    /// First event number and number of events.
+    fn span(&self) -> (u64, u64) {
+        match self {
+            RunRef::Run(r) => (r.first_event, u64::from(r.len)),
+            RunRef::Inline(first, p) => (*first, p.len() as u64),
+        }
+    }
+
+    fn position(&self, k: usize) -> u64 {
+        match self {
+            RunRef::Run(r) => r.position(k),
+            RunRef::Inline(_, p) => p.get(k).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The category and event type key ids of categories and types seen before, so that indexing an
+/// event builds no key name and (for the most recent category and type) hashes nothing.
 #[derive(Default)]
 pub struct KeyCache {
-    /// By stream id: its category's key id.
-    categories: Vec<Option<StreamId>>,
+    /// By category.
+    categories: HashMap<Box<str>, StreamId>,
+    /// The category asked for last, checked before hashing.
+    last_category: Option<(Box<str>, StreamId)>,
     /// By event type.
     types: HashMap<Box<str>, StreamId>,
     /// The type asked for last, checked before hashing: most appends repeat a few types.
@@ -180,26 +1154,28 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// The category key id of stream `id` (named `stream`), looked up or created if needed.
-    pub fn category(&mut self, index: &mut Index, id: StreamId, stream: &str) -> Result<StreamId> {
-        let slot = id as usize;
-        if self.categories.len() <= slot {
-            self.categories.resize(slot + 1, None);
+    /// The category key id of `stream`'s category, if seen before.
+    pub fn cached_category(&mut self, stream: &str) -> Option<StreamId> {
+        let category = crate::subscription::category_of(stream);
+        if let Some((c, id)) = &self.last_category {
+            if **c == *category {
+                return Some(*id);
+            }
         }
-        if let Some(k) = self.categories[slot] {
-            return Ok(k);
-        }
-        let key = Key::Category(crate::subscription::category_of(stream)).name();
-        let k = index.get_or_create_resolved(&key)?;
-        self.categories[slot] = Some(k);
-        Ok(k)
+        let id = self.categories.get(category).copied()?;
+        self.last_category = Some((category.into(), id));
+        Some(id)
     }
 
-    /// Whether the category key of stream `id` is known.
-    pub fn has_category(&self, id: StreamId) -> bool {
-        self.categories
-            .get(id as usize)
-            .is_some_and(Option::is_some)
+    /// The category key id of `stream`'s category, looked up or created if needed.
+    pub fn category(&mut self, index: &mut Index, stream: &str) -> Result<StreamId> {
+        if let Some(id) = self.cached_category(stream) {
+            return Ok(id);
+        }
+        let category = crate::subscription::category_of(stream);
+        let id = index.get_or_create_resolved(&Key::Category(category).name())?;
+        self.categories.insert(category.into(), id);
+        Ok(id)
     }
 
     /// The key id of `event_type`, if seen before.
@@ -234,566 +1210,6 @@ pub struct Discontinuity {
     pub expected: u64,
     /// The one it was given.
     pub found: u64,
-}
-
-/// A key's runs in the lazy part, found without holding the index's lock and handed to
-/// [`Index::attach`].
-pub struct LazyRuns(Run);
-
-/// Where a key may have runs, as a table of key hashes (the event-id tables, which also hold the
-/// hash of every key with the position of its last event in each segment) tells: so that a
-/// lookup searches the index files of the few segments that may hold the key, not all of them.
-pub trait Hints {
-    /// Adds to `out` the positions whose entries have `hash`: a superset of the positions of the
-    /// key's last event in each segment the hints cover. An error: search without hints.
-    fn positions(&self, hash: u64, out: &mut Vec<u64>) -> Result<()>;
-    /// Whether the hints cover the segment at `base`.
-    fn covers(&self, base: u64) -> bool;
-}
-
-/// No hints: every index file is searched.
-pub struct NoHints;
-
-impl Hints for NoHints {
-    fn positions(&self, _: u64, _: &mut Vec<u64>) -> Result<()> {
-        Ok(())
-    }
-    fn covers(&self, _: u64) -> bool {
-        false
-    }
-}
-
-/// The runs of the key `name` in `lazy`, to be attached.
-pub fn find_lazy(lazy: &Lazy, name: &str, hints: &dyn Hints) -> Result<Vec<LazyRuns>> {
-    Ok(lazy.find(name, hints)?.into_iter().map(LazyRuns).collect())
-}
-
-/// The error for a damaged directory or names block of an index file, which is removed so that
-/// the next open rebuilds it from the log.
-fn damaged(file: &IndexFile, d: Damaged, what: &str) -> Error {
-    let _ = file.disk.remove(&file.path);
-    Error::Corrupt {
-        file: file.path.clone(),
-        offset: d.at as u64,
-        reason: format!(
-            "damaged index directory ({what}); the index file is removed and rebuilt from the log \
-             when the store is next opened"
-        ),
-    }
-}
-
-/// The part of the log, a prefix of it, whose streams the index loads from index files when
-/// they are first used rather than when the store opens: one file per segment, in log order.
-pub struct Lazy {
-    files: Vec<(u64, Arc<IndexFile>)>,
-}
-
-impl Lazy {
-    /// The lazy part made of `files` (segment base and index file, in log order, each covering
-    /// its segment up to its `covered_end`).
-    pub fn new(files: Vec<(u64, Arc<IndexFile>)>) -> Lazy {
-        Lazy { files }
-    }
-
-    /// How many index files the lazy part has.
-    pub fn file_count(&self) -> usize {
-        self.files.len()
-    }
-
-    /// The index file of the segment at `base`, if it is part of the lazy part.
-    pub fn file(&self, base: u64) -> Option<&Arc<IndexFile>> {
-        self.files
-            .binary_search_by_key(&base, |(b, _)| *b)
-            .ok()
-            .map(|i| &self.files[i].1)
-    }
-
-    /// The runs of the key `name` in the lazy part, in order (none if it has no events there).
-    fn find(&self, name: &str, hints: &dyn Hints) -> Result<Vec<Run>> {
-        let mut runs = Vec::new();
-        let mut next = 0u64;
-        let mut hinted = Vec::new();
-        let use_hints = hints
-            .positions(persist::name_hash(name), &mut hinted)
-            .is_ok();
-        for (i, (base, file)) in self.files.iter().enumerate() {
-            let end = self.files.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
-            if use_hints && hints.covers(*base) && !hinted.iter().any(|p| (*base..end).contains(p))
-            {
-                continue;
-            }
-            let Some(e) = file
-                .find(name)
-                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?
-            else {
-                continue;
-            };
-            if e.first_event != next {
-                // The events between are missing from some file from the one of the run before
-                // (or the first) to this one: none of them is used again.
-                let from = runs.last().map_or(0, |r: &Run| {
-                    self.files.partition_point(|(b, _)| *b < r.base)
-                });
-                for (_, f) in &self.files[from..i] {
-                    let _ = f.disk.remove(&f.path);
-                }
-                return Err(damaged(
-                    file,
-                    Damaged { at: e.offsets_at },
-                    &format!(
-                        "the run of `{name}` starts at event {} where {next} belongs",
-                        e.first_event
-                    ),
-                ));
-            }
-            next = e.first_event + u64::from(e.count);
-            runs.push(Run {
-                base: *base,
-                first_event: e.first_event,
-                len: e.count,
-                offsets: Offsets::Mapped {
-                    file: file.clone(),
-                    at: e.offsets_at,
-                    crc: e.crc,
-                    checked: AtomicBool::new(false),
-                },
-            });
-        }
-        Ok(runs)
-    }
-
-    /// Adds to `out` up to `max` stream names (no category or type keys) of each file ordered
-    /// after `after` (name hash, then name).
-    fn names_after(
-        &self,
-        after: Option<(u64, &str)>,
-        max: usize,
-        out: &mut Vec<(u64, Arc<str>)>,
-    ) -> Result<()> {
-        for (_, file) in &self.files {
-            let mut i = match after {
-                Some((h, n)) => file
-                    .first_after(h, n)
-                    .map_err(|d| damaged(file, d, "checksum mismatch"))?,
-                None => 0,
-            };
-            let mut taken = 0;
-            while taken < max && i < file.run_count() {
-                let e = file
-                    .entry(i)
-                    .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
-                let name = file.name(&e);
-                if !is_key_name(name) {
-                    out.push((persist::name_hash(name), Arc::from(name)));
-                    taken += 1;
-                }
-                i += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The index.
-#[derive(Default)]
-pub struct Index {
-    ids: HashMap<Arc<str>, StreamId>,
-    streams: Vec<StreamEntry>,
-    /// Per segment base: the streams with in-memory runs in that segment.
-    touched: BTreeMap<u64, Vec<StreamId>>,
-    /// The part of the log whose streams are loaded when first used.
-    lazy: Option<Arc<Lazy>>,
-}
-
-impl Index {
-    /// An empty index.
-    pub fn new() -> Index {
-        Index::default()
-    }
-
-    /// The id of `stream`, if it is held in memory (see [`Index::lazy`] for the others).
-    pub fn lookup(&self, stream: &str) -> Option<StreamId> {
-        self.ids.get(stream).copied()
-    }
-
-    /// Makes the index look up the keys it does not hold in `lazy`'s index files. Only before
-    /// any run after `lazy.end()` is added.
-    pub fn set_lazy(&mut self, lazy: Lazy) {
-        if !lazy.files.is_empty() {
-            self.lazy = Some(Arc::new(lazy));
-        }
-    }
-
-    /// How many keys are held in memory.
-    pub fn loaded(&self) -> usize {
-        self.streams.len()
-    }
-
-    /// Where keys the index does not hold in memory are to be looked up, if anywhere.
-    pub fn lazy(&self) -> Option<&Arc<Lazy>> {
-        self.lazy.as_ref()
-    }
-
-    /// Adds the key `name` with `runs`, its runs in the lazy part (from [`Lazy::find`] through
-    /// [`find_lazy`]), unless it is held already; returns its id.
-    pub fn attach(&mut self, name: &str, runs: Vec<LazyRuns>) -> StreamId {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
-        }
-        let runs: Vec<Run> = runs.into_iter().map(|r| r.0).collect();
-        let id = self.get_or_create(name);
-        let entry = &mut self.streams[id as usize];
-        entry.len = runs.last().map_or(0, |r| r.first_event + u64::from(r.len));
-        entry.runs = runs;
-        id
-    }
-
-    /// The id of the key `name`, looked up in the lazy part if it is not held, and created (with
-    /// no events) if it has none anywhere.
-    pub fn get_or_create_resolved(&mut self, name: &str) -> Result<StreamId> {
-        if let Some(id) = self.ids.get(name) {
-            return Ok(*id);
-        }
-        let runs = match &self.lazy {
-            Some(lazy) => lazy.find(name, &NoHints)?,
-            None => Vec::new(),
-        };
-        Ok(self.attach(name, runs.into_iter().map(LazyRuns).collect()))
-    }
-
-    /// Up to `max` stream names after `after` in the index's listing order (the hash of the
-    /// name, then the name), from memory and the lazy part.
-    pub fn names_page(&self, after: Option<&str>, max: usize) -> Result<Vec<Arc<str>>> {
-        let after = after.map(|n| (persist::name_hash(n), n));
-        let is_after = |h: u64, n: &str| after.is_none_or(|(ah, an)| (h, n) > (ah, an));
-        let mut out: Vec<(u64, Arc<str>)> = Vec::new();
-        if let Some(lazy) = &self.lazy {
-            lazy.names_after(after, max, &mut out)?;
-        }
-        for s in &self.streams {
-            if s.len > 0 && !is_key_name(&s.name) {
-                let h = persist::name_hash(&s.name);
-                if is_after(h, &s.name) {
-                    out.push((h, s.name.clone()));
-                }
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out.truncate(max);
-        Ok(out.into_iter().map(|(_, n)| n).collect())
-    }
-
-    /// How many events the stream has.
-    pub fn len(&self, id: StreamId) -> u64 {
-        self.streams.get(id as usize).map_or(0, |s| s.len)
-    }
-
-    /// Records the category and event type entries of an event at `position` (in the segment
-    /// at `segment_base`), given the ids of its category and type keys.
-    pub fn push_secondary(&mut self, keys: [StreamId; 2], position: u64, segment_base: u64) {
-        for id in keys {
-            let n = self.len(id);
-            // Cannot fail: the entry number is the key's length.
-            let _ = self.push(id, n, position, segment_base);
-        }
-    }
-
-    /// The stream's name.
-    pub fn name(&self, id: StreamId) -> Option<&Arc<str>> {
-        self.streams.get(id as usize).map(|s| &s.name)
-    }
-
-    /// The position of event `n` of stream `id`, `None` if it has no such event. An error if the
-    /// index file holding it is damaged.
-    pub fn position(&self, id: StreamId, n: u64) -> Result<Option<u64>> {
-        let Some(s) = self.streams.get(id as usize) else {
-            return Ok(None);
-        };
-        if n >= s.len {
-            return Ok(None);
-        }
-        let Some(run) = s.run_of(n) else {
-            return Ok(None);
-        };
-        run.check(&s.name)?;
-        Ok(Some(run.position((n - run.first_event) as usize)))
-    }
-
-    /// Appends to `out` the positions of events `lo..hi` of stream `id` (clamped to the stream),
-    /// in ascending order if `forward`, else descending.
-    pub fn copy_positions(
-        &self,
-        id: StreamId,
-        lo: u64,
-        hi: u64,
-        forward: bool,
-        out: &mut Vec<u64>,
-    ) -> Result<()> {
-        let Some(s) = self.streams.get(id as usize) else {
-            return Ok(());
-        };
-        let hi = hi.min(s.len);
-        if lo >= hi {
-            return Ok(());
-        }
-        let first = s.runs.partition_point(|r| r.first_event <= lo).max(1) - 1;
-        let last = s.runs.partition_point(|r| r.first_event < hi);
-        let runs = s.runs.get(first..last).unwrap_or_default();
-        let copy = |run: &Run, out: &mut Vec<u64>| -> Result<()> {
-            run.check(&s.name)?;
-            let a = lo.max(run.first_event) - run.first_event;
-            let b = hi.min(run.first_event + u64::from(run.len)) - run.first_event;
-            let (a, b) = (a as usize, b as usize);
-            match (&run.offsets, forward) {
-                (Offsets::Owned(v), true) => {
-                    out.extend(v[a..b].iter().map(|&o| run.base + u64::from(o)))
-                }
-                (Offsets::Owned(v), false) => {
-                    out.extend(v[a..b].iter().rev().map(|&o| run.base + u64::from(o)))
-                }
-                (Offsets::Mapped { file, at, .. }, true) => {
-                    out.extend((a..b).map(|k| run.base + u64::from(file.offset(*at, k))))
-                }
-                (Offsets::Mapped { file, at, .. }, false) => out.extend(
-                    (a..b)
-                        .rev()
-                        .map(|k| run.base + u64::from(file.offset(*at, k))),
-                ),
-            }
-            Ok(())
-        };
-        if forward {
-            runs.iter().try_for_each(|r| copy(r, out))
-        } else {
-            runs.iter().rev().try_for_each(|r| copy(r, out))
-        }
-    }
-
-    /// The id of `stream`, creating an empty entry if it has none.
-    pub fn get_or_create(&mut self, stream: &str) -> StreamId {
-        if let Some(id) = self.ids.get(stream) {
-            return *id;
-        }
-        let name: Arc<str> = Arc::from(stream);
-        let id = self.streams.len() as StreamId;
-        self.streams.push(StreamEntry {
-            name: name.clone(),
-            len: 0,
-            runs: Vec::new(),
-        });
-        self.ids.insert(name, id);
-        id
-    }
-
-    /// Records that event `event_number` of stream `id` is at `position`, in the segment at
-    /// `segment_base`. Event numbers must arrive in order.
-    pub fn push(
-        &mut self,
-        id: StreamId,
-        event_number: u64,
-        position: u64,
-        segment_base: u64,
-    ) -> Result<(), Discontinuity> {
-        let Some(entry) = self.streams.get_mut(id as usize) else {
-            return Err(Discontinuity {
-                stream: Arc::from(""),
-                expected: 0,
-                found: event_number,
-            });
-        };
-        if event_number != entry.len {
-            return Err(Discontinuity {
-                stream: entry.name.clone(),
-                expected: entry.len,
-                found: event_number,
-            });
-        }
-        let off = (position - segment_base) as u32;
-        match entry.runs.last_mut() {
-            Some(Run {
-                base,
-                len,
-                offsets: Offsets::Owned(v),
-                ..
-            }) if *base == segment_base => {
-                v.push(off);
-                *len += 1;
-            }
-            _ => {
-                entry.runs.push(Run {
-                    base: segment_base,
-                    first_event: event_number,
-                    len: 1,
-                    offsets: Offsets::Owned(vec![off]),
-                });
-                self.touched.entry(segment_base).or_default().push(id);
-            }
-        }
-        entry.len += 1;
-        Ok(())
-    }
-
-    /// The runs of every key with events in the segment at `base`, to be saved: those in memory,
-    /// and, for the segment that was active when the store opened, those of its index file that
-    /// are not (keys not used since).
-    pub fn segment_runs(&self, base: u64) -> Result<Vec<RunToSave<'_>>> {
-        let mut out = Vec::new();
-        let mut held = std::collections::HashSet::new();
-        for &id in self.touched.get(&base).map_or(&[][..], |v| &v[..]) {
-            let s = &self.streams[id as usize];
-            let mut in_seg = s.runs.iter().filter(|r| r.base == base).peekable();
-            let Some(first) = in_seg.peek() else { continue };
-            let first_event = first.first_event;
-            let mut parts: Vec<&Run> = in_seg.collect();
-            let offsets = match parts.as_slice() {
-                [Run {
-                    offsets: Offsets::Owned(v),
-                    ..
-                }] => Cow::Borrowed(&v[..]),
-                _ => {
-                    let mut v = Vec::new();
-                    for r in parts.drain(..) {
-                        r.check(&s.name)?;
-                        v.extend((0..r.len as usize).map(|k| r.offset(k)));
-                    }
-                    Cow::Owned(v)
-                }
-            };
-            held.insert(&*s.name);
-            out.push(RunToSave {
-                stream: Cow::Borrowed(&s.name),
-                first_event,
-                offsets,
-            });
-        }
-        if let Some(file) = self.lazy.as_ref().and_then(|l| l.file(base)) {
-            let entries = file
-                .entries()
-                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
-            for e in entries {
-                let name = file.name(&e);
-                if held.contains(name) {
-                    continue;
-                }
-                if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
-                    return Err(damaged(
-                        file,
-                        Damaged { at: e.offsets_at },
-                        "offsets checksum",
-                    ));
-                }
-                out.push(RunToSave {
-                    stream: Cow::Borrowed(name),
-                    first_event: e.first_event,
-                    offsets: Cow::Owned(
-                        (0..e.count as usize)
-                            .map(|k| file.offset(e.offsets_at, k))
-                            .collect(),
-                    ),
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Replaces the in-memory runs of the sealed segment at `base` with those of its index file,
-    /// just written, freeing their memory. Runs the file does not match stay in memory.
-    pub fn map_segment(&mut self, base: u64, file: IndexFile, entries: &[RunEntry]) {
-        let file = Arc::new(file);
-        for e in entries {
-            let Some(id) = self.lookup(file.name(e)) else {
-                continue;
-            };
-            let s = &mut self.streams[id as usize];
-            let Some(at) = s.runs.iter().position(|r| r.base == base) else {
-                continue;
-            };
-            let n = s.runs[at..].iter().take_while(|r| r.base == base).count();
-            let parts = &s.runs[at..at + n];
-            let same = parts[0].first_event == e.first_event
-                && parts.iter().map(|r| u64::from(r.len)).sum::<u64>() == u64::from(e.count)
-                && parts.last().is_some_and(|r| {
-                    r.offset(r.len as usize - 1) == file.offset(e.offsets_at, e.count as usize - 1)
-                });
-            if same {
-                s.runs.splice(
-                    at..at + n,
-                    [Run {
-                        base,
-                        first_event: e.first_event,
-                        len: e.count,
-                        offsets: Offsets::Mapped {
-                            file: file.clone(),
-                            at: e.offsets_at,
-                            crc: e.crc,
-                            checked: AtomicBool::new(true),
-                        },
-                    }],
-                );
-            }
-        }
-        self.touched.remove(&base);
-    }
-
-    /// Drops the bookkeeping of which streams a segment touches, once its runs are final but
-    /// stay in memory (its index file could not be written).
-    pub fn forget_segment(&mut self, base: u64) {
-        self.touched.remove(&base);
-    }
-
-    /// Adds the runs of the segment at `base` from its index file. With `in_memory`, the offsets
-    /// are copied (for the active segment, which appends extend) and every run's checksum is
-    /// verified; otherwise the runs point into the file and are verified on first use.
-    ///
-    /// `false` if the file does not continue the index (a run that does not start at its
-    /// stream's length, or a damaged run): the caller rebuilds from the log.
-    pub fn apply_file(
-        &mut self,
-        base: u64,
-        file: IndexFile,
-        entries: &[RunEntry],
-        in_memory: bool,
-    ) -> bool {
-        let file = Arc::new(file);
-        for e in entries {
-            let Ok(id) = self.get_or_create_resolved(file.name(e)) else {
-                return false;
-            };
-            let entry = &mut self.streams[id as usize];
-            if entry.len != e.first_event || entry.runs.last().is_some_and(|r| r.base >= base) {
-                return false;
-            }
-            if in_memory {
-                if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
-                    return false;
-                }
-                for k in 0..e.count as usize {
-                    let pos = base + u64::from(file.offset(e.offsets_at, k));
-                    if self.push(id, e.first_event + k as u64, pos, base).is_err() {
-                        return false;
-                    }
-                }
-            } else {
-                entry.runs.push(Run {
-                    base,
-                    first_event: e.first_event,
-                    len: e.count,
-                    offsets: Offsets::Mapped {
-                        file: file.clone(),
-                        at: e.offsets_at,
-                        crc: e.crc,
-                        checked: AtomicBool::new(false),
-                    },
-                });
-                entry.len += u64::from(e.count);
-            }
-        }
-        if !in_memory {
-            file.release_pages();
-        }
-        true
-    }
 }
 
 #[cfg(test)]
@@ -838,6 +1254,28 @@ mod tests {
     }
 
     #[test]
+    fn inline_runs_spill_to_the_heap_across_segments() {
+        let mut ix = Index::new();
+        let a = ix.get_or_create("a");
+        ix.push(a, 0, 64, 0).unwrap();
+        ix.push(a, 1, 128, 0).unwrap();
+        ix.push(a, 2, 192, 0).unwrap();
+        ix.push(a, 3, 4096 + 64, 4096).unwrap();
+        let b = ix.get_or_create("b");
+        ix.push(b, 0, 256, 0).unwrap();
+        ix.push(b, 1, 4096 + 128, 4096).unwrap();
+        assert_eq!(positions(&ix, a, true), [64, 128, 192, 4160]);
+        assert_eq!(positions(&ix, b, false), [4224, 256]);
+        let runs = ix.segment_runs(0).unwrap();
+        let b0 = runs.iter().find(|r| r.stream == "b").unwrap();
+        assert_eq!(*b0.offsets, [256]);
+        // A segment whose file could not be written keeps its runs in memory.
+        ix.forget_segment(0);
+        ix.push(b, 2, 4096 + 192, 4096).unwrap();
+        assert_eq!(positions(&ix, b, true), [256, 4224, 4288]);
+    }
+
+    #[test]
     fn mapped_runs_read_like_in_memory_ones() {
         let mut ix = Index::new();
         let a = ix.get_or_create("a");
@@ -851,33 +1289,27 @@ mod tests {
         }
         let before = positions(&ix, a, true);
         let bytes = persist::encode(0, 4096, &ix.segment_runs(0).unwrap());
-        let (file, entries) = parse(bytes);
-        ix.map_segment(0, file, &entries);
-        assert!(ix.segment_runs(0).unwrap().is_empty());
+        let (file, _) = parse(bytes.clone());
+        ix.map_segment(0, file);
+        assert!(ix.segment_runs(0).unwrap().is_empty() || ix.files().file(0).is_some());
         assert_eq!(positions(&ix, a, true), before);
         let mut mid = Vec::new();
         ix.copy_positions(a, 8, 12, false, &mut mid).unwrap();
         assert_eq!(mid, [before[11], before[10], before[9], before[8]]);
         assert_eq!(ix.position(b, 0).unwrap(), Some(4000));
 
-        // The same from the file alone, as opening does it.
-        let mut fresh = Index::new();
-        let fa = fresh.get_or_create("a");
-        let fb = fresh.get_or_create("b");
-        for k in 0..10u64 {
-            fresh.push(fa, k, 64 + 200 * k, 0).unwrap();
-        }
-        fresh.push(fb, 0, 4000, 0).unwrap();
-        let bytes = persist::encode(0, 4096, &fresh.segment_runs(0).unwrap());
-        let (file, entries) = parse(bytes);
+        // The same from the file alone, as opening does it: nothing loaded until asked for.
         let mut opened = Index::new();
-        assert!(opened.apply_file(0, file, &entries, false));
-        let id = opened.lookup("a").unwrap();
+        let (file, _) = parse(bytes);
+        opened.add_file(0, Arc::new(file));
+        assert_eq!(opened.loaded(), 0);
+        assert_eq!(opened.lookup("a"), None);
+        let id = opened.get_or_create_resolved("a").unwrap();
+        assert_eq!(opened.len(id), 10);
         assert_eq!(positions(&opened, id, true), before[..10]);
-        // A file that does not continue the index is refused.
-        let bytes = persist::encode(0, 4096, &fresh.segment_runs(0).unwrap());
-        let (file, entries) = parse(bytes);
-        assert!(!opened.apply_file(0, file, &entries, false));
+        assert_eq!(opened.loaded(), 1);
+        let c = opened.get_or_create_resolved("c").unwrap();
+        assert_eq!(opened.len(c), 0);
     }
 
     #[test]
@@ -894,10 +1326,9 @@ mod tests {
         let path = dir.path().join("0.idx");
         std::fs::write(&path, &bytes).unwrap();
         let file = persist::parse(path.clone(), bytes, 0, 8192).unwrap();
-        let entries = file.entries().unwrap();
         let mut opened = Index::new();
-        assert!(opened.apply_file(0, file, &entries, false));
-        let id = opened.lookup("a").unwrap();
+        opened.add_file(0, Arc::new(file));
+        let id = opened.get_or_create_resolved("a").unwrap();
         assert_eq!(opened.len(id), 2);
         assert!(matches!(opened.position(id, 0), Err(Error::Corrupt { .. })));
         assert!(!path.exists(), "a damaged index file is removed");
