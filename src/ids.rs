@@ -36,7 +36,7 @@ pub const IDS_HEADER_LEN: usize = 64;
 pub const ENTRY_LEN: usize = 16;
 /// The body (entries, then directory) is checksummed in blocks of this many bytes, each verified
 /// the first time a lookup touches it.
-pub const BLOCK_LEN: usize = 4096;
+pub const BLOCK_LEN: usize = 512;
 /// Average entries per directory bucket the writer aims for: a lookup scans one bucket.
 const BUCKET_TARGET: u64 = 8;
 /// Largest directory: `2^MAX_DIR_BITS` buckets.
