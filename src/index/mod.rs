@@ -242,20 +242,28 @@ impl Names {
         NameRef(((chunk as u64) << 40) | ((off as u64) << 16) | b.len() as u64)
     }
 
-    fn get(&self, r: NameRef) -> &str {
+    fn bytes(&self, r: NameRef) -> &[u8] {
         let (chunk, off, len) = (
             (r.0 >> 40) as usize,
             ((r.0 >> 16) & 0xff_ffff) as usize,
             (r.0 & 0xffff) as usize,
         );
-        let bytes = self
-            .chunks
+        self.chunks
             .get(chunk)
             .and_then(|c| c.get(off..off + len))
-            .unwrap_or_default();
-        // Only whole `str`s are added.
-        std::str::from_utf8(bytes).unwrap_or_default()
+            .unwrap_or_default()
     }
+
+    fn get(&self, r: NameRef) -> &str {
+        // Only whole `str`s are added.
+        std::str::from_utf8(self.bytes(r)).unwrap_or_default()
+    }
+}
+
+/// A slot's tag for a name of `hash`: its top 7 bits (the slot index comes from the low bits),
+/// with the top bit set, so that 0 marks a free slot.
+fn tag_of(hash: u64) -> u8 {
+    (hash >> 57) as u8 | 0x80
 }
 
 /// Entries per chunk of the entry list (chunks are never moved, as for names).
@@ -458,7 +466,7 @@ impl Files {
 
 /// How many keys' runs in index files the cache keeps: what bounds the memory a read adds beyond
 /// the key's entry (a run takes 48 bytes; a stream usually has one per segment it is in).
-const CACHED_KEYS: usize = 1 << 14;
+const CACHED_KEYS: usize = 1 << 12;
 
 /// The runs in index files of keys read lately.
 #[derive(Default)]
@@ -493,6 +501,9 @@ impl RunCache {
 pub struct Index {
     /// Open addressing by name hash: `id + 1` of the key in each used slot, 0 in a free one.
     slots: Vec<u32>,
+    /// Per slot, 7 bits of the name's hash with the top bit set (0: free), so that a probe
+    /// reads a key's entry and name only when these match.
+    tags: Vec<u8>,
     entries: Vec<Vec<StreamEntry>>,
     count: usize,
     names: Names,
@@ -514,6 +525,7 @@ impl Index {
     pub fn new() -> Index {
         Index {
             slots: Vec::new(),
+            tags: Vec::new(),
             entries: Vec::new(),
             count: 0,
             names: Names::default(),
@@ -539,19 +551,21 @@ impl Index {
     /// The slot of `name`: its own if held, else the free one where it would go.
     fn slot_of(&self, name: &str, hash: u64) -> (usize, Option<StreamId>) {
         let mask = self.slots.len() - 1;
+        let tag = tag_of(hash);
         let mut i = (hash as usize) & mask;
         loop {
-            match self.slots[i] {
+            match self.tags[i] {
                 0 => return (i, None),
-                s => {
-                    let id = s - 1;
+                t if t == tag => {
+                    let id = self.slots[i].wrapping_sub(1);
                     if self
                         .entry(id)
-                        .is_some_and(|e| self.names.get(e.name) == name)
+                        .is_some_and(|e| self.names.bytes(e.name) == name.as_bytes())
                     {
                         return (i, Some(id));
                     }
                 }
+                _ => {}
             }
             i = (i + 1) & mask;
         }
@@ -562,16 +576,20 @@ impl Index {
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(1024);
         let mut slots = vec![0u32; cap];
+        let mut tags = vec![0u8; cap];
         let mask = cap - 1;
         for id in 0..self.count as StreamId {
             let Some(e) = self.entry(id) else { continue };
-            let mut i = (name_hash(self.names.get(e.name)) as usize) & mask;
-            while slots[i] != 0 {
+            let hash = name_hash(self.names.get(e.name));
+            let mut i = (hash as usize) & mask;
+            while tags[i] != 0 {
                 i = (i + 1) & mask;
             }
             slots[i] = id + 1;
+            tags[i] = tag_of(hash);
         }
         self.slots = slots;
+        self.tags = tags;
     }
 
     /// The id of `stream`, if it is held in memory (see [`Index::files`] for the others).
@@ -632,10 +650,12 @@ impl Index {
     /// The id of `stream`, creating an empty entry if it is not held. For a key that has no
     /// runs in index files (or whose runs were looked up first, see [`Index::attach`]).
     pub fn get_or_create(&mut self, stream: &str) -> StreamId {
-        if (self.count + 1) * 4 > self.slots.len() * 3 {
+        // At most 7/8 full: the tags keep the probes of a full table cheap.
+        if (self.count + 1) * 8 > self.slots.len() * 7 {
             self.grow();
         }
-        let (slot, found) = self.slot_of(stream, name_hash(stream));
+        let hash = name_hash(stream);
+        let (slot, found) = self.slot_of(stream, hash);
         if let Some(id) = found {
             return id;
         }
@@ -652,6 +672,7 @@ impl Index {
             });
         }
         self.slots[slot] = id + 1;
+        self.tags[slot] = tag_of(hash);
         self.count += 1;
         id
     }
