@@ -165,15 +165,16 @@ impl Run {
 /// The runs of a key that are in no index file: the active segment's, and those of a sealed
 /// segment whose index file could not be written.
 enum MemRuns {
-    /// The positions of the key's last one or two events, in one segment (0: no event; a record
-    /// is never at position 0). The common case of a key used since open: no allocation.
-    Inline([u64; 2]),
+    /// The position of the key's last event, its only one in memory (0: none; a record is never
+    /// at position 0). The common case of a key used since open: no allocation, and an entry of
+    /// 32 bytes.
+    Inline([u64; 1]),
     /// Any number of runs, in event order.
-    Heap(Vec<Run>),
+    Heap(Box<Vec<Run>>),
 }
 
 impl MemRuns {
-    const NONE: MemRuns = MemRuns::Inline([0, 0]);
+    const NONE: MemRuns = MemRuns::Inline([0]);
 
     /// The (first event, events) of each run held, in order, for a key of `len` events.
     fn spans(&self, len: u64) -> Vec<(u64, u64)> {
@@ -202,7 +203,7 @@ impl MemRuns {
     }
 }
 
-/// One key in memory: 40 bytes, plus its name in the arena and its slot in the table.
+/// One key in memory: 32 bytes, plus its name in the arena and its slot in the table.
 struct StreamEntry {
     name: NameRef,
     /// Number of events (in files and in memory).
@@ -632,6 +633,8 @@ impl Index {
             e.len = len;
         }
         if !runs.is_empty() {
+            let mut runs = runs;
+            runs.shrink_to_fit();
             self.cache.lock().put(id, Arc::new(runs));
         }
         id
@@ -726,6 +729,8 @@ impl Index {
             Some(h) => self.files.runs(name, Some((e.len, &spans)), &*h.hints())?,
             None => self.files.runs(name, Some((e.len, &spans)), &NoHints)?,
         };
+        let mut runs = runs;
+        runs.shrink_to_fit();
         let runs = Arc::new(runs);
         self.cache.lock().put(id, runs.clone());
         Ok(Some(runs))
@@ -881,8 +886,8 @@ impl Index {
             });
         }
         let new_run = match &entry.mem {
-            MemRuns::Inline([0, _]) => true,
-            MemRuns::Inline([p, _]) => base_of_inline(self, *p) != segment_base,
+            MemRuns::Inline([0]) => true,
+            MemRuns::Inline([p]) => base_of_inline(self, *p) != segment_base,
             MemRuns::Heap(runs) => runs
                 .last()
                 .is_none_or(|r| r.base != segment_base || !matches!(r.offsets, Offsets::Owned(_))),
@@ -890,8 +895,8 @@ impl Index {
         // Inline positions need their segment's base from `touched`: spilled to the heap before
         // anything else changes.
         let spill = match &entry.mem {
-            MemRuns::Inline([0, _]) => None,
-            MemRuns::Inline(p) if new_run || p[1] != 0 => Some(*p),
+            MemRuns::Inline([0]) => None,
+            MemRuns::Inline(p) => Some(*p),
             _ => None,
         };
         let spilled = spill.map(|p| {
@@ -911,9 +916,10 @@ impl Index {
             return Ok(());
         };
         match (&mut entry.mem, spilled) {
-            (mem @ MemRuns::Inline([0, _]), _) => *mem = MemRuns::Inline([position, 0]),
+            (mem @ MemRuns::Inline([0]), _) => *mem = MemRuns::Inline([position]),
             (mem @ MemRuns::Inline(_), Some(run)) => {
-                let mut runs = vec![run];
+                let mut runs = Vec::with_capacity(1 + usize::from(new_run));
+                runs.push(run);
                 if new_run {
                     runs.push(Run {
                         base: segment_base,
@@ -930,9 +936,9 @@ impl Index {
                     v.push(off);
                     *len += 1;
                 }
-                *mem = MemRuns::Heap(runs);
+                *mem = MemRuns::Heap(Box::new(runs));
             }
-            (MemRuns::Inline(p), None) => p[1] = position,
+            (MemRuns::Inline(p), None) => p[0] = position,
             (MemRuns::Heap(runs), _) => {
                 if new_run {
                     runs.push(Run {
@@ -963,7 +969,7 @@ impl Index {
     /// event number.
     fn mem_runs_in(&self, e: &StreamEntry, base: u64) -> Option<(u64, Cow<'_, [u32]>)> {
         match &e.mem {
-            MemRuns::Inline([0, _]) => None,
+            MemRuns::Inline([0]) => None,
             MemRuns::Inline(p) => {
                 let n = p.iter().filter(|&&p| p != 0).count();
                 Some((
@@ -1072,7 +1078,7 @@ impl Index {
             match &mut e.mem {
                 // A key's inline run is its only run in memory, in the newest segment it has
                 // runs in memory in: this one, since the key is listed for it.
-                MemRuns::Inline(p) => *p = [0, 0],
+                MemRuns::Inline(p) => *p = [0],
                 MemRuns::Heap(runs) => {
                     runs.retain(|r| r.base != base);
                     if runs.is_empty() {
@@ -1100,14 +1106,14 @@ impl Index {
             if let MemRuns::Inline(p) = e.mem {
                 if p[0] != 0 {
                     let n = p.iter().filter(|&&p| p != 0).count();
-                    e.mem = MemRuns::Heap(vec![Run {
+                    e.mem = MemRuns::Heap(Box::new(vec![Run {
                         base,
                         first_event: e.len - n as u64,
                         len: n as u32,
                         offsets: Offsets::Owned(
                             p[..n].iter().map(|&p| (p - base) as u32).collect(),
                         ),
-                    }]);
+                    }]));
                 }
             }
         }
@@ -1272,6 +1278,12 @@ mod tests {
         assert_eq!(positions(&ix, a, false), [4160, 64]);
         assert_eq!(ix.position(a, 1).unwrap(), Some(4160));
         assert_eq!(ix.position(a, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn an_entry_takes_32_bytes() {
+        // What a stream used since open costs, besides its name and its slot.
+        assert_eq!(std::mem::size_of::<StreamEntry>(), 32);
     }
 
     #[test]
