@@ -212,6 +212,37 @@ impl Disk {
     }
 
     /// Cuts or extends the file to `len` bytes.
+    /// Punches a hole of `len` bytes at `offset` (the file keeps its length): the range reads as
+    /// zeros and holds no space.
+    pub(crate) fn punch(&self, file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let punch = || -> io::Result<()> {
+            self.ask(FileOp::Punch { path, offset, len })?;
+            let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+            else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "range too large",
+                ));
+            };
+            // SAFETY: a plain system call on a descriptor we own; no memory is passed.
+            let r = unsafe {
+                libc::fallocate(
+                    file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    n,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        punch().at("punching a hole in", path)
+    }
+
     pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()> {
         self.ask(FileOp::SetLen { path, len })
             .and_then(|_| file.set_len(len))

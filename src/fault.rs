@@ -86,6 +86,16 @@ pub enum FileOp<'a> {
         /// The length reserved.
         len: u64,
     },
+    /// Giving back the space of `len` bytes at `offset` (a hole punched, the length kept): the
+    /// range reads as zeros.
+    Punch {
+        /// The file.
+        path: &'a Path,
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
     /// Setting the file's length (cutting it, or extending it with zeros).
     SetLen {
         /// The file.

@@ -297,6 +297,18 @@ impl Store {
             w.log.sync_all().map(|()| {
                 let active = w.log.active().clone();
                 let _ = self.shared.save_segment_index(&active, false);
+                // The next open checks that the segment is zero past its data end, reading what
+                // the file system does not report as a hole: made one (best effort; the bytes
+                // there are zeros already, so a crash anywhere in this leaves the same log).
+                let from = active.data_end().next_multiple_of(4096);
+                if from < active.usable() {
+                    let _ = self.shared.options.disk.punch(
+                        &active.file,
+                        &active.path,
+                        from,
+                        active.usable() - from,
+                    );
+                }
             })
         };
         drop(lock);

@@ -339,3 +339,33 @@ fn concurrent_closes_all_return_after_the_lock_is_released() {
     let s = Store::open(dir.path(), Options::default()).unwrap();
     assert_eq!(datas(&s, "a"), ["a:0"]);
 }
+
+#[test]
+fn close_gives_back_the_space_after_the_end_of_the_log() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    store
+        .append("a", ExpectedVersion::NoStream, [EventData::new("E", "x")])
+        .unwrap();
+    let seg = dir.path().join("00000000000000000000.seg");
+    let reserved = std::fs::metadata(&seg).unwrap().blocks() * 512;
+    store.close().unwrap();
+    let meta = std::fs::metadata(&seg).unwrap();
+    // The length stays (the segment's capacity); the reserved space past the data is a hole, so
+    // that the next open has nothing to read there when it checks the end of the log.
+    assert_eq!(meta.len(), 64 << 20);
+    assert!(
+        meta.blocks() * 512 < reserved.min(1 << 20),
+        "{} bytes still allocated (were {reserved})",
+        meta.blocks() * 512
+    );
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.stream_version("a"), Some(0));
+    store
+        .append("a", ExpectedVersion::Exact(0), [EventData::new("E", "y")])
+        .unwrap();
+    store.close().unwrap();
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(store.stream_version("a"), Some(1));
+}

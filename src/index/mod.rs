@@ -169,7 +169,8 @@ enum MemRuns {
     /// at position 0). The common case of a key used since open: no allocation, and an entry of
     /// 32 bytes.
     Inline([u64; 1]),
-    /// Any number of runs, in event order.
+    /// Any number of runs, in event order. Boxed, so that the entry stays 32 bytes.
+    #[allow(clippy::box_collection)]
     Heap(Box<Vec<Run>>),
 }
 

@@ -176,14 +176,28 @@ fn damaged_mid_log(bytes: &[u8], bad: usize, group_timestamp: Option<u64>) -> bo
 /// chunk at a time, so that checking the empty rest of a segment maps none of it; ranges the file
 /// system reports as holes (reserved, never written space) are skipped without reading.
 fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
-    const CHUNK: usize = 256 * 1024;
     let len = seg
         .file
         .metadata()
         .at("reading the size of", &seg.path)?
         .len();
     let end = seg.capacity.min(len);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; ZERO_CHECK_CHUNK];
+    // Reading reserved space fills the page cache with zero pages (and read-ahead with more),
+    // which the next `SEEK_DATA` reports as data to read again: no read-ahead here, and what was
+    // read is dropped from the cache afterwards (clean pages only).
+    advise(&seg.file, 0, 0, libc::POSIX_FADV_RANDOM);
+    let found = zero_or_not(seg, from, end, &mut buf);
+    advise(&seg.file, 0, 0, libc::POSIX_FADV_NORMAL);
+    forget_cached(&seg.file, from, end.saturating_sub(from));
+    found
+}
+
+/// Bytes read at a time by [`bytes_after`].
+const ZERO_CHECK_CHUNK: usize = 256 * 1024;
+
+/// Whether any byte of `from..end` of the segment's file is not zero, holes skipped.
+fn zero_or_not(seg: &Segment, from: u64, end: u64, buf: &mut [u8]) -> Result<bool> {
     let mut at = from;
     while at < end {
         let (data, hole) = match data_range(&seg.file, at, end) {
@@ -192,7 +206,7 @@ fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
         };
         let mut pos = data;
         while pos < hole {
-            let n = ((hole - pos) as usize).min(CHUNK);
+            let n = ((hole - pos) as usize).min(ZERO_CHECK_CHUNK);
             seg.disk
                 .read_exact_at(&seg.file, &seg.path, &mut buf[..n], pos)?;
             if buf[..n].iter().any(|&b| b != 0) {
@@ -203,6 +217,21 @@ fn bytes_after(seg: &Segment, from: u64) -> Result<bool> {
         at = hole;
     }
     Ok(false)
+}
+
+/// Drops the page cache's clean pages of `file` in `at..at + len`.
+fn forget_cached(file: &std::fs::File, at: u64, len: u64) {
+    advise(file, at, len, libc::POSIX_FADV_DONTNEED);
+}
+
+/// `posix_fadvise`: advice, whose failure changes nothing but speed.
+fn advise(file: &std::fs::File, at: u64, len: u64, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let (Ok(at), Ok(len)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain system call on a descriptor we own; no memory is passed.
+    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, advice) };
 }
 
 /// The next range of `file` at or after `at` (and before `end`) that may hold data, as told by

@@ -314,6 +314,7 @@ impl OpInfo {
             FileOp::MapWrite { path, .. } => ("MapWrite", path),
             FileOp::Allocate { path, .. } => ("Allocate", path),
             FileOp::SetLen { path, .. } => ("SetLen", path),
+            FileOp::Punch { path, .. } => ("Punch", path),
             FileOp::Sync { path } => ("Sync", path),
             FileOp::SyncDir { path } => ("SyncDir", path),
             FileOp::Rename { to, .. } => ("Rename", to),
@@ -406,6 +407,8 @@ pub enum Change {
     SetLen(u64),
     /// Extended with zeros to at least this length.
     Allocate(u64),
+    /// A range zeroed (a hole punched), the length kept.
+    Zero(u64, u64),
 }
 
 /// A recorded operation: a change to the files, or a mark made by the test.
@@ -463,6 +466,9 @@ impl FaultInjector for Recorder {
             } => Rec::Change(name_of(path), Change::Write(*offset, bytes.to_vec())),
             FileOp::Allocate { path, len } => Rec::Change(name_of(path), Change::Allocate(*len)),
             FileOp::SetLen { path, len } => Rec::Change(name_of(path), Change::SetLen(*len)),
+            FileOp::Punch { path, offset, len } => {
+                Rec::Change(name_of(path), Change::Zero(*offset, *len))
+            }
             FileOp::Sync { path } => Rec::Sync(name_of(path)),
             FileOp::SyncDir { .. } => Rec::SyncDir,
             FileOp::Rename { from, to } => Rec::Rename(name_of(from), name_of(to)),
@@ -493,6 +499,12 @@ fn apply(bytes: &mut Vec<u8>, change: &Change) {
             bytes[*off as usize..end].copy_from_slice(data);
         }
         Change::SetLen(len) => bytes.resize(*len as usize, 0),
+        Change::Zero(off, len) => {
+            let end = (off + len).min(bytes.len() as u64) as usize;
+            if let Some(range) = bytes.get_mut((*off as usize).min(end)..end) {
+                range.fill(0);
+            }
+        }
         Change::Allocate(len) => {
             if bytes.len() < *len as usize {
                 bytes.resize(*len as usize, 0);
