@@ -18,6 +18,8 @@
 //!   among 1,000 (mostly warm); the goal is within 20% of each other. These run last, since
 //!   they add to the stores; an append that fills the active segment pays for sealing it, as an
 //!   application's would, so that cost is in the figures.
+//! - `cold_append_sync/{N}` against `append_sync/1000`: the same with `Durability::Sync` (the
+//!   default), where each append waits for its `fdatasync`.
 //! - `replay/{N}`, `replay/1000`: `replay_stream` of `hot-0`'s 1,000 events (warm).
 //!
 //! "Cold" means not yet looked up by this `Store` since it was opened: the files were just
@@ -81,7 +83,11 @@ fn options() -> Options {
 }
 
 fn open(dir: &Path) -> Store {
-    Store::open(dir, options()).expect("open store")
+    open_with(dir, Durability::None)
+}
+
+fn open_with(dir: &Path, durability: Durability) -> Store {
+    Store::open(dir, options().durability(durability)).expect("open store")
 }
 
 fn stream(i: u64) -> String {
@@ -182,6 +188,7 @@ fn read_one(store: &Store, name: &str) {
 /// successive openings touch different streams.
 struct Cold<'a> {
     dir: &'a Path,
+    durability: Durability,
     store: Option<Store>,
     order: &'a [u32],
     next: usize,
@@ -192,9 +199,14 @@ struct Cold<'a> {
 
 impl<'a> Cold<'a> {
     fn new(dir: &'a Path, order: &'a [u32], limit: u64) -> Cold<'a> {
+        Cold::with(dir, order, limit, Durability::None)
+    }
+
+    fn with(dir: &'a Path, order: &'a [u32], limit: u64, durability: Durability) -> Cold<'a> {
         Cold {
             dir,
-            store: Some(open(dir)),
+            durability,
+            store: Some(open_with(dir, durability)),
             order,
             next: 0,
             left: limit,
@@ -209,7 +221,7 @@ impl<'a> Cold<'a> {
             if let Some(s) = self.store.take() {
                 s.close().expect("close");
             }
-            self.store = Some(open(self.dir));
+            self.store = Some(open_with(self.dir, self.durability));
             self.left = self.limit;
         }
         self.left -= 1;
@@ -301,23 +313,42 @@ fn cold_read_group(c: &mut Criterion, stores: &Stores<'_>) {
     group.finish();
 }
 
+/// The append groups, `cold_append` and `append` with `Durability::None`, and (`durable`)
+/// `cold_append_sync` and `append_sync` with `Durability::Sync`, the default, where the
+/// `fdatasync` of each append is most of its time. The durable groups run after the others and
+/// append to the same streams, so they start from versions the others left.
 fn append_groups(c: &mut Criterion, stores: &Stores<'_>) {
-    let (label, dir, streams) = stores.big.clone();
+    let (_, _, big) = stores.big.clone();
+    let (_, _, small) = stores.small.clone();
     // Versions as the writer knows them (every stream starts with its event 0), so that the
     // timed part is the append alone, as for an actor that holds its own version.
-    let mut versions = vec![0u64; streams as usize];
+    let mut versions = [vec![0u64; big as usize], vec![0u64; small as usize]];
+    for (suffix, durability) in [("", Durability::None), ("_sync", Durability::Sync)] {
+        append_pair(c, stores, suffix, durability, &mut versions);
+    }
+}
+
+fn append_pair(
+    c: &mut Criterion,
+    stores: &Stores<'_>,
+    suffix: &str,
+    durability: Durability,
+    versions: &mut [Vec<u64>; 2],
+) {
+    let (label, dir, streams) = stores.big.clone();
     let order = shuffled(streams);
-    let mut group = c.benchmark_group("cold_append");
+    let mut group = c.benchmark_group(format!("cold_append{suffix}"));
     cold_settings(&mut group);
     group.throughput(Throughput::Elements(1));
-    let mut cold = Cold::new(dir, &order, streams / 2);
+    let mut cold = Cold::with(dir, &order, streams / 2, durability);
+    let [big_versions, small_versions] = versions;
     group.bench_function(&label, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let s = cold.next();
                 let (name, batch) = (stream(s), vec![event()]);
-                let v = &mut versions[s as usize];
+                let v = &mut big_versions[s as usize];
                 let store = cold.store();
                 let start = Instant::now();
                 let r = store
@@ -334,11 +365,10 @@ fn append_groups(c: &mut Criterion, stores: &Stores<'_>) {
     group.finish();
 
     let (label, dir, streams) = stores.small.clone();
-    let mut versions = vec![0u64; streams as usize];
-    let mut group = c.benchmark_group("append");
+    let mut group = c.benchmark_group(format!("append{suffix}"));
     cold_settings(&mut group);
     group.throughput(Throughput::Elements(1));
-    let store = open(dir);
+    let store = open_with(dir, durability);
     let mut rng = Rng(SEED);
     group.bench_function(&label, |b| {
         b.iter_custom(|iters| {
@@ -346,7 +376,7 @@ fn append_groups(c: &mut Criterion, stores: &Stores<'_>) {
             for _ in 0..iters {
                 let s = rng.below(streams);
                 let (name, batch) = (stream(s), vec![event()]);
-                let v = &mut versions[s as usize];
+                let v = &mut small_versions[s as usize];
                 let start = Instant::now();
                 let r = store
                     .append(&name, ExpectedVersion::Exact(*v), batch)
