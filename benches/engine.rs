@@ -225,7 +225,7 @@ fn append_long_stream(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let (_, store) = filled.get_or_insert_with(build);
-                    let version = store.stream_version("account-1").expect("filled");
+                    let version = store.stream_version("account-1").unwrap().expect("filled");
                     if version >= REBUILD_AT {
                         close(filled.take());
                         continue;

@@ -188,7 +188,7 @@ pub fn read_everything(store: &Store) -> Vec<Ev> {
             first_seen.push(e.stream.clone());
         }
     }
-    let names = store.streams();
+    let names = store.streams().unwrap();
     first_seen.sort();
     assert_eq!(names, first_seen, "streams() is not sorted by name");
     for name in &names {
@@ -222,7 +222,10 @@ pub fn read_everything(store: &Store) -> Vec<Ev> {
             .collect();
         back.reverse();
         assert_eq!(back, got, "stream `{name}` backward");
-        assert_eq!(store.stream_version(name), Some(want.len() as u64 - 1));
+        assert_eq!(
+            store.stream_version(name).unwrap(),
+            Some(want.len() as u64 - 1)
+        );
     }
     forward
 }
@@ -593,7 +596,12 @@ fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
             names.push(e.stream.clone());
         }
     }
-    let mut listed = store.streams();
+    let mut listed = match store.streams() {
+        Ok(listed) => listed,
+        // The listing reads every index file's names: a damaged one ends it, and is removed.
+        Err(e) if tolerated(&e) => return,
+        Err(e) => panic!("streams() ({tolerate:?}): {e}"),
+    };
     if forged {
         // Opening compares only a sample of the runs with the log, so a forged run may name a
         // stream that was never written (and hide the one that was, which then reads shorter):
@@ -654,7 +662,11 @@ fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
         } else {
             assert_eq!(got.iter().collect::<Vec<_>>(), want, "stream `{name}`");
         }
-        let version = store.stream_version(name);
+        let version = match store.stream_version(name) {
+            Ok(version) => version,
+            Err(e) if tolerated(&e) => continue,
+            Err(e) => panic!("stream_version({name}) ({tolerate:?}): {e}"),
+        };
         if forged {
             assert!(
                 version <= Some(want.len() as u64 - 1),
@@ -1243,12 +1255,12 @@ fn check_model(store: &Store, m: &Model) {
     assert_eq!(all, m.all, "$all");
     let mut order = m.order.clone();
     order.sort();
-    assert_eq!(store.streams(), order, "streams()");
+    assert_eq!(store.streams().unwrap(), order, "streams()");
     for name in &m.order {
-        assert_eq!(store.stream_version(name), m.version(name));
+        assert_eq!(store.stream_version(name).unwrap(), m.version(name));
     }
     for name in OPS_STREAMS {
-        assert_eq!(store.stream_version(name), m.version(name));
+        assert_eq!(store.stream_version(name).unwrap(), m.version(name));
     }
     let head = m.all.last().map_or(64, |e| e.next);
     assert_eq!(store.head().0, head, "head");

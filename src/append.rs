@@ -921,11 +921,11 @@ impl Shared {
         self.stream_id(&sw.stream)?;
         if w.keys.cached_category(&sw.stream).is_none() {
             let category = crate::subscription::category_of(&sw.stream);
-            self.stream_id(&Key::Category(category).name())?;
+            self.key_id(&Key::Category(category).name())?;
         }
         for e in &sw.events {
             if w.keys.cached_type(&e.event_type).is_none() {
-                self.stream_id(&Key::EventType(&e.event_type).name())?;
+                self.key_id(&Key::EventType(&e.event_type).name())?;
             }
         }
         Ok(())

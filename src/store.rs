@@ -130,7 +130,7 @@ pub struct IndexInfo {
 /// });
 /// assert!(matches!(late, Err(Error::Closed)));
 /// let reopened = Store::open(dir.path(), Options::default())?; // the directory is free
-/// assert_eq!(reopened.stream_version("counter-visits"), Some(0));
+/// assert_eq!(reopened.stream_version("counter-visits")?, Some(0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Store {
@@ -240,8 +240,8 @@ impl Store {
     ///
     /// After `close`, every method of this store that returns a `Result` fails with
     /// [`Error::Closed`]: appends, `flush`, reads and replays, subscriptions, checkpoints. The
-    /// methods without a `Result` (`head`, `streams`, `stream_version`, `category_len`,
-    /// `event_type_len`, `path`) answer from what the store held when it closed. Iterators and
+    /// methods without a `Result` (`head`, `index_info`, `path`) and `streams`, `stream_version`,
+    /// `category_len` and `event_type_len` answer from what the store held when it closed. Iterators and
     /// subscriptions made before `close` yield the events committed before it; subscriptions then
     /// end. The segments' memory maps stay until the last handle (and the last event or
     /// subscription read through it) is dropped.
@@ -568,13 +568,14 @@ impl Store {
         read::replay_all(&view, cursor, f)
     }
 
-    /// The stream's last event number; `None` if it has no events.
-    pub fn stream_version(&self, stream: &str) -> Option<u64> {
+    /// The stream's last event number; `None` if it has no events. An error if the stream had
+    /// to be looked up in an index file that turned out damaged ([`Error::Corrupt`]).
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
         if crate::index::is_key_name(stream) {
-            return None;
+            return Ok(None);
         }
-        let (_, len) = self.shared.stream_len(stream).ok()?;
-        len.checked_sub(1)
+        let (_, len) = self.shared.stream_len(stream)?;
+        Ok(len.checked_sub(1))
     }
 
     /// Up to `max` events of `$all` in commit order, from the event at `from` (or
@@ -622,14 +623,13 @@ impl Store {
 
     /// The names of all streams with events, sorted by name. This holds every name at once: on
     /// a store of millions of streams, page through them with
-    /// [`list_streams`](Self::list_streams) instead.
-    pub fn streams(&self) -> Vec<String> {
+    /// [`list_streams`](Self::list_streams) instead. An error as for
+    /// [`stream_version`](Self::stream_version).
+    pub fn streams(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let Ok(page) = self.streams_page(after.as_deref(), 4096) else {
-                break;
-            };
+            let page = self.streams_page(after.as_deref(), 4096)?;
             match page.last() {
                 Some(last) => after = Some(last.clone()),
                 None => break,
@@ -637,7 +637,7 @@ impl Store {
             out.extend(page);
         }
         out.sort_unstable();
-        out
+        Ok(out)
     }
 
     /// Up to `max` stream names that come after `after` (`None`: from the first) in the store's
@@ -756,18 +756,20 @@ impl Store {
         StreamEvents::new(&self.shared, &key, from, max, true)
     }
 
-    /// How many events `category` has.
-    pub fn category_len(&self, category: &str) -> u64 {
+    /// How many events `category` has. An error as for
+    /// [`stream_version`](Self::stream_version).
+    pub fn category_len(&self, category: &str) -> Result<u64> {
         self.key_len(&Key::Category(category).name())
     }
 
-    /// How many events of type `event_type` there are.
-    pub fn event_type_len(&self, event_type: &str) -> u64 {
+    /// How many events of type `event_type` there are. An error as for
+    /// [`stream_version`](Self::stream_version).
+    pub fn event_type_len(&self, event_type: &str) -> Result<u64> {
         self.key_len(&Key::EventType(event_type).name())
     }
 
-    fn key_len(&self, key: &str) -> u64 {
-        self.shared.stream_len(key).map_or(0, |(_, len)| len)
+    fn key_len(&self, key: &str) -> Result<u64> {
+        Ok(self.shared.stream_len(key)?.1)
     }
 
     /// A catch-up subscription to a category: its events after the `from`-th as
@@ -879,8 +881,18 @@ impl Drop for Store {
 
 impl Shared {
     /// The id of the stream or index key `name`, if it has events: from memory, or else from the
-    /// index files of the lazy part, in which case it is loaded into memory.
+    /// index files, in which case it is loaded into memory.
     pub(crate) fn stream_id(&self, name: &str) -> Result<Option<StreamId>> {
+        self.resolve(name, false)
+    }
+
+    /// The id of the index key `name`, loaded as [`stream_id`](Self::stream_id) does, or added
+    /// with no events: so that committing an event of a new category or type looks nothing up.
+    pub(crate) fn key_id(&self, name: &str) -> Result<Option<StreamId>> {
+        self.resolve(name, true)
+    }
+
+    fn resolve(&self, name: &str, create: bool) -> Result<Option<StreamId>> {
         let files = {
             let index = self.index.read();
             if let Some(id) = index.lookup(name) {
@@ -891,11 +903,11 @@ impl Shared {
             }
             index.files()
         };
-        // Looked up without the lock: a key not in memory has no runs but those in the files,
-        // which only a seal changes, for keys in memory; so whoever attaches it first attaches
-        // the same runs.
+        // Looked up without the lock: a key not in memory has no runs but those in the files
+        // left unread at open, which never change for keys not in memory; so whoever attaches
+        // it first attaches the same runs.
         let runs = files.runs(name, None, &self.ids.key_hints())?;
-        if runs.is_empty() {
+        if runs.is_empty() && !create {
             return Ok(None);
         }
         Ok(Some(self.index.write().attach(name, runs)))

@@ -154,7 +154,7 @@ fn works_without_any_runtime() {
     store.close().unwrap();
     let store = Store::open(dir.path(), Options::default()).unwrap();
     assert_eq!(datas(&store, "a"), ["a:0", "a:1", "a:2"]);
-    assert_eq!(store.streams().len(), 53);
+    assert_eq!(store.streams().unwrap().len(), 53);
 }
 
 /// Polls a future once, leaving it queued (or done).
@@ -230,7 +230,7 @@ fn dropped_futures_lose_nothing_and_hold_up_nobody() {
         store.close().unwrap();
 
         let store = Store::open(dir.path(), Options::default()).unwrap();
-        for name in store.streams() {
+        for name in store.streams().unwrap() {
             let got = datas(&store, &name);
             if name.starts_with("dropped-") {
                 // Written whole or not at all.
@@ -456,7 +456,7 @@ fn confirm_events_async_handles_conflicts_and_snapshots_like_confirm_events() {
     let fresh = Journaled::activate(store.clone(), journal, "7").unwrap();
     assert_eq!((fresh.version(), fresh.state().balance), (3, 55));
     assert_eq!(fresh.snapshot_version(), 3);
-    assert_eq!(store.stream_version("account-7"), Some(2));
+    assert_eq!(store.stream_version("account-7").unwrap(), Some(2));
     // After close, the confirm fails with `Closed` and the events stay unconfirmed.
     store.close().unwrap();
     a.raise_event(AccountEvent::Deposited(1)).unwrap();

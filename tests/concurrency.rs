@@ -111,7 +111,7 @@ fn race(store: &Arc<Store>, threads: usize, rounds: usize, lockstep: bool) -> Ve
                     if lockstep {
                         start.wait();
                     }
-                    let v = store.stream_version(&name);
+                    let v = store.stream_version(&name).unwrap();
                     if lockstep {
                         read.wait();
                     } else if rng.below(4) == 0 {
@@ -183,7 +183,7 @@ fn check_race(store: &Store, logs: &[Log]) -> (usize, usize) {
         }
         let total: u64 = mine.iter().map(|g| g.last - g.first + 1).sum();
         assert_eq!(
-            store.stream_version(&name),
+            store.stream_version(&name).unwrap(),
             total.checked_sub(1),
             "{name}: final version vs {total} granted events"
         );
@@ -500,7 +500,8 @@ fn readers_never_see_torn_batches() {
                 while !done.load(Ordering::SeqCst) {
                     for (s, seen) in seen.iter_mut().enumerate() {
                         let name = read_stream_name(s);
-                        let before = store.stream_version(&name).map_or(0, |v| v + 1) as usize;
+                        let before =
+                            store.stream_version(&name).unwrap().map_or(0, |v| v + 1) as usize;
                         let events = read_stream(&store, &name);
                         let what = format!("stream reader {r}, {name}");
                         assert!(
@@ -660,7 +661,7 @@ fn an_event_read_from_its_stream_is_in_all() {
     let mut anomaly = None;
     let mut checks = 0u64;
     while !done.load(Ordering::SeqCst) {
-        let Some(v) = store.stream_version("agree") else {
+        let Some(v) = store.stream_version("agree").unwrap() else {
             continue;
         };
         let e = store.read_event("agree", v).unwrap();

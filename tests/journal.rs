@@ -272,7 +272,10 @@ fn a_new_actor_activates_at_version_zero_with_the_default_state() {
     assert_eq!(acct.tentative_state(), &Account::default());
     assert_eq!(acct.unconfirmed_events().len(), 0);
     assert_eq!(acct.snapshot_version(), 0);
-    assert!(store.streams().is_empty(), "activation wrote nothing");
+    assert!(
+        store.streams().unwrap().is_empty(),
+        "activation wrote nothing"
+    );
 }
 
 #[test]
@@ -292,7 +295,7 @@ fn a_raised_event_is_tentative_until_confirmed() {
         acct.unconfirmed_events().cloned().collect::<Vec<_>>(),
         vec![opened("ann")]
     );
-    assert_eq!(store.stream_version("account-1"), None);
+    assert_eq!(store.stream_version("account-1").unwrap(), None);
 
     // When: it is confirmed
     acct.confirm_events().unwrap();
@@ -328,7 +331,7 @@ fn a_raised_event_is_tentative_until_confirmed() {
     // And: confirming with nothing pending writes nothing
     acct.confirm_events().unwrap();
     assert_eq!(acct.version(), 3);
-    assert_eq!(store.stream_version("account-1"), Some(2));
+    assert_eq!(store.stream_version("account-1").unwrap(), Some(2));
 }
 
 #[test]
@@ -464,7 +467,7 @@ fn an_undecodable_event_met_while_confirming_is_a_codec_error() {
 
     // Then: a codec error, and the handle's event was not written
     assert_decode_error(result, "account-g", "event 1");
-    assert_eq!(store.stream_version("account-g"), Some(1));
+    assert_eq!(store.stream_version("account-g").unwrap(), Some(1));
 }
 
 /// A note; a note reading `POISON` cannot be encoded.
@@ -543,7 +546,7 @@ fn encoding_failures_are_codec_errors_and_a_failed_snapshot_does_not_fail_the_co
         }
         other => panic!("expected an encode Error::Codec, got {other:?}"),
     }
-    assert_eq!(store.stream_version("notebook-n"), None);
+    assert_eq!(store.stream_version("notebook-n").unwrap(), None);
     assert_eq!((book.version(), book.unconfirmed_events().len()), (0, 1));
 
     // When: a fresh handle confirms an event after which the state cannot be snapshotted
@@ -554,7 +557,7 @@ fn encoding_failures_are_codec_errors_and_a_failed_snapshot_does_not_fail_the_co
     // Then: the event is stored although the snapshot failed; an explicit snapshot says why
     assert_eq!(book.version(), 1);
     assert_eq!(book.snapshot_version(), 0);
-    assert_eq!(store.stream_version("$snapshot-notebook-n"), None);
+    assert_eq!(store.stream_version("$snapshot-notebook-n").unwrap(), None);
     match book.snapshot() {
         Err(Error::Codec { action, what, .. }) => {
             assert_eq!((action, what.as_str()), ("encode", "a snapshot"));
@@ -617,7 +620,7 @@ fn a_conditional_event_after_interference_is_refused_and_refreshes_the_handle() 
 
     // Then: refused, nothing written, and B now sees A's deposit
     assert!(!written);
-    assert_eq!(store.stream_version("account-1"), Some(2));
+    assert_eq!(store.stream_version("account-1").unwrap(), Some(2));
     assert_eq!(b.version(), 3);
     assert_eq!(b.state().balance, 110);
     assert_eq!(b.state(), b.tentative_state());
@@ -630,7 +633,7 @@ fn a_conditional_event_after_interference_is_refused_and_refreshes_the_handle() 
     assert!(written);
     assert_eq!(b.version(), 4);
     assert_eq!(b.state().balance, 90);
-    assert_eq!(store.stream_version("account-1"), Some(3));
+    assert_eq!(store.stream_version("account-1").unwrap(), Some(3));
     assert_eq!(stored_events(&store, "account-1")[3], withdrawn(20));
 }
 
@@ -662,7 +665,7 @@ fn a_conditional_event_without_interference_is_written() {
         None,
         INSUFFICIENT_FUNDS,
     );
-    assert_eq!(store.stream_version("account-1"), Some(3));
+    assert_eq!(store.stream_version("account-1").unwrap(), Some(3));
 }
 
 #[test]
@@ -692,7 +695,7 @@ fn a_pending_event_that_no_longer_applies_after_the_refresh_is_dropped() {
 
     // And: confirming again writes nothing
     b.confirm_events().unwrap();
-    assert_eq!(store.stream_version("account-1"), Some(2));
+    assert_eq!(store.stream_version("account-1").unwrap(), Some(2));
 }
 
 // ---- 3. Reopening the store -------------------------------------------------------------------
@@ -737,14 +740,23 @@ fn a_snapshot_is_written_every_n_confirmed_events_and_activation_replays_only_th
     raise(&mut acct, deposited(10));
     // Then: no snapshot yet
     assert_eq!(acct.snapshot_version(), 0);
-    assert!(!store.streams().contains(&"$snapshot-account-s".to_string()));
+    assert!(!store
+        .streams()
+        .unwrap()
+        .contains(&"$snapshot-account-s".to_string()));
 
     // When: the third is confirmed
     raise(&mut acct, deposited(20));
     // Then: a snapshot covering 3 events is stored in `$snapshot-<TYPE>-<id>`
     assert_eq!(acct.snapshot_version(), 3);
-    assert!(store.streams().contains(&"$snapshot-account-s".to_string()));
-    assert_eq!(store.stream_version("$snapshot-account-s"), Some(0));
+    assert!(store
+        .streams()
+        .unwrap()
+        .contains(&"$snapshot-account-s".to_string()));
+    assert_eq!(
+        store.stream_version("$snapshot-account-s").unwrap(),
+        Some(0)
+    );
 
     // When: five more events are confirmed
     for amount in [1, 2, 3, 4, 5] {
@@ -752,7 +764,10 @@ fn a_snapshot_is_written_every_n_confirmed_events_and_activation_replays_only_th
     }
     // Then: one more snapshot, at 6
     assert_eq!(acct.snapshot_version(), 6);
-    assert_eq!(store.stream_version("$snapshot-account-s"), Some(1));
+    assert_eq!(
+        store.stream_version("$snapshot-account-s").unwrap(),
+        Some(1)
+    );
     assert_eq!(acct.version(), 8);
 
     // When: activated with snapshots, and without
@@ -784,7 +799,10 @@ fn an_explicit_snapshot_is_used_by_the_next_activation() {
 
     // Then: one snapshot at version 3, used by activation
     assert_eq!(acct.snapshot_version(), 3);
-    assert_eq!(store.stream_version("$snapshot-account-e"), Some(0));
+    assert_eq!(
+        store.stream_version("$snapshot-account-e").unwrap(),
+        Some(0)
+    );
     let (again, replayed) =
         applies_during(|| Journaled::activate(store.clone(), snaps.clone(), "e").unwrap());
     assert_eq!(again.snapshot_version(), 3);
@@ -795,7 +813,10 @@ fn an_explicit_snapshot_is_used_by_the_next_activation() {
     let mut empty = Journaled::activate(store.clone(), snaps, "empty").unwrap();
     empty.snapshot().unwrap();
     assert_eq!(empty.snapshot_version(), 0);
-    assert_eq!(store.stream_version("$snapshot-account-empty"), None);
+    assert_eq!(
+        store.stream_version("$snapshot-account-empty").unwrap(),
+        None
+    );
 }
 
 /// One step of the snapshot property test.
@@ -1011,7 +1032,10 @@ fn an_undecodable_snapshot_falls_back_to_full_replay_and_the_next_snapshot_repla
 
     // Then: a new snapshot is written, and activation uses it
     assert_eq!(a.snapshot_version(), 6);
-    assert_eq!(store.stream_version("$snapshot-account-x"), Some(1));
+    assert_eq!(
+        store.stream_version("$snapshot-account-x").unwrap(),
+        Some(1)
+    );
     let (again, replayed) =
         applies_during(|| Journaled::activate(store.clone(), audited.clone(), "x").unwrap());
     assert_eq!(again.snapshot_version(), 6);
@@ -1405,7 +1429,10 @@ fn the_host_keeps_one_activation_per_actor_and_serialises_its_calls() {
                         let now = in_call.fetch_add(1, Ordering::SeqCst) + 1;
                         most_in_call.fetch_max(now, Ordering::SeqCst);
                         // The activation is never behind the store: nobody else writes.
-                        let stored = store.stream_version("account-same").map_or(0, |v| v + 1);
+                        let stored = store
+                            .stream_version("account-same")
+                            .unwrap()
+                            .map_or(0, |v| v + 1);
                         let before = acct.version();
                         if before != stored {
                             stale.fetch_add(1, Ordering::SeqCst);
@@ -1434,7 +1461,10 @@ fn the_host_keeps_one_activation_per_actor_and_serialises_its_calls() {
     let (version, state) = host_view(&host, "same");
     assert_eq!(version, 2 + calls);
     assert_eq!(state.balance, calls);
-    assert_eq!(store.stream_version("account-same"), Some(1 + calls));
+    assert_eq!(
+        store.stream_version("account-same").unwrap(),
+        Some(1 + calls)
+    );
     assert_eq!(activate(&store, "same").state(), &state);
 }
 
@@ -1589,7 +1619,7 @@ fn the_host_keeps_one_activation_per_actor_while_evicting_under_load() {
                             anomalies.fetch_add(1, Ordering::SeqCst);
                         }
                         let stream = Journal::<Account>::stream_of(id);
-                        let stored = store.stream_version(&stream).map_or(0, |v| v + 1);
+                        let stored = store.stream_version(&stream).unwrap().map_or(0, |v| v + 1);
                         if acct.version() != stored {
                             anomalies.fetch_add(1, Ordering::SeqCst);
                         }

@@ -56,7 +56,7 @@ fn a_reopened_store_loads_each_stream_when_first_used() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     let want = fill(&s, 600);
-    let types_before = s.event_type_len("Test");
+    let types_before = s.event_type_len("Test").unwrap();
     let category_before: Vec<_> = s
         .read_category("order", 0, usize::MAX)
         .unwrap()
@@ -78,10 +78,10 @@ fn a_reopened_store_loads_each_stream_when_first_used() {
     // Every stream reads back whole, with its version; each once loaded.
     for (name, data) in &want {
         assert_eq!(&datas(&s, name), data, "{name}");
-        assert_eq!(s.stream_version(name), Some(data.len() as u64 - 1));
+        assert_eq!(s.stream_version(name).unwrap(), Some(data.len() as u64 - 1));
     }
     assert_eq!(s.index_info().loaded_keys, want.len());
-    assert_eq!(s.stream_version("order-100000"), None);
+    assert_eq!(s.stream_version("order-100000").unwrap(), None);
     assert_eq!(
         s.index_info().loaded_keys,
         want.len(),
@@ -94,7 +94,7 @@ fn a_reopened_store_loads_each_stream_when_first_used() {
         .map(|e| e.unwrap().position())
         .collect();
     assert_eq!(category_after, category_before);
-    assert_eq!(s.event_type_len("Test"), types_before);
+    assert_eq!(s.event_type_len("Test").unwrap(), types_before);
     s.close().unwrap();
 }
 
@@ -166,7 +166,7 @@ fn appends_to_streams_not_used_since_open_check_versions_and_retries() {
     }
     let categories: usize = ["account", "order", "cart"]
         .iter()
-        .map(|c| s.category_len(c) as usize)
+        .map(|c| s.category_len(c).unwrap() as usize)
         .sum();
     assert_eq!(categories, want.values().map(Vec::len).sum::<usize>());
 }
@@ -191,7 +191,7 @@ fn pages_of_stream_names_list_each_stream_once() {
     let s = Store::open(dir.path(), opts()).unwrap();
     // Some streams used since open, some new ones, among those left in the files.
     for name in want.iter().take(40) {
-        s.stream_version(name);
+        s.stream_version(name).unwrap();
     }
     for i in 0..30 {
         let name = format!("new-{i}");
@@ -213,7 +213,7 @@ fn pages_of_stream_names_list_each_stream_once() {
     assert_eq!(unique, want);
     let mut sorted: Vec<String> = want.into_iter().collect();
     sorted.sort();
-    assert_eq!(s.streams(), sorted);
+    assert_eq!(s.streams().unwrap(), sorted);
     s.close().unwrap();
     assert!(matches!(s.list_streams(None, 1), Err(Error::Closed)));
 }
@@ -346,7 +346,7 @@ fn a_stream_used_after_a_crash_is_found_in_files_and_in_the_scanned_tail() {
     let s = Store::open(copy.path(), opts()).unwrap();
     for (name, data) in &want {
         assert_eq!(&datas(&s, name), data, "{name}");
-        assert_eq!(s.stream_version(name), Some(data.len() as u64 - 1));
+        assert_eq!(s.stream_version(name).unwrap(), Some(data.len() as u64 - 1));
     }
 }
 
@@ -391,5 +391,169 @@ fn event_data_stays_readable_where_it_was_written() {
             .collect();
         assert_eq!(got, [format!("{i}"), "again".to_string()]);
     }
-    assert_eq!(s.event_type_len("E"), 200);
+    assert_eq!(s.event_type_len("E").unwrap(), 200);
+}
+
+/// 64 KiB segments: index files of a few thousand runs, more than opening samples.
+fn big_segments() -> Options {
+    Options::default()
+        .segment_size(64 << 10)
+        .durability(Durability::None)
+}
+
+fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".idx"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn block_of_entry(i: usize) -> (usize, usize) {
+    let a = (i * IDX_ENTRY_LEN) / IDX_BLOCK_LEN;
+    let b = (i * IDX_ENTRY_LEN + IDX_ENTRY_LEN - 1) / IDX_BLOCK_LEN;
+    (a, b)
+}
+
+#[test]
+fn a_new_category_or_type_is_committed_whole_beside_a_damaged_directory_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    for i in 0..3000 {
+        let name = format!("acct-{i}");
+        s.append(&name, ExpectedVersion::NoStream, [EventData::new("E", "x")])
+            .unwrap();
+    }
+    s.close().unwrap();
+    drop(s);
+    let files = index_files(dir.path());
+    assert!(files.len() >= 3);
+    // A sealed segment's file: damage every directory block no open-time spot check reads.
+    let victim = &files[0];
+    let mut bytes = fs::read(victim).unwrap();
+    let n = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let sampled: std::collections::BTreeSet<usize> = spot_checked_runs(n)
+        .into_iter()
+        .flat_map(|i| {
+            let (a, b) = block_of_entry(i);
+            [a, b]
+        })
+        .collect();
+    let dir_blocks = (n * IDX_ENTRY_LEN) / IDX_BLOCK_LEN; // whole blocks inside the directory
+    let mut damaged = Vec::new();
+    for b in 0..dir_blocks {
+        if !sampled.contains(&b) {
+            // the reserved bytes 36..40 of the first whole entry of the block
+            let first_entry = (b * IDX_BLOCK_LEN).div_ceil(IDX_ENTRY_LEN);
+            let at = IDX_HEADER_LEN + first_entry * IDX_ENTRY_LEN + 36;
+            bytes[at] ^= 1;
+            damaged.push(b);
+        }
+    }
+    assert!(!damaged.is_empty());
+    fs::write(victim, &bytes).unwrap();
+    // A category and a type whose first interpolation probe lands in a damaged block.
+    let probe_block = |name: &str| {
+        let h = idx_name_hash(name) as u128;
+        let guess = (h * n as u128 / (1u128 << 64)) as usize;
+        block_of_entry(guess).0
+    };
+    let k = (0..10_000)
+        .find(|k| {
+            damaged.contains(&probe_block(&format!("\0c:newcat{k}")))
+                && damaged.contains(&probe_block(&format!("\0t:NewType{k}")))
+        })
+        .unwrap();
+
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    assert_eq!(s.index_info().loaded_keys, 0, "lazy open");
+    assert_eq!(
+        fs::read(victim).unwrap(),
+        bytes,
+        "the open did not rebuild the file"
+    );
+    let name = format!("newcat{k}-1");
+    let ty = format!("NewType{k}");
+    let r = s.append(
+        &name,
+        ExpectedVersion::NoStream,
+        [EventData::new(ty.as_str(), "y")],
+    );
+    // Refused whole (the damage reported), or written whole: never written without its entries.
+    if r.is_ok() {
+        let cat = format!("newcat{k}");
+        assert_eq!(s.category_len(&cat).unwrap(), 1);
+        assert_eq!(s.event_type_len(&ty).unwrap(), 1);
+        let read: Vec<_> = s.read_category(&cat, 0, 10).unwrap().collect();
+        assert_eq!(read.len(), 1);
+        s.close().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), big_segments()).unwrap();
+        assert_eq!(s.stream_version(&name).unwrap(), Some(0));
+        assert_eq!(
+            s.category_len(&cat).unwrap(),
+            1,
+            "the event is in its category"
+        );
+        assert_eq!(
+            s.event_type_len(&ty).unwrap(),
+            1,
+            "the event is in its type"
+        );
+    } else {
+        assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    }
+}
+
+#[test]
+fn a_damaged_directory_block_is_an_error_never_no_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    for i in 0..3000 {
+        let name = format!("acct-{i}");
+        s.append(&name, ExpectedVersion::NoStream, [EventData::new("E", "x")])
+            .unwrap();
+    }
+    s.close().unwrap();
+    drop(s);
+    let files = index_files(dir.path());
+    let victim = &files[0];
+    let mut bytes = fs::read(victim).unwrap();
+    let file = decode_idx(&bytes);
+    let n = file.runs.len();
+    let sampled: std::collections::BTreeSet<usize> = spot_checked_runs(n)
+        .into_iter()
+        .flat_map(|i| {
+            let (a, b) = block_of_entry(i);
+            [a, b]
+        })
+        .collect();
+    // a stream of this file whose own directory entry lies in a block no spot check reads
+    let mut sorted = file.runs.clone();
+    sorted.sort_by_key(|r| (idx_name_hash(&r.stream), r.stream.clone()));
+    let (i, victim_run) = sorted
+        .iter()
+        .enumerate()
+        .find(|(i, r)| {
+            let (a, b) = block_of_entry(*i);
+            a == b && !sampled.contains(&a) && !r.stream.starts_with('\0')
+        })
+        .unwrap();
+    let at = IDX_HEADER_LEN + i * IDX_ENTRY_LEN + 36; // a reserved byte of that entry
+    bytes[at] ^= 1;
+    fs::write(victim, &bytes).unwrap();
+    let name = victim_run.stream.clone();
+
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    assert_eq!(s.index_info().loaded_keys, 0);
+    match s.stream_version(&name) {
+        Err(Error::Corrupt { file, .. }) => assert_eq!(&file, victim),
+        r => panic!("{name}: {r:?}, not the damage reported"),
+    }
+    drop(s);
+    // The damaged file was removed: the next open rebuilds it, and the stream is there.
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    assert_eq!(s.stream_version(&name).unwrap(), Some(0));
 }

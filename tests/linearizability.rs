@@ -408,7 +408,7 @@ fn run_thread(
             (inv, Call::Append { writes, outcome }, resp)
         } else if roll < 60 {
             let s = rng.below(ns) as usize;
-            let (inv, version, resp) = timed(clock, || store.stream_version(STREAMS[s]));
+            let (inv, version, resp) = timed(clock, || store.stream_version(STREAMS[s]).unwrap());
             last[s] = version;
             (inv, Call::StreamVersion { stream: s, version }, resp)
         } else if roll < 72 {

@@ -85,9 +85,9 @@ fn read_event_and_version() {
         s.read_event("missing", 0),
         Err(Error::EventNotFound { .. })
     ));
-    assert_eq!(s.stream_version("gamma"), Some(19));
-    assert_eq!(s.stream_version("missing"), None);
-    assert_eq!(s.streams(), ["alpha", "beta", "gamma"]);
+    assert_eq!(s.stream_version("gamma").unwrap(), Some(19));
+    assert_eq!(s.stream_version("missing").unwrap(), None);
+    assert_eq!(s.streams().unwrap(), ["alpha", "beta", "gamma"]);
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn empty_store_reads() {
     assert!(all(&s).is_empty());
     assert_eq!(s.read_all_backward(Position::END, 10).unwrap().count(), 0);
     assert_eq!(s.read_all_forward(s.head(), 10).unwrap().count(), 0);
-    assert!(s.streams().is_empty());
+    assert!(s.streams().unwrap().is_empty());
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn readers_hold_no_lock_across_appends() {
         .unwrap();
     // The read sees the stream as it was when it started.
     assert_eq!(it.count(), 19);
-    assert_eq!(s.stream_version("alpha"), Some(20));
+    assert_eq!(s.stream_version("alpha").unwrap(), Some(20));
 }
 
 #[test]

@@ -277,6 +277,10 @@ const ENTRY_CHUNK: usize = 1 << 16;
 #[derive(Default)]
 pub struct Files {
     list: Vec<(u64, Arc<IndexFile>)>,
+    /// The bases of the files that may hold keys the index does not hold: those left unread
+    /// when the store opened. A file written since holds only keys that were in memory (or
+    /// those of the unread file it replaces, whose base stays here), and keys stay in memory.
+    unread: Vec<u64>,
 }
 
 /// The error for a damaged directory or names block of an index file, which is removed so that
@@ -342,25 +346,35 @@ impl Files {
     }
 
     /// A copy with `file` as the file of the segment at `base`.
-    fn with(&self, base: u64, file: Arc<IndexFile>) -> Files {
+    fn with(&self, base: u64, file: Arc<IndexFile>, unread: bool) -> Files {
         let mut list = self.list.clone();
         match list.binary_search_by_key(&base, |(b, _)| *b) {
             Ok(i) => list[i].1 = file,
             Err(i) => list.insert(i, (base, file)),
         }
-        Files { list }
+        let mut bases = self.unread.clone();
+        if let (true, Err(i)) = (unread, bases.binary_search(&base)) {
+            bases.insert(i, base);
+        }
+        Files {
+            list,
+            unread: bases,
+        }
     }
 
     /// The runs of the key `name` in the index files, in order. With `held`, the key's number of
     /// events and the (first event, events) of its runs in memory: the runs found and those must
     /// make up its events, each run following on from the one before, else the files are
-    /// damaged.
+    /// damaged. Without, the key is not held: only the files left unread at open can have it.
     pub fn runs(
         &self,
         name: &str,
         held: Option<(u64, &[(u64, u64)])>,
         hints: &dyn Hints,
     ) -> Result<Vec<Run>> {
+        if held.is_none() && self.unread.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut runs: Vec<Run> = Vec::new();
         let mut hinted = Vec::new();
         let use_hints = hints.positions(name_hash(name), &mut hinted).is_ok();
@@ -368,6 +382,9 @@ impl Files {
         let mut spans = held.map_or(&[][..], |(_, s)| s).iter().peekable();
         for (i, (base, file)) in self.list.iter().enumerate() {
             let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
+            if held.is_none() && self.unread.binary_search(base).is_err() {
+                continue;
+            }
             if use_hints
                 && hints.covers(*base)
                 && !hinted.iter().any(|p| (*base..seg_end).contains(p))
@@ -473,28 +490,34 @@ const CACHED_KEYS: usize = 1 << 12;
 /// The runs in index files of keys read lately.
 #[derive(Default)]
 struct RunCache {
-    map: HashMap<StreamId, Arc<Vec<Run>>>,
-    order: VecDeque<StreamId>,
+    /// The runs, with the number of the `put` that added them.
+    map: HashMap<StreamId, (Arc<Vec<Run>>, u64)>,
+    /// Oldest first: each key and the `put` it was added by (a key put again, or forgotten,
+    /// leaves a stale pair here, which evicts nothing).
+    order: VecDeque<(StreamId, u64)>,
+    puts: u64,
 }
 
 impl RunCache {
     fn get(&self, id: StreamId) -> Option<Arc<Vec<Run>>> {
-        self.map.get(&id).cloned()
+        self.map.get(&id).map(|(runs, _)| runs.clone())
     }
 
     fn put(&mut self, id: StreamId, runs: Arc<Vec<Run>>) {
-        if self.map.insert(id, runs).is_none() {
-            self.order.push_back(id);
-            while self.order.len() > CACHED_KEYS {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
+        self.puts += 1;
+        self.map.insert(id, (runs, self.puts));
+        self.order.push_back((id, self.puts));
+        while self.map.len() > CACHED_KEYS || self.order.len() > 2 * CACHED_KEYS {
+            let Some((old, put)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|(_, p)| *p == put) {
+                self.map.remove(&old);
             }
         }
     }
 
     fn forget(&mut self, id: StreamId) {
-        // Left in `order`: removing it there is a scan, and a stale id only ages out early.
         self.map.remove(&id);
     }
 }
@@ -607,9 +630,10 @@ impl Index {
         self.files.clone()
     }
 
-    /// Makes `file` the index file of the segment at `base`, whose runs it holds from now on.
+    /// Makes `file`, unread, the index file of the segment at `base`: its keys are looked up in
+    /// it when first used.
     pub fn add_file(&mut self, base: u64, file: Arc<IndexFile>) {
-        self.files = Arc::new(self.files.with(base, file));
+        self.files = Arc::new(self.files.with(base, file, true));
     }
 
     /// Sets where lookups get their hints from.
@@ -1063,7 +1087,7 @@ impl Index {
     /// Makes `file`, just written from [`Index::segment_runs`], the index file of the sealed
     /// segment at `base`, and frees the runs in memory it holds.
     pub fn map_segment(&mut self, base: u64, file: IndexFile) {
-        self.add_file(base, Arc::new(file));
+        self.files = Arc::new(self.files.with(base, Arc::new(file), false));
         let ids = self.touched.remove(&base).unwrap_or_default();
         let mut cache = self.cache.lock();
         for id in ids {

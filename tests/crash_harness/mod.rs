@@ -237,7 +237,7 @@ pub fn run_child_if_asked() {
     };
     let store = Store::open(&dir, opts).expect("child: open");
     let mut versions: Vec<Option<u64>> = (0..STREAMS)
-        .map(|s| store.stream_version(&stream_name(s)))
+        .map(|s| store.stream_version(&stream_name(s)).unwrap())
         .collect();
     let mut rng = Rng(seed_base ^ 0xC0FF_EE00);
     let mut out = std::io::stdout().lock();
@@ -379,7 +379,7 @@ impl Model {
         // Streams: contiguous, each event what its metadata says.
         for (s, &from) in old_len.iter().enumerate() {
             let name = stream_name(s);
-            let len = store.stream_version(&name).map_or(0, |v| v + 1);
+            let len = store.stream_version(&name).unwrap().map_or(0, |v| v + 1);
             assert!(
                 len >= from,
                 "{ctx}: stream {name} shrank from {from} to {len} events"
@@ -404,7 +404,7 @@ impl Model {
                 events.len() as u64,
                 len - from,
                 "{ctx}: reading {name} from {from} disagrees with stream_version {:?}",
-                store.stream_version(&name)
+                store.stream_version(&name).unwrap()
             );
             for (i, e) in events.iter().enumerate() {
                 let n = from + i as u64;

@@ -240,7 +240,7 @@ pub fn check(
     for e in &all {
         by_stream.entry(e.stream().to_string()).or_default().push(e);
     }
-    let names: BTreeSet<String> = store.streams().into_iter().collect();
+    let names: BTreeSet<String> = store.streams().unwrap().into_iter().collect();
     if names != by_stream.keys().cloned().collect::<BTreeSet<_>>() {
         return Err(format!("{ctx}: stream list {names:?} differs from $all"));
     }
@@ -263,7 +263,7 @@ pub fn check(
                 return Err(format!("{ctx}: stream {name}: event {k} differs from $all"));
             }
         }
-        if store.stream_version(name) != Some(got.len() as u64 - 1) {
+        if store.stream_version(name).unwrap() != Some(got.len() as u64 - 1) {
             return Err(format!("{ctx}: stream {name}: wrong version"));
         }
     }
