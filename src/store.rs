@@ -1250,7 +1250,6 @@ fn recover_pass(
     let mut index = Index::new();
     let mut secondary = KeyCache::default();
     let mut used_index_files = false;
-    let mut in_lazy_part = use_index_files;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let count = listed.len();
     let mut i = 0;
@@ -1279,9 +1278,9 @@ fn recover_pass(
         // through the map would map a page (or a 2 MiB folio) of the log into memory.
         let mut covered = false;
         let mut eager = use_index_files;
-        if in_lazy_part {
-            // While every segment so far has a whole index file, the streams of this one are
-            // left in its file too, to be looked up when first used.
+        if use_index_files {
+            // The streams of a segment whose index file covers it (the newest: up to the file's
+            // `covered_end`) are left in the file, to be looked up when first used.
             if let Some(file) = persist::open_file(dir, base, seg.usable(), disk) {
                 if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
                     return Err(Pass::Rebuild);
@@ -1290,18 +1289,15 @@ fn recover_pass(
                 let more = end + 4 <= seg.usable() && read_u32(&seg, end).is_none_or(|l| l != 0);
                 if is_last || !more {
                     file.release_pages();
-                    index.add_file(base, Arc::new(file));
+                    if !index.add_file(base, Arc::new(file)) {
+                        return Err(Pass::Rebuild);
+                    }
                     used_index_files = true;
                     had_index_file = true;
                     from = end;
                     eager = false;
                     covered = !is_last;
                 }
-            }
-            if eager || is_last {
-                // The part left in the files ends here: what follows is loaded now, its keys
-                // looked up in those files.
-                in_lazy_part = false;
             }
         }
         if eager {

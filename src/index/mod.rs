@@ -451,32 +451,57 @@ impl Files {
         }
     }
 
-    /// Adds to `out` up to `max` stream names (no category or type keys) of each file ordered
-    /// after `after` (name hash, then name).
+    /// Adds to `out` the first `max` stream names (no category or type keys) of all the files
+    /// together, ordered after `after` (name hash, then name), each once: a merge of the files'
+    /// directories, which reads about `max` entries and one search per file.
     fn names_after(
         &self,
         after: Option<(u64, &str)>,
         max: usize,
         out: &mut Vec<(u64, Arc<str>)>,
     ) -> Result<()> {
-        for (_, file) in &self.list {
-            let mut i = match after {
-                Some((h, n)) => file
-                    .first_after(h, n)
-                    .map_err(|d| damaged(file, d, "checksum mismatch"))?,
-                None => 0,
-            };
-            let mut taken = 0;
-            while taken < max && i < file.run_count() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // The first stream name of file `f` at or after entry `i`.
+        let next = |f: usize, mut i: usize| -> Result<Option<(u64, &str, usize, usize)>> {
+            let file = &self.list[f].1;
+            while i < file.run_count() {
                 let e = file
                     .entry(i)
                     .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
                 let name = file.name(&e);
                 if !is_key_name(name) {
-                    out.push((name_hash(name), Arc::from(name)));
-                    taken += 1;
+                    return Ok(Some((name_hash(name), name, f, i)));
                 }
                 i += 1;
+            }
+            Ok(None)
+        };
+        let mut heap = BinaryHeap::new();
+        for (f, (_, file)) in self.list.iter().enumerate() {
+            let first = match after {
+                Some((h, n)) => file
+                    .first_after(h, n)
+                    .map_err(|d| damaged(file, d, "checksum mismatch"))?,
+                None => 0,
+            };
+            if let Some(head) = next(f, first)? {
+                heap.push(Reverse(head));
+            }
+        }
+        let mut last: Option<(u64, &str)> = None;
+        let mut taken = 0;
+        while taken < max {
+            let Some(Reverse((hash, name, f, i))) = heap.pop() else {
+                break;
+            };
+            if last != Some((hash, name)) {
+                out.push((hash, Arc::from(name)));
+                last = Some((hash, name));
+                taken += 1;
+            }
+            if let Some(head) = next(f, i + 1)? {
+                heap.push(Reverse(head));
             }
         }
         Ok(())
@@ -631,9 +656,26 @@ impl Index {
     }
 
     /// Makes `file`, unread, the index file of the segment at `base`: its keys are looked up in
-    /// it when first used.
-    pub fn add_file(&mut self, base: u64, file: Arc<IndexFile>) {
+    /// it when first used. The keys already held that it has runs of (opening found them in an
+    /// earlier segment it scanned) count those runs' events; `false` if a run does not follow on
+    /// from what the index holds, or the file's directory is damaged: the caller rebuilds.
+    pub fn add_file(&mut self, base: u64, file: Arc<IndexFile>) -> bool {
+        for id in 0..self.count as StreamId {
+            let Some(e) = self.entry(id) else { continue };
+            let run = match file.find(self.names.get(e.name)) {
+                Ok(Some(run)) => run,
+                Ok(None) => continue,
+                Err(_) => return false,
+            };
+            if run.first_event != e.len {
+                return false;
+            }
+            if let Some(e) = self.entry_mut(id) {
+                e.len += u64::from(run.count);
+            }
+        }
         self.files = Arc::new(self.files.with(base, file, true));
+        true
     }
 
     /// Sets where lookups get their hints from.
@@ -1359,7 +1401,7 @@ mod tests {
         // The same from the file alone, as opening does it: nothing loaded until asked for.
         let mut opened = Index::new();
         let (file, _) = parse(bytes);
-        opened.add_file(0, Arc::new(file));
+        assert!(opened.add_file(0, Arc::new(file)));
         assert_eq!(opened.loaded(), 0);
         assert_eq!(opened.lookup("a"), None);
         let id = opened.get_or_create_resolved("a").unwrap();
@@ -1385,7 +1427,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let file = persist::parse(path.clone(), bytes, 0, 8192).unwrap();
         let mut opened = Index::new();
-        opened.add_file(0, Arc::new(file));
+        assert!(opened.add_file(0, Arc::new(file)));
         let id = opened.get_or_create_resolved("a").unwrap();
         assert_eq!(opened.len(id), 2);
         assert!(matches!(opened.position(id, 0), Err(Error::Corrupt { .. })));
