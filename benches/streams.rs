@@ -347,16 +347,7 @@ fn append_pair(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let s = cold.next();
-                let (name, batch) = (stream(s), vec![event()]);
-                let v = &mut big_versions[s as usize];
-                let store = cold.store();
-                let start = Instant::now();
-                let r = store
-                    .append(&name, ExpectedVersion::Exact(*v), batch)
-                    .expect("append");
-                total += start.elapsed();
-                black_box(r);
-                *v += 1;
+                total += timed_append(cold.store(), s, &mut big_versions[s as usize]);
             }
             total
         });
@@ -375,21 +366,26 @@ fn append_pair(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let s = rng.below(streams);
-                let (name, batch) = (stream(s), vec![event()]);
-                let v = &mut small_versions[s as usize];
-                let start = Instant::now();
-                let r = store
-                    .append(&name, ExpectedVersion::Exact(*v), batch)
-                    .expect("append");
-                total += start.elapsed();
-                black_box(r);
-                *v += 1;
+                total += timed_append(&store, s, &mut small_versions[s as usize]);
             }
             total
         });
     });
     store.close().expect("close");
     group.finish();
+}
+
+/// Appends one event to stream `s`, whose version is `v`, and returns the time the append took.
+fn timed_append(store: &Store, s: u64, v: &mut u64) -> Duration {
+    let (name, batch) = (stream(s), vec![event()]);
+    let start = Instant::now();
+    let r = store
+        .append(&name, ExpectedVersion::Exact(*v), batch)
+        .expect("append");
+    let took = start.elapsed();
+    black_box(r);
+    *v += 1;
+    took
 }
 
 fn replay_group(c: &mut Criterion, stores: &Stores<'_>) {

@@ -401,14 +401,17 @@ fn big_segments() -> Options {
         .durability(Durability::None)
 }
 
-fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".idx"))
-        .collect();
-    v.sort();
-    v
+/// A closed store of 3,000 one-event streams in 64 KiB segments.
+fn three_thousand_streams() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), big_segments()).unwrap();
+    for i in 0..3000 {
+        let name = format!("acct-{i}");
+        s.append(&name, ExpectedVersion::NoStream, [EventData::new("E", "x")])
+            .unwrap();
+    }
+    s.close().unwrap();
+    dir
 }
 
 fn block_of_entry(i: usize) -> (usize, usize) {
@@ -419,16 +422,8 @@ fn block_of_entry(i: usize) -> (usize, usize) {
 
 #[test]
 fn a_new_category_or_type_is_committed_whole_beside_a_damaged_directory_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), big_segments()).unwrap();
-    for i in 0..3000 {
-        let name = format!("acct-{i}");
-        s.append(&name, ExpectedVersion::NoStream, [EventData::new("E", "x")])
-            .unwrap();
-    }
-    s.close().unwrap();
-    drop(s);
-    let files = index_files(dir.path());
+    let dir = three_thousand_streams();
+    let files = files(dir.path(), ".idx");
     assert!(files.len() >= 3);
     // A sealed segment's file: damage every directory block no open-time spot check reads.
     let victim = &files[0];
@@ -509,16 +504,8 @@ fn a_new_category_or_type_is_committed_whole_beside_a_damaged_directory_block() 
 
 #[test]
 fn a_damaged_directory_block_is_an_error_never_no_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), big_segments()).unwrap();
-    for i in 0..3000 {
-        let name = format!("acct-{i}");
-        s.append(&name, ExpectedVersion::NoStream, [EventData::new("E", "x")])
-            .unwrap();
-    }
-    s.close().unwrap();
-    drop(s);
-    let files = index_files(dir.path());
+    let dir = three_thousand_streams();
+    let files = files(dir.path(), ".idx");
     let victim = &files[0];
     let mut bytes = fs::read(victim).unwrap();
     let file = decode_idx(&bytes);

@@ -987,43 +987,11 @@ impl Index {
             (mem @ MemRuns::Inline(_), Some(run)) => {
                 let mut runs = Vec::with_capacity(1 + usize::from(new_run));
                 runs.push(run);
-                if new_run {
-                    runs.push(Run {
-                        base: segment_base,
-                        first_event: event_number,
-                        len: 1,
-                        offsets: Offsets::Owned(vec![off]),
-                    });
-                } else if let Some(Run {
-                    offsets: Offsets::Owned(v),
-                    len,
-                    ..
-                }) = runs.last_mut()
-                {
-                    v.push(off);
-                    *len += 1;
-                }
+                add_to_runs(&mut runs, new_run, segment_base, event_number, off);
                 *mem = MemRuns::Heap(Box::new(runs));
             }
             (MemRuns::Inline(p), None) => p[0] = position,
-            (MemRuns::Heap(runs), _) => {
-                if new_run {
-                    runs.push(Run {
-                        base: segment_base,
-                        first_event: event_number,
-                        len: 1,
-                        offsets: Offsets::Owned(vec![off]),
-                    });
-                } else if let Some(Run {
-                    offsets: Offsets::Owned(v),
-                    len,
-                    ..
-                }) = runs.last_mut()
-                {
-                    v.push(off);
-                    *len += 1;
-                }
-            }
+            (MemRuns::Heap(runs), _) => add_to_runs(runs, new_run, segment_base, event_number, off),
         }
         entry.len += 1;
         if new_run {
@@ -1205,6 +1173,27 @@ impl Index {
             }
         }
         true
+    }
+}
+
+/// Adds event `event_number` at segment offset `off` to the key's runs in memory: to the last
+/// run, or (`new_run`) as a run of its own in the segment at `base`.
+fn add_to_runs(runs: &mut Vec<Run>, new_run: bool, base: u64, event_number: u64, off: u32) {
+    if new_run {
+        runs.push(Run {
+            base,
+            first_event: event_number,
+            len: 1,
+            offsets: Offsets::Owned(vec![off]),
+        });
+    } else if let Some(Run {
+        offsets: Offsets::Owned(v),
+        len,
+        ..
+    }) = runs.last_mut()
+    {
+        v.push(off);
+        *len += 1;
     }
 }
 
