@@ -126,7 +126,7 @@ impl Run {
         }
         if !file.run_is_intact(*at, self.len, *crc) {
             // The file is a cache of the log: without it, the next open rebuilds it.
-            let _ = file.disk.remove(&file.path);
+            file.remove();
             return Err(Error::Corrupt {
                 file: file.path.clone(),
                 offset: *at as u64,
@@ -286,7 +286,7 @@ pub struct Files {
 /// The error for a damaged directory or names block of an index file, which is removed so that
 /// the next open rebuilds it from the log.
 fn damaged(file: &IndexFile, d: Damaged, what: &str) -> Error {
-    let _ = file.disk.remove(&file.path);
+    file.remove();
     Error::Corrupt {
         file: file.path.clone(),
         offset: d.at as u64,
@@ -438,7 +438,7 @@ impl Files {
             .get(from..=i.min(self.list.len().saturating_sub(1)))
             .unwrap_or_default()
         {
-            let _ = f.disk.remove(&f.path);
+            f.remove();
             named = Some(f.path.clone());
         }
         Error::Corrupt {

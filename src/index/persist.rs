@@ -202,6 +202,9 @@ pub struct IndexFile {
     layout: Layout,
     /// One bit per checksummed block: verified already.
     verified: Vec<AtomicU64>,
+    /// Device and inode of the file mapped, so that removing it never removes a newer file
+    /// written under the same name since (a seal rewrites the active segment's file).
+    identity: Option<(u64, u64)>,
 }
 
 /// Either a memory map or, for tests and tiny files, owned bytes.
@@ -233,6 +236,18 @@ impl IndexFile {
             // next access fault them in again from the page cache, with the same contents. No
             // reference into the mapping is held across this call.
             let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// Removes the file, found damaged, so that the next open rebuilds it: unless the name now
+    /// holds a newer file. Best effort: the damage is reported either way.
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let current = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if self.identity.is_none() || current == self.identity {
+            let _ = self.disk.remove(&self.path);
         }
     }
 
@@ -485,6 +500,7 @@ fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<
         verified: (0..layout.blocks.div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect(),
+        identity: None,
     })
 }
 
@@ -493,16 +509,22 @@ fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<
 pub fn open_file(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<IndexFile> {
     let path = dir.join(index_file_name(base));
     let file = disk.open(&path, false).ok()?;
-    let len = file.metadata().ok()?.len();
+    let meta = file.metadata().ok()?;
+    let len = meta.len();
     if len < INDEX_HEADER_LEN as u64 {
         return None;
     }
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
     // SAFETY: index files are written under a temporary name and renamed into place, never
     // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
     // or removed later keeps its old inode mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let mut file = parse_bytes(path, Bytes::Mapped(map), base, capacity)?;
     file.disk = disk.clone();
+    file.identity = Some(identity);
     Some(file)
 }
 
@@ -662,6 +684,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn removing_a_damaged_file_spares_a_newer_one_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::default();
+        save(dir.path(), 4096, &encode(4096, 512, &runs()), false, &disk).unwrap();
+        let old = open_file(dir.path(), 4096, 8192, &disk).unwrap();
+        // A seal writes the segment's file again: the old mapping stays, the name moves on.
+        save(dir.path(), 4096, &encode(4096, 512, &runs()), false, &disk).unwrap();
+        old.remove();
+        assert!(dir.path().join(index_file_name(4096)).exists());
+        let current = open_file(dir.path(), 4096, 8192, &disk).unwrap();
+        current.remove();
+        assert!(!dir.path().join(index_file_name(4096)).exists());
     }
 
     #[test]
