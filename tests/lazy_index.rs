@@ -41,6 +41,15 @@ fn fill(store: &Store, n: usize) -> BTreeMap<String, Vec<String>> {
     want
 }
 
+/// A closed store filled by [`fill`] with `n` streams, and what they hold.
+fn filled(n: usize) -> (tempfile::TempDir, BTreeMap<String, Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let want = fill(&s, n);
+    s.close().unwrap();
+    (dir, want)
+}
+
 fn files(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap()
@@ -220,11 +229,7 @@ fn pages_of_stream_names_list_each_stream_once() {
 
 #[test]
 fn index_files_of_the_previous_layout_are_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), opts()).unwrap();
-    let want = fill(&s, 300);
-    s.close().unwrap();
-    drop(s);
+    let (dir, want) = filled(300);
     // Index files and id tables of an older layout: a store written by an earlier version.
     for idx in files(dir.path(), ".idx") {
         let mut bytes = fs::read(&idx).unwrap();
@@ -264,11 +269,7 @@ fn index_files_of_the_previous_layout_are_rebuilt() {
 
 #[test]
 fn a_forged_index_file_that_drops_a_run_fails_the_read_and_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), opts()).unwrap();
-    let want = fill(&s, 300);
-    s.close().unwrap();
-    drop(s);
+    let (dir, want) = filled(300);
     // A valid file (every checksum right) for a sealed segment in the middle of the log that
     // lists every run but one of a stream with events in later segments: only a faulty writer
     // makes it, and the open-time sample may miss it.
