@@ -415,6 +415,17 @@ fn three_thousand_streams() -> tempfile::TempDir {
     dir
 }
 
+/// The directory blocks that opening reads to spot-check a file of `n` runs.
+fn sampled_blocks(n: usize) -> BTreeSet<usize> {
+    spot_checked_runs(n)
+        .into_iter()
+        .flat_map(|i| {
+            let (a, b) = block_of_entry(i);
+            [a, b]
+        })
+        .collect()
+}
+
 fn block_of_entry(i: usize) -> (usize, usize) {
     let a = (i * IDX_ENTRY_LEN) / IDX_BLOCK_LEN;
     let b = (i * IDX_ENTRY_LEN + IDX_ENTRY_LEN - 1) / IDX_BLOCK_LEN;
@@ -430,13 +441,7 @@ fn a_new_category_or_type_is_committed_whole_beside_a_damaged_directory_block() 
     let victim = &files[0];
     let mut bytes = fs::read(victim).unwrap();
     let n = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let sampled: std::collections::BTreeSet<usize> = spot_checked_runs(n)
-        .into_iter()
-        .flat_map(|i| {
-            let (a, b) = block_of_entry(i);
-            [a, b]
-        })
-        .collect();
+    let sampled = sampled_blocks(n);
     let dir_blocks = (n * IDX_ENTRY_LEN) / IDX_BLOCK_LEN; // whole blocks inside the directory
     let mut damaged = Vec::new();
     for b in 0..dir_blocks {
@@ -511,13 +516,7 @@ fn a_damaged_directory_block_is_an_error_never_no_stream() {
     let mut bytes = fs::read(victim).unwrap();
     let file = decode_idx(&bytes);
     let n = file.runs.len();
-    let sampled: std::collections::BTreeSet<usize> = spot_checked_runs(n)
-        .into_iter()
-        .flat_map(|i| {
-            let (a, b) = block_of_entry(i);
-            [a, b]
-        })
-        .collect();
+    let sampled = sampled_blocks(n);
     // a stream of this file whose own directory entry lies in a block no spot check reads
     let mut sorted = file.runs.clone();
     sorted.sort_by_key(|r| (idx_name_hash(&r.stream), r.stream.clone()));
