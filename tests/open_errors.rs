@@ -99,11 +99,11 @@ fn an_existing_store_on_a_read_only_mount_names_the_file_and_loses_nothing() {
     // A closed handle keeps its maps until it is dropped; a mount with open files stays writable.
     drop(s);
     fs.set_read_only(true);
-    let err = Store::open(fs.path(), opts.clone()).err().unwrap();
+    let err = open_after_close(fs.path(), opts.clone()).err().unwrap();
     assert_eq!(check_io_error(&err, fs.path()), Some(30));
     assert!(err.to_string().contains("lock file LOCK in"), "{err}");
     fs.set_read_only(false);
-    let s = Store::open(fs.path(), opts).unwrap();
+    let s = open_after_close(fs.path(), opts).unwrap();
     assert_eq!(datas(&s, "a-1").len(), 3);
     s.close().unwrap();
 }
@@ -195,7 +195,7 @@ fn a_fresh_volume_with_only_lost_and_found_is_accepted() {
     s.append("a-1", ExpectedVersion::NoStream, events("a-1", 0, 2))
         .unwrap();
     s.close().unwrap();
-    let s = Store::open(dir.path(), Options::default()).unwrap();
+    let s = open_after_close(dir.path(), Options::default()).unwrap();
     assert_eq!(datas(&s, "a-1").len(), 2);
     assert!(dir.path().join("lost+found").is_dir());
 }

@@ -406,3 +406,18 @@ impl Drop for TinyFs {
             .status();
     }
 }
+
+/// `Store::open`, tried again while it fails with `Error::Locked` (up to 5 s): for a reopen after
+/// `close` in a test binary whose other tests spawn processes, since a child forked while the
+/// store was open holds its lock until the child calls `exec` (see README, Known limits).
+pub fn open_after_close(dir: &Path, options: Options) -> Result<Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, options.clone()) {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
