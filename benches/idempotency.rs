@@ -17,6 +17,10 @@
 //! Prints, for each shape and each tenth of the run, events per second with `Exact` and with
 //! `Any`, and their ratio; then the whole run's.
 
+#[path = "common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 use std::time::Instant;
 
 use eventjournal::{Durability, EventData, ExpectedVersion, Options, Store};
@@ -28,18 +32,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small deterministic generator (xorshift), so both runs of a shape append the same sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 struct Shape {

@@ -43,6 +43,10 @@
 //! The stores and the memory table are built and printed whatever the filter: every group needs
 //! both stores.
 
+#[path = "common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 use std::hint::black_box;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -96,18 +100,6 @@ fn stream(i: u64) -> String {
 
 fn event() -> EventData {
     EventData::new(EVENT_TYPE, PAYLOAD)
-}
-
-/// A small deterministic generator (xorshift), so that no dependency is needed for shuffling.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// The stream indices `0..n` in a shuffled order (Fisher–Yates), as `u32`s: 40 MB for 10M

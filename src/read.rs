@@ -43,9 +43,7 @@ impl<'a> StreamEvents<'a> {
         forward: bool,
     ) -> Result<StreamEvents<'a>> {
         let (id, len) = shared.stream_len(stream)?;
-        let name = id
-            .and_then(|id| shared.index.read().name(id).map(Arc::from))
-            .unwrap_or_else(|| Arc::from(stream));
+        let name = Arc::from(stream);
         let (next, remaining) = if forward {
             (from, max)
         } else if len == 0 {

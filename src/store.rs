@@ -915,6 +915,13 @@ impl Shared {
 
     /// The id and number of events of the stream or key `name` (0 if it has none).
     pub(crate) fn stream_len(&self, name: &str) -> Result<(Option<StreamId>, u64)> {
+        {
+            // The usual case, a key held, under one lock.
+            let index = self.index.read();
+            if let Some(id) = index.lookup(name) {
+                return Ok((Some(id), index.len(id)));
+            }
+        }
         let id = self.stream_id(name)?;
         Ok((id, id.map_or(0, |id| self.index.read().len(id))))
     }

@@ -752,11 +752,6 @@ impl Index {
         self.entry(id).map_or(0, |s| s.len)
     }
 
-    /// The stream's name.
-    pub fn name(&self, id: StreamId) -> Option<&str> {
-        self.entry(id).map(|e| self.names.get(e.name))
-    }
-
     /// Up to `max` stream names after `after` in the index's listing order (the hash of the
     /// name, then the name), from memory and the index files.
     pub fn names_page(&self, after: Option<&str>, max: usize) -> Result<Vec<Arc<str>>> {
@@ -1222,65 +1217,68 @@ impl RunRef<'_> {
     }
 }
 
+/// Key ids by a name (a category, an event type), with the one asked for last checked before
+/// hashing: most appends repeat a few.
+#[derive(Default)]
+struct NamedIds {
+    ids: HashMap<Box<str>, StreamId>,
+    last: Option<(Box<str>, StreamId)>,
+}
+
+impl NamedIds {
+    fn get(&mut self, name: &str) -> Option<StreamId> {
+        if let Some((n, id)) = &self.last {
+            if **n == *name {
+                return Some(*id);
+            }
+        }
+        let id = self.ids.get(name).copied()?;
+        self.last = Some((name.into(), id));
+        Some(id)
+    }
+
+    /// The id of `name`, looked up in `index` (as the key `key`) the first time.
+    fn get_or_resolve(&mut self, index: &mut Index, name: &str, key: Key<'_>) -> Result<StreamId> {
+        if let Some(id) = self.get(name) {
+            return Ok(id);
+        }
+        let id = index.get_or_create_resolved(&key.name())?;
+        self.ids.insert(name.into(), id);
+        Ok(id)
+    }
+}
+
 /// The category and event type key ids of categories and types seen before, so that indexing an
 /// event builds no key name and (for the most recent category and type) hashes nothing.
 #[derive(Default)]
 pub struct KeyCache {
-    /// By category.
-    categories: HashMap<Box<str>, StreamId>,
-    /// The category asked for last, checked before hashing.
-    last_category: Option<(Box<str>, StreamId)>,
-    /// By event type.
-    types: HashMap<Box<str>, StreamId>,
-    /// The type asked for last, checked before hashing: most appends repeat a few types.
-    last_type: Option<(Box<str>, StreamId)>,
+    categories: NamedIds,
+    types: NamedIds,
 }
 
 impl KeyCache {
     /// The category key id of `stream`'s category, if seen before.
     pub fn cached_category(&mut self, stream: &str) -> Option<StreamId> {
-        let category = crate::subscription::category_of(stream);
-        if let Some((c, id)) = &self.last_category {
-            if **c == *category {
-                return Some(*id);
-            }
-        }
-        let id = self.categories.get(category).copied()?;
-        self.last_category = Some((category.into(), id));
-        Some(id)
+        self.categories
+            .get(crate::subscription::category_of(stream))
     }
 
     /// The category key id of `stream`'s category, looked up or created if needed.
     pub fn category(&mut self, index: &mut Index, stream: &str) -> Result<StreamId> {
-        if let Some(id) = self.cached_category(stream) {
-            return Ok(id);
-        }
         let category = crate::subscription::category_of(stream);
-        let id = index.get_or_create_resolved(&Key::Category(category).name())?;
-        self.categories.insert(category.into(), id);
-        Ok(id)
+        self.categories
+            .get_or_resolve(index, category, Key::Category(category))
     }
 
     /// The key id of `event_type`, if seen before.
     pub fn cached_type(&mut self, event_type: &str) -> Option<StreamId> {
-        if let Some((t, id)) = &self.last_type {
-            if **t == *event_type {
-                return Some(*id);
-            }
-        }
-        let id = self.types.get(event_type).copied()?;
-        self.last_type = Some((event_type.into(), id));
-        Some(id)
+        self.types.get(event_type)
     }
 
     /// The key id of `event_type`, looked up or created if needed.
     pub fn event_type(&mut self, index: &mut Index, event_type: &str) -> Result<StreamId> {
-        if let Some(id) = self.cached_type(event_type) {
-            return Ok(id);
-        }
-        let id = index.get_or_create_resolved(&Key::EventType(event_type).name())?;
-        self.types.insert(event_type.into(), id);
-        Ok(id)
+        self.types
+            .get_or_resolve(index, event_type, Key::EventType(event_type))
     }
 }
 
