@@ -21,6 +21,9 @@
 //! - `cold_append_sync/{N}` against `append_sync/1000`: the same with `Durability::Sync` (the
 //!   default), where each append waits for its `fdatasync`.
 //! - `replay/{N}`, `replay/1000`: `replay_stream` of `hot-0`'s 1,000 events (warm).
+//! - `hash_floor/{N}`, `hash_floor/1000`: a lookup of a random name in a `HashMap<String, u64>`
+//!   of N names, and of 1,000: the gap between the two is what reaching one random entry of a
+//!   structure of N keys costs on this machine, the floor under any first use of a stream.
 //!
 //! "Cold" means not yet looked up by this `Store` since it was opened: the files were just
 //! written and are in the page cache, so this is the cost of the store's own index, not of the
@@ -32,7 +35,8 @@
 //! disk and files, then, in a fresh process, the time to open it and its resident memory
 //! (`RssAnon`, `RssFile` from `/proc/self/status`, Linux only) before opening, right after, and
 //! after reading one event of each of K = min(N/10, 1,000,000) distinct streams, with the anonymous
-//! memory per touched stream.
+//! memory per touched stream: over all K, and over the last nine tenths of them (what one more
+//! stream costs, without what the first reads add once, such as the cache of runs read lately).
 //!
 //! ```sh
 //! cargo bench --bench streams                               # N = 1,000,000
@@ -367,6 +371,28 @@ fn append_pair(
     group.finish();
 }
 
+/// The memory floor: a lookup of a random name in a `HashMap<String, u64>` of N names (the whole
+/// index in memory, as simple as it gets), against one of 1,000 names. A first use of a stream
+/// among N cannot cost less than the gap between the two: it is the price of reaching one random
+/// entry of a structure that size on this machine (cache and TLB misses), whatever the design.
+fn floor_group(c: &mut Criterion, stores: &Stores<'_>) {
+    let mut group = c.benchmark_group("hash_floor");
+    group.throughput(Throughput::Elements(1));
+    for (label, _, streams) in stores.both() {
+        let map: std::collections::HashMap<String, u64> =
+            (0..streams).map(|i| (stream(i), i)).collect();
+        let mut rng = Rng(SEED);
+        group.bench_function(label, |b| {
+            b.iter_batched(
+                || stream(rng.below(streams)),
+                |name| black_box(map.get(&name).copied()),
+                criterion::BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 /// Appends one event to stream `s`, whose version is `v`, and returns the time the append took.
 fn timed_append(store: &Store, s: u64, v: &mut u64) -> Duration {
     let (name, batch) = (stream(s), vec![event()]);
@@ -426,13 +452,17 @@ fn memory_child(dir: &str, streams: u64) {
     let store = open(Path::new(dir));
     let open_ns = start.elapsed().as_nanos();
     let opened = rss();
-    for &i in &order[..k] {
+    for &i in &order[..k / 10] {
+        read_one(&store, &stream(u64::from(i)));
+    }
+    let tenth = rss();
+    for &i in &order[k / 10..k] {
         read_one(&store, &stream(u64::from(i)));
     }
     let after = rss();
     println!(
-        "{open_ns} {} {} {} {} {} {}",
-        before.0, before.1, opened.0, opened.1, after.0, after.1
+        "{open_ns} {} {} {} {} {} {} {}",
+        before.0, before.1, opened.0, opened.1, after.0, after.1, tenth.0
     );
     store.close().expect("close");
 }
@@ -447,6 +477,8 @@ struct Figures {
     open_ns: u64,
     /// `RssAnon`, `RssFile`: before opening, right after opening, after touching.
     rss: [(u64, u64); 3],
+    /// `RssAnon` after touching the first tenth of the streams.
+    tenth_anon: u64,
 }
 
 /// Size on disk (files' lengths; segments are preallocated) and files of the store in `dir`.
@@ -483,7 +515,7 @@ fn measure(dir: &Path, streams: u64, build_s: f64) -> Figures {
         .split_whitespace()
         .filter_map(|n| n.parse().ok())
         .collect();
-    let [open_ns, a0, f0, a1, f1, a2, f2] = n[..] else {
+    let [open_ns, a0, f0, a1, f1, a2, f2, tenth_anon] = n[..] else {
         panic!("memory child printed {text:?}");
     };
     Figures {
@@ -493,6 +525,7 @@ fn measure(dir: &Path, streams: u64, build_s: f64) -> Figures {
         files,
         open_ns,
         rss: [(a0, f0), (a1, f1), (a2, f2)],
+        tenth_anon,
     }
 }
 
@@ -527,6 +560,11 @@ fn print_table(figures: &[Figures]) {
         let grown = f.rss[2].0.saturating_sub(f.rss[1].0);
         format!("{:.1}", grown as f64 / touched(f.streams).max(1) as f64)
     });
+    row("anon bytes per stream, K/10 to K", &|f| {
+        let grown = f.rss[2].0.saturating_sub(f.tenth_anon);
+        let k = touched(f.streams);
+        format!("{:.1}", grown as f64 / (k - k / 10).max(1) as f64)
+    });
     row("RssFile before open", &|f| mb(f.rss[0].1));
     row("RssFile after open", &|f| mb(f.rss[1].1));
     row("RssFile after touching K", &|f| mb(f.rss[2].1));
@@ -558,5 +596,6 @@ fn main() {
     cold_read_group(&mut c, &stores);
     replay_group(&mut c, &stores);
     append_groups(&mut c, &stores);
+    floor_group(&mut c, &stores);
     c.final_summary();
 }

@@ -1024,65 +1024,67 @@ impl Index {
     /// file's runs of keys not used since.
     pub fn segment_runs(&self, base: u64) -> Result<Vec<RunToSave<'_>>> {
         let mut out = Vec::new();
-        let mut held = std::collections::HashSet::new();
-        let older = self.files.file(base);
+        // The older file's runs by name, parsed once: a key joined to its run there is found in
+        // this map, not by a search of the file per key (a seal of the segment active at open
+        // can have hundreds of thousands of keys to join).
+        let older = match self.files.file(base) {
+            Some(f) => {
+                let entries = f
+                    .entries()
+                    .map_err(|d| damaged(f, d, "checksum mismatch or entry out of place"))?;
+                let runs: HashMap<&str, RunEntry> =
+                    entries.into_iter().map(|e| (f.name(&e), e)).collect();
+                Some((f, runs))
+            }
+            None => None,
+        };
+        let offsets_of = |f: &IndexFile, run: &RunEntry| -> Result<Vec<u32>> {
+            if !f.run_is_intact(run.offsets_at, run.count, run.crc) {
+                return Err(damaged(
+                    f,
+                    Damaged { at: run.offsets_at },
+                    "offsets checksum",
+                ));
+            }
+            Ok((0..run.count as usize)
+                .map(|k| f.offset(run.offsets_at, k))
+                .collect())
+        };
+        let mut joined = std::collections::HashSet::new();
         for &id in self.touched.get(&base).map_or(&[][..], |v| &v[..]) {
             let Some(e) = self.entry(id) else { continue };
             let Some((first_event, mem)) = self.mem_runs_in(e, base) else {
                 continue;
             };
             let name = self.names.get(e.name);
-            let (first_event, offsets) = match older.map(|f| (f, f.find(name))) {
-                Some((f, Err(d))) => return Err(damaged(f, d, "checksum mismatch")),
-                Some((f, Ok(Some(run))))
-                    if run.first_event + u64::from(run.count) == first_event =>
-                {
-                    if !f.run_is_intact(run.offsets_at, run.count, run.crc) {
-                        return Err(damaged(
-                            f,
-                            Damaged { at: run.offsets_at },
-                            "offsets checksum",
-                        ));
-                    }
-                    let mut v: Vec<u32> = (0..run.count as usize)
-                        .map(|k| f.offset(run.offsets_at, k))
-                        .collect();
+            let old_run = older
+                .as_ref()
+                .and_then(|(f, runs)| Some((f, runs.get(name)?)))
+                .filter(|(_, run)| run.first_event + u64::from(run.count) == first_event);
+            let (first_event, offsets) = match old_run {
+                Some((f, run)) => {
+                    let mut v = offsets_of(f, run)?;
                     v.extend_from_slice(&mem);
                     (run.first_event, Cow::Owned(v))
                 }
-                _ => (first_event, mem),
+                None => (first_event, mem),
             };
-            held.insert(name);
+            joined.insert(name);
             out.push(RunToSave {
                 stream: Cow::Borrowed(name),
                 first_event,
                 offsets,
             });
         }
-        if let Some(file) = older {
-            let entries = file
-                .entries()
-                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
-            for e in entries {
-                let name = file.name(&e);
-                if held.contains(name) {
+        if let Some((file, runs)) = &older {
+            for (name, e) in runs {
+                if joined.contains(name) {
                     continue;
                 }
-                if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
-                    return Err(damaged(
-                        file,
-                        Damaged { at: e.offsets_at },
-                        "offsets checksum",
-                    ));
-                }
                 out.push(RunToSave {
-                    stream: Cow::Borrowed(name),
+                    stream: Cow::Borrowed(file.name(e)),
                     first_event: e.first_event,
-                    offsets: Cow::Owned(
-                        (0..e.count as usize)
-                            .map(|k| file.offset(e.offsets_at, k))
-                            .collect(),
-                    ),
+                    offsets: Cow::Owned(offsets_of(file, e)?),
                 });
             }
         }
