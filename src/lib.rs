@@ -11,6 +11,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod append;
+mod backup;
 mod disk;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -30,6 +31,7 @@ mod subscription;
 mod types;
 
 pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
+pub use backup::Backup;
 pub use error::{Error, Result};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::{AllEvents, StreamEvents};

@@ -680,6 +680,37 @@ impl Store {
         Position(self.shared.log.visible())
     }
 
+    /// Copies the store into the directory `dest` while it stays open: appends go on and are
+    /// not slowed by more than the copy's reads of the page cache.
+    ///
+    /// The copy holds every event committed before the call, up to [`Backup::head`], and no
+    /// part of a later batch; it opens like any store ([`Store::open`] on `dest`, with strict
+    /// recovery): restoring is opening it, or moving it into place first. `dest` is created if
+    /// missing; it must be empty or hold an earlier backup of this store, in which case only
+    /// what changed is copied (sealed segments never change). A destination holding anything
+    /// else is refused with [`Error::NotAStore`] or [`Error::InvalidInput`] and left as it was;
+    /// one open as a store is [`Error::Locked`]. A backup cut short (a crash, a full disk)
+    /// leaves a destination that still opens, holding at least what the earlier backup held.
+    ///
+    /// ```
+    /// use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("live"), Options::default())?;
+    /// store.append("order-7", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    /// let backup = store.backup(dir.path().join("copy"))?;
+    /// store.append("order-7", ExpectedVersion::Exact(0), [EventData::new("Paid", "{}")])?;
+    ///
+    /// let copy = Store::open(dir.path().join("copy"), Options::default())?;
+    /// assert_eq!(copy.head(), backup.head);
+    /// assert_eq!(copy.stream_version("order-7")?, Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::Backup> {
+        self.check_open()?;
+        crate::backup::run(&self.shared, dest.as_ref())
+    }
+
     /// What the stream index holds in memory now, against what it leaves in its files.
     pub fn index_info(&self) -> IndexInfo {
         let index = self.shared.index.read();
@@ -1096,7 +1127,7 @@ pub(crate) fn table_entries(seg: &Segment) -> Result<Vec<(u64, u64)>> {
 }
 
 /// Makes sure `dir` is a store directory: an existing store, or a new empty one.
-fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
+pub(crate) fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
     let not_a_store = |reason: &str| Error::NotAStore {
         path: dir.to_path_buf(),
         reason: reason.to_string(),
@@ -1182,7 +1213,7 @@ fn foreign_file(dir: &Path) -> Result<Option<String>> {
     Ok(None)
 }
 
-fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = disk.open_lock(&path)?;
     match file.try_lock() {

@@ -1,0 +1,274 @@
+//! Online backup: a consistent copy of a live store, taken while appends go on.
+//!
+//! The copy holds the log up to the visible end when the backup began (every batch acknowledged
+//! by then, none torn: the end is a batch boundary), so that it opens with strict recovery. The
+//! segments below that end never change, so they are copied straight from the store's maps
+//! without stopping the writer, which only writes past the end.
+//!
+//! Into a destination that already holds a backup of the store, only what changed is copied:
+//! sealed segments already there (recognised by their bytes, see [`Plan`]) are kept, and the
+//! newest segment of the earlier backup, a prefix of the same segment now, is replaced.
+//!
+//! Every file is written under a temporary name, synced and renamed into place, in base order,
+//! so a backup cut short at any point (a crash, a full disk) leaves a destination that opens to a
+//! prefix of the store's history at least as long as the earlier backup's: never less, never a
+//! torn batch. Index files of sealed segments are copied too (they are a cache: a missing one is
+//! rebuilt when the copy opens); id tables are not (the copy's background thread builds them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::ids::parse_ids_file_name;
+use crate::index::persist::index_file_name;
+use crate::log::segment::{parse_segment_file_name, segment_file_name, Segment};
+use crate::store::{lock_dir, prepare_dir, Shared};
+use crate::types::Position;
+
+/// What a backup did: see [`Store::backup`](crate::Store::backup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backup {
+    /// The copy holds every event before this position (the store's head when the backup
+    /// began), and nothing after it.
+    pub head: Position,
+    /// Segment files written.
+    pub segments_copied: usize,
+    /// Segment files already in the destination, unchanged, and kept.
+    pub segments_kept: usize,
+    /// Bytes written into the destination (segments and index files).
+    pub bytes_copied: u64,
+}
+
+/// Bytes compared at the start of a segment to recognise a copy already in the destination: the
+/// header and the first records, whose random event ids tell one store's segment from another's.
+const HEAD_CHECK: usize = 64 * 1024;
+/// Bytes compared just before a segment's copied end: a copy that stops earlier differs there.
+const TAIL_CHECK: usize = 4096;
+/// Bytes written per write call.
+const CHUNK: usize = 1 << 20;
+
+/// One source segment, and how much of it the backup holds.
+struct Part {
+    seg: Arc<Segment>,
+    /// Bytes of the segment file to copy: the header and the records before the backup's end.
+    len: usize,
+    /// Whether that is all the segment will ever hold (a sealed segment).
+    sealed: bool,
+}
+
+/// What the destination already holds of the parts, checked before anything is written.
+struct Plan {
+    parts: Vec<(Part, bool)>,
+}
+
+pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
+    let disk = &shared.options.disk;
+    if same_dir(&shared.dir, dest) {
+        return Err(Error::InvalidInput(format!(
+            "backup destination {} is the store's own directory",
+            dest.display()
+        )));
+    }
+    prepare_dir(dest, disk)?;
+    // Held while writing, so that no store opens the destination halfway through.
+    let _lock = lock_dir(dest, disk)?;
+
+    let view = shared.log.view();
+    let end = view.visible();
+    let segments = view.segments_in(0, u64::MAX);
+    let last = segments.last().map(|s| s.base);
+    let parts: Vec<Part> = segments
+        .into_iter()
+        .filter(|s| s.base < end)
+        .map(|seg| {
+            let data_end = seg.data_end().min(seg.bytes().len() as u64);
+            let len = data_end.min(end - seg.base) as usize;
+            let sealed = Some(seg.base) != last && len as u64 == data_end;
+            Part { seg, len, sealed }
+        })
+        .collect();
+    let plan = plan(dest, parts)?;
+
+    let mut report = Backup {
+        head: Position(end),
+        segments_copied: 0,
+        segments_kept: 0,
+        bytes_copied: 0,
+    };
+    // Id tables a store opened on the destination may have written: tables of what may be
+    // replaced below.
+    for name in file_names(dest)? {
+        if parse_ids_file_name(&name).is_some() {
+            disk.remove(&dest.join(&name))?;
+        }
+    }
+    for (part, kept) in &plan.parts {
+        let base = part.seg.base;
+        let index = dest.join(index_file_name(base));
+        if *kept {
+            report.segments_kept += 1;
+        } else {
+            // The old copy's index file describes the old copy.
+            if index.exists() {
+                disk.remove(&index)?;
+            }
+            let bytes = part.seg.bytes().get(..part.len).unwrap_or_default();
+            write_file(
+                disk,
+                dest,
+                &segment_file_name(base),
+                bytes,
+                Some(part.seg.capacity),
+            )?;
+            report.segments_copied += 1;
+            report.bytes_copied += bytes.len() as u64;
+        }
+        if part.sealed && !index.exists() {
+            // Best effort: an index file is a cache, and the store may be replacing it.
+            if let Ok(bytes) = fs::read(shared.dir.join(index_file_name(base))) {
+                write_file(disk, dest, &index_file_name(base), &bytes, None)?;
+                report.bytes_copied += bytes.len() as u64;
+            }
+        }
+    }
+    disk.sync_dir(dest)?;
+    Ok(report)
+}
+
+/// Whether `a` and `b` name the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn file_names(dir: &Path) -> Result<Vec<String>> {
+    let listing = |e| Error::io("listing the files of", dir, e);
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(listing)? {
+        out.push(
+            entry
+                .map_err(listing)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    Ok(out)
+}
+
+/// Checks what the destination holds against the parts: each segment there must be a copy of
+/// the same segment of this store, the newest of them possibly a shorter one (an earlier
+/// backup's end), and none past the parts. Decides which parts are there already.
+fn plan(dest: &Path, parts: Vec<Part>) -> Result<Plan> {
+    let mut bases: Vec<u64> = file_names(dest)?
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    bases.sort_unstable();
+    let diverged = |base: u64, why: &str| {
+        Error::InvalidInput(format!(
+            "backup destination {} holds a segment {} that is not a copy of this store's ({why}); \
+             back up into an empty directory",
+            dest.display(),
+            dest.join(segment_file_name(base)).display()
+        ))
+    };
+    let newest = bases.last().copied();
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        let base = part.seg.base;
+        let kept = match bases.binary_search(&base) {
+            Err(_) => false,
+            Ok(_) => {
+                let path = dest.join(segment_file_name(base));
+                let copy = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+                let ours = part.seg.bytes().get(..part.len).unwrap_or_default();
+                match compare(&copy, ours, Some(base) == newest) {
+                    Copy::Same => true,
+                    Copy::Prefix => false,
+                    Copy::Other(why) => return Err(diverged(base, why)),
+                }
+            }
+        };
+        out.push((part, kept));
+    }
+    if let Some(&extra) = bases
+        .iter()
+        .find(|b| !out.iter().any(|(p, _)| p.seg.base == **b))
+    {
+        return Err(diverged(
+            extra,
+            "the store has no such segment before the backup's end",
+        ));
+    }
+    Ok(Plan { parts: out })
+}
+
+/// How a segment file in the destination relates to the bytes the backup would write.
+enum Copy {
+    /// The same bytes, and zeros after them.
+    Same,
+    /// A shorter copy of them (allowed for the destination's newest segment only): a beginning
+    /// of them, and zeros after it.
+    Prefix,
+    /// Something else.
+    Other(&'static str),
+}
+
+fn compare(copy: &[u8], ours: &[u8], newest: bool) -> Copy {
+    let zeros_from = |at: usize| {
+        copy.get(at..)
+            .is_none_or(|rest| rest.iter().all(|&b| b == 0))
+    };
+    if newest {
+        // The whole file is read and compared: it is one segment per backup.
+        let common = copy
+            .iter()
+            .zip(ours)
+            .position(|(a, b)| a != b)
+            .unwrap_or(copy.len().min(ours.len()));
+        return if !zeros_from(common) {
+            Copy::Other("its records differ")
+        } else if common >= ours.len() {
+            Copy::Same
+        } else {
+            Copy::Prefix
+        };
+    }
+    let head = ours.len().min(HEAD_CHECK);
+    let tail = ours.len().saturating_sub(TAIL_CHECK)..ours.len();
+    let same = copy.get(..head) == ours.get(..head)
+        && copy.get(tail.clone()) == ours.get(tail)
+        && copy
+            .get(ours.len()..ours.len() + 8)
+            .is_none_or(|b| b == [0; 8]);
+    if same {
+        Copy::Same
+    } else {
+        Copy::Other("its bytes differ")
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, synced and renamed into place; with
+/// `len`, the file is extended to that length (the segment's capacity, read as zeros).
+fn write_file(disk: &Disk, dir: &Path, name: &str, bytes: &[u8], len: Option<u64>) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let f = disk.create(&tmp)?;
+    for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+        disk.write_all_at(&f, &tmp, chunk, (i * CHUNK) as u64)?;
+    }
+    if let Some(len) = len.filter(|&l| l > bytes.len() as u64) {
+        disk.set_len(&f, &tmp, len)?;
+    }
+    disk.sync_all(&f, &tmp)?;
+    drop(f);
+    disk.rename(&tmp, &path)?;
+    // The rename is made durable before the next file is written, so that files land in order.
+    disk.sync_dir(dir)
+}
