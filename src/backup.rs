@@ -49,6 +49,9 @@ const HEAD_CHECK: usize = 64 * 1024;
 const TAIL_CHECK: usize = 4096;
 /// Bytes written per write call.
 const CHUNK: usize = 1 << 20;
+/// Chunks written between two write-backs: what the store's own syncs may find queued ahead of
+/// them on the disk while a backup runs, instead of a whole segment at the file's final sync.
+const WRITE_BACK_CHUNKS: usize = 4;
 
 /// One source segment, and how much of it the backup holds.
 struct Part {
@@ -261,7 +264,12 @@ fn write_file(disk: &Disk, dir: &Path, name: &str, bytes: &[u8], len: Option<u64
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     let f = disk.create(&tmp)?;
     for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
-        disk.write_all_at(&f, &tmp, chunk, (i * CHUNK) as u64)?;
+        let at = (i * CHUNK) as u64;
+        disk.write_all_at(&f, &tmp, chunk, at)?;
+        if (i + 1) % WRITE_BACK_CHUNKS == 0 {
+            let from = at + CHUNK as u64 - (WRITE_BACK_CHUNKS * CHUNK) as u64;
+            disk.write_back(&f, from, (WRITE_BACK_CHUNKS * CHUNK) as u64);
+        }
     }
     if let Some(len) = len.filter(|&l| l > bytes.len() as u64) {
         disk.set_len(&f, &tmp, len)?;

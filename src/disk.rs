@@ -243,6 +243,32 @@ impl Disk {
         punch().at("punching a hole in", path)
     }
 
+    /// Writes `offset..offset + len` of the file back to disk and waits for it: a copy calls it
+    /// every few megabytes, so that the file's final sync has little left to write and the
+    /// store's own syncs, on the same disk, never queue behind a whole file's writeback. Not a
+    /// durability point (the file's metadata is not synced): only the final sync is, so a
+    /// failure here is left to that sync to report.
+    pub(crate) fn write_back(&self, file: &File, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: a plain system call on a descriptor we own; no memory is passed.
+        let _ = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                off,
+                n,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+    }
+
     pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()> {
         self.ask(FileOp::SetLen { path, len })
             .and_then(|_| file.set_len(len))
