@@ -983,3 +983,68 @@ fn a_header_claiming_a_huge_capacity_grows_no_file() {
         );
     }
 }
+
+/// The writer saves the active segment's index file each time an eighth of the segment has been
+/// appended and synced: a crash leaves at most that much of the log past the file to scan. Not
+/// under `Durability::None`, where nothing is synced before `flush` or `close`.
+#[test]
+fn the_active_segments_index_file_is_saved_every_eighth_of_a_segment() {
+    const SEG: u64 = 64 * 1024;
+    let idx = |dir: &Path| dir.join("00000000000000000000.idx");
+    for durability in [Durability::Sync, Durability::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default().segment_size(SEG).durability(durability);
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        let mut saves = 0;
+        let mut last_covered = 0;
+        for i in 0..10_000 {
+            store
+                .append("acct-1", ExpectedVersion::Any, events("acct-1", 2 * i, 2))
+                .unwrap();
+            let head = store.head().0;
+            if head >= SEG {
+                break; // The next segment: the first one is sealed.
+            }
+            match fs::read(idx(dir.path())) {
+                Ok(bytes) => {
+                    assert_eq!(durability, Durability::Sync, "saved without a sync");
+                    let file = decode_idx(&bytes);
+                    if file.covered_end != last_covered {
+                        saves += 1;
+                        last_covered = file.covered_end;
+                    }
+                    assert!(
+                        head - file.covered_end < SEG / 8,
+                        "{head} {}",
+                        file.covered_end
+                    );
+                    // The file holds exactly the stream's events up to its end.
+                    let positions: Vec<u64> = stream(&store, "acct-1")
+                        .iter()
+                        .map(|e| e.position().0)
+                        .filter(|&p| p < file.covered_end)
+                        .collect();
+                    let run = file.runs.iter().find(|r| r.stream == "acct-1").unwrap();
+                    let offsets: Vec<u64> = run.offsets.iter().map(|&o| u64::from(o)).collect();
+                    assert_eq!(offsets, positions);
+                }
+                Err(_) => assert!(
+                    durability == Durability::None || head < SEG / 8 + 64,
+                    "no index file at {head}"
+                ),
+            }
+        }
+        if durability == Durability::Sync {
+            assert!(saves >= 5, "{saves} saves");
+        }
+        // A crash now: the copy opens with every event, scanning only past the file.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let crashed = elsewhere.path().join("crashed");
+        snapshot(dir.path(), &crashed);
+        let n = stream(&store, "acct-1").len();
+        let reopened = Store::open(&crashed, options).unwrap();
+        assert_eq!(stream(&reopened, "acct-1").len(), n);
+        reopened.close().unwrap();
+        store.close().unwrap();
+    }
+}
