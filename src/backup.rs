@@ -24,7 +24,8 @@ use crate::error::{Error, Result};
 use crate::ids::parse_ids_file_name;
 use crate::index::persist::index_file_name;
 use crate::log::segment::{parse_segment_file_name, segment_file_name, Segment};
-use crate::store::{lock_dir, prepare_dir, Shared};
+use crate::startup::{lock_dir, prepare_dir};
+use crate::store::Shared;
 use crate::types::Position;
 
 /// What a backup did: see [`Store::backup`](crate::Store::backup).

@@ -225,9 +225,9 @@ fn describe_path(path: &Path) -> String {
         "segment"
     } else if kind.ends_with(".idx") {
         "index file"
-    } else if kind == crate::store::META_FILE {
+    } else if kind == crate::startup::META_FILE {
         "meta file"
-    } else if kind == crate::store::LOCK_FILE {
+    } else if kind == crate::startup::LOCK_FILE {
         "lock file"
     } else {
         return path.display().to_string();

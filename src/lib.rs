@@ -26,6 +26,7 @@ pub mod journal;
 mod log;
 mod options;
 mod read;
+mod startup;
 mod store;
 mod subscription;
 mod types;

@@ -23,6 +23,21 @@ fn options() -> Options {
         .durability(Durability::None)
 }
 
+/// Retries `f` while it fails with `Error::Locked`: another test of this binary that spawns a
+/// process shares the open files of the moment with the child until its `exec`, a lock file
+/// released by `close` just before among them, for a few milliseconds.
+fn unlocked<T>(mut f: impl FnMut() -> eventjournal::Result<T>) -> eventjournal::Result<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(Error::Locked { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Every event of `$all` as (position, stream, number, data).
 fn listing(store: &Store) -> Vec<(u64, String, u64, Vec<u8>)> {
     let mut out = Vec::new();
@@ -90,14 +105,15 @@ fn a_backup_opens_strictly_and_holds_the_store_as_it_was() {
     let checkpoint = store.head();
     store.save_checkpoint("reader", checkpoint).unwrap();
     let before = listing(&store);
-    let backup = store.backup(&copy).unwrap();
+    let backup = unlocked(|| store.backup(&copy)).unwrap();
     assert_eq!(backup.head, store.head());
     assert!(backup.segments_copied >= 3, "{backup:?}");
     assert_eq!(backup.segments_kept, 0);
     // Appends after the backup began are not in it.
     append_batches(&store, "order-1", &mut v, 5);
 
-    let restored = Store::open(&copy, Options::default().segment_size(SEGMENT)).unwrap();
+    let restored =
+        unlocked(|| Store::open(&copy, Options::default().segment_size(SEGMENT))).unwrap();
     assert_eq!(listing(&restored), before);
     assert_eq!(restored.head(), backup.head);
     assert_eq!(restored.stream_version("order-1").unwrap(), Some(239));
@@ -125,11 +141,11 @@ fn a_second_backup_copies_only_what_changed() {
     let store = Store::open(&live, options()).unwrap();
     let mut v = 0;
     append_batches(&store, "s-1", &mut v, 30);
-    let first = store.backup(&copy).unwrap();
+    let first = unlocked(|| store.backup(&copy)).unwrap();
     let after_first = segments(&copy);
 
     append_batches(&store, "s-1", &mut v, 30);
-    let second = store.backup(&copy).unwrap();
+    let second = unlocked(|| store.backup(&copy)).unwrap();
     // Every segment sealed at the first backup is kept, file and all; the first backup's newest
     // segment, then a prefix, is copied again with what followed.
     let sealed_then = after_first.len() - 1;
@@ -149,7 +165,7 @@ fn a_second_backup_copies_only_what_changed() {
     assert!(second.bytes_copied < store.head().0, "{second:?} {first:?}");
 
     // Nothing changed: nothing copied.
-    let third = store.backup(&copy).unwrap();
+    let third = unlocked(|| store.backup(&copy)).unwrap();
     assert_eq!(
         (third.segments_copied, third.bytes_copied),
         (0, 0),
@@ -157,15 +173,15 @@ fn a_second_backup_copies_only_what_changed() {
     );
     assert_eq!(third.segments_kept, after_second.len());
 
-    let restored = Store::open(&copy, options()).unwrap();
+    let restored = unlocked(|| Store::open(&copy, options())).unwrap();
     assert_eq!(listing(&restored), listing(&store));
     restored.close().unwrap();
 
     // A backup opened as a store and closed is still a backup of the store.
     append_batches(&store, "s-1", &mut v, 3);
-    let fourth = store.backup(&copy).unwrap();
+    let fourth = unlocked(|| store.backup(&copy)).unwrap();
     assert_eq!(fourth.segments_copied, 1, "{fourth:?}");
-    let restored = Store::open(&copy, options()).unwrap();
+    let restored = unlocked(|| Store::open(&copy, options())).unwrap();
     assert_eq!(listing(&restored), listing(&store));
     restored.close().unwrap();
     store.close().unwrap();
@@ -180,7 +196,7 @@ fn a_destination_that_is_not_this_stores_backup_is_refused_untouched() {
     append_batches(&a, "s-1", &mut va, 20);
     append_batches(&b, "s-1", &mut vb, 20);
     let dest = tmp.path().join("copy");
-    a.backup(&dest).unwrap();
+    unlocked(|| a.backup(&dest)).unwrap();
     let snapshot = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -194,7 +210,7 @@ fn a_destination_that_is_not_this_stores_backup_is_refused_untouched() {
             .collect()
     };
     let before = snapshot(&dest);
-    match b.backup(&dest) {
+    match unlocked(|| b.backup(&dest)) {
         Err(Error::InvalidInput(why)) => assert!(why.contains("not a copy"), "{why}"),
         other => panic!("backup of another store into a backup: {other:?}"),
     }
@@ -212,10 +228,10 @@ fn a_destination_that_is_not_this_stores_backup_is_refused_untouched() {
     ));
 
     // A backup that is open as a store is locked.
-    let opened = Store::open(&dest, options()).unwrap();
+    let opened = unlocked(|| Store::open(&dest, options())).unwrap();
     assert!(matches!(a.backup(&dest), Err(Error::Locked { .. })));
     opened.close().unwrap();
-    a.backup(&dest).unwrap();
+    unlocked(|| a.backup(&dest)).unwrap();
     a.close().unwrap();
     b.close().unwrap();
 }
@@ -248,8 +264,8 @@ fn backups_under_concurrent_appends_hold_every_batch_acknowledged_before() {
         std::thread::sleep(Duration::from_millis(5 + (k * 7) % 20));
         let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
         let dest = tmp.path().join(format!("copy-{}", k % 4));
-        let backup = store.backup(&dest).unwrap();
-        let copy = Store::open(&dest, options()).unwrap();
+        let backup = unlocked(|| store.backup(&dest)).unwrap();
+        let copy = unlocked(|| Store::open(&dest, options())).unwrap();
         assert_eq!(copy.head(), backup.head);
         for (w, &acked_batches) in before.iter().enumerate() {
             let stream = format!("w-{w}");
@@ -293,7 +309,7 @@ fn backup_child() {
     let (Ok(src), Ok(dest)) = (std::env::var(CHILD_SRC_ENV), std::env::var(CHILD_DEST_ENV)) else {
         return;
     };
-    let store = Store::open(&src, options()).expect("child open");
+    let store = unlocked(|| Store::open(&src, options())).expect("child open");
     let mut v = store
         .stream_version("s-1")
         .expect("version")
@@ -373,10 +389,10 @@ fn a_backup_killed_midway_leaves_a_destination_that_opens() {
             assert_eq!(completed, 0, "iteration {i}: a completed backup vanished");
             continue;
         }
-        let live = Store::open(&src, options()).unwrap();
+        let live = unlocked(|| Store::open(&src, options())).unwrap();
         let history = listing(&live);
         live.close().unwrap();
-        let copy = Store::open(&dest, options())
+        let copy = unlocked(|| Store::open(&dest, options()))
             .unwrap_or_else(|e| panic!("iteration {i}: the backup does not open: {e}"));
         assert!(
             copy.head().0 >= completed,

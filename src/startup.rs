@@ -1,0 +1,547 @@
+//! Opening a store's directory: its own files (the meta file, which marks it as a store and
+//! says its format version, and the lock), and recovery: finding the segments, the last whole
+//! batch and the stream index, from the index files where they hold and from the log where they
+//! do not (FORMAT.md, "Opening a store: recovery"). `Store::open` and `Store::backup` call it; the
+//! façade in `store` keeps none of it.
+
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::disk::Disk;
+use crate::error::{Error, IoContext, Result};
+use crate::ids::IdTables;
+use crate::index::persist::{self, IndexFile};
+use crate::index::{Index, Key, KeyCache};
+use crate::log::format::{
+    decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
+    SEGMENT_HEADER_LEN,
+};
+use crate::log::reader::LogView;
+use crate::log::recovery::{self, OnBad};
+use crate::log::segment::Segment;
+use crate::options::{Durability, Options, Recovery};
+
+/// Name of the file that marks a directory as a store and holds its format version.
+pub const META_FILE: &str = "eventjournal.meta";
+/// Name of the lock file; an exclusive `flock` on it is held while the store is open.
+pub const LOCK_FILE: &str = "LOCK";
+/// First eight bytes of the meta file.
+const META_MAGIC: [u8; 8] = *b"EVJLSTOR";
+
+/// Opens the event-id tables of the sealed segments, each checked against the log on a sample
+/// of its entries: a table that disagrees is dropped, and its segments' ids read from the log
+/// again by the worker.
+pub(crate) fn open_id_tables(
+    dir: &Path,
+    options: &Options,
+    sealed: &[Arc<Segment>],
+) -> Result<IdTables> {
+    let sync = options.durability != Durability::None;
+    let disk = &options.disk;
+    let tables = IdTables::open(dir, disk, sync, disk.is_watched(), sealed)?;
+    let view = LogView::new(Arc::new(sealed.to_vec()), u64::MAX, true);
+    for t in tables.snapshot().tables.iter() {
+        let agrees = t.sample(16).iter().all(|&(hash, pos)| {
+            view.event_at(pos).is_ok_and(|e| {
+                let stream = e.stream();
+                crate::ids::id_hash(&e.id()) == hash
+                    || [
+                        Key::Stream(stream).name(),
+                        Key::Category(crate::subscription::category_of(stream)).name(),
+                        Key::EventType(e.event_type()).name(),
+                    ]
+                    .iter()
+                    .any(|k| persist::name_hash(k) == hash)
+            })
+        });
+        if !agrees {
+            tables.drop_broken(t);
+        }
+    }
+    Ok(tables)
+}
+
+/// Makes sure `dir` is a store directory: an existing store, or a new empty one.
+pub(crate) fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
+    let not_a_store = |reason: &str| Error::NotAStore {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(Error::InvalidInput(
+            "the store directory path is empty".into(),
+        ));
+    }
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(not_a_store("not a directory")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            disk.create_dir_all(dir)?;
+            // The new directory's own entry must be durable too, or a power loss could take the
+            // whole store, acknowledged appends and all, with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent)?;
+            }
+        }
+        Err(e) => return Err(Error::io("opening", dir, e)),
+    }
+    let meta = dir.join(META_FILE);
+    match disk.read_whole(&meta) {
+        Ok(bytes) => {
+            if bytes.len() != 16 || bytes[..8] != META_MAGIC {
+                return Err(not_a_store("unrecognised eventjournal.meta"));
+            }
+            if crc32fast::hash(&bytes[..12]) != u32_at(&bytes, 12) {
+                return Err(Error::Corrupt {
+                    file: meta,
+                    offset: 0,
+                    reason: "meta file checksum mismatch".into(),
+                });
+            }
+            let version = u32_at(&bytes, 8);
+            if version > FORMAT_VERSION || version == 0 {
+                return Err(Error::UnsupportedVersion {
+                    file: meta,
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => {
+            if let Some(name) = foreign_file(dir)? {
+                return Err(not_a_store(&format!(
+                    "it holds `{name}` but no {META_FILE}; a new store needs an empty directory"
+                )));
+            }
+            let mut bytes = Vec::with_capacity(16);
+            bytes.extend_from_slice(&META_MAGIC);
+            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            let tmp = dir.join(format!("{META_FILE}.tmp"));
+            let f = disk.create(&tmp)?;
+            disk.write_all_at(&f, &tmp, &bytes, 0)?;
+            disk.sync_all(&f, &tmp)?;
+            drop(f);
+            disk.rename(&tmp, &meta)?;
+            disk.sync_dir(dir)?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The first file in `dir`, a directory without a meta file, that a new store may not be
+/// created beside. Leftover temporary files of an interrupted creation are fine, and so is
+/// `lost+found`, which every new ext2/3/4 file system has at its root.
+fn foreign_file(dir: &Path) -> Result<Option<String>> {
+    let listing = "listing the files of";
+    for entry in fs::read_dir(dir).at(listing, dir)? {
+        let name = entry.at(listing, dir)?.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") || name == "lost+found" {
+            continue;
+        }
+        return Ok(Some(name.into_owned()));
+    }
+    Ok(None)
+}
+
+pub(crate) fn lock_dir(dir: &Path, disk: &Disk) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = disk.open_lock(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
+    }
+}
+
+/// Why a pass over the segments must start again without index files.
+enum Pass {
+    Failed(Error),
+    Rebuild,
+}
+
+impl From<Error> for Pass {
+    fn from(e: Error) -> Pass {
+        Pass::Failed(e)
+    }
+}
+
+/// Opens the segments and builds the index: from index files where they are valid, scanning the
+/// log only past what they cover (and everything, if one disagrees with the log).
+pub(crate) fn recover(dir: &Path, options: &Options) -> Result<(Vec<Arc<Segment>>, Index)> {
+    let salvage = options.recovery == Recovery::Salvage;
+    match recover_pass(dir, options, !salvage) {
+        Ok(r) => Ok(r),
+        Err(Pass::Failed(e)) => Err(e),
+        Err(Pass::Rebuild) => match recover_pass(dir, options, false) {
+            Ok(r) => Ok(r),
+            Err(Pass::Failed(e)) => Err(e),
+            Err(Pass::Rebuild) => Err(Error::InvalidInput(
+                "internal: index rebuild without index files".into(),
+            )),
+        },
+    }
+}
+
+fn recover_pass(
+    dir: &Path,
+    options: &Options,
+    use_index_files: bool,
+) -> Result<(Vec<Arc<Segment>>, Index), Pass> {
+    let salvage = options.recovery == Recovery::Salvage;
+    let sync = options.durability != Durability::None;
+    let disk = &options.disk;
+    let mut listed = recovery::list_segments(dir, disk)?;
+    // A newest segment whose header never reached the disk held no acknowledged batch.
+    if let Some((base, path)) = listed.last() {
+        if blank_segment(path, disk)? {
+            disk.remove(path)?;
+            let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
+            listed.pop();
+        }
+    }
+    if salvage {
+        // Salvage keeps the log up to the last segment that opens and follows on; found before
+        // scanning, so that the newest kept segment is treated as the newest.
+        let mut expected_base = 0;
+        for (i, (base, path)) in listed.iter().enumerate() {
+            match Segment::open(path, *base, true, disk) {
+                Ok(seg) if seg.base == expected_base => expected_base = seg.end_base(),
+                Ok(_) | Err(Error::Corrupt { .. }) if i > 0 => {
+                    set_aside(dir, &listed[i..], disk)?;
+                    listed.truncate(i);
+                    break;
+                }
+                _ => break, // reported by the scan loop below
+            }
+        }
+    }
+    let mut index = Index::new();
+    let mut secondary = KeyCache::default();
+    let mut used_index_files = false;
+    let mut segments: Vec<Arc<Segment>> = Vec::new();
+    let count = listed.len();
+    let mut i = 0;
+    while i < count {
+        let (base, path) = &listed[i];
+        let base = *base;
+        let is_last = i + 1 == count;
+        let expected_base = segments.last().map_or(0, |s| s.end_base());
+        let opened = Segment::open(path, base, true, disk).and_then(|seg| {
+            if base == expected_base {
+                Ok(seg)
+            } else {
+                Err(Error::Corrupt {
+                    file: path.clone(),
+                    offset: 16,
+                    reason: format!(
+                        "segment starts at {base}, but the log continues at {expected_base}"
+                    ),
+                })
+            }
+        });
+        let seg = opened?;
+        let mut from = SEGMENT_HEADER_LEN as u64;
+        let mut had_index_file = false;
+        // A sealed segment whose index file covers every record needs no scan: probing its end
+        // through the map would map a page (or a 2 MiB folio) of the log into memory.
+        let mut covered = false;
+        let mut eager = use_index_files;
+        if use_index_files {
+            // The streams of a segment whose index file covers it (the newest: up to the file's
+            // `covered_end`) are left in the file, to be looked up when first used.
+            if let Some(file) = persist::open_file(dir, base, seg.usable(), disk) {
+                if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
+                    return Err(Pass::Rebuild);
+                }
+                let end = file.covered_end;
+                let more = end + 4 <= seg.usable() && read_u32(&seg, end).is_none_or(|l| l != 0);
+                if is_last || !more {
+                    file.release_pages();
+                    if !index.add_file(base, Arc::new(file)) {
+                        return Err(Pass::Rebuild);
+                    }
+                    used_index_files = true;
+                    had_index_file = true;
+                    from = end;
+                    eager = false;
+                    covered = !is_last;
+                }
+            }
+        }
+        if eager {
+            if let Some((file, entries)) = persist::open(dir, base, seg.usable(), disk) {
+                if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
+                    return Err(Pass::Rebuild);
+                }
+                from = file.covered_end;
+                // The runs are loaded (the scan below may extend them; the keys' lengths must
+                // count them); a sealed segment whose file covers all of it then hands them
+                // back to the file.
+                let more = from + 4 <= seg.usable() && read_u32(&seg, from).is_none_or(|l| l != 0);
+                let extended = is_last || more;
+                covered = !extended;
+                if !index.load_file(base, &file, &entries) {
+                    return Err(Pass::Rebuild);
+                }
+                if covered {
+                    index.map_segment(base, file);
+                }
+                had_index_file = true;
+                used_index_files = true;
+            }
+        }
+        let on_bad = if salvage {
+            OnBad::Salvage
+        } else if is_last {
+            OnBad::TornTailAllowed
+        } else {
+            OnBad::Strict
+        };
+        let mut scanned = 0u64;
+        let discontinuous = std::cell::Cell::new(false);
+        let bytes = seg.all_bytes();
+        let scanned_end = if covered {
+            Ok(recovery::ScanEnd {
+                end: from,
+                stopped_at: from,
+                cut: None,
+            })
+        } else {
+            recovery::scan(&seg, from, on_bad, |rec, off| {
+                scanned += 1;
+                let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
+                let event_type =
+                    std::str::from_utf8(&bytes[rec.event_type.0..rec.event_type.1]).unwrap_or("");
+                if crate::index::is_key_name(name) {
+                    // No append writes such a name: it would pose as a category or type key.
+                    return Err(Error::Corrupt {
+                        file: path.clone(),
+                        offset: off,
+                        reason: "record of a stream named like an index key (NUL, `c:` or `t:`)"
+                            .into(),
+                    });
+                }
+                let unreadable = |e: Error| {
+                    discontinuous.set(true);
+                    e
+                };
+                let id = index.get_or_create_resolved(name).map_err(unreadable)?;
+                index
+                    .push(id, rec.event_number, base + off, base)
+                    .map_err(|d| {
+                        discontinuous.set(true);
+                        Error::Corrupt {
+                            file: path.clone(),
+                            offset: off,
+                            reason: format!(
+                                "stream `{}` continues with event {} where {} belongs",
+                                d.stream, d.found, d.expected
+                            ),
+                        }
+                    })?;
+                let keys = [
+                    secondary.category(&mut index, name).map_err(unreadable)?,
+                    secondary
+                        .event_type(&mut index, event_type)
+                        .map_err(unreadable)?,
+                ];
+                index.push_secondary(keys, base + off, base);
+                Ok(())
+            })
+        };
+        let end = match scanned_end {
+            // The log disagrees with what index files said: trust the log alone.
+            Err(_) if discontinuous.get() && used_index_files => return Err(Pass::Rebuild),
+            r => r?,
+        };
+        let cut_here = end.cut.is_some() || end.stopped_at > end.end;
+        if cut_here {
+            // An index file must never describe bytes that were cut: later appends could put
+            // other records at the offsets it names.
+            let _ = disk.remove(&dir.join(persist::index_file_name(base)));
+        }
+        if cut_here || is_last {
+            // Erase everything after the last whole batch of the newest segment, not just a
+            // detected torn record: a crash may have written later pages of an unfinished batch
+            // after a page that stayed zero, and the next append must not join them to the log.
+            recovery::truncate(&seg, end.end)?;
+        }
+        seg.set_data_end(end.end);
+        let seg = Arc::new(seg);
+        let stop_salvage = salvage && end.cut.is_some();
+        if !is_last && !stop_salvage && (!had_index_file || scanned > 0) {
+            let bytes = index
+                .segment_runs(base)
+                .map(|runs| persist::encode(base, end.end, &runs));
+            match bytes
+                .ok()
+                .and_then(|bytes| persist::save(dir, base, &bytes, sync, disk).ok())
+                .and_then(|_| persist::open(dir, base, seg.usable(), disk))
+            {
+                Some((file, _)) => index.map_segment(base, file),
+                None => index.forget_segment(base),
+            }
+        } else if !is_last && !stop_salvage {
+            index.forget_segment(base);
+        }
+        segments.push(seg);
+        if stop_salvage {
+            set_aside(dir, &listed[i + 1..], disk)?;
+            break;
+        }
+        i += 1;
+    }
+    if segments.is_empty() {
+        segments.push(Arc::new(Segment::create(
+            dir,
+            0,
+            options.segment_size,
+            sync,
+            disk,
+        )?));
+    }
+    Ok((segments, index))
+}
+
+// The checks at open read the log with positioned reads rather than through its map: a fault
+// on a mapped page maps its neighbours too, and sampling every segment that way would leave
+// megabytes of the log resident in every process that opens the store.
+
+/// The little-endian u32 at `off` in the segment's file.
+fn read_u32(seg: &Segment, off: u64) -> Option<u32> {
+    let mut b = [0u8; 4];
+    if off.checked_add(4)? > seg.usable() {
+        return None;
+    }
+    seg.disk
+        .read_exact_at(&seg.file, &seg.path, &mut b, off)
+        .ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// A copy of the record at `off`, decoded (checksum verified if `verify`). One read for records
+/// up to a page, the usual case; two for larger ones.
+fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, RecordView)> {
+    const FIRST_READ: u64 = 4096;
+    let first = FIRST_READ.min(seg.usable().checked_sub(off)?);
+    if first < 4 {
+        return None;
+    }
+    let mut buf = vec![0u8; first as usize];
+    seg.disk
+        .read_exact_at(&seg.file, &seg.path, &mut buf, off)
+        .ok()?;
+    let len = u64::from(u32_at(&buf, 0));
+    if len == 0 || off.checked_add(len)? > seg.usable() {
+        return None;
+    }
+    if len > first {
+        buf.resize(len as usize, 0);
+        seg.disk
+            .read_exact_at(
+                &seg.file,
+                &seg.path,
+                &mut buf[first as usize..],
+                off + first,
+            )
+            .ok()?;
+    }
+    buf.truncate(len as usize);
+    let view = decode_record(&buf, 0, verify).ok()?;
+    Some((buf, view))
+}
+
+/// Whether `off` is the start of a segment or the end of a whole batch in it.
+fn ends_a_batch(seg: &Segment, off: u64) -> bool {
+    if off == SEGMENT_HEADER_LEN as u64 {
+        return true;
+    }
+    let Some(len) = off.checked_sub(4).and_then(|at| read_u32(seg, at)) else {
+        return false;
+    };
+    let len = u64::from(len);
+    off >= len + SEGMENT_HEADER_LEN as u64
+        && read_record(seg, off - len, true)
+            .is_some_and(|(_, r)| r.len as u64 == len && r.is_batch_end())
+}
+
+/// Spot-checks an index file against the log: for a sample of its runs (all of them in a small
+/// file), the entry and its checksum, the checksum of its offsets, and that its first and last
+/// record are the stream's events the run says they are. Checking every record would read the
+/// whole log, which index files exist to avoid; reads check each record they return.
+fn sample_matches(seg: &Segment, file: &IndexFile) -> bool {
+    /// Runs checked per index file.
+    const SAMPLE: usize = 16;
+    let n = file.run_count();
+    let step = n.div_ceil(SAMPLE).max(1);
+    (0..n).step_by(step).chain(n.checked_sub(1)).all(|i| {
+        let Ok(e) = file.entry(i) else {
+            return false;
+        };
+        if !file.run_is_intact(e.offsets_at, e.count, e.crc) {
+            return false;
+        }
+        let key = Key::parse(file.name(&e));
+        let at = |k: usize| {
+            read_record(seg, u64::from(file.offset(e.offsets_at, k)), false).is_some_and(
+                |(buf, r)| {
+                    let text = |(a, b): (usize, usize)| std::str::from_utf8(&buf[a..b]).ok();
+                    match (text(r.stream), text(r.event_type)) {
+                        (Some(stream), Some(event_type)) => {
+                            key.holds(stream, event_type, r.event_number, e.first_event + k as u64)
+                        }
+                        _ => false,
+                    }
+                },
+            )
+        };
+        at(0) && at(e.count as usize - 1)
+    })
+}
+
+/// Whether a segment file is a blank left by an interrupted creation: no header, and no first
+/// record either (records are written in order from the end of the header, so a segment whose
+/// first record is missing holds none).
+fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
+    let file = disk.open(path, false)?;
+    let len = file
+        .metadata()
+        .at("reading the size of", path)?
+        .len()
+        .min(SEGMENT_HEADER_LEN as u64 + 4);
+    let mut head = vec![0u8; len as usize];
+    disk.read_exact_at(&file, path, &mut head, 0)?;
+    let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];
+    let no_first_record = head.iter().skip(SEGMENT_HEADER_LEN).all(|&b| b == 0);
+    Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && no_first_record)
+}
+
+/// Renames segment files out of the log (`*.salvaged`, numbered if that name is taken) and drops
+/// their index files.
+fn set_aside(dir: &Path, segments: &[(u64, PathBuf)], disk: &Disk) -> Result<()> {
+    for (base, path) in segments {
+        let mut n = 0u32;
+        let aside = loop {
+            let mut name = path.clone().into_os_string();
+            name.push(".salvaged");
+            if n > 0 {
+                name.push(format!(".{n}"));
+            }
+            let candidate = PathBuf::from(name);
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        disk.rename(path, &aside)?;
+        let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
+    }
+    disk.sync_dir(dir)?;
+    Ok(())
+}
