@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::ids::parse_ids_file_name;
-use crate::index::persist::index_file_name;
+use crate::index::persist::{self, index_file_name};
 use crate::log::segment::{parse_segment_file_name, segment_file_name, Segment};
 use crate::startup::{lock_dir, prepare_dir};
 use crate::store::Shared;
@@ -82,15 +82,21 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
 
     let view = shared.log.view();
     let end = view.visible();
-    let segments = view.segments_in(0, u64::MAX);
-    let last = segments.last().map(|s| s.base);
-    let parts: Vec<Part> = segments
+    let segments: Vec<Arc<Segment>> = view
+        .segments_in(0, u64::MAX)
         .into_iter()
         .filter(|s| s.base < end)
+        .collect();
+    // The segment holding `end` is not sealed for the backup, even if the writer has rolled
+    // past it: a group that rolled may not have published its records there yet, and the
+    // segment's final end (and its index file) may lie past `end`. The ones below it are.
+    let holding_end = segments.last().map(|s| s.base);
+    let parts: Vec<Part> = segments
+        .into_iter()
         .map(|seg| {
             let data_end = seg.data_end().min(seg.bytes().len() as u64);
             let len = data_end.min(end - seg.base) as usize;
-            let sealed = Some(seg.base) != last && len as u64 == data_end;
+            let sealed = Some(seg.base) != holding_end;
             Part { seg, len, sealed }
         })
         .collect();
@@ -131,8 +137,12 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
             report.bytes_copied += bytes.len() as u64;
         }
         if part.sealed && !index.exists() {
-            // Best effort: an index file is a cache, and the store may be replacing it.
-            if let Ok(bytes) = fs::read(shared.dir.join(index_file_name(base))) {
+            // Best effort: an index file is a cache, and the store may be replacing it. Only a
+            // file that covers exactly the bytes copied describes the copy.
+            let source = shared.dir.join(index_file_name(base));
+            let covers = persist::open_file(&shared.dir, base, part.seg.usable(), disk)
+                .is_some_and(|f| f.covered_end == part.len as u64);
+            if let (true, Ok(bytes)) = (covers, fs::read(&source)) {
                 write_file(disk, dest, &index_file_name(base), &bytes, None)?;
                 report.bytes_copied += bytes.len() as u64;
             }
@@ -190,9 +200,11 @@ fn plan(dest: &Path, parts: Vec<Part>) -> Result<Plan> {
             Err(_) => false,
             Ok(_) => {
                 let path = dest.join(segment_file_name(base));
-                let copy = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
                 let ours = part.seg.bytes().get(..part.len).unwrap_or_default();
-                match compare(&copy, ours, Some(base) == newest) {
+                let compared = fs::File::open(&path)
+                    .and_then(|f| compare(&f, ours, Some(base) == newest))
+                    .map_err(|e| Error::io("reading", &path, e))?;
+                match compared {
                     Copy::Same => true,
                     Copy::Prefix => false,
                     Copy::Other(why) => return Err(diverged(base, why)),
@@ -224,38 +236,95 @@ enum Copy {
     Other(&'static str),
 }
 
-fn compare(copy: &[u8], ours: &[u8], newest: bool) -> Copy {
-    let zeros_from = |at: usize| {
-        copy.get(at..)
-            .is_none_or(|rest| rest.iter().all(|&b| b == 0))
+fn compare(copy: &fs::File, ours: &[u8], newest: bool) -> std::io::Result<Copy> {
+    use std::os::unix::fs::FileExt;
+    let meta = copy.metadata()?;
+    if !meta.is_file() {
+        return Ok(Copy::Other("it is not a file"));
+    }
+    let len = meta.len();
+    // Bytes `at..at + n` of the copy (fewer where it ends).
+    let read = |at: usize, n: usize| -> std::io::Result<Vec<u8>> {
+        let n = n.min(len.saturating_sub(at as u64) as usize);
+        let mut buf = vec![0u8; n];
+        copy.read_exact_at(&mut buf, at as u64)?;
+        Ok(buf)
     };
     if newest {
-        // The whole file is read and compared: it is one segment per backup.
-        let common = copy
-            .iter()
-            .zip(ours)
-            .position(|(a, b)| a != b)
-            .unwrap_or(copy.len().min(ours.len()));
-        return if !zeros_from(common) {
-            Copy::Other("its records differ")
-        } else if common >= ours.len() {
+        // Compared whole, a chunk at a time: it is one segment per backup.
+        let mut at = 0;
+        while at < ours.len() {
+            let n = CHUNK.min(ours.len() - at);
+            let theirs = read(at, n)?;
+            if let Some(k) = theirs
+                .iter()
+                .zip(&ours[at..at + n])
+                .position(|(a, b)| a != b)
+            {
+                return Ok(if zeros_from(copy, (at + k) as u64, len)? {
+                    Copy::Prefix
+                } else {
+                    Copy::Other("its records differ")
+                });
+            }
+            if theirs.len() < n {
+                // The copy ends inside our bytes: a beginning of them.
+                return Ok(Copy::Prefix);
+            }
+            at += n;
+        }
+        return Ok(if zeros_from(copy, ours.len() as u64, len)? {
             Copy::Same
         } else {
-            Copy::Prefix
-        };
+            Copy::Other("it holds records past ours")
+        });
     }
     let head = ours.len().min(HEAD_CHECK);
-    let tail = ours.len().saturating_sub(TAIL_CHECK)..ours.len();
-    let same = copy.get(..head) == ours.get(..head)
-        && copy.get(tail.clone()) == ours.get(tail)
-        && copy
-            .get(ours.len()..ours.len() + 8)
-            .is_none_or(|b| b == [0; 8]);
-    if same {
+    let tail = ours.len().saturating_sub(TAIL_CHECK);
+    let after = read(ours.len(), 8)?;
+    let same = (len as usize) >= ours.len()
+        && read(0, head)? == ours[..head]
+        && read(tail, ours.len() - tail)? == ours[tail..]
+        && after.iter().all(|&b| b == 0);
+    Ok(if same {
         Copy::Same
     } else {
         Copy::Other("its bytes differ")
+    })
+}
+
+/// Whether every byte of the file from `from` to `len` is zero; ranges the file system reports
+/// as holes (the space past a copy's records) are skipped without reading.
+fn zeros_from(file: &fs::File, from: u64, len: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let seek = |whence: libc::c_int, at: u64| -> Option<u64> {
+        let at = libc::off_t::try_from(at).ok()?;
+        // SAFETY: a plain system call on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::lseek(file.as_raw_fd(), at, whence) };
+        u64::try_from(r).ok()
+    };
+    let mut at = from;
+    let mut buf = vec![0u8; CHUNK];
+    while at < len {
+        // No data at or past `at` (ENXIO): zeros to the end. A file system without SEEK_DATA
+        // reports the whole file as data, which is then read.
+        let Some(data) = seek(libc::SEEK_DATA, at) else {
+            return Ok(true);
+        };
+        let hole = seek(libc::SEEK_HOLE, data).unwrap_or(len).min(len);
+        let mut pos = data.max(at);
+        while pos < hole {
+            let n = ((hole - pos) as usize).min(CHUNK);
+            file.read_exact_at(&mut buf[..n], pos)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+        at = hole.max(at + 1);
     }
+    Ok(true)
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file, synced and renamed into place; with

@@ -12,7 +12,8 @@
 mod fault_harness;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use eventjournal::fault::{Fault, FaultInjector, FileOp};
 use eventjournal::{Durability, EventData, ExpectedVersion, Options, Position, Store};
@@ -267,4 +268,206 @@ fn a_power_loss_during_backups_leaves_a_destination_that_opens() {
         "{images} power-loss images of {} recorded operations",
         journal.len()
     );
+}
+
+// ---- Regressions -----------------------------------------------------------------------------
+
+/// A gate a file operation waits at, once armed, until the test releases it.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, bool, bool)>, // armed, reached, released
+    cv: Condvar,
+}
+
+impl Gate {
+    fn arm(&self) {
+        self.state.lock().unwrap().0 = true;
+    }
+    fn hit(&self) {
+        let mut s = self.state.lock().unwrap();
+        if !s.0 || s.1 {
+            return;
+        }
+        s.1 = true;
+        self.cv.notify_all();
+        while !s.2 {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+    fn wait_reached(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            let (g, t) = self.cv.wait_timeout(s, Duration::from_secs(20)).unwrap();
+            s = g;
+            assert!(!t.timed_out() || s.1, "gate never reached");
+        }
+    }
+    fn release(&self) {
+        self.state.lock().unwrap().2 = true;
+        self.cv.notify_all();
+    }
+}
+
+struct Gates {
+    src: PathBuf,
+    dest: PathBuf,
+    sync_seg0: Gate,
+    write_seg1: Gate,
+    dest_seg_tmp: Gate,
+}
+
+impl FaultInjector for Gates {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        match op {
+            FileOp::Sync { path } if *path == self.src.join("00000000000000000000.seg") => {
+                self.sync_seg0.hit()
+            }
+            FileOp::Write { path, offset, .. }
+                if *path == self.src.join("00000000000000008192.seg") && *offset == 64 =>
+            {
+                self.write_seg1.hit()
+            }
+            FileOp::Create { path }
+                if path.parent() == Some(self.dest.as_path())
+                    && path.to_string_lossy().ends_with(".seg.tmp") =>
+            {
+                self.dest_seg_tmp.hit()
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+fn covered_end(idx: &Path) -> u64 {
+    let b = std::fs::read(idx).unwrap();
+    u64::from_le_bytes(b[24..32].try_into().unwrap())
+}
+
+/// A backup whose view is taken after the writer rolled to a new segment but before the group
+/// that rolled published its records in the old one must not treat the old one as sealed: its
+/// final index file covers records the copy does not hold.
+#[test]
+fn a_backup_taken_while_a_group_rolls_copies_no_index_file_past_its_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("live");
+    let dest = tmp.path().join("copy");
+    let gates = Arc::new(Gates {
+        src: src.clone(),
+        dest: dest.clone(),
+        sync_seg0: Gate::default(),
+        write_seg1: Gate::default(),
+        dest_seg_tmp: Gate::default(),
+    });
+    let opts = Options::default()
+        .segment_size(8192)
+        .durability(Durability::Sync)
+        .fault_injector(gates.clone());
+    let store = Arc::new(Store::open(&src, opts).unwrap());
+    store
+        .append(
+            "a-1",
+            ExpectedVersion::Any,
+            [EventData::new("E", vec![1u8; 500])],
+        )
+        .unwrap();
+
+    gates.sync_seg0.arm();
+    gates.write_seg1.arm();
+    gates.dest_seg_tmp.arm();
+    let s = store.clone();
+    let a = std::thread::spawn(move || {
+        s.append(
+            "a-1",
+            ExpectedVersion::Any,
+            [EventData::new("E", vec![2u8; 100])],
+        )
+        .unwrap()
+    });
+    gates.sync_seg0.wait_reached();
+    let s = store.clone();
+    let b = std::thread::spawn(move || {
+        s.append(
+            "b-1",
+            ExpectedVersion::Any,
+            [EventData::new("E", vec![3u8; 100])],
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let s = store.clone();
+    let c = std::thread::spawn(move || {
+        s.append(
+            "c-1",
+            ExpectedVersion::Any,
+            [EventData::new("E", vec![4u8; 7600])],
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    gates.sync_seg0.release();
+    a.join().unwrap();
+    gates.write_seg1.wait_reached();
+    // The writer rolled and is about to publish: take a backup now.
+    let s = store.clone();
+    let d0 = dest.clone();
+    let d = std::thread::spawn(move || s.backup(&d0).unwrap());
+    gates.dest_seg_tmp.wait_reached();
+    gates.write_seg1.release();
+    b.join().unwrap();
+    c.join().unwrap();
+    gates.dest_seg_tmp.release();
+    let report = d.join().unwrap();
+
+    let seg0_len = report.head.0; // copy ends in segment 0
+    let idx = dest.join("00000000000000000000.idx");
+    assert!(
+        !idx.exists() || covered_end(&idx) <= seg0_len,
+        "copy's newest segment holds {} bytes but its index file covers {}",
+        seg0_len,
+        covered_end(&idx)
+    );
+}
+
+#[test]
+fn a_kept_segment_with_bytes_past_its_records_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("live");
+    let dest = tmp.path().join("copy");
+    let opts = || {
+        Options::default()
+            .segment_size(4096)
+            .durability(Durability::None)
+    };
+    let store = Store::open(&src, opts()).unwrap();
+    for i in 0..40 {
+        store
+            .append(
+                "s-1",
+                ExpectedVersion::Any,
+                [EventData::new("E", vec![i as u8 + 1; 200])],
+            )
+            .unwrap();
+    }
+    store.backup(&dest).unwrap();
+    let seg0 = dest.join("00000000000000000000.seg");
+    let bytes = std::fs::read(&seg0).unwrap();
+    // data end of segment 0: the first zero length word from 64
+    let mut off = 64usize;
+    loop {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        off += len;
+    }
+    let mut t = bytes[..off].to_vec();
+    t.extend_from_slice(&[0xff; 4]);
+    std::fs::write(&seg0, &t).unwrap();
+    let _ = std::fs::remove_file(dest.join("00000000000000000000.idx"));
+    // The copy would not open: the backup must not keep the segment and report success.
+    match store.backup(&dest) {
+        Err(eventjournal::Error::InvalidInput(why)) => assert!(why.contains("not a copy"), "{why}"),
+        other => panic!("a damaged kept segment: {other:?}"),
+    }
 }
