@@ -361,9 +361,11 @@ fn recover_pass(
             r => r?,
         };
         let cut_here = end.cut.is_some() || end.stopped_at > end.end;
-        if cut_here {
+        if cut_here && !had_index_file {
             // An index file must never describe bytes that were cut: later appends could put
-            // other records at the offsets it names.
+            // other records at the offsets it names. One that was used describes only bytes
+            // before the scan began, which the cut keeps (the active segment's checkpoint after
+            // a crash): kept, so that a second crash does not scan the whole segment.
             let _ = disk.remove(&dir.join(persist::index_file_name(base)));
         }
         if cut_here || is_last {
