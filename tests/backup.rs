@@ -2,6 +2,8 @@
 //! destinations, and backups cut short by kill -9 (the fault sweep and the power-loss model of
 //! backups are in `tests/backup_faults.rs`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,9 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventjournal::{
-    Durability, Error, EventData, ExpectedVersion, Options, Position, Store, StreamWrite,
-};
+use common::listing;
+use eventjournal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamWrite};
 use tempfile::TempDir;
 
 const SEGMENT: u64 = 16 * 1024;
@@ -34,29 +35,6 @@ fn unlocked<T>(mut f: impl FnMut() -> eventjournal::Result<T>) -> eventjournal::
                 std::thread::sleep(Duration::from_millis(5));
             }
             other => return other,
-        }
-    }
-}
-
-/// Every event of `$all` as (position, stream, number, data).
-fn listing(store: &Store) -> Vec<(u64, String, u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut from = Position::START;
-    loop {
-        let page = store.read_all_forward(from, 500).expect("read $all");
-        let before = out.len();
-        for e in page {
-            let e = e.expect("event");
-            out.push((
-                e.position().0,
-                e.stream().to_string(),
-                e.event_number(),
-                e.data().to_vec(),
-            ));
-            from = e.next_position();
-        }
-        if out.len() == before {
-            return out;
         }
     }
 }

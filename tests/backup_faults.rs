@@ -9,14 +9,16 @@
 //!   builds the files a power loss after each of them would leave: each must open, hold a
 //!   beginning of the history, all of a backup that had returned, and nothing torn.
 
+mod common;
 mod fault_harness;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::listing;
 use eventjournal::fault::{Fault, FaultInjector, FileOp};
-use eventjournal::{Durability, EventData, ExpectedVersion, Options, Position, Store};
+use eventjournal::{Durability, EventData, ExpectedVersion, Options, Store};
 use fault_harness::{FailAt, Kind, Loss, ModelFs, Rec, Recorder};
 use tempfile::TempDir;
 
@@ -84,28 +86,6 @@ fn append(store: &Store, stream: &str, v: &mut u64, batches: u64) {
             .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         store.append(stream, expected, events).expect("append");
         *v += 3;
-    }
-}
-
-fn listing(store: &Store) -> Vec<(u64, String, u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut from = Position::START;
-    loop {
-        let page = store.read_all_forward(from, 500).expect("read $all");
-        let before = out.len();
-        for e in page {
-            let e = e.expect("event");
-            out.push((
-                e.position().0,
-                e.stream().to_string(),
-                e.event_number(),
-                e.data().to_vec(),
-            ));
-            from = e.next_position();
-        }
-        if out.len() == before {
-            return out;
-        }
     }
 }
 

@@ -642,9 +642,9 @@ mod tests {
         assert_eq!(file.find("account-2").unwrap(), None);
     }
 
-    #[test]
-    fn finds_every_name_among_many() {
-        let names: Vec<String> = (0..5000).map(|i| format!("s-{i}")).collect();
+    /// Streams `s-0` to `s-{n - 1}`, one event each, and their index file's bytes.
+    fn many_names(n: usize) -> (Vec<String>, Vec<u8>) {
+        let names: Vec<String> = (0..n).map(|i| format!("s-{i}")).collect();
         let offsets = [64u32];
         let runs: Vec<RunToSave<'_>> = names
             .iter()
@@ -655,6 +655,12 @@ mod tests {
             })
             .collect();
         let bytes = encode(0, 1 << 20, &runs);
+        (names, bytes)
+    }
+
+    #[test]
+    fn finds_every_name_among_many() {
+        let (names, bytes) = many_names(5000);
         let file = parse(PathBuf::from("x.idx"), bytes, 0, 1 << 20).unwrap();
         for n in &names {
             let e = file.find(n).unwrap().unwrap();
@@ -678,17 +684,7 @@ mod tests {
     /// directory hash must give the right run or an error, never a wrong answer.
     #[test]
     fn a_damaged_probe_never_gives_a_wrong_answer() {
-        let names: Vec<String> = (0..3000).map(|i| format!("s-{i}")).collect();
-        let offsets = [64u32];
-        let runs: Vec<RunToSave<'_>> = names
-            .iter()
-            .map(|n| RunToSave {
-                stream: n.as_str().into(),
-                first_event: 0,
-                offsets: Cow::Borrowed(&offsets),
-            })
-            .collect();
-        let bytes = encode(0, 1 << 20, &runs);
+        let (names, bytes) = many_names(3000);
         let mut errors = 0;
         for entry in (0..names.len()).step_by(41) {
             for byte in [0, 7] {

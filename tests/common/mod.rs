@@ -22,6 +22,30 @@ pub fn all(store: &Store) -> Vec<RecordedEvent> {
         .unwrap()
 }
 
+/// Every event of `$all`, a page at a time, as (position, stream, event number, data): what a
+/// copy of the store must hold the same of.
+pub fn listing(store: &Store) -> Vec<(u64, String, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut from = Position::START;
+    loop {
+        let page = store.read_all_forward(from, 500).expect("read $all");
+        let before = out.len();
+        for e in page {
+            let e = e.expect("event");
+            out.push((
+                e.position().0,
+                e.stream().to_string(),
+                e.event_number(),
+                e.data().to_vec(),
+            ));
+            from = e.next_position();
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}
+
 /// Every event of `stream`, oldest first.
 pub fn stream(store: &Store, name: &str) -> Vec<RecordedEvent> {
     store
