@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::listing;
+use common::{listing, TinyFs};
 use eventjournal::{Durability, Error, EventData, ExpectedVersion, Options, Store, StreamWrite};
 use tempfile::TempDir;
 
@@ -402,4 +402,45 @@ fn kill9(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A backup into a file system that fills up fails with the operating system's error, leaves a
+/// destination that opens (a beginning of the store), and the next backup, once there is room,
+/// completes it.
+#[test]
+fn a_backup_into_a_full_disk_fails_and_the_next_one_completes() {
+    let Some(fs) = TinyFs::mount("1m") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let options = || options().segment_size(256 * 1024);
+    let store = Store::open(tmp.path().join("live"), options()).unwrap();
+    let mut v = 0;
+    append_batches(&store, "s-1", &mut v, 3000);
+    let history = listing(&store);
+    let dest = fs.path().join("copy");
+    match unlocked(|| store.backup(&dest)) {
+        Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(28), "{source}"),
+        other => panic!(
+            "a backup of {} MB into 1 MB: {other:?}",
+            store.head().0 / 1_000_000
+        ),
+    }
+    let copy = unlocked(|| Store::open(&dest, options())).unwrap();
+    let got = listing(&copy);
+    assert!(!got.is_empty() && got.len() < history.len() && got[..] == history[..got.len()]);
+    copy.close().unwrap();
+
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(fs.path())
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let backup = unlocked(|| store.backup(&dest)).unwrap();
+    assert!(backup.segments_kept > 0, "{backup:?}");
+    let copy = unlocked(|| Store::open(&dest, options())).unwrap();
+    assert_eq!(listing(&copy), history);
+    copy.close().unwrap();
+    store.close().unwrap();
 }

@@ -359,7 +359,7 @@ pub fn encode_idx(f: &IdxFile) -> Vec<u8> {
 
 /// The directory indices of the runs that opening spot-checks in a file of `n` runs (the rest
 /// are verified on first use): every `ceil(n / 16)`-th, and the last. Mirrors `sample_matches`
-/// in `src/store.rs`.
+/// in `src/startup.rs`.
 pub fn spot_checked_runs(n: usize) -> Vec<usize> {
     let step = n.div_ceil(16).max(1);
     let mut v: Vec<usize> = (0..n).step_by(step).collect();
