@@ -654,6 +654,7 @@ impl Drop for LeaderGuard<'_> {
 impl Shared {
     /// Appends a multi-stream batch through the group commit.
     pub(crate) fn submit(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        self.check_writable()?;
         check_batch(&writes, self.options.max_event_size)?;
         let mut q = self.queue.lock();
         if q.closed {
@@ -1182,6 +1183,7 @@ enum SubmissionState {
 impl Shared {
     /// An async append of a multi-stream batch, checked now and queued when first polled.
     pub(crate) fn submit_async(&self, writes: Vec<StreamWrite>) -> Result<Submission<'_>> {
+        self.check_writable()?;
         check_batch(&writes, self.options.max_event_size)?;
         Ok(Submission {
             shared: self,

@@ -69,7 +69,8 @@ struct Plan {
 }
 
 pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
-    let disk = &shared.options.disk;
+    // The destination is written even when the store is open read-only.
+    let disk = &shared.options.disk.writable();
     if same_dir(&shared.dir, dest) {
         return Err(Error::InvalidInput(format!(
             "backup destination {} is the store's own directory",

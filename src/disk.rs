@@ -21,6 +21,10 @@ use crate::fault::{Fault, FaultInjector};
 pub(crate) struct Disk {
     #[cfg(feature = "fault-injection")]
     injector: Option<std::sync::Arc<dyn FaultInjector>>,
+    /// A read-only store's disk: every operation that would create, change, sync, rename or
+    /// remove a file fails with `EROFS` before it is attempted, so that no code path of a
+    /// read-only store can change a file, whatever it does with the error.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Disk {
@@ -48,7 +52,38 @@ impl Disk {
     pub(crate) fn with_injector(injector: std::sync::Arc<dyn FaultInjector>) -> Disk {
         Disk {
             injector: Some(injector),
+            read_only: false,
         }
+    }
+
+    /// This disk, refusing every change to a file (see the field).
+    pub(crate) fn read_only(&self) -> Disk {
+        Disk {
+            read_only: true,
+            ..self.clone()
+        }
+    }
+
+    /// This disk, allowed to change files: for a copy written elsewhere (a backup).
+    pub(crate) fn writable(&self) -> Disk {
+        Disk {
+            read_only: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether this disk refuses every change.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// `EROFS` for an operation that changes a file, on a read-only disk.
+    fn refuse(&self, op: &FileOp<'_>) -> io::Result<()> {
+        let reads = matches!(op, FileOp::Open { .. } | FileOp::Read { .. });
+        if self.read_only && !reads {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        Ok(())
     }
 
     /// Whether a fault injector watches this disk: background work is then done inline, so that
@@ -63,6 +98,7 @@ impl Disk {
     /// Asks the injector about `op`: `Err` to fail it outright.
     #[cfg(feature = "fault-injection")]
     fn ask(&self, op: FileOp<'_>) -> io::Result<Go> {
+        self.refuse(&op)?;
         let Some(injector) = &self.injector else {
             return Ok(Go::All);
         };
@@ -80,7 +116,8 @@ impl Disk {
 
     #[cfg(not(feature = "fault-injection"))]
     #[inline(always)]
-    fn ask(&self, _op: FileOp<'_>) -> io::Result<Go> {
+    fn ask(&self, op: FileOp<'_>) -> io::Result<Go> {
+        self.refuse(&op)?;
         Ok(Go::All)
     }
 
@@ -101,6 +138,7 @@ impl Disk {
 
     /// Opens an existing file.
     pub(crate) fn open(&self, path: &Path, writable: bool) -> Result<File> {
+        let writable = writable && !self.read_only;
         self.ask(FileOp::Open { path })
             .and_then(|_| OpenOptions::new().read(true).write(writable).open(path))
             .at("opening", path)
@@ -108,6 +146,7 @@ impl Disk {
 
     /// Opens the lock file, creating it (empty, owner-only) if missing; never truncates it.
     pub(crate) fn open_lock(&self, path: &Path) -> Result<File> {
+        self.refuse(&FileOp::Create { path }).at("opening", path)?;
         self.ask(FileOp::Open { path })
             .and_then(|_| {
                 OpenOptions::new()

@@ -104,6 +104,14 @@ pub enum Error {
     #[error("store refuses writes after an earlier I/O failure: {0}")]
     Poisoned(String),
 
+    /// The store was opened with [`Store::open_read_only`](crate::Store::open_read_only): it
+    /// takes no appends or checkpoints; nothing was written.
+    #[error("the store in {} is open read-only: nothing was written", path.display())]
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
     /// The store was closed (by [`Store::close`](crate::Store::close) through this or another
     /// handle); nothing was done. Open the store again to go on.
     #[error("the store is closed")]

@@ -200,8 +200,11 @@ fn recover_pass(
     // A newest segment whose header never reached the disk held no acknowledged batch.
     if let Some((base, path)) = listed.last() {
         if blank_segment(path, disk)? {
-            disk.remove(path)?;
-            let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
+            // A read-only open leaves it where it is, and reads the log without it.
+            if !disk.is_read_only() {
+                disk.remove(path)?;
+                let _ = disk.remove(&dir.join(persist::index_file_name(*base)));
+            }
             listed.pop();
         }
     }
@@ -368,10 +371,11 @@ fn recover_pass(
             // a crash): kept, so that a second crash does not scan the whole segment.
             let _ = disk.remove(&dir.join(persist::index_file_name(base)));
         }
-        if cut_here || is_last {
+        if (cut_here || is_last) && !disk.is_read_only() {
             // Erase everything after the last whole batch of the newest segment, not just a
             // detected torn record: a crash may have written later pages of an unfinished batch
             // after a page that stayed zero, and the next append must not join them to the log.
+            // (A read-only open, which never appends, only stops reading there.)
             recovery::truncate(&seg, end.end)?;
         }
         seg.set_data_end(end.end);
@@ -398,6 +402,14 @@ fn recover_pass(
             break;
         }
         i += 1;
+    }
+    if segments.is_empty() && disk.is_read_only() {
+        return Err(Pass::Failed(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "it holds no segment yet (a store is given its first segment when it is \
+                     first opened for writing)"
+                .into(),
+        }));
     }
     if segments.is_empty() {
         segments.push(Arc::new(Segment::create(

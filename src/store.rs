@@ -18,7 +18,7 @@ use crate::log::reader::{Cursor, LogView};
 use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
 use crate::log::Log;
-use crate::options::{Durability, Options, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::read::{self, AllEvents, StreamEvents};
 use crate::startup::{lock_dir, open_id_tables, prepare_dir, recover};
 use crate::subscription::{checkpoint_stream, AllFrom, Commits, Filter, StreamFrom, Subscription};
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// Whether the index has a lazy part (set at open, never changes): keys it does not hold
     /// may be in index files.
     pub(crate) lazy: bool,
+    /// Opened with `Store::open_read_only`: no lock, no appends, no file changed.
+    pub(crate) read_only: bool,
     /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
     pub(crate) closed: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
@@ -127,9 +129,10 @@ pub struct Store {
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The thread that writes and merges id tables.
     ids_worker: Mutex<Option<JoinHandle<()>>>,
-    /// The directory lock, until the store is closed. Held by `close` for all of its work, so
-    /// that a second `close` returns only when the first is done.
-    lock: Mutex<Option<File>>,
+    /// `Some` until the store is closed, with the directory lock (none for a read-only store).
+    /// Held by `close` for all of its work, so that a second `close` returns only when the
+    /// first is done.
+    lock: Mutex<Option<Option<File>>>,
     /// The thread that leads groups for async appenders, started by the first one.
     #[cfg(feature = "async")]
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -144,10 +147,64 @@ impl Store {
     /// directory holds other files, [`Error::UnsupportedVersion`] for a newer format, and
     /// [`Error::Corrupt`] for damage other than a torn tail (unless `Recovery::Salvage`).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Store::open_as(dir.as_ref(), options, false)
+    }
+
+    /// Opens the store in `dir` for reading only, beside a writer in another process or on
+    /// files this process may only read (read-only media, another user's store).
+    ///
+    /// It takes no lock and changes no file: a torn tail is left where it is and only not read,
+    /// leftover temporary files stay, and what recovery would rebuild on disk (index files, id
+    /// tables) is built in memory. Every read works on it: streams, `$all`, categories and event
+    /// types, checkpoints, subscriptions; appends and `save_checkpoint` fail with
+    /// [`Error::ReadOnly`]. It shows the store as it was when it opened: batches a writer
+    /// commits later are not seen (open it again to see them).
+    ///
+    /// Fails with [`Error::NotAStore`] if `dir` holds no store (it is never created), and
+    /// [`Error::InvalidInput`] with `Recovery::Salvage`, which changes files.
+    ///
+    /// ```
+    /// use eventjournal::{Error, EventData, ExpectedVersion, Options, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = Store::open(dir.path(), Options::default())?;
+    /// writer.append("order-7", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    ///
+    /// let reader = Store::open_read_only(dir.path(), Options::default())?;
+    /// assert_eq!(reader.stream_version("order-7")?, Some(0));
+    /// let refused = reader.append("order-7", ExpectedVersion::Exact(0), [EventData::new("Paid", "{}")]);
+    /// assert!(matches!(refused, Err(Error::ReadOnly { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_read_only(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Store::open_as(dir.as_ref(), options, true)
+    }
+
+    fn open_as(dir: &Path, mut options: Options, read_only: bool) -> Result<Store> {
         check_options(&options)?;
-        let dir = dir.as_ref().to_path_buf();
-        prepare_dir(&dir, &options.disk)?;
-        let lock = lock_dir(&dir, &options.disk)?;
+        let dir = dir.to_path_buf();
+        let lock = if read_only {
+            if options.recovery == Recovery::Salvage {
+                return Err(Error::InvalidInput(
+                    "a read-only open cannot salvage: salvage cuts and renames files".into(),
+                ));
+            }
+            options.disk = options.disk.read_only();
+            if !dir.join(crate::startup::META_FILE).is_file() {
+                return Err(Error::NotAStore {
+                    path: dir,
+                    reason: format!(
+                        "no {}: a read-only open does not create a store",
+                        crate::startup::META_FILE
+                    ),
+                });
+            }
+            prepare_dir(&dir, &options.disk)?;
+            None
+        } else {
+            prepare_dir(&dir, &options.disk)?;
+            Some(lock_dir(&dir, &options.disk)?)
+        };
         let (segments, index) = recover(&dir, &options)?;
         let lazy = !index.files().is_empty();
         let Some(active) = segments.last().cloned() else {
@@ -178,6 +235,7 @@ impl Store {
             commits: Commits::default(),
             ids,
             lazy,
+            read_only,
             closed: AtomicBool::new(false),
             drained: Condvar::new(),
             stop: Mutex::new(false),
@@ -185,7 +243,7 @@ impl Store {
             options,
         });
         let flusher = match shared.options.durability {
-            Durability::Buffered(every) => {
+            Durability::Buffered(every) if !read_only => {
                 let s = shared.clone();
                 Some(
                     std::thread::Builder::new()
@@ -196,7 +254,10 @@ impl Store {
             }
             _ => None,
         };
-        let ids_worker = if shared.ids.is_inline() {
+        let ids_worker = if read_only {
+            // Id tables that could not be used are searched around, never rebuilt.
+            None
+        } else if shared.ids.is_inline() {
             let _ = shared.ids.maintain(table_entries);
             None
         } else {
@@ -280,8 +341,10 @@ impl Store {
         if let Some(t) = self.ids_worker.lock().take() {
             let _ = t.join();
         }
-        let _ = self.shared.ids.write_pending();
-        let result = {
+        let result = if self.shared.read_only {
+            Ok(())
+        } else {
+            let _ = self.shared.ids.write_pending();
             let mut w = self.shared.writer.lock();
             w.log.sync_all().map(|()| {
                 let active = w.log.active().clone();
@@ -323,6 +386,9 @@ impl Store {
     /// ([`Error::Poisoned`]) until it is reopened.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
+        if self.shared.read_only {
+            return Ok(()); // Nothing was written.
+        }
         // Whoever wrote a group held the writer while writing it, so every append that has
         // returned has its bytes in the log by the time the writer is free.
         let mut w = self.shared.writer.lock();
@@ -900,6 +966,16 @@ impl Drop for Store {
 }
 
 impl Shared {
+    /// Fails with [`Error::ReadOnly`] for a store opened read-only.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The id of the stream or index key `name`, if it has events: from memory, or else from the
     /// index files, in which case it is loaded into memory.
     pub(crate) fn stream_id(&self, name: &str) -> Result<Option<StreamId>> {

@@ -86,6 +86,7 @@ impl Segment {
     /// never grown: a file shorter than the capacity its header gives (cut, or a header that
     /// claims gigabytes) is mapped and used only as far as it goes.
     pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
+        let writable = writable && !disk.is_read_only();
         let file = disk.open(path, writable)?;
         let file_len = file.metadata().at("reading the size of", path)?.len();
         let mut head = vec![0u8; SEGMENT_HEADER_LEN.min(file_len as usize)];
@@ -106,12 +107,16 @@ impl Segment {
         // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
         // before anything reads or writes past the cut), so the mapped range stays backed by the
         // file.
-        let raw = Arc::new(
-            memmap2::MmapOptions::new()
-                .len(map_len as usize)
-                .map_raw(&file)
-                .at("memory-mapping", path)?,
-        );
+        let mut map = memmap2::MmapOptions::new();
+        map.len(map_len as usize);
+        // A read-only store opens its files read-only, so its maps must be too (it never
+        // writes through them: appends are refused before they reach the writer).
+        let mapped = if writable {
+            map.map_raw(&file)
+        } else {
+            map.map_raw_read_only(&file)
+        };
+        let raw = Arc::new(mapped.at("memory-mapping", path)?);
         Ok(Segment {
             base,
             capacity: header.capacity,
