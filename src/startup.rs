@@ -234,7 +234,18 @@ fn recover_pass(
         let (base, path) = &listed[i];
         let base = *base;
         let is_last = i + 1 == count;
+        // Beside a writer, any segment without an index file covering it may be being written
+        // (a group can roll through several segments before it is published, and a segment's
+        // file is written when it is sealed, after that): for a read-only store, the first
+        // record of a scan that does not read whole ends the log, whatever follows, and is
+        // never called damage.
+        let in_flight = disk.is_read_only();
         let expected_base = segments.last().map_or(0, |s| s.end_base());
+        if in_flight && base != expected_base && !segments.is_empty() {
+            // A directory listing taken while the writer creates segments can miss one and see
+            // the next: the log this reader shows ends before the gap.
+            break;
+        }
         let opened = Segment::open(path, base, true, disk).and_then(|seg| {
             if base == expected_base {
                 Ok(seg)
@@ -301,6 +312,8 @@ fn recover_pass(
         }
         let on_bad = if salvage {
             OnBad::Salvage
+        } else if in_flight {
+            OnBad::Reader
         } else if is_last {
             OnBad::TornTailAllowed
         } else {
@@ -399,6 +412,10 @@ fn recover_pass(
         segments.push(seg);
         if stop_salvage {
             set_aside(dir, &listed[i + 1..], disk)?;
+            break;
+        }
+        if in_flight && end.cut.is_some() {
+            // A batch in flight here: the next segment's records come after it.
             break;
         }
         i += 1;

@@ -508,6 +508,7 @@ impl Store {
     #[cfg(feature = "async")]
     async fn submit_async(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
         self.check_open()?;
+        self.shared.check_writable()?;
         self.start_committer()?;
         self.shared.submit_async(writes)?.await
     }

@@ -51,6 +51,10 @@ pub enum OnBad {
     Strict,
     /// Salvage: stop at the first bad record, whatever follows.
     Salvage,
+    /// A read-only store's newest segment, which a writer may be writing: the log ends at the
+    /// first record that does not read whole, or the first zero length word, nothing after it
+    /// is looked at (it may be a group in flight), and nothing is damage.
+    Reader,
 }
 
 /// Scans `seg` from offset `from`, verifying each record's checksum, and calls `on_record` with
@@ -83,7 +87,11 @@ pub fn scan(
                     batch_start = off;
                 }
             }
-            Err(RecordError::End) if bytes_after(seg, off as u64)? && record_after(bytes, off) => {
+            Err(RecordError::End)
+                if on_bad != OnBad::Reader
+                    && bytes_after(seg, off as u64)?
+                    && record_after(bytes, off) =>
+            {
                 // A zero length word with records after it is not the end of the log: a zeroed
                 // sector or page, either in the group that was being written (a torn tail) or
                 // under records already committed (damage), told apart as for a bad record.
@@ -98,6 +106,9 @@ pub fn scan(
                 break;
             }
             Err(RecordError::End) => {
+                if !batch.is_empty() && on_bad == OnBad::Reader {
+                    cut = Some((off as u64, "a batch not written whole yet"));
+                }
                 if !batch.is_empty() && on_bad == OnBad::Strict {
                     return Err(corrupt(
                         seg,
@@ -105,6 +116,10 @@ pub fn scan(
                         "sealed segment ends inside a batch",
                     ));
                 }
+                break;
+            }
+            Err(RecordError::Bad(_)) if on_bad == OnBad::Reader => {
+                cut = Some((off as u64, "a record not written whole yet"));
                 break;
             }
             Err(RecordError::Bad(reason)) => {
@@ -273,9 +288,27 @@ fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
 
 /// Cuts the segment at `end`: everything after reads as zeros (the end of the log) again, as
 /// far as the file went before (it is not grown to a capacity its header may overstate).
+///
+/// The bytes are zeroed in place (a hole punched), not cut off and grown back: the file never
+/// gets shorter, so a read-only store that has it mapped beside this writer never faults on a
+/// page past its end. Where the file system cannot punch holes, it is cut and grown back.
 pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
-    seg.disk.set_len(&seg.file, &seg.path, end)?;
-    seg.disk.allocate(&seg.file, &seg.path, seg.usable())?;
+    let len = seg.usable();
+    if end < len {
+        match seg.disk.punch(&seg.file, &seg.path, end, len - end) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+                ) =>
+            {
+                seg.disk.set_len(&seg.file, &seg.path, end)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    seg.disk.allocate(&seg.file, &seg.path, len)?;
     seg.disk.sync_all(&seg.file, &seg.path)?;
     Ok(())
 }
