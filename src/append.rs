@@ -933,27 +933,31 @@ impl Shared {
         if w.log.is_unsynced() {
             return;
         }
-        let seg = w.log.active().clone();
+        // Read without cloning the segment: this runs after every group.
+        let (base, capacity, end) = {
+            let seg = w.log.active();
+            (seg.base, seg.capacity, seg.data_end())
+        };
         let covered = match w.checkpointed {
-            Some((base, end)) if base == seg.base => end,
+            Some((b, covered)) if b == base => covered,
             _ => {
                 let files = self.index.read().files();
-                let end = files
-                    .file(seg.base)
+                let covered = files
+                    .file(base)
                     .map_or(crate::log::format::SEGMENT_HEADER_LEN as u64, |f| {
                         f.covered_end
                     });
-                w.checkpointed = Some((seg.base, end));
-                end
+                w.checkpointed = Some((base, covered));
+                covered
             }
         };
-        let end = seg.data_end();
-        if end < covered + seg.capacity / CHECKPOINT_FRACTION {
+        if end < covered + capacity / CHECKPOINT_FRACTION {
             return;
         }
         // Best effort, as every index file: a failure leaves the previous file, or none.
+        let seg = w.log.active().clone();
         let _ = self.save_segment_index(&seg, false);
-        w.checkpointed = Some((seg.base, end));
+        w.checkpointed = Some((base, end));
     }
 
     /// Loads into the index what appending `sw` needs and the index may not hold yet (the

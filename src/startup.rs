@@ -239,9 +239,9 @@ fn recover_pass(
         // file is written when it is sealed, after that): for a read-only store, the first
         // record of a scan that does not read whole ends the log, whatever follows, and is
         // never called damage.
-        let in_flight = disk.is_read_only();
+        let reader = disk.is_read_only();
         let expected_base = segments.last().map_or(0, |s| s.end_base());
-        if in_flight && base != expected_base && !segments.is_empty() {
+        if reader && base != expected_base && !segments.is_empty() {
             // A directory listing taken while the writer creates segments can miss one and see
             // the next: the log this reader shows ends before the gap.
             break;
@@ -312,7 +312,7 @@ fn recover_pass(
         }
         let on_bad = if salvage {
             OnBad::Salvage
-        } else if in_flight {
+        } else if reader {
             OnBad::Reader
         } else if is_last {
             OnBad::TornTailAllowed
@@ -414,7 +414,7 @@ fn recover_pass(
             set_aside(dir, &listed[i + 1..], disk)?;
             break;
         }
-        if in_flight && end.cut.is_some() {
+        if reader && end.cut.is_some() {
             // A batch in flight here: the next segment's records come after it.
             break;
         }

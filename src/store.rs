@@ -46,8 +46,6 @@ pub(crate) struct Shared {
     /// Whether the index has a lazy part (set at open, never changes): keys it does not hold
     /// may be in index files.
     pub(crate) lazy: bool,
-    /// Opened with `Store::open_read_only`: no lock, no appends, no file changed.
-    pub(crate) read_only: bool,
     /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
     pub(crate) closed: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
@@ -235,7 +233,6 @@ impl Store {
             commits: Commits::default(),
             ids,
             lazy,
-            read_only,
             closed: AtomicBool::new(false),
             drained: Condvar::new(),
             stop: Mutex::new(false),
@@ -341,7 +338,7 @@ impl Store {
         if let Some(t) = self.ids_worker.lock().take() {
             let _ = t.join();
         }
-        let result = if self.shared.read_only {
+        let result = if self.shared.is_read_only() {
             Ok(())
         } else {
             let _ = self.shared.ids.write_pending();
@@ -386,7 +383,7 @@ impl Store {
     /// ([`Error::Poisoned`]) until it is reopened.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
-        if self.shared.read_only {
+        if self.shared.is_read_only() {
             return Ok(()); // Nothing was written.
         }
         // Whoever wrote a group held the writer while writing it, so every append that has
@@ -967,9 +964,14 @@ impl Drop for Store {
 }
 
 impl Shared {
+    /// Whether the store was opened with `Store::open_read_only`: its disk refuses every change.
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.options.disk.is_read_only()
+    }
+
     /// Fails with [`Error::ReadOnly`] for a store opened read-only.
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.read_only {
+        if self.is_read_only() {
             return Err(Error::ReadOnly {
                 path: self.dir.clone(),
             });

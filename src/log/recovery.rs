@@ -51,7 +51,7 @@ pub enum OnBad {
     Strict,
     /// Salvage: stop at the first bad record, whatever follows.
     Salvage,
-    /// A read-only store's newest segment, which a writer may be writing: the log ends at the
+    /// A read-only store, beside a writer that may be writing the segment: the log ends at the
     /// first record that does not read whole, or the first zero length word, nothing after it
     /// is looked at (it may be a group in flight), and nothing is damage.
     Reader,
