@@ -20,6 +20,7 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 #[allow(dead_code)]
 mod fault;
+mod follower;
 mod ids;
 mod index;
 pub mod journal;

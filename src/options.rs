@@ -35,6 +35,7 @@ pub struct Options {
     pub(crate) max_event_size: u64,
     pub(crate) verify_checksums: bool,
     pub(crate) recovery: Recovery,
+    pub(crate) follow: Option<Duration>,
     pub(crate) disk: Disk,
 }
 
@@ -51,6 +52,7 @@ impl Default for Options {
             max_event_size: 16 << 20,
             verify_checksums: true,
             recovery: Recovery::Strict,
+            follow: Some(Duration::from_millis(1)),
             disk: Disk::default(),
         }
     }
@@ -85,6 +87,15 @@ impl Options {
     /// What opening does with damaged records (default [`Recovery::Strict`]).
     pub fn recovery(mut self, recovery: Recovery) -> Options {
         self.recovery = recovery;
+        self
+    }
+
+    /// How often a store opened with [`Store::open_read_only`](crate::Store::open_read_only)
+    /// looks for batches a writer in another process committed since (default every
+    /// millisecond, from a thread of its own). With `None` it shows the store as it opened,
+    /// and what [`Store::refresh`](crate::Store::refresh) finds. No effect on a writer.
+    pub fn follow(mut self, every: Option<Duration>) -> Options {
+        self.follow = every;
         self
     }
 

@@ -50,8 +50,11 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
     pub(crate) drained: Condvar,
-    stop: Mutex<bool>,
-    stop_cv: Condvar,
+    /// Set by `close`: the background threads (flusher, follower) end.
+    pub(crate) stop: Mutex<bool>,
+    pub(crate) stop_cv: Condvar,
+    /// What a read-only store keeps between catch-ups with a writer in another process.
+    pub(crate) follow: Mutex<crate::follower::FollowState>,
 }
 
 /// What [`Store::index_info`] reports.
@@ -124,6 +127,7 @@ pub struct IndexInfo {
 /// ```
 pub struct Store {
     shared: Arc<Shared>,
+    /// The background flusher (`Durability::Buffered`), or a read-only store's follower.
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The thread that writes and merges id tables.
     ids_worker: Mutex<Option<JoinHandle<()>>>,
@@ -155,8 +159,13 @@ impl Store {
     /// leftover temporary files stay, and what recovery would rebuild on disk (index files, id
     /// tables) is built in memory. Every read works on it: streams, `$all`, categories and event
     /// types, checkpoints, subscriptions; appends and `save_checkpoint` fail with
-    /// [`Error::ReadOnly`]. It shows the store as it was when it opened: batches a writer
-    /// commits later are not seen (open it again to see them).
+    /// [`Error::ReadOnly`].
+    ///
+    /// It follows a writer in another process (or this one): every millisecond (see
+    /// [`Options::follow`]) it shows the batches committed since, each one whole, as if they
+    /// had been appended through it — subscriptions get them too. It goes on through the
+    /// writer's segment changes, crashes and recovery: what a crash left unfinished is never
+    /// shown. [`refresh`](Self::refresh) catches up at once.
     ///
     /// Fails with [`Error::NotAStore`] if `dir` holds no store (it is never created), and
     /// [`Error::InvalidInput`] with `Recovery::Salvage`, which changes files.
@@ -237,6 +246,7 @@ impl Store {
             drained: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            follow: Mutex::new(Default::default()),
             options,
         });
         let flusher = match shared.options.durability {
@@ -249,6 +259,18 @@ impl Store {
                         .at("starting the background flusher of", &shared.dir)?,
                 )
             }
+            _ if read_only => match shared.options.follow {
+                Some(every) => {
+                    let s = shared.clone();
+                    Some(
+                        std::thread::Builder::new()
+                            .name("eventjournal-follow".into())
+                            .spawn(move || s.follow_loop(every))
+                            .at("starting the follower of", &shared.dir)?,
+                    )
+                }
+                None => None,
+            },
             _ => None,
         };
         let ids_worker = if read_only {
@@ -371,6 +393,34 @@ impl Store {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// For a store opened with [`open_read_only`](Self::open_read_only): shows at once every
+    /// batch the writer committed since it last looked, and returns the new head. For a writer,
+    /// the head.
+    ///
+    /// Fails with [`Error::Corrupt`] once the log no longer continues what this store has
+    /// shown (a salvage cut batches it had shown, or the directory holds another store now):
+    /// what it showed stays readable, and nothing more is shown; open the store again.
+    ///
+    /// ```
+    /// use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = Store::open(dir.path(), Options::default())?;
+    /// let reader = Store::open_read_only(dir.path(), Options::default().follow(None))?;
+    /// let r = writer.append("order-7", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    /// assert_eq!(reader.stream_version("order-7")?, None);
+    /// assert_eq!(reader.refresh()?, writer.head());
+    /// assert_eq!(reader.stream_version("order-7")?, r.version);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refresh(&self) -> Result<Position> {
+        self.check_open()?;
+        if self.shared.is_read_only() {
+            self.shared.catch_up()?;
+        }
+        Ok(self.head())
     }
 
     /// Makes every append that returned before this call durable, and returns when it is on
@@ -1128,6 +1178,11 @@ fn check_options(o: &Options) -> Result<()> {
     if o.durability == Durability::Buffered(std::time::Duration::ZERO) {
         return Err(Error::InvalidInput(
             "a buffered sync interval must be longer than zero (use Durability::Sync)".into(),
+        ));
+    }
+    if o.follow == Some(std::time::Duration::ZERO) {
+        return Err(Error::InvalidInput(
+            "a follow interval must be longer than zero (or None: no following)".into(),
         ));
     }
     if o.max_event_size == 0 || o.max_event_size > MAX_EVENT_SIZE_LIMIT {

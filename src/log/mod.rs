@@ -55,6 +55,13 @@ impl Log {
         self.visible.store(end, Ordering::Release);
     }
 
+    /// The newest segment.
+    pub(crate) fn newest(&self) -> Arc<Segment> {
+        let segments = self.segments.read();
+        // A log has at least one segment (see `new`); never removed.
+        segments[segments.len() - 1].clone()
+    }
+
     pub(crate) fn push_segment(&self, seg: Arc<Segment>) {
         let mut guard = self.segments.write();
         let mut next: Vec<Arc<Segment>> = guard.as_ref().clone();

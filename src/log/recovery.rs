@@ -74,6 +74,19 @@ pub fn scan(
     let mut cut = None;
     loop {
         match decode_record(bytes, off, true) {
+            // One group's records share its timestamp. Beside a writer, a record of another
+            // group inside a batch means the bytes changed under the scan: the batch's first
+            // records were those of a batch a crashed writer left unfinished, and its
+            // successor, after recovery zeroed them, wrote a batch of its own there. Not whole.
+            Ok(v)
+                if on_bad == OnBad::Reader
+                    && batch
+                        .first()
+                        .is_some_and(|f| f.timestamp_micros != v.timestamp_micros) =>
+            {
+                cut = Some((off as u64, "a batch not written whole yet"));
+                break;
+            }
             Ok(v) => {
                 batch.push(v);
                 offsets.push(off as u64);

@@ -167,10 +167,15 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) }
     }
 
-    /// Every mapped byte, for recovery, which runs before any writer exists.
+    /// Every mapped byte, for recovery, which runs before any writer of this process exists,
+    /// and for a read-only store's scans past what it has shown.
     pub fn all_bytes(&self) -> &[u8] {
-        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; recovery reads it
-        // before a writer for the store exists, so nothing writes to it while borrowed.
+        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`. No writer of
+        // this process writes to it while borrowed (recovery runs before the writer exists, and
+        // a read-only store has none). A writer in another process may change bytes past the
+        // end this process has published: scans read them as untrusted input (every length is
+        // bounds-checked against the map, every record checksummed, and a batch is taken only
+        // when whole), so a byte changing under a scan can only make a record not read whole.
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
     }
 

@@ -28,6 +28,11 @@
 //!
 //! A violation panics, naming the iteration and what is wrong; the store directory of that run is
 //! then kept on disk (its path is printed on stderr) instead of being removed.
+//!
+//! `tests/follower.rs` uses the child and the checker too, with a follower in the parent.
+
+// Each binary that includes the harness uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -292,13 +297,25 @@ pub fn run_child_if_asked() {
 
 // ---- The parent ------------------------------------------------------------------------------
 
+/// The acknowledged batches among `acks`, by seed, with their parts.
+pub fn acked_batches(acks: &[Ack]) -> BTreeMap<u64, Vec<Part>> {
+    let mut by_seed: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+    for a in acks {
+        by_seed
+            .entry(a.seed)
+            .or_default()
+            .push((a.s, a.first, a.count));
+    }
+    by_seed
+}
+
 /// One `ACK` line: events `first..first + count` of stream `s` are batch `seed`'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ack {
-    s: usize,
-    first: u64,
-    count: u32,
-    seed: u64,
+pub struct Ack {
+    pub s: usize,
+    pub first: u64,
+    pub count: u32,
+    pub seed: u64,
 }
 
 fn parse_ack(line: &str) -> Option<Ack> {
@@ -367,12 +384,12 @@ impl Model {
         }
     }
 
-    fn events(&self) -> usize {
+    pub fn events(&self) -> usize {
         self.all.len()
     }
 
     /// Reads everything the store holds past what the model holds, checks it, and adds it.
-    fn extend(&mut self, store: &Store, ctx: &str) {
+    pub fn extend(&mut self, store: &Store, ctx: &str) {
         let old_len: Vec<u64> = self.streams.iter().map(|v| v.len() as u64).collect();
         let mut found: BTreeMap<u64, Found> = BTreeMap::new();
 
@@ -726,14 +743,8 @@ pub fn kill_loop(config: &Config) -> Summary {
         }
 
         // Every acknowledged batch is there, whole, where it was acknowledged.
-        let mut by_seed: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
-        for a in &acks {
-            by_seed
-                .entry(a.seed)
-                .or_default()
-                .push((a.s, a.first, a.count));
-            sum.acked_events += u64::from(a.count);
-        }
+        let by_seed = acked_batches(&acks);
+        sum.acked_events += acks.iter().map(|a| u64::from(a.count)).sum::<u64>();
         for (&seed, parts) in &by_seed {
             model.check_acked(seed, parts, &ctx);
         }
@@ -835,7 +846,7 @@ fn finish_store(dir: &Path, model: &mut Model, parent_batch: Option<(u64, Vec<Pa
 
 /// When the parent kills the child.
 #[derive(Debug, Clone, Copy)]
-enum Kill {
+pub enum Kill {
     /// This long after the child printed READY (it has opened the store and appends).
     AfterReady(Duration),
     /// This long after spawning it, ready or not: may land in its start-up or in recovery.
@@ -844,7 +855,7 @@ enum Kill {
 
 /// Runs the child on `dir`, kills it as `kill` says, and returns its acknowledgements and whether
 /// it got as far as opening the store.
-fn run_and_kill(
+pub fn run_and_kill(
     (program, args): &(PathBuf, Vec<String>),
     dir: &Path,
     seed_base: u64,
