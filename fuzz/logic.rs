@@ -122,13 +122,15 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Copies the store files of `from` into `to` (not `LOCK`, not temporaries).
+/// Copies the store files of `from` into `to` (not `LOCK`, not temporaries, not a writer's
+/// handover socket).
 fn copy_store_files(from: &Path, to: &Path) {
     for entry in fs::read_dir(from).expect("list store directory") {
         let entry = entry.expect("directory entry");
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == "LOCK" || name.ends_with(".tmp") {
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if name == "LOCK" || name.ends_with(".tmp") || !regular {
             continue;
         }
         fs::copy(entry.path(), to.join(&*name)).expect("copy a store file");

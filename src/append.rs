@@ -658,7 +658,7 @@ impl Shared {
         check_batch(&writes, self.options.max_event_size)?;
         let mut q = self.queue.lock();
         if q.closed {
-            return Err(Error::Closed);
+            return Err(self.check_open().err().unwrap_or(Error::Closed));
         }
         let ticket = q.enqueue(writes, Waiter::Thread(std::thread::current()));
         if let Some(g) = &q.gatherer {
@@ -1237,7 +1237,8 @@ impl std::future::Future for Submission<'_> {
             ))),
             SubmissionState::Ready(writes) => {
                 if q.closed {
-                    return Poll::Ready(Err(Error::Closed));
+                    let e = this.shared.check_open().err().unwrap_or(Error::Closed);
+                    return Poll::Ready(Err(e));
                 }
                 let ticket = q.enqueue(writes, Waiter::Task);
                 q.wakers.insert(ticket, cx.waker().clone());

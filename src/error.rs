@@ -117,6 +117,25 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// The store handed its writer role to another process (which asked with
+    /// [`Store::take_over`](crate::Store::take_over)) and is closed; nothing was done. Retry
+    /// there: every append acknowledged here is in the store that process writes.
+    #[error("the store in {path} was handed over to another process")]
+    HandedOver {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// [`Store::take_over`](crate::Store::take_over) did not get the writer role: the writer
+    /// did not answer in time, refused, or holds the store still. This store is unchanged.
+    #[error("taking over the store in {path} failed: {reason}")]
+    TakeOverFailed {
+        /// The store directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// A journaled actor's event or snapshot could not be encoded or decoded.
     #[error("cannot {action} {what} of stream `{stream}`: {reason}")]
     Codec {

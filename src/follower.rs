@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::index::{is_key_name, Key, KeyCache, StreamId};
 use crate::log::format::RecordView;
-use crate::log::recovery::{self, OnBad};
+use crate::log::recovery;
 use crate::log::segment::{segment_file_name, Segment};
 use crate::store::Shared;
 use crate::subscription::category_of;
@@ -31,11 +31,13 @@ const RECORDS_PER_LOCK: usize = 4096;
 pub(crate) struct FollowState {
     keys: KeyCache,
     /// Set when the log stopped continuing what this store has shown (a writer cut batches it
-    /// had shown, or the directory now holds another store): nothing more is shown.
-    diverged: Option<Error>,
+    /// had shown, or the directory now holds another store): nothing more is shown. The
+    /// `Error::Corrupt` said so, by its parts.
+    diverged: Option<(std::path::PathBuf, u64, String)>,
 }
 
-/// One record of a whole batch, by where its fields are in the segment's bytes.
+/// One record of a whole batch: its offset in the segment, and where its name and type are in
+/// the copy it was read from.
 struct Found {
     off: u64,
     stream: (usize, usize),
@@ -54,47 +56,67 @@ impl Found {
     }
 }
 
+impl FollowState {
+    /// Notes that the log no longer continues what was shown; returns `e`, which says so.
+    fn diverge(&mut self, e: Error) -> Error {
+        if let Error::Corrupt {
+            file,
+            offset,
+            reason,
+        } = &e
+        {
+            self.diverged = Some((file.clone(), *offset, reason.clone()));
+        }
+        e
+    }
+}
+
 impl Shared {
     /// Shows every whole batch the writer committed past what this read-only store has shown;
     /// returns whether it showed any. Concurrent calls take turns.
     pub(crate) fn catch_up(&self) -> Result<bool> {
         let mut state = self.follow.lock();
-        if let Some(e) = &state.diverged {
-            return Err(e.duplicate());
+        if let Some((file, offset, reason)) = &state.diverged {
+            return Err(Error::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            });
         }
         let mut shown = false;
-        loop {
+        // Until nothing more is there, or the store closes (a writer that outpaces this one
+        // must not keep `close` waiting).
+        while !self.closed.load(std::sync::atomic::Ordering::Acquire) {
             let seg = self.log.newest();
-            let found = self.show_whole_batches(&seg, &mut state)?;
-            shown |= found;
-            if found {
+            if self.show_whole_batches(&seg, &mut state)? {
+                shown = true;
                 continue;
             }
             // Nothing more here (for now): has the writer gone on to the next segment?
             let base = seg.end_base();
             let path = self.dir.join(segment_file_name(base));
             if !path.exists() {
-                return Ok(shown);
+                break;
             }
             let next = match Segment::open(&path, base, false, &self.options.disk) {
                 Ok(next) => next,
-                // A header a crash left blank: the writer's recovery removes the file.
-                Err(Error::Corrupt { .. }) => return Ok(shown),
+                Err(e @ Error::Corrupt { .. }) => {
+                    // Made under another name and renamed whole, so never seen unfinished: the
+                    // directory holds another log now.
+                    return Err(state.diverge(e));
+                }
                 Err(e) => return Err(e),
             };
             // Everything in `seg` was written before the next file was renamed into place.
             shown |= self.show_whole_batches(&seg, &mut state)?;
-            if seg.data_end() + 4 <= seg.usable()
-                && !seg.all_bytes()[seg.data_end() as usize..][..4]
-                    .iter()
-                    .all(|&b| b == 0)
-            {
+            if !seg.copy_out(seg.data_end(), 4).iter().all(|&b| b == 0) {
                 // A batch left unfinished before a newer segment: only a writer's crash with
                 // a power loss leaves that, and its recovery cuts the newer segments. Wait.
-                return Ok(shown);
+                break;
             }
             self.log.push_segment(Arc::new(next));
         }
+        Ok(shown)
     }
 
     /// Shows the whole batches after `seg`'s published end; returns whether there were any.
@@ -103,7 +125,7 @@ impl Shared {
         let mut found: Vec<Found> = Vec::new();
         // Offsets just past each batch, with how many records precede that point.
         let mut batch_ends: Vec<(usize, u64)> = Vec::new();
-        recovery::scan(seg, from, OnBad::Reader, |rec, off| {
+        let (copy, _) = recovery::scan_copy(seg, from, |rec, off| {
             found.push(Found::new(rec, off));
             if rec.is_batch_end() {
                 batch_ends.push((found.len(), off + rec.len as u64));
@@ -122,29 +144,24 @@ impl Shared {
                 j += 1;
             }
             let (count, end) = batch_ends[j];
-            if let Err(e) = self.show(seg, &found[start..count], end, state) {
-                if matches!(e, Error::Corrupt { .. }) {
-                    state.diverged = Some(e.duplicate());
-                }
-                return Err(e);
-            }
+            self.show(seg, &copy, &found[start..count], end, state)?;
             start = count;
             i = j + 1;
         }
         Ok(true)
     }
 
-    /// Indexes `records` (whole batches of `seg`, right after its published end) and publishes
-    /// them, up to `end`.
+    /// Indexes `records` (whole batches of `seg`, right after its published end, read from
+    /// `copy`) and publishes them, up to `end`.
     fn show(
         &self,
         seg: &Segment,
+        copy: &[u8],
         records: &[Found],
         end: u64,
         state: &mut FollowState,
     ) -> Result<()> {
-        let bytes = seg.all_bytes();
-        let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+        let text = |(a, b): (usize, usize)| std::str::from_utf8(&copy[a..b]).unwrap_or("");
         if self.lazy {
             // Keys the index may hold only in the files it opened with are loaded first, as an
             // append loads them, without the lock that readers wait on.
@@ -161,8 +178,8 @@ impl Shared {
             }
         }
         let mut index = self.index.write();
-        // Checked before anything changes, so that a log that does not continue what was shown
-        // leaves the index as it was.
+        // Checked before any event is added (keys without events may be), so that a log that
+        // does not continue what was shown adds nothing of it.
         let mut ids: Vec<(StreamId, [StreamId; 2])> = Vec::with_capacity(records.len());
         let mut next: HashMap<StreamId, u64> = HashMap::new();
         for r in records {
@@ -173,18 +190,19 @@ impl Shared {
                 reason,
             };
             if is_key_name(name) {
-                return Err(corrupt(
+                return Err(state.diverge(corrupt(
                     "record of a stream named like an index key (NUL, `c:` or `t:`)".into(),
-                ));
+                )));
             }
             let id = index.get_or_create(name);
             let expected = next.entry(id).or_insert_with(|| index.len(id));
             if r.event_number != *expected {
-                return Err(corrupt(format!(
+                let e = corrupt(format!(
                     "stream `{name}` continues with event {} where {} belongs: the log no \
                      longer continues what this read-only store has shown (open it again)",
                     r.event_number, *expected
-                )));
+                ));
+                return Err(state.diverge(e));
             }
             *expected += 1;
             let keys = [

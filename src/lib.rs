@@ -21,6 +21,7 @@ pub mod fault;
 #[allow(dead_code)]
 mod fault;
 mod follower;
+mod handover;
 mod ids;
 mod index;
 pub mod journal;

@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) lazy: bool,
     /// Set by `close` (under the queue lock): every later call fails with `Error::Closed`.
     pub(crate) closed: AtomicBool,
+    /// Set with `closed` when the store closed to hand the writer role to another process:
+    /// later calls fail with `Error::HandedOver` instead.
+    pub(crate) handed_over: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
     pub(crate) drained: Condvar,
     /// Set by `close`: the background threads (flusher, follower) end.
@@ -126,7 +129,13 @@ pub struct IndexInfo {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Store {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) life: Arc<Life>,
+}
+
+/// A store's threads and directory lock: what closing ends, whether `close`, the last handle's
+/// drop or a handover another process asked for closes the store.
+pub(crate) struct Life {
     /// The background flusher (`Durability::Buffered`), or a read-only store's follower.
     flusher: Mutex<Option<JoinHandle<()>>>,
     /// The thread that writes and merges id tables.
@@ -135,6 +144,8 @@ pub struct Store {
     /// Held by `close` for all of its work, so that a second `close` returns only when the
     /// first is done.
     lock: Mutex<Option<Option<File>>>,
+    /// The thread that hands the writer role over when another process asks (a writer's).
+    listener: Mutex<Option<crate::handover::Listener>>,
     /// The thread that leads groups for async appenders, started by the first one.
     #[cfg(feature = "async")]
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -212,7 +223,25 @@ impl Store {
             prepare_dir(&dir, &options.disk)?;
             Some(lock_dir(&dir, &options.disk)?)
         };
+        Store::open_locked(dir, options, lock)
+    }
+
+    /// Opens the store in `dir` (prepared), holding `lock` (`None`: read-only).
+    pub(crate) fn open_locked(dir: PathBuf, options: Options, lock: Option<File>) -> Result<Store> {
         let (segments, index) = recover(&dir, &options)?;
+        Store::assemble(dir, options, segments, index, lock)
+    }
+
+    /// A store over `segments` (in base order, the newest whole up to its data end) and the
+    /// index of everything in them: its writer, threads and listener started.
+    pub(crate) fn assemble(
+        dir: PathBuf,
+        options: Options,
+        segments: Vec<Arc<Segment>>,
+        mut index: Index,
+        lock: Option<File>,
+    ) -> Result<Store> {
+        let read_only = lock.is_none();
         let lazy = !index.files().is_empty();
         let Some(active) = segments.last().cloned() else {
             return Err(Error::InvalidInput(
@@ -222,7 +251,6 @@ impl Store {
         let visible = active.base + active.data_end();
         let sealed = &segments[..segments.len() - 1];
         let ids = Arc::new(open_id_tables(&dir, &options, sealed)?);
-        let mut index = index;
         index.set_hints(ids.clone());
         let writer = LogWriter::new(
             dir.clone(),
@@ -243,6 +271,7 @@ impl Store {
             ids,
             lazy,
             closed: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             drained: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -288,16 +317,22 @@ impl Store {
                     .at("starting the id index worker of", &shared.dir)?,
             )
         };
-        Ok(Store {
-            shared,
+        let life = Arc::new(Life {
             flusher: Mutex::new(flusher),
             ids_worker: Mutex::new(ids_worker),
             lock: Mutex::new(Some(lock)),
+            listener: Mutex::new(None),
             #[cfg(feature = "async")]
             committer: Mutex::new(None),
             #[cfg(feature = "async")]
             committer_started: AtomicBool::new(false),
-        })
+        });
+        if !read_only {
+            // Best effort: a writer that cannot listen (a directory it may not create a socket
+            // in) works as before, and a handover to it falls back to a full open.
+            *life.listener.lock() = crate::handover::listen(&shared, &life);
+        }
+        Ok(Store { shared, life })
     }
 
     /// Closes the store: lets the appends already queued or in flight finish (each gets its
@@ -321,78 +356,98 @@ impl Store {
     /// another is closing waits for it. Dropping the last handle closes an open store too, but
     /// can only discard the error: call `close` to see it.
     pub fn close(&self) -> Result<()> {
-        self.shutdown()
+        shutdown(&self.shared, &self.life, false)
     }
+}
 
-    fn shutdown(&self) -> Result<()> {
-        let mut held = self.lock.lock();
-        let Some(lock) = held.take() else {
-            return Ok(());
-        };
-        {
-            // From here on nothing is queued; what is queued already is committed by its
-            // appenders (or the committer thread, for async ones) as usual.
-            let mut q = self.shared.queue.lock();
-            q.closed = true;
-            self.shared.closed.store(true, Ordering::SeqCst);
-            while !q.is_drained() {
-                self.shared.drained.wait(&mut q);
-            }
-            #[cfg(feature = "async")]
-            {
-                q.stop_committer = true;
-                if let Some(c) = &q.committer {
-                    c.unpark();
-                }
-            }
+/// Closes a store (see [`Store::close`]); for a handover, appends refused from now on fail
+/// with [`Error::HandedOver`], and what only speeds up the next open (saving the newest
+/// segment's index file, writing id tables) is left to the new writer.
+pub(crate) fn shutdown(shared: &Shared, life: &Life, handover: bool) -> Result<()> {
+    let mut held = life.lock.lock();
+    let Some(lock) = held.take() else {
+        return Ok(());
+    };
+    {
+        // From here on nothing is queued; what is queued already is committed by its
+        // appenders (or the committer thread, for async ones) as usual.
+        let mut q = shared.queue.lock();
+        q.closed = true;
+        shared.handed_over.store(handover, Ordering::SeqCst);
+        shared.closed.store(true, Ordering::SeqCst);
+        while !q.is_drained() {
+            shared.drained.wait(&mut q);
         }
         #[cfg(feature = "async")]
-        if let Some(t) = self.committer.lock().take() {
-            let _ = t.join();
+        {
+            q.stop_committer = true;
+            if let Some(c) = &q.committer {
+                c.unpark();
+            }
         }
+    }
+    #[cfg(feature = "async")]
+    if let Some(t) = life.committer.lock().take() {
+        let _ = t.join();
+    }
+    *shared.stop.lock() = true;
+    shared.stop_cv.notify_all();
+    if let Some(t) = life.flusher.lock().take() {
+        let _ = t.join();
+    }
+    if let Some(listener) = life.listener.lock().take() {
+        listener.stop();
+    }
+    // No file of the store may change once the lock is released.
+    shared.ids.stop();
+    if let Some(t) = life.ids_worker.lock().take() {
+        let _ = t.join();
+    }
+    let result = if shared.is_read_only() {
+        Ok(())
+    } else {
+        if !handover {
+            let _ = shared.ids.write_pending();
+        }
+        let mut w = shared.writer.lock();
+        w.log.sync_all().map(|()| {
+            let active = w.log.active().clone();
+            if !handover {
+                let _ = shared.save_segment_index(&active, false);
+            }
+            // The next open checks that the segment is zero past its data end, reading what
+            // the file system does not report as a hole: made one (best effort; the bytes
+            // there are zeros already, so a crash anywhere in this leaves the same log).
+            let from = active.data_end().next_multiple_of(4096);
+            if from < active.usable() {
+                let _ = shared.options.disk.punch(
+                    &active.file,
+                    &active.path,
+                    from,
+                    active.usable() - from,
+                );
+            }
+        })
+    };
+    drop(lock);
+    shared.commits.close();
+    result
+}
+
+impl Store {
+    /// Ends a read-only store's follower thread.
+    pub(crate) fn stop_following(&self) {
         *self.shared.stop.lock() = true;
         self.shared.stop_cv.notify_all();
-        if let Some(t) = self.flusher.lock().take() {
+        if let Some(t) = self.life.flusher.lock().take() {
             let _ = t.join();
         }
-        // No file of the store may change once the lock is released.
-        self.shared.ids.stop();
-        if let Some(t) = self.ids_worker.lock().take() {
-            let _ = t.join();
-        }
-        let result = if self.shared.is_read_only() {
-            Ok(())
-        } else {
-            let _ = self.shared.ids.write_pending();
-            let mut w = self.shared.writer.lock();
-            w.log.sync_all().map(|()| {
-                let active = w.log.active().clone();
-                let _ = self.shared.save_segment_index(&active, false);
-                // The next open checks that the segment is zero past its data end, reading what
-                // the file system does not report as a hole: made one (best effort; the bytes
-                // there are zeros already, so a crash anywhere in this leaves the same log).
-                let from = active.data_end().next_multiple_of(4096);
-                if from < active.usable() {
-                    let _ = self.shared.options.disk.punch(
-                        &active.file,
-                        &active.path,
-                        from,
-                        active.usable() - from,
-                    );
-                }
-            })
-        };
-        drop(lock);
-        self.shared.commits.close();
-        result
     }
 
-    /// Fails with [`Error::Closed`] once the store is closed.
+    /// Fails with [`Error::Closed`] once the store is closed ([`Error::HandedOver`] once it
+    /// handed the writer role to another process).
     fn check_open(&self) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        self.shared.check_open()
     }
 
     /// For a store opened with [`open_read_only`](Self::open_read_only): shows at once every
@@ -563,10 +618,10 @@ impl Store {
     /// Starts the committer thread if it is not running.
     #[cfg(feature = "async")]
     fn start_committer(&self) -> Result<()> {
-        if self.committer_started.load(Ordering::Acquire) {
+        if self.life.committer_started.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut slot = self.committer.lock();
+        let mut slot = self.life.committer.lock();
         if slot.is_some() {
             return Ok(());
         }
@@ -580,7 +635,7 @@ impl Store {
             .at("starting the commit thread of", &self.shared.dir)?;
         self.shared.queue.lock().committer = Some(handle.thread().clone());
         *slot = Some(handle);
-        self.committer_started.store(true, Ordering::Release);
+        self.life.committer_started.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -1009,11 +1064,24 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let _ = shutdown(&self.shared, &self.life, false);
     }
 }
 
 impl Shared {
+    /// Fails with [`Error::Closed`] once the store is closed, or [`Error::HandedOver`].
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            if self.handed_over.load(Ordering::Acquire) {
+                return Err(Error::HandedOver {
+                    path: self.dir.clone(),
+                });
+            }
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     /// Whether the store was opened with `Store::open_read_only`: its disk refuses every change.
     pub(crate) fn is_read_only(&self) -> bool {
         self.options.disk.is_read_only()

@@ -300,6 +300,8 @@ fn a_follower_follows_a_writer_in_another_process_through_kills() {
         .unwrap();
     let mut follower =
         Some(Store::open_read_only(dir.path(), options.clone().follow(None)).unwrap());
+    // Another one on its own thread, as an application would have it.
+    let threaded = Store::open_read_only(dir.path(), options.clone()).unwrap();
     let mut model = Some(Model::new());
     let child = (
         std::env::current_exe().unwrap(),
@@ -334,7 +336,8 @@ fn a_follower_follows_a_writer_in_another_process_through_kills() {
             (iter + 1) << 32,
             Kill::AfterReady(delay),
             iter,
-            false,
+            // Every other child writes without syncing: through the segment's map.
+            iter % 2 == 1,
         );
         stop.store(true, Ordering::Relaxed);
         let (store, mut m, n) = checker.join().expect("the checker found a violation");
@@ -345,13 +348,23 @@ fn a_follower_follows_a_writer_in_another_process_through_kills() {
         for (seed, parts) in acked_batches(&acks) {
             m.check_acked(seed, &parts, &ctx);
         }
-        let fresh = Store::open_read_only(dir.path(), options.clone().follow(None)).unwrap();
+        // What the next writer's recovery keeps (on a copy, as the kill left the files).
+        let copy = tempfile::tempdir().unwrap();
+        snapshot(dir.path(), copy.path());
+        let recovered = open_after_close(copy.path(), options.clone()).unwrap();
+        let shown = listing(&store);
         assert_eq!(
-            listing(&store),
-            listing(&fresh),
-            "{ctx}: the follower and a fresh open differ"
+            shown,
+            listing(&recovered),
+            "{ctx}: the follower and recovery differ"
         );
-        fresh.close().unwrap();
+        recovered.close().unwrap();
+        wait_for(&threaded, store.head());
+        assert_eq!(
+            listing(&threaded),
+            shown,
+            "{ctx}: the threaded follower differs"
+        );
         follower = Some(store);
         model = Some(m);
     }
@@ -463,5 +476,64 @@ fn a_batch_is_shown_only_once_it_is_whole_and_never_spliced() {
     patch(&copied, h1.0, &y);
     assert_eq!(follower.refresh().unwrap(), h2);
     assert_eq!(listing(&follower), listing(&writer));
+    writer.close().unwrap();
+}
+
+/// A follower of a store whose older streams are in index files (loaded when first used) adds
+/// the writer's new events to them at the right event numbers; a subscriber waiting on the
+/// follower is woken by each batch it shows.
+#[test]
+fn a_follower_continues_streams_left_in_index_files_and_wakes_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path(), small()).unwrap();
+    for i in 0..40 {
+        writer
+            .append(
+                &format!("acct-{}", i % 10),
+                ExpectedVersion::Any,
+                events("acct", i, 2),
+            )
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let writer = Store::open(dir.path(), small()).unwrap();
+    let follower = Store::open_read_only(dir.path(), small()).unwrap();
+    assert!(
+        follower.index_info().index_files > 0,
+        "{:?}",
+        follower.index_info()
+    );
+    assert_eq!(follower.index_info().loaded_keys, 0);
+    let mut sub = follower
+        .subscribe_to_stream("acct-3", StreamFrom::After(7))
+        .unwrap();
+    // Woken, not found at the end of its wait: the wait is far longer than any wake-up.
+    let wait = Duration::from_secs(20);
+    let waiter = std::thread::spawn(move || match sub.recv_timeout(wait) {
+        Ok(Some(SubscriptionItem::Event(e))) => {
+            (e.event_number(), e.data().to_vec(), Instant::now())
+        }
+        other => panic!("{other:?}"),
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 0..10 {
+        writer
+            .append(
+                &format!("acct-{i}"),
+                ExpectedVersion::Any,
+                events("late", i, 1),
+            )
+            .unwrap();
+    }
+    let appended = Instant::now();
+    let (n, data, woken) = waiter.join().unwrap();
+    assert_eq!((n, data), (8, b"late:3".to_vec()));
+    assert!(
+        woken < appended + wait / 2,
+        "the subscriber was not woken: it found the event at the end of its wait"
+    );
+    wait_for(&follower, writer.head());
+    assert_eq!(streams(&follower), streams(&writer));
+    assert_eq!(follower.category_len("acct").unwrap(), 90);
     writer.close().unwrap();
 }

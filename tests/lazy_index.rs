@@ -334,7 +334,8 @@ fn a_stream_used_after_a_crash_is_found_in_files_and_in_the_scanned_tail() {
     // entry the copy lacks, as after a crash between its removal and the next open.
     for e in fs::read_dir(dir.path()).unwrap() {
         let e = e.unwrap();
-        if e.file_name() != "LOCK" {
+        // Not the lock, nor the writer's handover socket.
+        if e.file_name() != "LOCK" && e.file_type().unwrap().is_file() {
             match fs::copy(e.path(), copy.path().join(e.file_name())) {
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 r => {

@@ -55,6 +55,11 @@ impl Log {
         self.visible.store(end, Ordering::Release);
     }
 
+    /// The segments, oldest first.
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().as_ref().clone()
+    }
+
     /// The newest segment.
     pub(crate) fn newest(&self) -> Arc<Segment> {
         let segments = self.segments.read();

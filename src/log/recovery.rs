@@ -64,9 +64,70 @@ pub fn scan(
     seg: &Segment,
     from: u64,
     on_bad: OnBad,
+    on_record: impl FnMut(&RecordView, u64) -> Result<()>,
+) -> Result<ScanEnd> {
+    scan_bytes(seg, seg.all_bytes(), from, on_bad, on_record)
+}
+
+/// Bytes of a segment a follower copies at first to look for batches past its end; doubled
+/// while a record runs past the copy.
+const FOLLOW_COPY: u64 = 64 * 1024;
+
+/// For a read-only store beside a writer in another process: the whole batches from `from` on
+/// in `seg`, as [`scan`] finds them with [`OnBad::Reader`], but in a copy of the bytes taken
+/// once, so that what is checksummed is what is read (the writer may be changing the map).
+/// Returns the copy, which starts at `from` (offsets given to `on_record` are the segment's),
+/// and how the scan ended.
+pub fn scan_copy(
+    seg: &Segment,
+    from: u64,
+    mut on_record: impl FnMut(&RecordView, u64) -> Result<()>,
+) -> Result<(Vec<u8>, ScanEnd)> {
+    let avail = seg.usable().saturating_sub(from);
+    let nothing = ScanEnd {
+        end: from,
+        stopped_at: from,
+        cut: None,
+    };
+    // The usual case, checked without a copy: nothing written past the end yet.
+    if avail < 4 || seg.copy_out(from, 4).iter().all(|&b| b == 0) {
+        return Ok((Vec::new(), nothing));
+    }
+    let mut len = FOLLOW_COPY.min(avail);
+    loop {
+        let copy = seg.copy_out(from, len);
+        let mut found: Vec<(RecordView, u64)> = Vec::new();
+        let end = scan_bytes(seg, &copy, 0, OnBad::Reader, |rec, off| {
+            found.push((*rec, off));
+            Ok(())
+        })?;
+        let at = end.stopped_at as usize;
+        let runs_past = copy.len() < at + 4 || u32_at(&copy, at) as usize > copy.len() - at;
+        if runs_past && len < avail {
+            len = (len * 2).min(avail);
+            continue;
+        }
+        for (rec, off) in &found {
+            on_record(rec, from + off)?;
+        }
+        let end = ScanEnd {
+            end: from + end.end,
+            stopped_at: from + end.stopped_at,
+            cut: end.cut.map(|(off, why)| (from + off, why)),
+        };
+        return Ok((copy, end));
+    }
+}
+
+/// [`scan`] over `bytes`, the segment's (or, for [`OnBad::Reader`], a copy of them starting at
+/// offset 0).
+fn scan_bytes(
+    seg: &Segment,
+    bytes: &[u8],
+    from: u64,
+    on_bad: OnBad,
     mut on_record: impl FnMut(&RecordView, u64) -> Result<()>,
 ) -> Result<ScanEnd> {
-    let bytes = seg.all_bytes();
     let mut off = from as usize;
     let mut batch_start = off;
     let mut batch: Vec<RecordView> = Vec::new();
@@ -304,7 +365,7 @@ fn corrupt(seg: &Segment, offset: u64, reason: &str) -> Error {
 ///
 /// The bytes are zeroed in place (a hole punched), not cut off and grown back: the file never
 /// gets shorter, so a read-only store that has it mapped beside this writer never faults on a
-/// page past its end. Where the file system cannot punch holes, it is cut and grown back.
+/// page past its end. Where the file system cannot punch holes, zeros are written.
 pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
     let len = seg.usable();
     if end < len {
@@ -316,7 +377,15 @@ pub fn truncate(seg: &Segment, end: u64) -> Result<()> {
                     Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
                 ) =>
             {
-                seg.disk.set_len(&seg.file, &seg.path, end)?;
+                // Written over with zeros rather than cut off: never shorter (see above).
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = end;
+                while at < len {
+                    let n = (len - at).min(zeros.len() as u64) as usize;
+                    seg.disk
+                        .write_all_at(&seg.file, &seg.path, &zeros[..n], at)?;
+                    at += n as u64;
+                }
             }
             Err(e) => return Err(e),
         }

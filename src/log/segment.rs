@@ -167,16 +167,36 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) }
     }
 
-    /// Every mapped byte, for recovery, which runs before any writer of this process exists,
-    /// and for a read-only store's scans past what it has shown.
+    /// Every mapped byte, for recovery, which runs before any writer of this process exists.
+    /// (A read-only store, beside a writer in another process, scans a copy instead: see
+    /// [`copy_out`](Self::copy_out).)
     pub fn all_bytes(&self) -> &[u8] {
-        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`. No writer of
-        // this process writes to it while borrowed (recovery runs before the writer exists, and
-        // a read-only store has none). A writer in another process may change bytes past the
-        // end this process has published: scans read them as untrusted input (every length is
-        // bounds-checked against the map, every record checksummed, and a batch is taken only
-        // when whole), so a byte changing under a scan can only make a record not read whole.
+        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; recovery reads it
+        // before a writer for the store exists, so nothing writes to it while borrowed. (A
+        // read-only open's recovery may read bytes a writer elsewhere is writing past its
+        // published end: they are untrusted input, bounds-checked and checksummed; the batches
+        // taken are whole ones, which no writer changes.)
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
+    }
+
+    /// A copy of `off..off + len` (cut at the end of the map), read through raw pointers: for
+    /// a read-only store's look past its end, at bytes a writer in another process may be
+    /// changing. The copy is then read alone, so what is checksummed is what is used.
+    pub(crate) fn copy_out(&self, off: u64, len: u64) -> Vec<u8> {
+        let map_len = self.raw.len() as u64;
+        let start = off.min(map_len);
+        let n = len.min(map_len - start) as usize;
+        let mut out = vec![0u8; n];
+        // SAFETY: `start + n <= raw.len()`; no reference to the source range is made, and the
+        // destination is a new buffer of `n` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.raw.as_ptr().add(start as usize),
+                out.as_mut_ptr(),
+                n,
+            );
+        }
+        out
     }
 
     /// The published bytes `off..off + len`, as a handle that outlives the borrow of `self`.

@@ -69,7 +69,8 @@ pub fn snapshot(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
-        if e.file_name() != "LOCK" {
+        // Not the lock, nor a writer's handover socket.
+        if e.file_name() != "LOCK" && e.file_type().unwrap().is_file() {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }

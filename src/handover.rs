@@ -1,0 +1,297 @@
+//! Handing the writer role from one process to another, for rolling upgrades.
+//!
+//! Every writer listens on a Unix socket in the store directory ([`SOCKET_FILE`]). A follower
+//! (a store opened read-only, caught up with the log) that wants the role connects and sends
+//! one line, `HANDOVER <deadline>` (milliseconds since the Unix epoch). The writer, unless the
+//! deadline has passed, closes as `Store::close` does — new appends fail with
+//! `Error::HandedOver`, the groups in flight are committed, the log is synced, its threads are
+//! stopped — and releases the directory lock; then it answers `RELEASED <end>`, the end of its
+//! log, or `UNCLEAN <why>` when its log could not be synced (a poisoned writer).
+//!
+//! The follower then takes the lock, reads the log up to `end` and becomes the writer from what
+//! it holds in memory: no recovery, no index to load. It never writes before it holds the
+//! lock, which the old writer gives up only once it has stopped writing for good, and it
+//! continues the log only at the exact end the old writer named; so a stalled old writer cannot
+//! write after the handover, and a follower that is behind cannot cut anything. Any other
+//! outcome (no answer in time, no listener, an unclean end) leaves the follower unchanged
+//! unless it can take the lock, in which case the old writer is gone and it opens the store as
+//! `Store::open` does, recovery and all.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::log::segment::Segment;
+use crate::startup::lock_dir;
+use crate::store::{shutdown, Life, Shared, Store};
+
+/// The writer's socket in the store directory. Not a file of the store: removed by the writer
+/// that made it when it closes, and replaced by the next one (a crash leaves it behind).
+pub(crate) const SOCKET_FILE: &str = "handover.sock";
+
+/// Longest request or answer line, in bytes.
+const MAX_LINE: u64 = 512;
+
+/// How long the writer waits for a connected follower's request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A writer's listening thread.
+pub(crate) struct Listener {
+    socket: Arc<UnixListener>,
+    stopping: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl Listener {
+    /// Stops the thread (unless this is it) and removes the socket file.
+    pub(crate) fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_file(&self.path);
+        // SAFETY: a plain system call on the listening socket's descriptor, kept open by
+        // `self.socket`; it wakes the thread's `accept` (which then fails).
+        unsafe { libc::shutdown(self.socket.as_raw_fd(), libc::SHUT_RDWR) };
+        if self.thread.thread().id() != std::thread::current().id() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+/// Starts listening for handover requests to the writer `shared`; `None` if the socket cannot
+/// be made (the writer then works as before, and is taken over only once it has closed).
+pub(crate) fn listen(shared: &Arc<Shared>, life: &Arc<Life>) -> Option<Listener> {
+    let path = shared.dir.join(SOCKET_FILE);
+    // This writer holds the lock: a socket file left here is a crashed writer's. (Not a file
+    // of the store: removed outside the store's disk seam, whose faults are about the log.)
+    let _ = std::fs::remove_file(&path);
+    let socket = Arc::new(UnixListener::bind(&path).ok()?);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (socket, stopping) = (socket.clone(), stopping.clone());
+        let (shared, life) = (Arc::downgrade(shared), Arc::downgrade(life));
+        std::thread::Builder::new()
+            .name("eventjournal-handover".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::SeqCst) {
+                    let Ok((conn, _)) = socket.accept() else {
+                        if stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        // Out of descriptors for a moment, say.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let (Some(shared), Some(life)) = (shared.upgrade(), life.upgrade()) else {
+                        return;
+                    };
+                    if serve(&shared, &life, conn) {
+                        return;
+                    }
+                }
+            })
+            .ok()?
+    };
+    Some(Listener {
+        socket,
+        stopping,
+        thread,
+        path,
+    })
+}
+
+/// Answers one connection; returns whether the store was handed over.
+fn serve(shared: &Shared, life: &Life, conn: UnixStream) -> bool {
+    let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let mut line = String::new();
+    let read = BufReader::new(std::io::Read::take(&conn, MAX_LINE))
+        .read_line(&mut line)
+        .is_ok();
+    let mut conn = conn;
+    let deadline = line
+        .strip_prefix("HANDOVER ")
+        .and_then(|d| d.trim_end().parse::<u64>().ok());
+    let answer = match deadline {
+        _ if !read => return false,
+        None => "REFUSED a request is `HANDOVER <deadline>`\n".to_string(),
+        Some(deadline) if now_millis() > deadline => {
+            // The follower has given up: closing now would leave the store without a writer.
+            "REFUSED the deadline has passed\n".to_string()
+        }
+        Some(_) => match shutdown(shared, life, true) {
+            Ok(()) => format!("RELEASED {}\n", shared.log.visible()),
+            Err(e) => format!("UNCLEAN {}\n", e.to_string().replace('\n', " ")),
+        },
+    };
+    let _ = conn.write_all(answer.as_bytes());
+    answer.starts_with("RELEASED") || answer.starts_with("UNCLEAN")
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the writer answered.
+enum Answer {
+    Released(u64),
+    Unclean(String),
+    Refused(String),
+}
+
+/// Asks the writer of `dir` for its role; `Err` says why no answer came.
+fn ask(dir: &Path, timeout: Duration) -> std::result::Result<Answer, String> {
+    let mut conn = UnixStream::connect(dir.join(SOCKET_FILE))
+        .map_err(|e| format!("no writer answers on {SOCKET_FILE}: {e}"))?;
+    conn.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .map_err(|e| e.to_string())?;
+    let deadline = now_millis() + timeout.as_millis() as u64;
+    conn.write_all(format!("HANDOVER {deadline}\n").as_bytes())
+        .map_err(|e| format!("asking the writer: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(std::io::Read::take(&conn, MAX_LINE))
+        .read_line(&mut line)
+        .map_err(|e| format!("no answer from the writer in {timeout:?}: {e}"))?;
+    let line = line.trim_end();
+    if let Some(end) = line.strip_prefix("RELEASED ") {
+        return end
+            .parse()
+            .map(Answer::Released)
+            .map_err(|_| format!("the writer answered {line:?}"));
+    }
+    if let Some(why) = line.strip_prefix("UNCLEAN ") {
+        return Ok(Answer::Unclean(why.to_string()));
+    }
+    if let Some(why) = line.strip_prefix("REFUSED ") {
+        return Ok(Answer::Refused(why.to_string()));
+    }
+    Err(format!("the writer answered {line:?}"))
+}
+
+/// `lock_dir`, tried again while another process holds the lock, until `deadline`: a process
+/// the old writer started holds a copy of its lock until it calls `exec`.
+fn lock_until(dir: &Path, disk: &Disk, deadline: Instant) -> Result<std::fs::File> {
+    loop {
+        match lock_dir(dir, disk) {
+            Err(Error::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            r => return r,
+        }
+    }
+}
+
+impl Store {
+    /// Takes the writer role from the process that writes the store, for a rolling upgrade:
+    /// called on a store opened with [`open_read_only`](Self::open_read_only), it returns the
+    /// store's writer, and this handle is closed.
+    ///
+    /// The writer is asked over a socket in the store directory; it stops taking appends
+    /// (they fail with [`Error::HandedOver`]: retry them here), commits and syncs those in
+    /// flight, and gives up the directory lock. This store then takes the lock, reads the log
+    /// to the writer's end and continues it from what it holds in memory, with no recovery and
+    /// no index to load: the time during which neither process can append is a few
+    /// milliseconds (see the README's figures). Every append the old writer acknowledged is in
+    /// the log; none is acknowledged by both.
+    ///
+    /// If no writer answers within `timeout` and the lock is free (the writer is gone, or
+    /// crashed), the store is opened as [`Store::open`] opens it. Fails with
+    /// [`Error::TakeOverFailed`] if the writer refused, did not answer and still holds the
+    /// lock (a stalled process), or is not listening; this handle is then unchanged.
+    ///
+    /// ```
+    /// use eventjournal::{Error, EventData, ExpectedVersion, Options, Store};
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let old = Store::open(dir.path(), Options::default())?; // another process, in real life
+    /// old.append("order-7", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    ///
+    /// let follower = Store::open_read_only(dir.path(), Options::default())?;
+    /// let new = follower.take_over(Duration::from_secs(1))?;
+    /// let late = old.append("order-7", ExpectedVersion::Exact(0), [EventData::new("Paid", "{}")]);
+    /// assert!(matches!(late, Err(Error::HandedOver { .. })));
+    /// new.append("order-7", ExpectedVersion::Exact(0), [EventData::new("Paid", "{}")])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_over(&self, timeout: Duration) -> Result<Store> {
+        let shared = &self.shared;
+        shared.check_open()?;
+        let dir = shared.dir.clone();
+        if !shared.is_read_only() {
+            return Err(Error::InvalidInput(
+                "take_over is called on a store opened with open_read_only".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        // Most of what is left to read, read before the writer stops.
+        shared.catch_up()?;
+        let disk = shared.options.disk.writable();
+        let failed = |reason: String| Error::TakeOverFailed {
+            path: dir.clone(),
+            reason,
+        };
+        match ask(&dir, timeout) {
+            Ok(Answer::Released(end)) => {
+                let lock = lock_until(&dir, &disk, deadline + Duration::from_secs(1))?;
+                self.promote(lock, end, disk)
+            }
+            Ok(Answer::Refused(why)) => Err(failed(format!("the writer refused: {why}"))),
+            Ok(Answer::Unclean(why)) => {
+                // It stopped and gave up the lock, but its log may end in bytes it could not
+                // sync: recovered as an open recovers it.
+                let lock = lock_until(&dir, &disk, deadline + Duration::from_secs(1))?;
+                self.reopen(lock, disk)
+                    .map_err(|e| failed(format!("the writer ended unclean ({why}); {e}")))
+            }
+            Err(why) => match lock_dir(&dir, &disk) {
+                Ok(lock) => self.reopen(lock, disk),
+                Err(Error::Locked { .. }) => Err(failed(why)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Becomes the writer from what this follower holds, once the old writer, which ended its
+    /// log at `end`, has given up the lock, now held. Whatever goes wrong, the store is opened
+    /// as an open opens it instead: the old writer is gone.
+    fn promote(&self, lock: std::fs::File, end: u64, disk: Disk) -> Result<Store> {
+        let shared = &self.shared;
+        self.stop_following();
+        let caught_up = shared.catch_up().is_ok() && shared.log.visible() == end;
+        let mut segments = shared.log.segments();
+        let newest = match segments.pop() {
+            Some(newest) if caught_up => newest,
+            _ => return self.reopen(lock, disk),
+        };
+        // Reopened for writing (this store's files and maps are read-only).
+        let Ok(active) = Segment::open(&newest.path, newest.base, true, &disk) else {
+            return self.reopen(lock, disk);
+        };
+        active.set_data_end(newest.data_end());
+        segments.push(Arc::new(active));
+        shutdown(shared, &self.life, false)?;
+        let index = std::mem::take(&mut *shared.index.write());
+        let mut options = shared.options.clone();
+        options.disk = disk;
+        Store::assemble(shared.dir.clone(), options, segments, index, Some(lock))
+    }
+
+    /// Closes this follower and opens the store for writing as `Store::open` does, with `lock`.
+    fn reopen(&self, lock: std::fs::File, disk: Disk) -> Result<Store> {
+        shutdown(&self.shared, &self.life, false)?;
+        let mut options = self.shared.options.clone();
+        options.disk = disk;
+        Store::open_locked(self.shared.dir.clone(), options, Some(lock))
+    }
+}
