@@ -126,6 +126,12 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The journaled-actor [`Host`](crate::journal::Host) is draining (see
+    /// [`Host::drain`](crate::journal::Host::drain)): its process is handing its work over.
+    /// Nothing was done; call the actor in the process that took over.
+    #[error("the host is draining: call the process that took over")]
+    Draining,
+
     /// [`Store::take_over`](crate::Store::take_over) did not get the writer role: the writer
     /// did not answer in time, refused, or holds the store still. This store is unchanged.
     #[error("taking over the store in {path} failed: {reason}")]

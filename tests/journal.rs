@@ -2014,3 +2014,87 @@ fn a_host_on_the_in_memory_backend_reports_a_failed_activation_and_retries_it() 
     // Then: it was activated this time, with its state
     assert_eq!((version, balance), (3, 40));
 }
+
+/// `Host::drain`: calls after it fail with `Error::Draining`, a call in progress finishes
+/// first, unconfirmed events are confirmed if the store takes them and counted as failed if it
+/// refuses them (handed over), and no actor stays active.
+#[test]
+fn a_drained_host_confirms_or_fails_every_unconfirmed_event_and_deactivates_every_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Options::default()).unwrap());
+    let host = Arc::new(Host::new(
+        store.clone(),
+        Arc::new(Journal::<Account>::new()),
+        100,
+    ));
+    for id in ["a", "b", "c"] {
+        host.call(id, |acct| {
+            acct.raise_event(opened(id))?;
+            acct.confirm_events()
+        })
+        .unwrap();
+    }
+    // Raised, not confirmed: left for the drain.
+    host.call("a", |acct| acct.raise_event(deposited(5)))
+        .unwrap();
+    // A call in progress while the drain starts.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let busy = {
+        let host = host.clone();
+        std::thread::spawn(move || {
+            host.call("b", |acct| {
+                started_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                acct.raise_event(deposited(7))?;
+                acct.confirm_events()
+            })
+        })
+    };
+    started_rx.recv().unwrap();
+    let drained = host.drain();
+    assert!(
+        busy.join().unwrap().is_ok(),
+        "the call in progress finished"
+    );
+    assert_eq!(
+        (
+            drained.deactivated,
+            drained.confirmed,
+            drained.failed_events
+        ),
+        (3, 1, 0)
+    );
+    assert_eq!(host.active(), 0);
+    let late = host.call("c", |acct| acct.raise_event(deposited(1)));
+    assert!(matches!(late, Err(Error::Draining)), "{late:?}");
+    let balance = |id: &str| {
+        let fresh = Host::new(store.clone(), Arc::new(Journal::<Account>::new()), 10);
+        fresh
+            .call(id, |acct| Ok::<_, Error>(acct.state().balance))
+            .unwrap()
+    };
+    assert_eq!((balance("a"), balance("b")), (5, 7));
+
+    // Events the store refuses (it was handed over) are failed, and counted.
+    let host = Host::new(store.clone(), Arc::new(Journal::<Account>::new()), 100);
+    host.call("c", |acct| {
+        acct.raise_events(vec![deposited(1), deposited(2)])
+    })
+    .unwrap();
+    let follower = Store::open_read_only(dir.path(), Options::default()).unwrap();
+    let new = follower.take_over(Duration::from_secs(5)).unwrap();
+    let drained = host.drain();
+    assert_eq!(
+        (
+            drained.deactivated,
+            drained.confirmed,
+            drained.failed_events
+        ),
+        (1, 0, 2)
+    );
+    let fresh = Host::new(Arc::new(new), Arc::new(Journal::<Account>::new()), 10);
+    let c = fresh
+        .call("c", |acct| Ok::<_, Error>(acct.state().balance))
+        .unwrap();
+    assert_eq!(c, 0, "no refused event was written");
+}

@@ -72,6 +72,21 @@ pub struct Host<S: JournalState, B: Backend = Store, C: Codec = Bincode> {
     journal: Arc<Journal<S, C>>,
     capacity: usize,
     table: Mutex<Table<S, B, C>>,
+    /// Set (under the table lock) by `drain`: no slot is handed out any more.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// What [`Host::drain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Actors deactivated.
+    pub deactivated: usize,
+    /// Actors whose unconfirmed events were confirmed on the way out.
+    pub confirmed: usize,
+    /// Unconfirmed events that could not be (the store refused them: handed over, closed):
+    /// never written, and gone with their actor's activation.
+    pub failed_events: usize,
 }
 
 impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
@@ -87,6 +102,7 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
                 by_use: BTreeMap::new(),
                 clock: 0,
             }),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -106,7 +122,7 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
     where
         E: From<Error>,
     {
-        let slot = self.slot(id);
+        let slot = self.slot(id)?;
         let mut guard = slot.lock();
         if guard.is_none() {
             *guard = Some(Journaled::activate(
@@ -122,8 +138,11 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
     }
 
     /// The slot of `id`, made if missing, marked as just used; evicts idle actors over capacity.
-    fn slot(&self, id: &str) -> Slot<S, B, C> {
+    fn slot(&self, id: &str) -> Result<Slot<S, B, C>> {
         let mut table = self.table.lock();
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Draining);
+        }
         let t = &mut *table;
         t.clock += 1;
         let now = t.clock;
@@ -146,7 +165,40 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
         if t.actors.len() > self.capacity {
             Self::evict(t, self.capacity);
         }
-        slot
+        Ok(slot)
+    }
+
+    /// Drains the host, for a process that hands its work to another (see
+    /// [`Store::take_over`](crate::Store::take_over)): calls from now on fail with
+    /// [`Error::Draining`]; each call in progress is waited for; every actor with unconfirmed
+    /// events confirms them (or, if the store refuses, they are dropped and counted); every
+    /// actor is deactivated. Once it returns, no actor of this host is active, so none is
+    /// active in two processes.
+    pub fn drain(&self) -> Drained {
+        let actors: Vec<Slot<S, B, C>> = {
+            let mut table = self.table.lock();
+            self.draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            table.by_use.clear();
+            table.actors.drain().map(|(_, (slot, _))| slot).collect()
+        };
+        let mut drained = Drained::default();
+        for slot in actors {
+            // Waits for the call that holds it, if any.
+            let mut guard = slot.lock();
+            if let Some(actor) = guard.as_mut() {
+                let unconfirmed = actor.unconfirmed_events().len();
+                if unconfirmed > 0 {
+                    match actor.confirm_events() {
+                        Ok(()) => drained.confirmed += 1,
+                        Err(_) => drained.failed_events += actor.unconfirmed_events().len(),
+                    }
+                }
+            }
+            *guard = None;
+            drained.deactivated += 1;
+        }
+        drained
     }
 
     /// Deactivates idle actors, least recently used first, until at most `keep` are active.

@@ -74,7 +74,7 @@ pub use backend::{Backend, StoredEvent};
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 pub use codec::Json;
 pub use codec::{Bincode, Codec};
-pub use host::Host;
+pub use host::{Drained, Host};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
