@@ -48,6 +48,12 @@ pub(crate) struct Queue {
     leader: bool,
     /// Set by `close`: no batch is queued any more.
     pub(crate) closed: bool,
+    /// Set while a handover is decided: batches wait to be queued (on `Shared::resumed`), then
+    /// go on here or fail with `Error::HandedOver`, rather than fail before it is decided.
+    pub(crate) paused: bool,
+    /// Async appends waiting while `paused`.
+    #[cfg(feature = "async")]
+    pub(crate) paused_wakers: Vec<std::task::Waker>,
     /// The threads of the last two groups, for [`Shared::gather`].
     recent: [Vec<ThreadId>; 2],
     /// A leader waiting for more appenders to join its group.
@@ -657,6 +663,9 @@ impl Shared {
         self.check_writable()?;
         check_batch(&writes, self.options.max_event_size)?;
         let mut q = self.queue.lock();
+        while q.paused {
+            self.resumed.wait(&mut q);
+        }
         if q.closed {
             return Err(self.check_open().err().unwrap_or(Error::Closed));
         }
@@ -753,7 +762,7 @@ impl Shared {
         wakers: Vec<std::task::Waker>,
     ) {
         let next = q.next_leader();
-        let closing = q.closed;
+        let closing = q.closed || q.paused;
         drop(q);
         if closing {
             self.drained.notify_all();
@@ -1236,6 +1245,11 @@ impl std::future::Future for Submission<'_> {
                 "an append future was polled after it completed".into(),
             ))),
             SubmissionState::Ready(writes) => {
+                if q.paused {
+                    q.paused_wakers.push(cx.waker().clone());
+                    this.state = SubmissionState::Ready(writes);
+                    return Poll::Pending;
+                }
                 if q.closed {
                     let e = this.shared.check_open().err().unwrap_or(Error::Closed);
                     return Poll::Ready(Err(e));

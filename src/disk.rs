@@ -25,6 +25,12 @@ pub(crate) struct Disk {
     /// remove a file fails with `EROFS` before it is attempted, so that no code path of a
     /// read-only store can change a file, whatever it does with the error.
     read_only: bool,
+    /// Set when the store that owns this disk gives up its directory lock (closing, or handing
+    /// over): from then on it refuses every change as a read-only disk does, so that nothing
+    /// the old store still does (a lookup that would remove a damaged cache file) can change
+    /// a file another process now writes. Shared by the clones of one store's disk only (see
+    /// [`for_store`](Self::for_store)).
+    fenced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -53,6 +59,7 @@ impl Disk {
         Disk {
             injector: Some(injector),
             read_only: false,
+            fenced: Default::default(),
         }
     }
 
@@ -60,14 +67,30 @@ impl Disk {
     pub(crate) fn read_only(&self) -> Disk {
         Disk {
             read_only: true,
+            fenced: Default::default(),
             ..self.clone()
         }
+    }
+
+    /// This disk, for one store: with a fence of its own (see the field), so that stores opened
+    /// with clones of the same options do not fence each other.
+    pub(crate) fn for_store(&self) -> Disk {
+        Disk {
+            fenced: Default::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Refuses every later change through this disk and its clones.
+    pub(crate) fn fence(&self) {
+        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// This disk, allowed to change files: for a copy written elsewhere (a backup).
     pub(crate) fn writable(&self) -> Disk {
         Disk {
             read_only: false,
+            fenced: Default::default(),
             ..self.clone()
         }
     }
@@ -80,7 +103,8 @@ impl Disk {
     /// `EROFS` for an operation that changes a file, on a read-only disk.
     fn refuse(&self, op: &FileOp<'_>) -> io::Result<()> {
         let reads = matches!(op, FileOp::Open { .. } | FileOp::Read { .. });
-        if self.read_only && !reads {
+        let fenced = self.fenced.load(std::sync::atomic::Ordering::SeqCst);
+        if (self.read_only || fenced) && !reads {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
         Ok(())

@@ -40,7 +40,10 @@ pub(crate) const SOCKET_FILE: &str = "handover.sock";
 const MAX_LINE: u64 = 512;
 
 /// How long the writer waits for a connected follower's request line.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How much longer than its timeout a follower waits for the lock once it has asked.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
 
 /// A writer's listening thread.
 pub(crate) struct Listener {
@@ -71,12 +74,12 @@ pub(crate) fn listen(shared: &Arc<Shared>, life: &Arc<Life>) -> Option<Listener>
     // This writer holds the lock: a socket file left here is a crashed writer's. (Not a file
     // of the store: removed outside the store's disk seam, whose faults are about the log.)
     let _ = std::fs::remove_file(&path);
-    let socket = Arc::new(UnixListener::bind(&path).ok()?);
+    let socket = Arc::new(at_socket(&shared.dir, |p| UnixListener::bind(p)).ok()?);
     let stopping = Arc::new(AtomicBool::new(false));
     let thread = {
         let (socket, stopping) = (socket.clone(), stopping.clone());
         let (shared, life) = (Arc::downgrade(shared), Arc::downgrade(life));
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("eventjournal-handover".into())
             .spawn(move || {
                 while !stopping.load(Ordering::SeqCst) {
@@ -99,7 +102,14 @@ pub(crate) fn listen(shared: &Arc<Shared>, life: &Arc<Life>) -> Option<Listener>
                     }
                 }
             })
-            .ok()?
+            .ok();
+        match spawned {
+            Some(thread) => thread,
+            None => {
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        }
     };
     Some(Listener {
         socket,
@@ -110,7 +120,7 @@ pub(crate) fn listen(shared: &Arc<Shared>, life: &Arc<Life>) -> Option<Listener>
 }
 
 /// Answers one connection; returns whether the store was handed over.
-fn serve(shared: &Shared, life: &Life, conn: UnixStream) -> bool {
+fn serve(shared: &Arc<Shared>, life: &Arc<Life>, conn: UnixStream) -> bool {
     let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
     let mut line = String::new();
     let read = BufReader::new(std::io::Read::take(&conn, MAX_LINE))
@@ -127,8 +137,13 @@ fn serve(shared: &Shared, life: &Life, conn: UnixStream) -> bool {
             // The follower has given up: closing now would leave the store without a writer.
             "REFUSED the deadline has passed\n".to_string()
         }
-        Some(_) => match shutdown(shared, life, true) {
+        Some(deadline) => match shutdown(shared, life, Some(deadline)) {
             Ok(()) => format!("RELEASED {}\n", shared.log.visible()),
+            Err(Error::TakeOverFailed { reason, .. }) => {
+                // Still the writer: listening again (this thread ends, its socket is gone).
+                *life.listener.lock() = listen(shared, life);
+                format!("REFUSED {reason}\n")
+            }
             Err(e) => format!("UNCLEAN {}\n", e.to_string().replace('\n', " ")),
         },
     };
@@ -136,10 +151,25 @@ fn serve(shared: &Shared, life: &Life, conn: UnixStream) -> bool {
     answer.starts_with("RELEASED") || answer.starts_with("UNCLEAN")
 }
 
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `f` (a bind or a connect) on the socket of the store in `dir`. A socket's path may be at
+/// most 107 bytes: a longer one is reached through this process's descriptor of the directory
+/// (`/proc/self/fd/<n>/handover.sock`), which the kernel resolves to the same file.
+fn at_socket<T>(dir: &Path, f: impl Fn(&Path) -> std::io::Result<T>) -> std::io::Result<T> {
+    let path = dir.join(SOCKET_FILE);
+    if path.as_os_str().len() < 100 {
+        return f(&path);
+    }
+    let handle = std::fs::File::open(dir)?;
+    f(&PathBuf::from(format!(
+        "/proc/self/fd/{}/{SOCKET_FILE}",
+        handle.as_raw_fd()
+    )))
 }
 
 /// What the writer answered.
@@ -149,25 +179,34 @@ enum Answer {
     Refused(String),
 }
 
-/// Asks the writer of `dir` for its role; `Err` says why no answer came.
-fn ask(dir: &Path, timeout: Duration) -> std::result::Result<Answer, String> {
-    let mut conn = UnixStream::connect(dir.join(SOCKET_FILE))
-        .map_err(|e| format!("no writer answers on {SOCKET_FILE}: {e}"))?;
+/// Why no answer came.
+enum NoAnswer {
+    /// No writer listens: it was not asked.
+    NotAsked(String),
+    /// It was asked, and may be releasing the store still.
+    Asked(String),
+}
+
+/// Asks the writer of `dir` for its role.
+fn ask(dir: &Path, timeout: Duration) -> std::result::Result<Answer, NoAnswer> {
+    let mut conn = at_socket(dir, |p| UnixStream::connect(p))
+        .map_err(|e| NoAnswer::NotAsked(format!("no writer answers on {SOCKET_FILE}: {e}")))?;
+    let asked = |e: String| NoAnswer::Asked(e);
     conn.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .map_err(|e| e.to_string())?;
-    let deadline = now_millis() + timeout.as_millis() as u64;
+        .map_err(|e| asked(e.to_string()))?;
+    let deadline = now_millis().saturating_add(timeout.as_millis().min(u64::MAX.into()) as u64);
     conn.write_all(format!("HANDOVER {deadline}\n").as_bytes())
-        .map_err(|e| format!("asking the writer: {e}"))?;
+        .map_err(|e| asked(format!("asking the writer: {e}")))?;
     let mut line = String::new();
     BufReader::new(std::io::Read::take(&conn, MAX_LINE))
         .read_line(&mut line)
-        .map_err(|e| format!("no answer from the writer in {timeout:?}: {e}"))?;
+        .map_err(|e| asked(format!("no answer from the writer in {timeout:?}: {e}")))?;
     let line = line.trim_end();
     if let Some(end) = line.strip_prefix("RELEASED ") {
         return end
             .parse()
             .map(Answer::Released)
-            .map_err(|_| format!("the writer answered {line:?}"));
+            .map_err(|_| asked(format!("the writer answered {line:?}")));
     }
     if let Some(why) = line.strip_prefix("UNCLEAN ") {
         return Ok(Answer::Unclean(why.to_string()));
@@ -175,7 +214,7 @@ fn ask(dir: &Path, timeout: Duration) -> std::result::Result<Answer, String> {
     if let Some(why) = line.strip_prefix("REFUSED ") {
         return Ok(Answer::Refused(why.to_string()));
     }
-    Err(format!("the writer answered {line:?}"))
+    Err(asked(format!("the writer answered {line:?}")))
 }
 
 /// `lock_dir`, tried again while another process holds the lock, until `deadline`: a process
@@ -233,7 +272,11 @@ impl Store {
                 "take_over is called on a store opened with open_read_only".into(),
             ));
         }
-        let deadline = Instant::now() + timeout;
+        // Longer than a year is as good as forever, and does not overflow.
+        let timeout = timeout.min(Duration::from_secs(365 * 24 * 3600));
+        // A writer that passed its last check of the deadline just in time releases the store
+        // right after: the lock is waited for this much longer.
+        let until = Instant::now() + timeout + RELEASE_GRACE;
         // Most of what is left to read, read before the writer stops.
         shared.catch_up()?;
         let disk = shared.options.disk.writable();
@@ -243,18 +286,25 @@ impl Store {
         };
         match ask(&dir, timeout) {
             Ok(Answer::Released(end)) => {
-                let lock = lock_until(&dir, &disk, deadline + Duration::from_secs(1))?;
+                let lock = lock_until(&dir, &disk, until)?;
                 self.promote(lock, end, disk)
             }
             Ok(Answer::Refused(why)) => Err(failed(format!("the writer refused: {why}"))),
             Ok(Answer::Unclean(why)) => {
                 // It stopped and gave up the lock, but its log may end in bytes it could not
                 // sync: recovered as an open recovers it.
-                let lock = lock_until(&dir, &disk, deadline + Duration::from_secs(1))?;
+                let lock = lock_until(&dir, &disk, until)?;
                 self.reopen(lock, disk)
                     .map_err(|e| failed(format!("the writer ended unclean ({why}); {e}")))
             }
-            Err(why) => match lock_dir(&dir, &disk) {
+            Err(NoAnswer::Asked(why)) => match lock_until(&dir, &disk, until) {
+                // Released without a word (it crashed, or answered too late): whatever its log
+                // ends in is recovered.
+                Ok(lock) => self.reopen(lock, disk),
+                Err(Error::Locked { .. }) => Err(failed(why)),
+                Err(e) => Err(e),
+            },
+            Err(NoAnswer::NotAsked(why)) => match lock_dir(&dir, &disk) {
                 Ok(lock) => self.reopen(lock, disk),
                 Err(Error::Locked { .. }) => Err(failed(why)),
                 Err(e) => Err(e),
@@ -280,16 +330,37 @@ impl Store {
         };
         active.set_data_end(newest.data_end());
         segments.push(Arc::new(active));
-        shutdown(shared, &self.life, false)?;
-        let index = std::mem::take(&mut *shared.index.write());
+        shutdown(shared, &self.life, None)?;
+        let index = {
+            // Flagged under the lock, which readers check it under.
+            let mut held = shared.index.write();
+            shared
+                .index_gone
+                .store(true, std::sync::atomic::Ordering::Release);
+            std::mem::take(&mut *held)
+        };
         let mut options = shared.options.clone();
         options.disk = disk;
-        Store::assemble(shared.dir.clone(), options, segments, index, Some(lock))
+        // The same lock (one open file description): kept if assembling fails.
+        let spare = lock.try_clone();
+        match Store::assemble(
+            shared.dir.clone(),
+            options.clone(),
+            segments,
+            index,
+            Some(lock),
+        ) {
+            Ok(store) => Ok(store),
+            Err(e) => match spare {
+                Ok(lock) => Store::open_locked(shared.dir.clone(), options, Some(lock)),
+                Err(_) => Err(e),
+            },
+        }
     }
 
     /// Closes this follower and opens the store for writing as `Store::open` does, with `lock`.
     fn reopen(&self, lock: std::fs::File, disk: Disk) -> Result<Store> {
-        shutdown(&self.shared, &self.life, false)?;
+        shutdown(&self.shared, &self.life, None)?;
         let mut options = self.shared.options.clone();
         options.disk = disk;
         Store::open_locked(self.shared.dir.clone(), options, Some(lock))

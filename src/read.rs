@@ -72,6 +72,8 @@ impl<'a> StreamEvents<'a> {
         self.chunk.clear();
         self.at = 0;
         let index = self.shared.index.read();
+        // Under the lock the index is moved under: an index that is gone does not read as empty.
+        self.shared.check_index()?;
         if self.forward {
             let lo = self.next.min(self.end);
             let hi = self.end.min(lo + want);
@@ -217,13 +219,12 @@ where
     let mut hint = 0usize;
     while next < end {
         chunk.clear();
-        shared.index.read().copy_positions(
-            id,
-            next,
-            end.min(next + CHUNK as u64),
-            true,
-            &mut chunk,
-        )?;
+        {
+            // Held only to copy positions: not while `f` runs.
+            let index = shared.index.read();
+            shared.check_index()?;
+            index.copy_positions(id, next, end.min(next + CHUNK as u64), true, &mut chunk)?;
+        }
         let Some(&last) = chunk.last() else { break };
         if !view.covers(last) {
             view = shared.log.view();

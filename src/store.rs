@@ -51,8 +51,13 @@ pub(crate) struct Shared {
     /// Set with `closed` when the store closed to hand the writer role to another process:
     /// later calls fail with `Error::HandedOver` instead.
     pub(crate) handed_over: AtomicBool,
+    /// Set when a follower's index was moved to the writer it became: reads of this store that
+    /// would use it fail with `Error::Closed` (iterators made before too).
+    pub(crate) index_gone: AtomicBool,
     /// Wakes `close` when the queue drains; used with the queue lock.
     pub(crate) drained: Condvar,
+    /// Wakes appenders that wait while a handover is decided; used with the queue lock.
+    pub(crate) resumed: Condvar,
     /// Set by `close`: the background threads (flusher, follower) end.
     pub(crate) stop: Mutex<bool>,
     pub(crate) stop_cv: Condvar,
@@ -145,7 +150,7 @@ pub(crate) struct Life {
     /// first is done.
     lock: Mutex<Option<Option<File>>>,
     /// The thread that hands the writer role over when another process asks (a writer's).
-    listener: Mutex<Option<crate::handover::Listener>>,
+    pub(crate) listener: Mutex<Option<crate::handover::Listener>>,
     /// The thread that leads groups for async appenders, started by the first one.
     #[cfg(feature = "async")]
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -200,6 +205,7 @@ impl Store {
 
     fn open_as(dir: &Path, mut options: Options, read_only: bool) -> Result<Store> {
         check_options(&options)?;
+        options.disk = options.disk.for_store();
         let dir = dir.to_path_buf();
         let lock = if read_only {
             if options.recovery == Recovery::Salvage {
@@ -272,7 +278,9 @@ impl Store {
             lazy,
             closed: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            index_gone: AtomicBool::new(false),
             drained: Condvar::new(),
+            resumed: Condvar::new(),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             follow: Mutex::new(Default::default()),
@@ -356,34 +364,77 @@ impl Store {
     /// another is closing waits for it. Dropping the last handle closes an open store too, but
     /// can only discard the error: call `close` to see it.
     pub fn close(&self) -> Result<()> {
-        shutdown(&self.shared, &self.life, false)
+        shutdown(&self.shared, &self.life, None)
     }
 }
 
-/// Closes a store (see [`Store::close`]); for a handover, appends refused from now on fail
-/// with [`Error::HandedOver`], and what only speeds up the next open (saving the newest
-/// segment's index file, writing id tables) is left to the new writer.
-pub(crate) fn shutdown(shared: &Shared, life: &Life, handover: bool) -> Result<()> {
+/// Closes a store (see [`Store::close`]). For a handover whose asker waits until `deadline`
+/// (milliseconds since the Unix epoch): appends refused from now on fail with
+/// [`Error::HandedOver`]; once the groups in flight are committed and synced, if the deadline
+/// has passed, the asker has given up, and the store takes appends again rather than be left
+/// without a writer (`Err(Error::TakeOverFailed)`); and what only speeds up the next open
+/// (saving the newest segment's index file, writing id tables) is left to the new writer.
+pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>) -> Result<()> {
+    let handover = handover_until.is_some();
+    // Stopped before the close begins: a handover it is serving closes the store itself (and a
+    // close that waited for the listener under the lock would wait for it forever).
+    if let Some(listener) = life.listener.lock().take() {
+        listener.stop();
+    }
     let mut held = life.lock.lock();
     let Some(lock) = held.take() else {
         return Ok(());
     };
-    {
+    if let Some(deadline) = handover_until {
+        // New batches wait while the groups in flight are committed and synced; then the
+        // handover is decided: they go on here if the asker has given up meanwhile, and fail
+        // with `HandedOver` (never written) if it goes ahead.
+        {
+            let mut q = shared.queue.lock();
+            q.paused = true;
+            while !q.is_drained() {
+                shared.drained.wait(&mut q);
+            }
+        }
+        let synced = shared.writer.lock().log.sync_all();
+        let mut q = shared.queue.lock();
+        q.paused = false;
+        let too_late = synced.is_ok() && crate::handover::now_millis() > deadline;
+        if !too_late {
+            q.closed = true;
+            shared.handed_over.store(true, Ordering::SeqCst);
+            shared.closed.store(true, Ordering::SeqCst);
+        }
+        shared.resumed.notify_all();
+        #[cfg(feature = "async")]
+        for w in q.paused_wakers.drain(..) {
+            w.wake();
+        }
+        drop(q);
+        if too_late {
+            *held = Some(lock);
+            return Err(Error::TakeOverFailed {
+                path: shared.dir.clone(),
+                reason: "the deadline passed while the writer committed its groups in flight"
+                    .into(),
+            });
+        }
+    } else {
         // From here on nothing is queued; what is queued already is committed by its
         // appenders (or the committer thread, for async ones) as usual.
         let mut q = shared.queue.lock();
         q.closed = true;
-        shared.handed_over.store(handover, Ordering::SeqCst);
         shared.closed.store(true, Ordering::SeqCst);
         while !q.is_drained() {
             shared.drained.wait(&mut q);
         }
-        #[cfg(feature = "async")]
-        {
-            q.stop_committer = true;
-            if let Some(c) = &q.committer {
-                c.unpark();
-            }
+    }
+    #[cfg(feature = "async")]
+    {
+        let mut q = shared.queue.lock();
+        q.stop_committer = true;
+        if let Some(c) = &q.committer {
+            c.unpark();
         }
     }
     #[cfg(feature = "async")]
@@ -394,9 +445,6 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover: bool) -> Result<(
     shared.stop_cv.notify_all();
     if let Some(t) = life.flusher.lock().take() {
         let _ = t.join();
-    }
-    if let Some(listener) = life.listener.lock().take() {
-        listener.stop();
     }
     // No file of the store may change once the lock is released.
     shared.ids.stop();
@@ -429,6 +477,9 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover: bool) -> Result<(
             }
         })
     };
+    if !shared.is_read_only() {
+        shared.options.disk.fence();
+    }
     drop(lock);
     shared.commits.close();
     result
@@ -828,7 +879,9 @@ impl Store {
     }
 
     fn streams_page(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
-        let page = self.shared.index.read().names_page(after, max)?;
+        let index = self.shared.index.read();
+        self.shared.check_index()?;
+        let page = index.names_page(after, max)?;
         Ok(page.iter().map(|n| n.to_string()).collect())
     }
 
@@ -1064,7 +1117,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let _ = shutdown(&self.shared, &self.life, false);
+        let _ = shutdown(&self.shared, &self.life, None);
     }
 }
 
@@ -1077,6 +1130,15 @@ impl Shared {
                     path: self.dir.clone(),
                 });
             }
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Fails with [`Error::Closed`] once this store's index went to the writer a follower became
+    /// ([`Store::take_over`]): what it would answer from is gone, and must not read as empty.
+    pub(crate) fn check_index(&self) -> Result<()> {
+        if self.index_gone.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         Ok(())
@@ -1112,6 +1174,7 @@ impl Shared {
     fn resolve(&self, name: &str, create: bool) -> Result<Option<StreamId>> {
         let files = {
             let index = self.index.read();
+            self.check_index()?;
             if let Some(id) = index.lookup(name) {
                 return Ok(Some(id));
             }
@@ -1135,6 +1198,7 @@ impl Shared {
         {
             // The usual case, a key held, under one lock.
             let index = self.index.read();
+            self.check_index()?;
             if let Some(id) = index.lookup(name) {
                 return Ok((Some(id), index.len(id)));
             }

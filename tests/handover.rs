@@ -3,11 +3,11 @@
 //! refuses appends with `Error::HandedOver` from then on.
 
 mod common;
+mod crash_harness;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,20 @@ fn a_follower_takes_over_a_writer_and_the_old_one_refuses_appends() {
         )
         .unwrap();
     }
+    // Written by the old writer, retried through the new one.
+    let once = EventData::new("Once", "x").with_id(EventId([7; 16]));
+    let first = old
+        .append("once-1", ExpectedVersion::Any, [once.clone()])
+        .unwrap();
+    // A sealed segment's index file gone: a full open would write it again, taking over
+    // from memory does not.
+    let idx = dir.path().join("00000000000000000000.idx");
+    std::fs::remove_file(&idx).unwrap();
     let follower = Store::open_read_only(dir.path(), small()).unwrap();
+    let mut reading = follower
+        .read_stream_forward("acct-1", 0, usize::MAX)
+        .unwrap();
+    assert!(reading.next().unwrap().is_ok());
     // Appends the follower has not seen yet when it asks.
     for i in 200..230 {
         old.append(
@@ -52,7 +65,27 @@ fn a_follower_takes_over_a_writer_and_the_old_one_refuses_appends() {
         Err(Error::HandedOver { .. })
     ));
     assert!(matches!(follower.refresh(), Err(Error::Closed)));
+    assert!(
+        !idx.exists(),
+        "the store was opened again rather than taken over"
+    );
+    // The follower's handle has nothing left to answer from: it says so.
+    assert!(matches!(
+        follower.stream_version("acct-1"),
+        Err(Error::Closed)
+    ));
+    let rest: Vec<Result<RecordedEvent>> = reading.collect();
+    let read = rest.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        read == 28 || matches!(rest.last(), Some(Err(Error::Closed))),
+        "an iterator of the follower ended after {read} of 28 events without an error"
+    );
     assert_eq!(listing(&new), before);
+    assert_eq!(
+        new.append("once-1", ExpectedVersion::Any, [once]).unwrap(),
+        first,
+        "a retry of the old writer's append was written again"
+    );
     // The new writer goes on: expected versions, idempotent retries, segment changes.
     let v = new.stream_version("acct-1").unwrap().unwrap();
     new.append("acct-1", ExpectedVersion::Exact(v), events("acct-1", 0, 1))
@@ -146,15 +179,16 @@ fn handover_child() {
 }
 
 /// Appends to `stream` until the store is handed over, keeping each acknowledged sequence
-/// number with its position.
-fn append_until_handed_over(
-    store: Arc<Store>,
-    stream: &'static str,
-    stop: Arc<AtomicBool>,
-) -> Vec<(u64, u64)> {
+/// number with its position. Panics if that takes a minute (rather than hang the test).
+fn append_until_handed_over(store: Arc<Store>, stream: &'static str) -> Vec<(u64, u64)> {
     let mut acked = Vec::new();
     let mut seq = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not handed over in a minute"
+        );
         match store.append(
             stream,
             ExpectedVersion::Any,
@@ -186,10 +220,9 @@ fn handovers_between_processes_under_appends_lose_nothing() {
     let mut child_acked: Vec<(u64, u64)> = Vec::new();
     for round in 0..rounds {
         let ctx = format!("round {round}");
-        let stop = Arc::new(AtomicBool::new(false));
         let appender = {
-            let (w, stop) = (writer.clone(), stop.clone());
-            std::thread::spawn(move || append_until_handed_over(w, "parent-1", stop))
+            let w = writer.clone();
+            std::thread::spawn(move || append_until_handed_over(w, "parent-1"))
         };
         std::thread::sleep(Duration::from_millis(20));
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -208,7 +241,6 @@ fn handovers_between_processes_under_appends_lose_nothing() {
         let took = lines.by_ref().map(|l| l.unwrap()).any(|l| l == "TOOK");
         assert!(took, "{ctx}: the child did not take over");
         let acked = appender.join().unwrap();
-        stop.store(true, Ordering::Relaxed);
         assert!(!acked.is_empty(), "{ctx}: the parent appended nothing");
         // Sequence numbers of the parent's stream go on from one round to the next.
         let offset = parent_acked.len() as u64;
@@ -257,4 +289,242 @@ fn handovers_between_processes_under_appends_lose_nothing() {
     Arc::try_unwrap(writer).ok().unwrap().close().unwrap();
     let reopened = open_after_close(dir.path(), small()).unwrap();
     assert_eq!(listing(&reopened), expected);
+}
+
+/// The writer of the kill test below: the crash harness's child, which opens the store or takes
+/// it over, appends batches as fast as it can, and prints an `ACK` line for each acknowledged
+/// one. Does nothing unless started by it.
+#[test]
+fn handover_crash_child() {
+    crash_harness::run_child_if_asked();
+}
+
+/// A writer in one child process is taken over by another child while both would append, and
+/// one of them is killed with SIGKILL at a random moment — before, during or after the handover
+/// — then the other. Each time, a fresh open finds every batch either child acknowledged, whole,
+/// where it was acknowledged, and nothing torn (the checks of `tests/crash.rs`).
+#[test]
+fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
+    let kills: u64 = std::env::var("EVJ_HANDOVER_KILLS")
+        .ok()
+        .map(|v| v.parse().expect("EVJ_HANDOVER_KILLS is a number"))
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let options = crash_harness::options();
+    open_after_close(dir.path(), options.clone())
+        .unwrap()
+        .close()
+        .unwrap();
+    let child = (
+        std::env::current_exe().unwrap(),
+        [
+            "handover_crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let mut model = crash_harness::Model::new();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut taken_over, mut old_killed_first) = (0, 0);
+    for iter in 0..kills {
+        let unsynced = iter % 2 == 1;
+        let old =
+            crash_harness::spawn_child(&child, dir.path(), (2 * iter + 1) << 32, unsynced, false);
+        assert!(
+            old.wait_ready(),
+            "iteration {iter}: the writer did not open the store"
+        );
+        std::thread::sleep(Duration::from_millis(5 + next(40)));
+        let new =
+            crash_harness::spawn_child(&child, dir.path(), (2 * iter + 2) << 32, unsynced, true);
+        // Anywhere from the taker's start-up to well after its handover.
+        std::thread::sleep(Duration::from_millis(next(60)));
+        let old_first = next(2) == 0;
+        let (old_acks, new_acks, new_ready) = if old_first {
+            old_killed_first += 1;
+            let (old_acks, _) = old.kill(iter);
+            std::thread::sleep(Duration::from_millis(next(20)));
+            let (new_acks, ready) = new.kill(iter);
+            (old_acks, new_acks, ready)
+        } else {
+            let (new_acks, ready) = new.kill(iter);
+            std::thread::sleep(Duration::from_millis(next(20)));
+            let (old_acks, _) = old.kill(iter);
+            (old_acks, new_acks, ready)
+        };
+        taken_over += u64::from(new_ready);
+        let ctx = format!("iteration {iter} (old writer killed first: {old_first})");
+        let store = open_after_close(dir.path(), options.clone())
+            .unwrap_or_else(|e| panic!("{ctx}: reopening failed: {e}"));
+        model.full_check(&store, &ctx);
+        for (seed, parts) in crash_harness::acked_batches(&old_acks)
+            .into_iter()
+            .chain(crash_harness::acked_batches(&new_acks))
+        {
+            model.check_acked(seed, &parts, &ctx);
+        }
+        store.close().unwrap();
+    }
+    println!("{kills} iterations, {taken_over} with the store taken over before the kills");
+    assert!(taken_over > 0, "no child ever took the store over");
+    assert!(
+        old_killed_first > 0 && old_killed_first < kills,
+        "both orders of kills ran"
+    );
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: a plain system call on a child process this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// A writer stopped with SIGSTOP is never taken over: it holds the lock and does not answer, so
+/// `take_over` fails and changes nothing; resumed, it refuses the request whose deadline passed
+/// and goes on. Taken over later, it never writes again, stopped and resumed or not.
+#[test]
+fn a_stopped_writer_is_not_taken_over_and_never_writes_after_a_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = crash_harness::options();
+    open_after_close(dir.path(), options.clone())
+        .unwrap()
+        .close()
+        .unwrap();
+    let child = (
+        std::env::current_exe().unwrap(),
+        [
+            "handover_crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let old = crash_harness::spawn_child(&child, dir.path(), 1 << 32, false, false);
+    assert!(old.wait_ready());
+    std::thread::sleep(Duration::from_millis(30));
+    signal(old.pid(), libc::SIGSTOP);
+    let follower = Store::open_read_only(dir.path(), options.clone().follow(None)).unwrap();
+    let refused = follower.take_over(Duration::from_millis(300));
+    assert!(
+        matches!(refused, Err(Error::TakeOverFailed { .. })),
+        "{:?}",
+        refused.err()
+    );
+    let stopped_at = follower.refresh().unwrap();
+    signal(old.pid(), libc::SIGCONT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while follower.refresh().unwrap() == stopped_at {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resumed writer appends no more"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Now taken over; then stopped and resumed: it appends nothing more.
+    let new = follower.take_over(Duration::from_secs(10)).unwrap();
+    signal(old.pid(), libc::SIGSTOP);
+    for i in 0..50 {
+        new.append("other-1", ExpectedVersion::Any, events("other-1", i, 1))
+            .unwrap();
+    }
+    signal(old.pid(), libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 50..100 {
+        new.append("other-1", ExpectedVersion::Any, events("other-1", i, 1))
+            .unwrap();
+    }
+    let (acks, _) = old.kill(0);
+    assert!(!acks.is_empty());
+    let expected = listing(&new);
+    new.close().unwrap();
+    let reopened = open_after_close(dir.path(), options).unwrap();
+    assert_eq!(
+        listing(&reopened),
+        expected,
+        "the old writer wrote after the handover"
+    );
+    assert_eq!(datas(&reopened, "other-1").len(), 100);
+    // Every batch it acknowledged before the handover is there, where it was acknowledged.
+    for a in &acks {
+        for n in a.first..a.first + u64::from(a.count) {
+            let e = reopened.read_event(&format!("crash-{}", a.s), n).unwrap();
+            let meta = String::from_utf8(e.metadata().to_vec()).unwrap();
+            assert!(
+                meta.starts_with(&format!("seed={};", a.seed)),
+                "{a:?}: {meta}"
+            );
+        }
+    }
+}
+
+/// A request whose deadline has passed is refused and the writer goes on; a connection that
+/// says nothing does not hold up `close`, and neither does a handover asked for while the store
+/// closes; a store at a path too long for a socket address is taken over too; and a timeout
+/// of `Duration::MAX` is as good as forever.
+#[test]
+fn the_handover_protocol_refuses_late_requests_and_never_blocks_close() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path(), small()).unwrap();
+    writer
+        .append("acct-1", ExpectedVersion::NoStream, events("acct-1", 0, 1))
+        .unwrap();
+    let socket = dir.path().join("handover.sock");
+    let mut late = UnixStream::connect(&socket).unwrap();
+    late.write_all(b"HANDOVER 1\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&late).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("REFUSED"), "{answer:?}");
+    writer
+        .append("acct-1", ExpectedVersion::Exact(0), events("acct-1", 1, 1))
+        .unwrap();
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage.write_all(b"GIVE ME THE STORE\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&garbage).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("REFUSED"), "{answer:?}");
+
+    // Silent, then asking while the store closes: close returns either way.
+    let _silent = UnixStream::connect(&socket).unwrap();
+    let mut asking = UnixStream::connect(&socket).unwrap();
+    asking.write_all(b"HANDOVER 99999999999999\n").unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        done_tx.send(writer.close()).unwrap();
+    });
+    let closed = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("close hung");
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(
+        !socket.exists(),
+        "the closed writer's socket is left behind"
+    );
+
+    // A path longer than a socket address may be.
+    let long = dir.path().join("d".repeat(120));
+    let writer = Store::open(&long, small()).unwrap();
+    writer
+        .append("acct-1", ExpectedVersion::NoStream, events("acct-1", 0, 1))
+        .unwrap();
+    let follower = Store::open_read_only(&long, small()).unwrap();
+    let new = follower.take_over(Duration::MAX).unwrap();
+    assert!(matches!(
+        writer.append("acct-1", ExpectedVersion::Any, events("acct-1", 1, 1)),
+        Err(Error::HandedOver { .. })
+    ));
+    new.append("acct-1", ExpectedVersion::Exact(0), events("acct-1", 1, 1))
+        .unwrap();
+    new.close().unwrap();
 }

@@ -51,6 +51,9 @@ const CHILD_DIR_ENV: &str = "EVJ_CRASH_CHILD_DIR";
 const CHILD_SEED_ENV: &str = "EVJ_CRASH_CHILD_SEED";
 /// Set in the child when it appends with `Durability::None`.
 const CHILD_UNSYNCED_ENV: &str = "EVJ_CRASH_CHILD_UNSYNCED";
+/// Set in the child when it takes the store over from a running writer (`Store::take_over`)
+/// rather than opening it.
+const CHILD_TAKE_OVER_ENV: &str = "EVJ_CRASH_CHILD_TAKE_OVER";
 /// How many kills the test does (removed from the child's environment).
 pub const ITERATIONS_ENV: &str = "EVJ_CRASH_ITERATIONS";
 pub const STREAMS: usize = 8;
@@ -240,7 +243,13 @@ pub fn run_child_if_asked() {
     } else {
         options()
     };
-    let store = Store::open(&dir, opts).expect("child: open");
+    let store = if std::env::var_os(CHILD_TAKE_OVER_ENV).is_some() {
+        Store::open_read_only(&dir, opts)
+            .and_then(|f| f.take_over(Duration::from_secs(30)))
+            .expect("child: take over")
+    } else {
+        Store::open(&dir, opts).expect("child: open")
+    };
     let mut versions: Vec<Option<u64>> = (0..STREAMS)
         .map(|s| store.stream_version(&stream_name(s)).unwrap())
         .collect();
@@ -279,7 +288,14 @@ pub fn run_child_if_asked() {
         } else {
             store.append_multi(writes)
         };
-        let results = results.unwrap_or_else(|e| panic!("child: append of {batch:?} failed: {e}"));
+        let results = match results {
+            Ok(results) => results,
+            // Taken over by another child: nothing more to do but wait for the kill.
+            Err(Error::HandedOver { .. }) => loop {
+                std::thread::sleep(Duration::from_secs(1));
+            },
+            Err(e) => panic!("child: append of {batch:?} failed: {e}"),
+        };
         assert_eq!(results.len(), nparts, "child: results of {batch:?}");
         let mut line = String::new();
         for (&(s, count), r) in batch.parts.iter().zip(&results) {
@@ -853,21 +869,33 @@ pub enum Kill {
     AfterSpawn(Duration),
 }
 
-/// Runs the child on `dir`, kills it as `kill` says, and returns its acknowledgements and whether
-/// it got as far as opening the store.
-pub fn run_and_kill(
+/// A child running on a store.
+pub struct Running {
+    child: std::process::Child,
+    ready: mpsc::Receiver<()>,
+    out: std::thread::JoinHandle<(Vec<Ack>, bool)>,
+    err: std::thread::JoinHandle<String>,
+}
+
+/// Starts the child on `dir` (appending with `Durability::None` if `unsynced`; taking the store
+/// over from a running writer if `take_over`).
+pub fn spawn_child(
     (program, args): &(PathBuf, Vec<String>),
     dir: &Path,
     seed_base: u64,
-    kill: Kill,
-    iter: u64,
     unsynced: bool,
-) -> (Vec<Ack>, bool) {
+    take_over: bool,
+) -> Running {
     let mut command = Command::new(program);
     if unsynced {
         command.env(CHILD_UNSYNCED_ENV, "1");
     } else {
         command.env_remove(CHILD_UNSYNCED_ENV);
+    }
+    if take_over {
+        command.env(CHILD_TAKE_OVER_ENV, "1");
+    } else {
+        command.env_remove(CHILD_TAKE_OVER_ENV);
     }
     let mut child = command
         .args(args)
@@ -881,8 +909,8 @@ pub fn run_and_kill(
         .expect("spawning the child");
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let out_thread = std::thread::spawn(move || {
+    let (ready_tx, ready) = mpsc::channel::<()>();
+    let out = std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         // Note READY (the store is open), then collect the ACK lines.
         let mut first = String::new();
@@ -898,28 +926,65 @@ pub fn run_and_kill(
         drop(ready_tx);
         (read_acks(reader), ready)
     });
-    let err_thread = std::thread::spawn(move || {
+    let err = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
         s
     });
+    Running {
+        child,
+        ready,
+        out,
+        err,
+    }
+}
+
+impl Running {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to a minute) until the child has the store open; false if it ended before.
+    pub fn wait_ready(&self) -> bool {
+        self.ready.recv_timeout(CHILD_READY_TIMEOUT).is_ok()
+    }
+
+    /// Kills the child; returns its acknowledgements and whether it got as far as having the
+    /// store open. Panics if it had ended by itself.
+    pub fn kill(mut self, iter: u64) -> (Vec<Ack>, bool) {
+        let _ = self.child.kill();
+        let status = self.child.wait().unwrap();
+        let (acks, ready) = self.out.join().expect("ACK reader");
+        let err = self.err.join().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "iteration {iter}: the child was not killed but ended by itself ({status}); its stderr:\n{err}"
+        );
+        (acks, ready)
+    }
+}
+
+/// Runs the child on `dir`, kills it as `kill` says, and returns its acknowledgements and whether
+/// it got as far as opening the store.
+pub fn run_and_kill(
+    program: &(PathBuf, Vec<String>),
+    dir: &Path,
+    seed_base: u64,
+    kill: Kill,
+    iter: u64,
+    unsynced: bool,
+) -> (Vec<Ack>, bool) {
+    let running = spawn_child(program, dir, seed_base, unsynced, false);
     match kill {
         Kill::AfterSpawn(delay) => std::thread::sleep(delay),
         Kill::AfterReady(delay) => {
-            // Disconnected: the child ended before READY; the status check below reports it.
-            if ready_rx.recv_timeout(CHILD_READY_TIMEOUT).is_ok() {
+            // Disconnected: the child ended before READY; the status check reports it.
+            if running.wait_ready() {
                 std::thread::sleep(delay);
             }
         }
     }
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let (acks, ready) = out_thread.join().expect("ACK reader");
-    let err = err_thread.join().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(SIGKILL),
-        "iteration {iter}: the child was not killed but ended by itself ({status}); its stderr:\n{err}"
-    );
-    (acks, ready)
+    running.kill(iter)
 }
