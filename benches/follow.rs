@@ -173,7 +173,8 @@ fn main() {
     ] {
         for _ in 0..runs {
             let d = run(shape);
-            let at = |q: f64| d[((d.len() as f64 * q) as usize).min(d.len() - 1)];
+            // Nearest rank.
+            let at = |q: f64| d[((d.len() as f64 * q).ceil() as usize).clamp(1, d.len()) - 1];
             println!(
                 "{name:<44} {:>8} {:>8} {:>8} {:>8} {:>7}",
                 at(0.5),

@@ -396,7 +396,8 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>
                 shared.drained.wait(&mut q);
             }
         }
-        let synced = shared.writer.lock().log.sync_all();
+        // What the durability mode has not made durable yet (under `Sync`, nothing: no sync).
+        let synced = shared.writer.lock().log.flush();
         let mut q = shared.queue.lock();
         q.paused = false;
         let too_late = synced.is_ok() && crate::handover::now_millis() > deadline;
@@ -458,7 +459,14 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>
             let _ = shared.ids.write_pending();
         }
         let mut w = shared.writer.lock();
-        w.log.sync_all().map(|()| {
+        // A handover flushed everything once the groups in flight were committed, and nothing
+        // was written since; a close syncs the directory too, whatever the mode.
+        let synced = if handover {
+            w.log.flush()
+        } else {
+            w.log.sync_all()
+        };
+        synced.map(|()| {
             let active = w.log.active().clone();
             if !handover {
                 let _ = shared.save_segment_index(&active, false);
