@@ -90,7 +90,9 @@ fn serve(dir: &Path, generation: u64) {
     writeln!(out.lock().unwrap(), "TOOK {}", now_ns()).expect("stdout");
     let host = Arc::new(Host::new(
         store.clone(),
-        Arc::new(Journal::<Account>::new()),
+        // A snapshot every 500 events: an account activated by the next generation replays at
+        // most that many, however long its history.
+        Arc::new(Journal::<Account>::new().snapshot_every(500)),
         ACCOUNTS,
     ));
     let stop = Arc::new(AtomicBool::new(false));

@@ -343,13 +343,10 @@ impl Store {
         options.disk = disk;
         // The same lock (one open file description): kept if assembling fails.
         let spare = lock.try_clone();
-        match Store::assemble(
-            shared.dir.clone(),
-            options.clone(),
-            segments,
-            index,
-            Some(lock),
-        ) {
+        // The id tables' first writes wait a second, behind the new writer's first syncs.
+        let quiet = Duration::from_secs(1);
+        let dir = shared.dir.clone();
+        match Store::assemble(dir, options.clone(), segments, index, Some(lock), quiet) {
             Ok(store) => Ok(store),
             Err(e) => match spare {
                 Ok(lock) => Store::open_locked(shared.dir.clone(), options, Some(lock)),

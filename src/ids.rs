@@ -910,7 +910,19 @@ impl IdTables {
 
     /// The worker's loop: maintenance until `stop`. After a round in which something failed
     /// (a full disk, an unreadable segment), it waits before trying again rather than spin.
-    pub(crate) fn run(&self, ids_of: SegmentIds) {
+    ///
+    /// The first round waits `after` (or a seal): a writer that just took over from another
+    /// process lets its first groups' syncs go before the tables' writes and syncs.
+    pub(crate) fn run(&self, ids_of: SegmentIds, after: std::time::Duration) {
+        if !after.is_zero() {
+            let mut stop = self.stop.lock();
+            if !*stop {
+                self.wake.wait_for(&mut stop, after);
+            }
+            if *stop {
+                return;
+            }
+        }
         loop {
             let failed = self.maintain(ids_of);
             let mut stop = self.stop.lock();

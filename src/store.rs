@@ -235,17 +235,28 @@ impl Store {
     /// Opens the store in `dir` (prepared), holding `lock` (`None`: read-only).
     pub(crate) fn open_locked(dir: PathBuf, options: Options, lock: Option<File>) -> Result<Store> {
         let (segments, index) = recover(&dir, &options)?;
-        Store::assemble(dir, options, segments, index, lock)
+        Store::assemble(
+            dir,
+            options,
+            segments,
+            index,
+            lock,
+            std::time::Duration::ZERO,
+        )
     }
 
     /// A store over `segments` (in base order, the newest whole up to its data end) and the
     /// index of everything in them: its writer, threads and listener started.
+    ///
+    /// `quiet` delays the id-table worker's first round (see `IdTables::run`): for a writer
+    /// that took over from another process.
     pub(crate) fn assemble(
         dir: PathBuf,
         options: Options,
         segments: Vec<Arc<Segment>>,
         mut index: Index,
         lock: Option<File>,
+        quiet: std::time::Duration,
     ) -> Result<Store> {
         let read_only = lock.is_none();
         let lazy = !index.files().is_empty();
@@ -321,7 +332,7 @@ impl Store {
             Some(
                 std::thread::Builder::new()
                     .name("eventjournal-ids".into())
-                    .spawn(move || ids.run(table_entries))
+                    .spawn(move || ids.run(table_entries, quiet))
                     .at("starting the id index worker of", &shared.dir)?,
             )
         };

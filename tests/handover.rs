@@ -8,8 +8,9 @@ mod crash_harness;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use common::*;
 use eventjournal::*;
@@ -180,7 +181,11 @@ fn handover_child() {
 
 /// Appends to `stream` until the store is handed over, keeping each acknowledged sequence
 /// number with its position. Panics if that takes a minute (rather than hang the test).
-fn append_until_handed_over(store: Arc<Store>, stream: &'static str) -> Vec<(u64, u64)> {
+fn append_until_handed_over(
+    store: Arc<Store>,
+    stream: &'static str,
+    log: Arc<Mutex<Vec<(u64, Instant)>>>,
+) -> Vec<(u64, u64)> {
     let mut acked = Vec::new();
     let mut seq = 0u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -195,7 +200,9 @@ fn append_until_handed_over(store: Arc<Store>, stream: &'static str) -> Vec<(u64
             [EventData::new("P", seq.to_string())],
         ) {
             Ok(r) => {
-                acked.push((seq, r.position.unwrap().0));
+                let pos = r.position.unwrap().0;
+                log.lock().unwrap().push((pos, Instant::now()));
+                acked.push((seq, pos));
                 seq += 1;
             }
             Err(Error::HandedOver { .. }) => break,
@@ -218,11 +225,31 @@ fn handovers_between_processes_under_appends_lose_nothing() {
     let mut writer = Arc::new(open_after_close(dir.path(), small()).unwrap());
     let mut parent_acked: Vec<(u64, u64)> = Vec::new();
     let mut child_acked: Vec<(u64, u64)> = Vec::new();
+    // Backups taken while the parent writes, up to and across the handover: (copy, when it
+    // began).
+    let mut backups: Vec<(tempfile::TempDir, Instant)> = Vec::new();
+    let acked_at: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
     for round in 0..rounds {
         let ctx = format!("round {round}");
         let appender = {
+            let (w, log) = (writer.clone(), acked_at.clone());
+            std::thread::spawn(move || append_until_handed_over(w, "parent-1", log))
+        };
+        let backer = {
             let w = writer.clone();
-            std::thread::spawn(move || append_until_handed_over(w, "parent-1"))
+            std::thread::spawn(move || {
+                let mut taken = Vec::new();
+                while taken.len() < 30 {
+                    let dest = tempfile::tempdir().unwrap();
+                    let began = Instant::now();
+                    match w.backup(dest.path().join("b")) {
+                        Ok(_) => taken.push((dest, began)),
+                        Err(Error::HandedOver { .. }) => break,
+                        Err(e) => panic!("backup: {e}"),
+                    }
+                }
+                taken
+            })
         };
         std::thread::sleep(Duration::from_millis(20));
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -241,6 +268,7 @@ fn handovers_between_processes_under_appends_lose_nothing() {
         let took = lines.by_ref().map(|l| l.unwrap()).any(|l| l == "TOOK");
         assert!(took, "{ctx}: the child did not take over");
         let acked = appender.join().unwrap();
+        backups.extend(backer.join().unwrap());
         assert!(!acked.is_empty(), "{ctx}: the parent appended nothing");
         // Sequence numbers of the parent's stream go on from one round to the next.
         let offset = parent_acked.len() as u64;
@@ -285,6 +313,31 @@ fn handovers_between_processes_under_appends_lose_nothing() {
         }
     }
     assert_eq!(stored.len(), parent_acked.len() + child_acked.len());
+    // Each backup opens with strict recovery and holds every append acknowledged before it
+    // began, where it was acknowledged.
+    assert!(
+        backups.len() >= rounds as usize,
+        "{} backups",
+        backups.len()
+    );
+    let acked_at = acked_at.lock().unwrap().clone();
+    for (dest, began) in &backups {
+        let copy = Store::open(dest.path().join("b"), small()).unwrap();
+        let held: BTreeMap<u64, String> = listing(&copy)
+            .into_iter()
+            .map(|(pos, stream, _, _)| (pos, stream))
+            .collect();
+        for (pos, at) in &acked_at {
+            if at < began {
+                assert_eq!(
+                    held.get(pos).map(String::as_str),
+                    Some("parent-1"),
+                    "a backup lacks an append acknowledged before it began"
+                );
+            }
+        }
+        copy.close().unwrap();
+    }
     let expected = listing(&writer);
     Arc::try_unwrap(writer).ok().unwrap().close().unwrap();
     let reopened = open_after_close(dir.path(), small()).unwrap();
@@ -346,8 +399,9 @@ fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
         std::thread::sleep(Duration::from_millis(5 + next(40)));
         let new =
             crash_harness::spawn_child(&child, dir.path(), (2 * iter + 2) << 32, unsynced, true);
-        // Anywhere from the taker's start-up to well after its handover.
-        std::thread::sleep(Duration::from_millis(next(60)));
+        // Anywhere from the taker's start-up (tens of milliseconds: a process, a read-only
+        // open) to well after its handover.
+        std::thread::sleep(Duration::from_millis(next(250)));
         let old_first = next(2) == 0;
         let (old_acks, new_acks, new_ready) = if old_first {
             old_killed_first += 1;
@@ -375,6 +429,10 @@ fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
         store.close().unwrap();
     }
     println!("{kills} iterations, {taken_over} with the store taken over before the kills");
+    assert!(
+        taken_over * 4 >= kills,
+        "too few kills after a handover: {taken_over} of {kills}"
+    );
     assert!(taken_over > 0, "no child ever took the store over");
     assert!(
         old_killed_first > 0 && old_killed_first < kills,
