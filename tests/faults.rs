@@ -166,7 +166,14 @@ fn run_once(
     Ok(())
 }
 
+/// One run of a workload under an injector.
+type Run = fn(&Path, &[Vec<Batch>], Durability, &Arc<FailAt>) -> std::result::Result<(), String>;
+
 fn sweep(durability: Durability, batches: usize) -> Tally {
+    sweep_with(run_once, durability, batches)
+}
+
+fn sweep_with(run_once: Run, durability: Durability, batches: usize) -> Tally {
     let batches = workload(0xfa17, 1, batches * scale());
     let counter = FailAt::new(usize::MAX, Kind::Eio);
     let clean = tempfile::tempdir().unwrap();
@@ -421,4 +428,83 @@ fn a_new_store_directory_is_made_durable_in_its_parent() {
             .any(|o| o.kind == "SyncDir" && o.file == parent_name),
         "{ops:?}"
     );
+}
+
+/// The workload with a handover in its middle: the first half appended by a writer, the rest by
+/// the follower that took the store over from it (`Store::take_over`), every file operation of
+/// both (the old writer's close, the new one's reopening of the newest segment, its appends and
+/// seals) failed in turn. A failure anywhere stops the workload there; the promises are those of
+/// the sweep above, over the writer that was current.
+fn run_with_handover(
+    dir: &Path,
+    batches: &[Vec<Batch>],
+    durability: Durability,
+    injector: &Arc<FailAt>,
+) -> std::result::Result<(), String> {
+    let fired = || injector.fired.lock().clone();
+    let mut acked = 0usize;
+    let half = batches[0].len() / 2;
+    let mut store = match Store::open(dir, with(durability, injector.clone())) {
+        Ok(store) => Some(store),
+        Err(e) if fired().is_none() => return Err(format!("open failed without a fault: {e}")),
+        Err(_) => None,
+    };
+    let mut handed = false;
+    for (i, batch) in batches[0].iter().enumerate() {
+        let Some(current) = store.as_ref() else { break };
+        if i == half && !handed {
+            handed = true;
+            let before = fired().is_some();
+            let taken = Store::open_read_only(dir, with(durability, injector.clone()))
+                .and_then(|f| f.take_over(std::time::Duration::from_secs(10)));
+            match taken {
+                Ok(new) => {
+                    let late = current.append("x-1", ExpectedVersion::Any, vec![]);
+                    if !matches!(late, Err(Error::HandedOver { .. })) {
+                        return Err(format!("the old writer after the handover: {late:?}"));
+                    }
+                    store = Some(new);
+                }
+                Err(e) if before || fired().is_none() => {
+                    return Err(format!("take over failed without a fault: {e}"));
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(current) = store.as_ref() else { break };
+        let before = fired().is_some();
+        match submit(current, batch) {
+            Ok(()) => {
+                if let Some(op) = fired().filter(|op| !before && !op.is_index_file()) {
+                    return Err(format!(
+                        "batch {} acknowledged although {op:?} failed during it",
+                        batch.seq
+                    ));
+                }
+                acked += 1;
+            }
+            Err(e) if !before && fired().is_none() => {
+                return Err(format!("batch {} failed without a fault: {e}", batch.seq));
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(store) = store {
+        let _ = store.close();
+    }
+    let ctx = format!("{durability:?}, fault in {:?}, reopened", fired());
+    let store = Store::open(dir, options(durability)).map_err(|e| format!("{ctx}: {e}"))?;
+    let visible = check(&store, batches, &[acked], &ctx)?;
+    if let Some(next) = batches[0].get(visible[0]) {
+        submit(&store, next).map_err(|e| format!("{ctx}: append after reopen: {e}"))?;
+        check(&store, batches, &[visible[0] + 1], &ctx)?;
+    }
+    store.close().map_err(|e| format!("{ctx}: close: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn every_operation_of_a_handover_failed_in_turn() {
+    let tally = sweep_with(run_with_handover, Durability::Sync, 40);
+    assert!(tally.fired > 0);
 }
