@@ -23,18 +23,29 @@ use fault_harness::*;
 /// Runs the workload with one thread per writer, recording every file change: the first half of
 /// each writer's batches, then a close and a reopen (so that crashes also hit a reopened store,
 /// whose files were synced by the close), then the second half.
-fn record(durability: Durability, batches: &[Vec<Batch>]) -> Vec<Rec> {
+///
+/// With `handover`, the second half is appended by a follower that took the store over from the
+/// first writer (`Store::take_over`) instead of by a reopened store: crashes then also hit the
+/// old writer's close for the handover and the new writer's first groups.
+fn record(durability: Durability, batches: &[Vec<Batch>], handover: bool) -> Vec<Rec> {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
+    let options = Options::default()
+        .durability(durability)
+        .segment_size(SEGMENT_SIZE)
+        .fault_injector(recorder.clone());
+    let mut previous: Option<Store> = None;
     for session in 0..2 {
-        let store = Store::open(
-            dir.path(),
-            Options::default()
-                .durability(durability)
-                .segment_size(SEGMENT_SIZE)
-                .fault_injector(recorder.clone()),
-        )
-        .unwrap();
+        let store = match previous.take() {
+            Some(old) if handover => {
+                let new = Store::open_read_only(dir.path(), options.clone())
+                    .and_then(|f| f.take_over(Duration::from_secs(10)))
+                    .unwrap();
+                drop(old);
+                new
+            }
+            _ => Store::open(dir.path(), options.clone()).unwrap(),
+        };
         std::thread::scope(|s| {
             for mine in batches {
                 let half = mine.len() / 2;
@@ -52,7 +63,11 @@ fn record(durability: Durability, batches: &[Vec<Batch>]) -> Vec<Rec> {
                 });
             }
         });
-        store.close().unwrap();
+        if handover && session == 0 {
+            previous = Some(store);
+        } else {
+            store.close().unwrap();
+        }
     }
     let log = recorder.log.lock().clone();
     log
@@ -109,9 +124,20 @@ fn crash_everywhere(
     random: usize,
     seed: u64,
 ) -> usize {
+    crash_everywhere_with(durability, writers, batches, random, seed, false)
+}
+
+fn crash_everywhere_with(
+    durability: Durability,
+    writers: usize,
+    batches: usize,
+    random: usize,
+    seed: u64,
+    handover: bool,
+) -> usize {
     let batches = workload(seed, writers, batches * scale());
     let random = random * scale();
-    let journal = record(durability, &batches);
+    let journal = record(durability, &batches, handover);
     let mut points: Vec<usize> = Vec::new();
     for (k, rec) in journal.iter().enumerate() {
         if matches!(rec, Rec::Sync(_) | Rec::SyncDir) {
@@ -201,6 +227,11 @@ fn power_loss_at_every_sync_one_writer() {
 #[test]
 fn power_loss_at_every_sync_four_writers() {
     crash_everywhere(Durability::Sync, 4, 15, 40, 0x9012);
+}
+
+#[test]
+fn power_loss_across_a_handover() {
+    crash_everywhere_with(Durability::Sync, 2, 30, 60, 0x9015, true);
 }
 
 #[test]
