@@ -265,9 +265,15 @@ fn main() {
     let dir = tmp.path().join("bank");
     let mut generations: Vec<Served> = Vec::new();
     let mut current = start(&dir, 0);
-    for generation in 1..=handovers {
+    for generation in 1..=handovers + 1 {
         std::thread::sleep(Duration::from_millis(GENERATION_MS));
-        let next = start(&dir, generation);
+        // The next generation takes over; after the last handover, the last one is told to end.
+        let next = if generation <= handovers {
+            Some(start(&dir, generation))
+        } else {
+            drop(current.child.stdin.take());
+            None
+        };
         let mut acked = Vec::new();
         let took = current.took;
         let drained = finish(current, &mut acked);
@@ -276,18 +282,11 @@ fn main() {
             drained,
             took,
         });
-        current = next;
+        match next {
+            Some(next) => current = next,
+            None => break,
+        }
     }
-    std::thread::sleep(Duration::from_millis(GENERATION_MS));
-    drop(current.child.stdin.take());
-    let mut acked = Vec::new();
-    let took = current.took;
-    let drained = finish(current, &mut acked);
-    generations.push(Served {
-        acked,
-        drained,
-        took,
-    });
 
     let mut gaps: Vec<f64> = Vec::new();
     for (g, pair) in generations.windows(2).enumerate() {

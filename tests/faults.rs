@@ -151,13 +151,24 @@ fn run_once(
             }
         }
     }
+    reopen_and_check(dir, batches, durability, injector, acked)
+}
+
+/// Reopens the store without faults: every acknowledged batch (the first `acked`) is there, and
+/// the next batch of the workload can be appended and read back.
+fn reopen_and_check(
+    dir: &Path,
+    batches: &[Vec<Batch>],
+    durability: Durability,
+    injector: &Arc<FailAt>,
+    acked: usize,
+) -> std::result::Result<(), String> {
     let ctx = format!(
         "{durability:?}, fault in {:?}, reopened",
         injector.fired.lock().clone()
     );
     let store = Store::open(dir, options(durability)).map_err(|e| format!("{ctx}: {e}"))?;
     let visible = check(&store, batches, &[acked], &ctx)?;
-    // The store goes on: the next batch of the workload can be appended and read back.
     if let Some(next) = batches[0].get(visible[0]) {
         submit(&store, next).map_err(|e| format!("{ctx}: append after reopen: {e}"))?;
         check(&store, batches, &[visible[0] + 1], &ctx)?;
@@ -492,15 +503,7 @@ fn run_with_handover(
     if let Some(store) = store {
         let _ = store.close();
     }
-    let ctx = format!("{durability:?}, fault in {:?}, reopened", fired());
-    let store = Store::open(dir, options(durability)).map_err(|e| format!("{ctx}: {e}"))?;
-    let visible = check(&store, batches, &[acked], &ctx)?;
-    if let Some(next) = batches[0].get(visible[0]) {
-        submit(&store, next).map_err(|e| format!("{ctx}: append after reopen: {e}"))?;
-        check(&store, batches, &[visible[0] + 1], &ctx)?;
-    }
-    store.close().map_err(|e| format!("{ctx}: close: {e}"))?;
-    Ok(())
+    reopen_and_check(dir, batches, durability, injector, acked)
 }
 
 #[test]

@@ -293,22 +293,13 @@ fn a_follower_follows_a_writer_in_another_process_through_kills() {
         .unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
     let options = crash_harness::options();
-    // The store exists before the follower opens (a read-only open never creates one).
-    open_after_close(dir.path(), options.clone())
-        .unwrap()
-        .close()
-        .unwrap();
+    // The store exists before a follower opens (a read-only open never creates one).
+    let child = crash_harness::child_of_this_test("follow_child", dir.path());
     let mut follower =
         Some(Store::open_read_only(dir.path(), options.clone().follow(None)).unwrap());
     // Another one on its own thread, as an application would have it.
     let threaded = Store::open_read_only(dir.path(), options.clone()).unwrap();
     let mut model = Some(Model::new());
-    let child = (
-        std::env::current_exe().unwrap(),
-        ["follow_child", "--exact", "--nocapture", "--test-threads=1"]
-            .map(String::from)
-            .to_vec(),
-    );
     let mut looks = 0u64;
     for iter in 0..kills {
         let stop = Arc::new(AtomicBool::new(false));

@@ -364,21 +364,8 @@ fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let options = crash_harness::options();
-    open_after_close(dir.path(), options.clone())
-        .unwrap()
-        .close()
-        .unwrap();
-    let child = (
-        std::env::current_exe().unwrap(),
-        [
-            "handover_crash_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    // The store exists before a follower opens (a read-only open never creates one).
+    let child = crash_harness::child_of_this_test("handover_crash_child", dir.path());
     let mut model = crash_harness::Model::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move |n: u64| {
@@ -452,21 +439,8 @@ fn signal(pid: u32, sig: i32) {
 fn a_stopped_writer_is_not_taken_over_and_never_writes_after_a_handover() {
     let dir = tempfile::tempdir().unwrap();
     let options = crash_harness::options();
-    open_after_close(dir.path(), options.clone())
-        .unwrap()
-        .close()
-        .unwrap();
-    let child = (
-        std::env::current_exe().unwrap(),
-        [
-            "handover_crash_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
+    // The store exists before a follower opens (a read-only open never creates one).
+    let child = crash_harness::child_of_this_test("handover_crash_child", dir.path());
     let old = crash_harness::spawn_child(&child, dir.path(), 1 << 32, false, false);
     assert!(old.wait_ready());
     std::thread::sleep(Duration::from_millis(30));

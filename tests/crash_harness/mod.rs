@@ -66,6 +66,21 @@ const CHILD_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// runs stay linear and the store's file count stays bounded (about 800 segments).
 const STORE_MAX_EVENTS: usize = 100_000;
 
+/// For a test that starts this test binary as its child, running only the test `test` (which
+/// calls [`run_child_if_asked`]): creates the store in `dir` (so that read-only opens find it)
+/// and returns the child's program and arguments.
+pub fn child_of_this_test(test: &str, dir: &Path) -> (PathBuf, Vec<String>) {
+    Store::open(dir, options())
+        .and_then(|s| s.close())
+        .expect("creating the store");
+    (
+        std::env::current_exe().expect("this test binary"),
+        [test, "--exact", "--nocapture", "--test-threads=1"]
+            .map(String::from)
+            .to_vec(),
+    )
+}
+
 pub fn options() -> Options {
     Options::default().segment_size(SEGMENT_SIZE)
 }
