@@ -45,6 +45,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 /// How much longer than its timeout a follower waits for the lock once it has asked.
 const RELEASE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a follower waits for the rest of the writer's close once the writer has decided
+/// to hand over.
+const DECIDED_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A writer's listening thread.
 pub(crate) struct Listener {
     socket: Arc<UnixListener>,
@@ -54,16 +58,23 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Stops the thread (unless this is it) and removes the socket file.
+    /// Stops the thread (and waits for it, unless this is it) and removes the socket file.
     pub(crate) fn stop(self) {
+        let thread = self.stop_without_waiting();
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the thread, which ends on its own once the request it may be serving is answered,
+    /// and removes the socket file.
+    pub(crate) fn stop_without_waiting(self) -> JoinHandle<()> {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = std::fs::remove_file(&self.path);
         // SAFETY: a plain system call on the listening socket's descriptor, kept open by
         // `self.socket`; it wakes the thread's `accept` (which then fails).
         unsafe { libc::shutdown(self.socket.as_raw_fd(), libc::SHUT_RDWR) };
-        if self.thread.thread().id() != std::thread::current().id() {
-            let _ = self.thread.join();
-        }
+        self.thread
     }
 }
 
@@ -137,15 +148,28 @@ fn serve(shared: &Arc<Shared>, life: &Arc<Life>, conn: UnixStream) -> bool {
             // The follower has given up: closing now would leave the store without a writer.
             "REFUSED the deadline has passed\n".to_string()
         }
-        Some(deadline) => match shutdown(shared, life, Some(deadline)) {
-            Ok(()) => format!("RELEASED {}\n", shared.log.visible()),
-            Err(Error::TakeOverFailed { reason, .. }) => {
-                // Still the writer: listening again (this thread ends, its socket is gone).
-                *life.listener.lock() = listen(shared, life);
-                format!("REFUSED {reason}\n")
+        Some(deadline) => {
+            let decided = || {
+                let _ = (&conn).write_all(b"DECIDED\n");
+            };
+            match shutdown(shared, life, Some((deadline, &decided))) {
+                Ok(()) if shared.handed_over.load(Ordering::SeqCst) => {
+                    format!("RELEASED {}\n", shared.log.visible())
+                }
+                // Closed by its own process meanwhile: nothing was handed over.
+                Ok(()) => "REFUSED the store closed\n".to_string(),
+                Err(Error::TakeOverFailed { reason, .. }) => {
+                    // Still the writer: listening again (this thread ends, its socket is
+                    // gone), unless a close has taken the lock since.
+                    let held = life.lock.lock();
+                    if held.as_ref().is_some_and(|l| l.is_some()) {
+                        *life.listener.lock() = listen(shared, life);
+                    }
+                    format!("REFUSED {reason}\n")
+                }
+                Err(e) => format!("UNCLEAN {}\n", e.to_string().replace('\n', " ")),
             }
-            Err(e) => format!("UNCLEAN {}\n", e.to_string().replace('\n', " ")),
-        },
+        }
     };
     let _ = conn.write_all(answer.as_bytes());
     answer.starts_with("RELEASED") || answer.starts_with("UNCLEAN")
@@ -197,10 +221,20 @@ fn ask(dir: &Path, timeout: Duration) -> std::result::Result<Answer, NoAnswer> {
     let deadline = now_millis().saturating_add(timeout.as_millis().min(u64::MAX.into()) as u64);
     conn.write_all(format!("HANDOVER {deadline}\n").as_bytes())
         .map_err(|e| asked(format!("asking the writer: {e}")))?;
+    let mut reader = BufReader::new(std::io::Read::take(&conn, 2 * MAX_LINE));
     let mut line = String::new();
-    BufReader::new(std::io::Read::take(&conn, MAX_LINE))
+    reader
         .read_line(&mut line)
         .map_err(|e| asked(format!("no answer from the writer in {timeout:?}: {e}")))?;
+    if line.trim_end() == "DECIDED" {
+        // It goes ahead: the rest of its close is waited for, deadline or not (a writer that
+        // dies meanwhile ends the connection, and its lock).
+        let _ = conn.set_read_timeout(Some(DECIDED_TIMEOUT));
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| asked(format!("the writer decided, then: {e}")))?;
+    }
     let line = line.trim_end();
     if let Some(end) = line.strip_prefix("RELEASED ") {
         return end

@@ -148,7 +148,7 @@ pub(crate) struct Life {
     /// `Some` until the store is closed, with the directory lock (none for a read-only store).
     /// Held by `close` for all of its work, so that a second `close` returns only when the
     /// first is done.
-    lock: Mutex<Option<Option<File>>>,
+    pub(crate) lock: Mutex<Option<Option<File>>>,
     /// The thread that hands the writer role over when another process asks (a writer's).
     pub(crate) listener: Mutex<Option<crate::handover::Listener>>,
     /// The thread that leads groups for async appenders, started by the first one.
@@ -380,12 +380,16 @@ impl Store {
 }
 
 /// Closes a store (see [`Store::close`]). For a handover whose asker waits until `deadline`
-/// (milliseconds since the Unix epoch): appends refused from now on fail with
+/// (milliseconds since the Unix epoch; `decided` tells it the handover goes ahead): appends refused from now on fail with
 /// [`Error::HandedOver`]; once the groups in flight are committed and synced, if the deadline
 /// has passed, the asker has given up, and the store takes appends again rather than be left
 /// without a writer (`Err(Error::TakeOverFailed)`); and what only speeds up the next open
 /// (saving the newest segment's index file, writing id tables) is left to the new writer.
-pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>) -> Result<()> {
+pub(crate) fn shutdown(
+    shared: &Shared,
+    life: &Life,
+    handover_until: Option<(u64, &dyn Fn())>,
+) -> Result<()> {
     let handover = handover_until.is_some();
     // Stopped before the close begins: a handover it is serving closes the store itself (and a
     // close that waited for the listener under the lock would wait for it forever).
@@ -393,10 +397,15 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>
         listener.stop();
     }
     let mut held = life.lock.lock();
+    // One a refused handover started again meanwhile: stopped without waiting for it, since
+    // a request it serves waits for this lock.
+    if let Some(listener) = life.listener.lock().take() {
+        listener.stop_without_waiting();
+    }
     let Some(lock) = held.take() else {
         return Ok(());
     };
-    if let Some(deadline) = handover_until {
+    if let Some((deadline, decided)) = handover_until {
         // New batches wait while the groups in flight are committed and synced; then the
         // handover is decided: they go on here if the asker has given up meanwhile, and fail
         // with `HandedOver` (never written) if it goes ahead.
@@ -423,6 +432,10 @@ pub(crate) fn shutdown(shared: &Shared, life: &Life, handover_until: Option<u64>
             w.wake();
         }
         drop(q);
+        if !too_late {
+            // From here the asker waits for the rest of the close, however long it takes.
+            decided();
+        }
         if too_late {
             *held = Some(lock);
             return Err(Error::TakeOverFailed {
@@ -839,7 +852,11 @@ impl Store {
         }
         if let Ok(e) = view.event_at(from.0) {
             let placed = match self.shared.stream_id(e.stream())? {
-                Some(id) => self.shared.index.read().position(id, e.event_number())?,
+                Some(id) => {
+                    let index = self.shared.index.read();
+                    self.shared.check_index()?;
+                    index.position(id, e.event_number())?
+                }
                 None => None,
             };
             if placed != Some(from.0) {
@@ -1209,7 +1226,9 @@ impl Shared {
         if runs.is_empty() && !create {
             return Ok(None);
         }
-        Ok(Some(self.index.write().attach(name, runs)))
+        let mut index = self.index.write();
+        self.check_index()?;
+        Ok(Some(index.attach(name, runs)))
     }
 
     /// The id and number of events of the stream or key `name` (0 if it has none).
@@ -1223,7 +1242,9 @@ impl Shared {
             }
         }
         let id = self.stream_id(name)?;
-        Ok((id, id.map_or(0, |id| self.index.read().len(id))))
+        let index = self.index.read();
+        self.check_index()?;
+        Ok((id, id.map_or(0, |id| index.len(id))))
     }
 
     /// Saves the index file of `seg` (best effort: an index file is a cache; a missing one is

@@ -560,3 +560,75 @@ fn the_handover_protocol_refuses_late_requests_and_never_blocks_close() {
         .unwrap();
     new.close().unwrap();
 }
+
+/// Makes every sync slow while set: a handover's groups in flight then outlast its deadline.
+struct SlowSyncs(std::sync::atomic::AtomicBool);
+
+impl eventjournal::fault::FaultInjector for SlowSyncs {
+    fn before(&self, op: &eventjournal::fault::FileOp<'_>) -> Option<eventjournal::fault::Fault> {
+        let slow = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if slow && matches!(op, eventjournal::fault::FileOp::Sync { .. }) {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        None
+    }
+}
+
+/// A handover whose deadline passes while the writer commits a slow group is refused, and the
+/// writer goes on, listening again; a close during it leaves no listener and no socket behind.
+#[test]
+fn a_too_late_handover_is_refused_and_a_close_during_it_leaves_no_listener() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(SlowSyncs(std::sync::atomic::AtomicBool::new(false)));
+    let writer = Arc::new(Store::open(dir.path(), small().fault_injector(slow.clone())).unwrap());
+    writer
+        .append("acct-1", ExpectedVersion::NoStream, events("acct-1", 0, 1))
+        .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let socket = dir.path().join("handover.sock");
+    let ask_slowly = |then_close: bool| {
+        slow.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let w = writer.clone();
+        let appender = std::thread::spawn(move || {
+            w.append("acct-1", ExpectedVersion::Any, events("acct-1", 1, 1))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let mut asker = UnixStream::connect(&socket).unwrap();
+        asker
+            .write_all(format!("HANDOVER {}\n", now() + 100).as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let closer = then_close.then(|| {
+            let w = writer.clone();
+            std::thread::spawn(move || w.close())
+        });
+        let mut answer = String::new();
+        BufReader::new(&asker).read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("REFUSED"), "{answer:?}");
+        assert!(
+            appender.join().unwrap().is_ok(),
+            "the group in flight was committed"
+        );
+        slow.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        closer.map(|c| c.join().unwrap())
+    };
+    ask_slowly(false);
+    // Still the writer, and still listening.
+    writer
+        .append("acct-1", ExpectedVersion::Any, events("acct-1", 2, 1))
+        .unwrap();
+    assert!(socket.exists());
+    let closed = ask_slowly(true);
+    assert!(matches!(closed, Some(Ok(()))), "{closed:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!socket.exists(), "a listener outlived the close");
+    assert!(UnixStream::connect(&socket).is_err());
+    let reopened = open_after_close(dir.path(), small()).unwrap();
+    assert_eq!(reopened.stream_version("acct-1").unwrap(), Some(3));
+}

@@ -124,6 +124,11 @@ impl<S: JournalState, B: Backend, C: Codec> Host<S, B, C> {
     {
         let slot = self.slot(id)?;
         let mut guard = slot.lock();
+        // A drain that emptied the table while this call waited for the slot: not activated
+        // again.
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) && guard.is_none() {
+            return Err(Error::Draining.into());
+        }
         if guard.is_none() {
             *guard = Some(Journaled::activate(
                 self.backend.clone(),
