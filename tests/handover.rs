@@ -358,14 +358,16 @@ fn handover_crash_child() {
 /// where it was acknowledged, and nothing torn (the checks of `tests/crash.rs`).
 #[test]
 fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
+    /// Rounds on one store before the next starts afresh.
+    const STORE_ROUNDS: u64 = 25;
     let kills: u64 = std::env::var("EVJ_HANDOVER_KILLS")
         .ok()
         .map(|v| v.parse().expect("EVJ_HANDOVER_KILLS is a number"))
         .unwrap_or(20);
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
     let options = crash_harness::options();
     // The store exists before a follower opens (a read-only open never creates one).
-    let child = crash_harness::child_of_this_test("handover_crash_child", dir.path());
+    let mut child = crash_harness::child_of_this_test("handover_crash_child", dir.path());
     let mut model = crash_harness::Model::new();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move |n: u64| {
@@ -376,6 +378,12 @@ fn kills_of_either_process_during_handovers_lose_no_acknowledged_batch() {
     };
     let (mut taken_over, mut old_killed_first) = (0, 0);
     for iter in 0..kills {
+        if iter > 0 && iter % STORE_ROUNDS == 0 {
+            // A fresh store now and then, so that a long run's checks stay linear.
+            dir = tempfile::tempdir().unwrap();
+            child = crash_harness::child_of_this_test("handover_crash_child", dir.path());
+            model = crash_harness::Model::new();
+        }
         let unsynced = iter % 2 == 1;
         let old =
             crash_harness::spawn_child(&child, dir.path(), (2 * iter + 1) << 32, unsynced, false);
