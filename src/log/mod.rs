@@ -62,9 +62,12 @@ impl Log {
 
     /// The newest segment.
     pub(crate) fn newest(&self) -> Arc<Segment> {
+        // A log has at least one segment (see `new`), and none is ever removed.
         let segments = self.segments.read();
-        // A log has at least one segment (see `new`); never removed.
-        segments[segments.len() - 1].clone()
+        segments
+            .last()
+            .cloned()
+            .unwrap_or_else(|| unreachable!("a log without segments"))
     }
 
     pub(crate) fn push_segment(&self, seg: Arc<Segment>) {
