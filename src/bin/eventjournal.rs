@@ -1,0 +1,3 @@
+//! The `eventjournal` command line: look inside a store.
+
+fn main() {}
