@@ -32,6 +32,9 @@ mod startup;
 mod store;
 mod subscription;
 mod types;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod web;
 
 pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
 pub use backup::Backup;

@@ -1,0 +1,807 @@
+//! The resources: what each path shows and links to, read from the store.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use super::html::{a, escape, hex, time};
+use super::negotiate::Format;
+use super::url::{decode, path, Problem, Query};
+use super::{EventStream, Link, Outcome, Resource};
+use crate::{AllFrom, Error, Position, RecordedEvent, Store};
+
+/// A parsed path.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Home,
+    Streams,
+    Stream(String),
+    Event(String, u64),
+    All,
+    Category(String),
+    EventType(String),
+    Live,
+}
+
+/// Routes a raw (still percent-encoded) path. Segments are split before decoding, so an encoded
+/// `/` in a stream name stays part of the name.
+pub(crate) fn route(raw: &str) -> Result<Route, Problem> {
+    let segments: Vec<&str> = raw.trim_start_matches('/').split('/').collect();
+    let name = |s: &str, what: &str| -> Result<String, Problem> {
+        let n = decode(s)?;
+        if n.is_empty() {
+            return Err(Problem::bad_request(format!("the {what} name is empty")));
+        }
+        Ok(n)
+    };
+    match segments.as_slice() {
+        [""] => Ok(Route::Home),
+        ["streams"] => Ok(Route::Streams),
+        ["streams", s] => match name(s, "stream")?.as_str() {
+            "$all" => Ok(Route::All),
+            n => Ok(Route::Stream(n.to_string())),
+        },
+        ["streams", s, n] => {
+            let stream = name(s, "stream")?;
+            let number = decode(n)?;
+            // Digits only: `parse` would also take a sign (`+3`).
+            let digits = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+            match number.parse::<u64>() {
+                Ok(number) if digits => Ok(Route::Event(stream, number)),
+                _ => Err(Problem::bad_request(format!(
+                    "`{number}` is not an event number (a non-negative integer)"
+                ))),
+            }
+        }
+        ["categories", c] => Ok(Route::Category(name(c, "category")?)),
+        ["types", t] => Ok(Route::EventType(name(t, "event type")?)),
+        ["live"] => Ok(Route::Live),
+        _ => Err(Problem::not_found(format!("nothing here: `{raw}`"))),
+    }
+}
+
+/// Builds the resource for `route`.
+pub(crate) fn build(
+    store: &Store,
+    route: Route,
+    query: &Query,
+    format: Format,
+    last_event_id: Option<&str>,
+) -> Result<Outcome, Problem> {
+    let page = match route {
+        Route::Home => home(store)?,
+        Route::Streams => streams(store, query)?,
+        Route::Stream(name) => stream(store, &name, query)?,
+        Route::Event(name, n) => event(store, &name, n)?,
+        Route::All => all(store, query)?,
+        Route::Category(c) => indexed(store, Indexed::Category(&c), query)?,
+        Route::EventType(t) => indexed(store, Indexed::EventType(&t), query)?,
+        Route::Live if format == Format::EventStream => {
+            return live_events(store, query, last_event_id).map(Outcome::Events)
+        }
+        Route::Live => live(store, query)?,
+    };
+    Ok(Outcome::Page(page))
+}
+
+/// A store error as the reader's problem (bad input, nothing there) or the view's (500).
+fn store_error(e: Error) -> Problem {
+    let status = match &e {
+        Error::InvalidInput(_) | Error::InvalidPosition(_) | Error::ReservedName { .. } => {
+            http::StatusCode::BAD_REQUEST
+        }
+        Error::EventNotFound { .. } => http::StatusCode::NOT_FOUND,
+        Error::Closed => http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            tracing::error!(error = %e, "HTTP view: reading the store failed");
+            http::StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    Problem {
+        status,
+        message: e.to_string(),
+    }
+}
+
+/// An error as a resource, so that it is shown in the negotiated format.
+pub(crate) fn problem(p: &Problem) -> Resource {
+    let mut json = Map::new();
+    json.insert(
+        "error".into(),
+        json!({ "status": p.status.as_u16(), "message": p.message }),
+    );
+    Resource {
+        title: format!(
+            "{} {}",
+            p.status.as_u16(),
+            p.status.canonical_reason().unwrap_or("Error")
+        ),
+        links: vec![Link::new("home", path::home(), "home")],
+        json,
+        html: format!("<p id=\"error\">{}</p>", escape(&p.message)),
+        script: None,
+    }
+}
+
+/// What the engine says of a stream. Streams are either there or not today; a deleted or
+/// truncated stream would be a variant here, and each page decides what it shows for it (a
+/// `410 Gone`, paging that stops at the first kept event).
+enum StreamState {
+    Absent,
+    Present {
+        /// The oldest event number that can be read.
+        oldest: u64,
+        /// The newest event number.
+        newest: u64,
+    },
+}
+
+fn stream_state(store: &Store, name: &str) -> Result<StreamState, Problem> {
+    // Checks the name as reads do: a name no stream can have is a 400, not a 404.
+    store
+        .read_stream_backward(name, 0, 0)
+        .map_err(store_error)?;
+    Ok(match store.stream_version(name).map_err(store_error)? {
+        None => StreamState::Absent,
+        Some(newest) => StreamState::Present { oldest: 0, newest },
+    })
+}
+
+/// One page of a sequence numbered `oldest..=newest`, shown newest first, `top` the number at
+/// its top.
+struct NumberedPage {
+    oldest: u64,
+    newest: u64,
+    top: u64,
+    limit: usize,
+}
+
+impl NumberedPage {
+    /// The page from `from` (the newest if `None`); a `from` past the newest is a 404.
+    fn new(
+        oldest: u64,
+        newest: u64,
+        from: Option<u64>,
+        limit: usize,
+        what: &str,
+    ) -> Result<NumberedPage, Problem> {
+        let top = from.unwrap_or(newest);
+        if top > newest {
+            return Err(Problem::not_found(format!(
+                "{what} has no event {top}: its newest is {newest}"
+            )));
+        }
+        if top < oldest {
+            return Err(Problem::not_found(format!(
+                "{what} has no event {top}: its oldest is {oldest}"
+            )));
+        }
+        Ok(NumberedPage {
+            oldest,
+            newest,
+            top,
+            limit,
+        })
+    }
+
+    fn bottom(&self) -> u64 {
+        self.top
+            .saturating_sub(self.limit as u64 - 1)
+            .max(self.oldest)
+    }
+
+    fn len(&self) -> usize {
+        (self.top - self.bottom() + 1) as usize
+    }
+
+    /// The paging links, each only where its page exists; `url(from)` makes a page's URL,
+    /// `url(None)` the head's.
+    fn links(&self, url: impl Fn(Option<u64>) -> String) -> Vec<Link> {
+        let mut links = Vec::new();
+        if self.top < self.newest {
+            links.push(Link::new("first head", url(None), "newest"));
+            let newer = (self.top + self.limit as u64).min(self.newest);
+            links.push(Link::new("previous", url(Some(newer)), "newer"));
+        }
+        let bottom = self.bottom();
+        if bottom > self.oldest {
+            links.push(Link::new("next", url(Some(bottom - 1)), "older"));
+            let last = (self.oldest + self.limit as u64 - 1).min(self.newest);
+            links.push(Link::new("last", url(Some(last)), "oldest"));
+        }
+        links
+    }
+}
+
+fn home(store: &Store) -> Result<Resource, Problem> {
+    // Counted a page at a time up to a bound: the home page must stay cheap on a store of
+    // millions of streams.
+    const COUNT_UP_TO: usize = 10_000;
+    let mut streams = 0usize;
+    let mut after: Option<String> = None;
+    while streams < COUNT_UP_TO {
+        let page = store
+            .list_streams(after.as_deref(), 1000)
+            .map_err(store_error)?;
+        let Some(last) = page.last() else { break };
+        streams += page.len();
+        after = Some(last.clone());
+    }
+    let streams_text = if streams >= COUNT_UP_TO {
+        format!("{COUNT_UP_TO} or more")
+    } else {
+        streams.to_string()
+    };
+    let head = store.head();
+    let info = store.index_info();
+    let links = vec![
+        Link::new("self", path::home(), "home"),
+        Link::new(
+            "streams",
+            path::streams(None, super::DEFAULT_LIMIT),
+            "streams",
+        ),
+        Link::new("all", path::all(None, super::DEFAULT_LIMIT), "$all"),
+        Link::new("live", path::live(), "live"),
+    ];
+    let mut json = Map::new();
+    json.insert("head".into(), head.0.into());
+    json.insert(
+        "streams".into(),
+        if streams >= COUNT_UP_TO {
+            json!({ "atLeast": COUNT_UP_TO })
+        } else {
+            json!(streams)
+        },
+    );
+    json.insert(
+        "index".into(),
+        json!({ "loadedKeys": info.loaded_keys, "indexFiles": info.index_files }),
+    );
+    let html = format!(
+        "<dl id=\"store\"><dt>head position</dt><dd id=\"head\">{}</dd>\
+         <dt>streams</dt><dd id=\"stream-count\">{}</dd>\
+         <dt>index keys in memory</dt><dd>{}</dd><dt>index files</dt><dd>{}</dd></dl>\
+         <ul id=\"sections\"><li>{}</li><li>{}</li><li>{}</li></ul>",
+        head.0,
+        escape(&streams_text),
+        info.loaded_keys,
+        info.index_files,
+        a(&path::streams(None, super::DEFAULT_LIMIT), "", "streams"),
+        a(
+            &path::all(None, super::DEFAULT_LIMIT),
+            "",
+            "$all, newest first"
+        ),
+        a(&path::live(), "", "live: events as they are committed"),
+    );
+    Ok(Resource {
+        title: "store".into(),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+fn streams(store: &Store, query: &Query) -> Result<Resource, Problem> {
+    let limit = query.limit()?;
+    if query.number("from")?.is_some() {
+        return Err(Problem::bad_request(
+            "the stream list is paged with `after=NAME`, not `from`",
+        ));
+    }
+    let after = query.get("after");
+    // One more than a page tells whether a next page exists.
+    let mut names = store.list_streams(after, limit + 1).map_err(store_error)?;
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let mut links = vec![Link::new("self", path::streams(after, limit), "this page")];
+    if after.is_some() {
+        links.push(Link::new("first", path::streams(None, limit), "first page"));
+    }
+    if let (true, Some(last)) = (more, names.last()) {
+        links.push(Link::new(
+            "next",
+            path::streams(Some(last), limit),
+            "next page",
+        ));
+    }
+    links.push(Link::new("up", path::home(), "home"));
+    let mut rows = String::new();
+    let mut items = Vec::new();
+    for name in &names {
+        let version = store.stream_version(name).map_err(store_error)?;
+        let href = path::stream(name, None, super::DEFAULT_LIMIT);
+        let _ = write!(
+            rows,
+            "<tr class=\"stream\"><td>{}</td><td class=\"num\">{}</td></tr>",
+            a(&href, "", name),
+            version.map_or(String::new(), |v| (v + 1).to_string())
+        );
+        items.push(json!({
+            "name": name,
+            "events": version.map_or(0, |v| v + 1),
+            "links": { "self": href },
+        }));
+    }
+    let mut json = Map::new();
+    json.insert("streams".into(), items.into());
+    let html = format!(
+        "<p class=\"status\">in the store's listing order (stable, not alphabetical)</p>\
+         <table id=\"streams\"><thead><tr><th>stream</th><th>events</th></tr></thead>\
+         <tbody>{rows}</tbody></table>"
+    );
+    Ok(Resource {
+        title: "streams".into(),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+/// An event in a list, as JSON.
+pub(crate) fn event_summary(e: &RecordedEvent) -> Value {
+    json!({
+        "stream": e.stream(),
+        "number": e.event_number(),
+        "position": e.position().0,
+        "id": e.id().to_string(),
+        "type": e.event_type(),
+        "time": time(e.timestamp_micros()),
+        "links": {
+            "self": path::event(e.stream(), e.event_number()),
+            "stream": path::stream(e.stream(), None, super::DEFAULT_LIMIT),
+            "type": path::event_type(e.event_type(), None, super::DEFAULT_LIMIT),
+        },
+    })
+}
+
+pub(crate) fn event_summary_json(e: &RecordedEvent) -> String {
+    event_summary(e).to_string()
+}
+
+/// Events as the rows of a table (`id="events"`), newest first as given.
+fn events_table(events: &[RecordedEvent], table_id: &str) -> String {
+    let mut rows = String::new();
+    for e in events {
+        let _ = write!(
+            rows,
+            "<tr class=\"event\" data-position=\"{pos}\"><td class=\"num\">{pos}</td><td>{stream}</td>\
+             <td class=\"num\">{num}</td><td>{ty}</td><td>{t}</td></tr>",
+            pos = e.position().0,
+            stream = a(
+                &path::stream(e.stream(), None, super::DEFAULT_LIMIT),
+                "",
+                e.stream()
+            ),
+            num = a(
+                &path::event(e.stream(), e.event_number()),
+                "",
+                &e.event_number().to_string()
+            ),
+            ty = a(
+                &path::event_type(e.event_type(), None, super::DEFAULT_LIMIT),
+                "",
+                e.event_type()
+            ),
+            t = time(e.timestamp_micros()),
+        );
+    }
+    format!(
+        "<table id=\"{table_id}\"><thead><tr><th>position</th><th>stream</th><th>number</th>\
+         <th>type</th><th>time</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+fn collect(
+    events: impl Iterator<Item = crate::Result<RecordedEvent>>,
+) -> Result<Vec<RecordedEvent>, Problem> {
+    events
+        .collect::<crate::Result<Vec<_>>>()
+        .map_err(store_error)
+}
+
+fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem> {
+    let limit = query.limit()?;
+    if query.get("after").is_some() {
+        return Err(Problem::bad_request(
+            "a stream is paged with `from=NUMBER`, not `after`",
+        ));
+    }
+    let (oldest, newest) = match stream_state(store, name)? {
+        StreamState::Absent => {
+            return Err(Problem::not_found(format!("no stream `{name}`")));
+        }
+        StreamState::Present { oldest, newest } => (oldest, newest),
+    };
+    let what = format!("stream `{name}`");
+    let page = NumberedPage::new(oldest, newest, query.number("from")?, limit, &what)?;
+    let events = collect(
+        store
+            .read_stream_backward(name, page.top, page.len())
+            .map_err(store_error)?,
+    )?;
+    let mut links = vec![Link::new(
+        "self",
+        path::stream(name, query.number("from")?, limit),
+        "this page",
+    )];
+    links.extend(page.links(|from| path::stream(name, from, limit)));
+    let category = crate::category_of(name);
+    links.push(Link::new(
+        "category",
+        path::category(category, None, super::DEFAULT_LIMIT),
+        format!("category {category}"),
+    ));
+    links.push(Link::new(
+        "up",
+        path::streams(None, super::DEFAULT_LIMIT),
+        "streams",
+    ));
+    let mut json = Map::new();
+    json.insert("stream".into(), name.into());
+    json.insert("version".into(), newest.into());
+    json.insert(
+        "events".into(),
+        events.iter().map(event_summary).collect::<Vec<_>>().into(),
+    );
+    let html = format!(
+        "<p class=\"status\">events {} to {} of {} (numbers {}..={}), newest first</p>{}",
+        page.bottom(),
+        page.top,
+        newest + 1,
+        oldest,
+        newest,
+        events_table(&events, "events")
+    );
+    Ok(Resource {
+        title: format!("stream {name}"),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+/// Event data or metadata: JSON when it parses as JSON, hex otherwise.
+fn payload(bytes: &[u8]) -> (Value, &'static str, String) {
+    if !bytes.is_empty() {
+        if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+            return (v, "json", pretty);
+        }
+    }
+    let h = hex(bytes);
+    (Value::String(h.clone()), "hex", h)
+}
+
+fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
+    let newest = match stream_state(store, name)? {
+        StreamState::Absent => return Err(Problem::not_found(format!("no stream `{name}`"))),
+        StreamState::Present { newest, .. } => newest,
+    };
+    let e = store.read_event(name, number).map_err(store_error)?;
+    let mut links = vec![
+        Link::new("self", path::event(name, number), "this event"),
+        Link::new(
+            "up",
+            path::stream(name, Some(number), super::DEFAULT_LIMIT),
+            format!("stream {name}"),
+        ),
+    ];
+    if number > 0 {
+        links.push(Link::new(
+            "previous",
+            path::event(name, number - 1),
+            "previous event",
+        ));
+    }
+    if number < newest {
+        links.push(Link::new(
+            "next",
+            path::event(name, number + 1),
+            "next event",
+        ));
+    }
+    links.push(Link::new(
+        "all",
+        path::all(Some(e.next_position().0), super::DEFAULT_LIMIT),
+        "in $all",
+    ));
+    links.push(Link::new(
+        "type",
+        path::event_type(e.event_type(), None, super::DEFAULT_LIMIT),
+        format!("type {}", e.event_type()),
+    ));
+    let (data, data_enc, data_text) = payload(e.data());
+    let (meta, meta_enc, meta_text) = payload(e.metadata());
+    let mut json = match event_summary(&e) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    json.remove("links");
+    json.insert("data".into(), data);
+    json.insert("dataEncoding".into(), data_enc.into());
+    json.insert("metadata".into(), meta);
+    json.insert("metadataEncoding".into(), meta_enc.into());
+    let html = format!(
+        "<dl id=\"event\" class=\"event\"><dt>stream</dt><dd>{}</dd><dt>number</dt><dd>{}</dd>\
+         <dt>position</dt><dd>{}</dd><dt>id</dt><dd>{}</dd><dt>type</dt><dd>{}</dd>\
+         <dt>time</dt><dd>{}</dd></dl>\
+         <h2>data ({data_enc})</h2><pre id=\"data\">{}</pre>\
+         <h2>metadata ({meta_enc})</h2><pre id=\"metadata\">{}</pre>",
+        a(&path::stream(name, None, super::DEFAULT_LIMIT), "", name),
+        number,
+        e.position().0,
+        e.id(),
+        escape(e.event_type()),
+        time(e.timestamp_micros()),
+        escape(&data_text),
+        escape(&meta_text),
+    );
+    Ok(Resource {
+        title: format!("{name} #{number}"),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+fn all(store: &Store, query: &Query) -> Result<Resource, Problem> {
+    let limit = query.limit()?;
+    if query.get("after").is_some() {
+        return Err(Problem::bad_request(
+            "$all is paged with `from=POSITION`, not `after`",
+        ));
+    }
+    let from = query.number("from")?;
+    let before = from.map_or(Position::END, Position);
+    let mut events = collect(
+        store
+            .read_all_backward(before, limit + 1)
+            .map_err(store_error)?,
+    )?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let mut links = vec![Link::new("self", path::all(from, limit), "this page")];
+    if let Some(newest) = events.first() {
+        let newer = collect(
+            store
+                .read_all_forward(newest.next_position(), limit)
+                .map_err(store_error)?,
+        )?;
+        if let Some(top) = newer.last() {
+            links.push(Link::new("first head", path::all(None, limit), "newest"));
+            links.push(Link::new(
+                "previous",
+                path::all(Some(top.next_position().0), limit),
+                "newer",
+            ));
+        }
+    }
+    if let (true, Some(oldest)) = (more, events.last()) {
+        links.push(Link::new(
+            "next",
+            path::all(Some(oldest.position().0), limit),
+            "older",
+        ));
+        let first_page = collect(
+            store
+                .read_all_forward(Position::START, limit)
+                .map_err(store_error)?,
+        )?;
+        if let Some(last) = first_page.last() {
+            links.push(Link::new(
+                "last",
+                path::all(Some(last.next_position().0), limit),
+                "oldest",
+            ));
+        }
+    }
+    links.push(Link::new("up", path::home(), "home"));
+    let mut json = Map::new();
+    json.insert("head".into(), store.head().0.into());
+    json.insert(
+        "events".into(),
+        events.iter().map(event_summary).collect::<Vec<_>>().into(),
+    );
+    let html = format!(
+        "<p class=\"status\">every event in commit order, newest first; the head is at \
+         position {}</p>{}",
+        store.head().0,
+        events_table(&events, "events")
+    );
+    Ok(Resource {
+        title: "$all".into(),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+/// A sequence of events served by an index of the store, numbered from 0 in position order.
+#[derive(Clone, Copy)]
+enum Indexed<'a> {
+    Category(&'a str),
+    EventType(&'a str),
+}
+
+fn indexed(store: &Store, which: Indexed<'_>, query: &Query) -> Result<Resource, Problem> {
+    let limit = query.limit()?;
+    if query.get("after").is_some() {
+        return Err(Problem::bad_request(
+            "paged with `from=NUMBER`, not `after`",
+        ));
+    }
+    let (name, what, len) = match which {
+        Indexed::Category(c) => {
+            // Checks the name first: `a-b` can never be a category (400, not 404).
+            store.read_category(c, 0, 0).map_err(store_error)?;
+            (c, "category", store.category_len(c).map_err(store_error)?)
+        }
+        Indexed::EventType(t) => {
+            store.read_event_type(t, 0, 0).map_err(store_error)?;
+            (
+                t,
+                "event type",
+                store.event_type_len(t).map_err(store_error)?,
+            )
+        }
+    };
+    let url = |from: Option<u64>, limit: usize| match which {
+        Indexed::Category(c) => path::category(c, from, limit),
+        Indexed::EventType(t) => path::event_type(t, from, limit),
+    };
+    let Some(newest) = len.checked_sub(1) else {
+        return Err(Problem::not_found(format!("no events in {what} `{name}`")));
+    };
+    let page = NumberedPage::new(
+        0,
+        newest,
+        query.number("from")?,
+        limit,
+        &format!("{what} `{name}`"),
+    )?;
+    let read = match which {
+        Indexed::Category(c) => store.read_category(c, page.bottom(), page.len()),
+        Indexed::EventType(t) => store.read_event_type(t, page.bottom(), page.len()),
+    };
+    let mut events = collect(read.map_err(store_error)?)?;
+    events.reverse();
+    let mut links = vec![Link::new(
+        "self",
+        url(query.number("from")?, limit),
+        "this page",
+    )];
+    links.extend(page.links(|from| url(from, limit)));
+    links.push(Link::new("up", path::home(), "home"));
+    let mut json = Map::new();
+    json.insert(
+        if matches!(which, Indexed::Category(_)) {
+            "category"
+        } else {
+            "type"
+        }
+        .into(),
+        name.into(),
+    );
+    json.insert("count".into(), len.into());
+    json.insert(
+        "events".into(),
+        events.iter().map(event_summary).collect::<Vec<_>>().into(),
+    );
+    let html = format!(
+        "<p class=\"status\">{} to {} of {len} events, newest first</p>{}",
+        page.bottom(),
+        page.top,
+        events_table(&events, "events")
+    );
+    Ok(Resource {
+        title: format!("{what} {name}"),
+        links,
+        json,
+        html,
+        script: None,
+    })
+}
+
+/// Prepends each event pushed by the server to the table, built with text nodes (never as
+/// HTML), and keeps the table to a couple of hundred rows.
+const LIVE_SCRIPT: &str = r#"(function () {
+  var table = document.getElementById("live");
+  var body = table.tBodies[0];
+  var status = document.getElementById("live-status");
+  var url = "/live" + (table.dataset.after ? "?after=" + table.dataset.after : "");
+  var source = new EventSource(url);
+  function cell(row, text, href) {
+    var td = row.insertCell(-1);
+    if (href) { var a = document.createElement("a"); a.href = href; a.textContent = text; td.appendChild(a); }
+    else { td.textContent = text; }
+  }
+  source.onopen = function () { status.textContent = "connected: new events appear at the top"; };
+  source.onerror = function () { status.textContent = "disconnected, retrying"; };
+  source.onmessage = function (m) {
+    var e = JSON.parse(m.data);
+    var row = body.insertRow(0);
+    row.className = "event";
+    row.dataset.position = e.position;
+    cell(row, String(e.position));
+    cell(row, e.stream, e.links.stream);
+    cell(row, String(e.number), e.links.self);
+    cell(row, e.type, e.links.type);
+    cell(row, e.time);
+    while (body.rows.length > 200) { body.deleteRow(-1); }
+  };
+})();"#;
+
+fn live(store: &Store, query: &Query) -> Result<Resource, Problem> {
+    if query.get("after").is_some() || query.get("from").is_some() {
+        // `after` is for the event stream; a page shows the newest events.
+        query.number("after")?;
+    }
+    let events = collect(
+        store
+            .read_all_backward(Position::END, super::DEFAULT_LIMIT)
+            .map_err(store_error)?,
+    )?;
+    // The script asks for events after the newest one shown, so none is missed in between.
+    let after = events.first().map(|e| e.position().0);
+    let links = vec![
+        Link::new("self", path::live(), "live"),
+        Link::new("all", path::all(None, super::DEFAULT_LIMIT), "$all"),
+        Link::new("up", path::home(), "home"),
+    ];
+    let mut json = Map::new();
+    json.insert(
+        "eventStream".into(),
+        json!({
+            "href": path::live(),
+            "type": "text/event-stream",
+            "description": "Server-Sent Events, one per committed event (`id`: its position; \
+                            `data`: the event as JSON); `?after=POSITION` or `Last-Event-ID` \
+                            to start after an event, else at the head",
+        }),
+    );
+    json.insert(
+        "events".into(),
+        events.iter().map(event_summary).collect::<Vec<_>>().into(),
+    );
+    let table = events_table(&events, "live");
+    let table = match after {
+        Some(p) => table.replacen(
+            "<table id=\"live\"",
+            &format!("<table id=\"live\" data-after=\"{p}\""),
+            1,
+        ),
+        None => table,
+    };
+    let html = format!("<p id=\"live-status\" class=\"status\">connecting…</p>{table}");
+    Ok(Resource {
+        title: "live".into(),
+        links,
+        json,
+        html,
+        script: Some(LIVE_SCRIPT),
+    })
+}
+
+fn live_events(
+    store: &Store,
+    query: &Query,
+    last_event_id: Option<&str>,
+) -> Result<EventStream, Problem> {
+    // A reconnecting EventSource sends the last id it saw, which wins over the URL it reuses.
+    let after = match last_event_id.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => Some(id.parse::<u64>().map_err(|_| {
+            Problem::bad_request(format!("Last-Event-ID `{id}` is not a position"))
+        })?),
+        None => query.number("after")?,
+    };
+    let from = after.map_or(AllFrom::End, |p| AllFrom::After(Position(p)));
+    let sub = store.subscribe_to_all(from, None).map_err(store_error)?;
+    Ok(EventStream { sub, ended: false })
+}
