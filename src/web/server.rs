@@ -188,11 +188,16 @@ fn answer(store: &Store, req: tiny_http::Request, shared: &Shared) {
         }
         Body::Events(mut events) => {
             // tiny_http would buffer a streamed body; the raw connection is written and flushed
-            // frame by frame instead.
-            let mut head = format!(
-                "HTTP/1.1 {}\r\nConnection: close\r\n",
-                parts.status.as_str()
-            );
+            // frame by frame instead. Chunked, on HTTP/1.1, so that the end of the stream (the
+            // server stopping, the store closing) is the end of a response a client sees, and
+            // the connection can carry the next request.
+            let chunked = *req.http_version() >= tiny_http::HTTPVersion(1, 1);
+            let mut head = format!("HTTP/1.1 {}\r\n", parts.status.as_str());
+            head.push_str(if chunked {
+                "Transfer-Encoding: chunked\r\n"
+            } else {
+                "Connection: close\r\n"
+            });
             for (name, value) in &parts.headers {
                 if let Ok(v) = value.to_str() {
                     head.push_str(&format!("{name}: {v}\r\n"));
@@ -200,10 +205,17 @@ fn answer(store: &Store, req: tiny_http::Request, shared: &Shared) {
             }
             head.push_str("\r\n");
             let mut w = req.into_writer();
-            if w.write_all(head.as_bytes())
-                .and_then(|()| w.flush())
-                .is_err()
-            {
+            let send = |w: &mut dyn Write, bytes: &[u8]| -> std::io::Result<()> {
+                if chunked {
+                    write!(w, "{:x}\r\n", bytes.len())?;
+                    w.write_all(bytes)?;
+                    w.write_all(b"\r\n")?;
+                } else {
+                    w.write_all(bytes)?;
+                }
+                w.flush()
+            };
+            if w.write_all(head.as_bytes()).is_err() || send(&mut w, b": connected\n\n").is_err() {
                 return;
             }
             let mut quiet_since = Instant::now();
@@ -215,10 +227,13 @@ fn answer(store: &Store, req: tiny_http::Request, shared: &Shared) {
                     None if quiet_since.elapsed() >= KEEP_ALIVE => b": keep-alive\n\n".to_vec(),
                     None => continue,
                 };
-                if w.write_all(&frame).and_then(|()| w.flush()).is_err() {
-                    break;
+                if send(&mut w, &frame).is_err() {
+                    return;
                 }
                 quiet_since = Instant::now();
+            }
+            if chunked {
+                let _ = w.write_all(b"0\r\n\r\n").and_then(|()| w.flush());
             }
         }
     }
