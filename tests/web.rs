@@ -182,10 +182,28 @@ fn a_crawler_follows_every_link_in_html_and_json() {
         "ünïcødé-ß",
         "100%-sure",
         "q\"uote&amp-x",
+        "-no-category",
+        "no_dash",
+        "?x=1#frag",
     ];
     for (i, name) in odd.iter().enumerate() {
         append(&store, name, 1 + i % 3);
     }
+    // An odd event type, and the store's own `$` streams.
+    store
+        .append(
+            "types-1",
+            ExpectedVersion::Any,
+            [EventData::new("<b>Odd/Type</b> ü", "{}")],
+        )
+        .unwrap();
+    let last = store
+        .read_all_backward(eventjournal::Position::END, 1)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    store.save_checkpoint("crawler", last.position()).unwrap();
     let categories = ["account", "order", "cart", "user"];
     for i in 0..240 {
         let c = categories[i % categories.len()];
@@ -236,6 +254,8 @@ fn a_crawler_follows_every_link_in_html_and_json() {
             );
         }
         assert!(seen.contains("/types/Deposited"));
+        assert!(seen.contains("/types/%3Cb%3EOdd%2FType%3C%2Fb%3E%20%C3%BC"));
+        assert!(seen.contains("/streams/$checkpoint-crawler"));
         assert!(seen.contains("/streams/account-0/44"));
         assert!(seen.contains("/streams/account-0/0"));
     }
@@ -387,6 +407,11 @@ fn links_come_from_the_state() {
         target = p["links"]["next"].as_str().map(String::from);
     }
     assert_eq!(seen, 48);
+    // Before the first event there is nothing, and the way back to the head.
+    let start = page("/streams/$all?from=0&limit=10");
+    assert_eq!(start["events"].as_array().unwrap().len(), 0);
+    assert_eq!(start["links"]["head"], "/streams/$all?limit=10");
+    assert!(!has(&start, "next") && !has(&start, "previous"));
     // Once more events are committed, the old head page is no longer the head.
     let old_head = all["links"]["self"].as_str().unwrap().to_string();
     assert!(!has(&page(&old_head), "head"));

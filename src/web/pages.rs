@@ -429,12 +429,15 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
         "this page",
     )];
     links.extend(page.links(|from| path::stream(name, from, limit)));
+    // A name starting with `-` has an empty category, which no index keeps.
     let category = crate::category_of(name);
-    links.push(Link::new(
-        "category",
-        path::category(category, None, super::DEFAULT_LIMIT),
-        format!("category {category}"),
-    ));
+    if !category.is_empty() {
+        links.push(Link::new(
+            "category",
+            path::category(category, None, super::DEFAULT_LIMIT),
+            format!("category {category}"),
+        ));
+    }
     links.push(Link::new(
         "up",
         path::streams(None, super::DEFAULT_LIMIT),
@@ -580,6 +583,17 @@ fn all(store: &Store, query: &Query) -> Result<Resource, Problem> {
                 path::all(Some(top.next_position().0), limit),
                 "newer",
             ));
+        }
+    }
+    if events.is_empty() && from.is_some() && store.head() != Position::START {
+        // Before the first event (`from` at the start): nothing here, the head is the way on.
+        let any = collect(
+            store
+                .read_all_backward(Position::END, 1)
+                .map_err(store_error)?,
+        )?;
+        if !any.is_empty() {
+            links.push(Link::new("first head", path::all(None, limit), "newest"));
         }
     }
     if let (true, Some(oldest)) = (more, events.last()) {

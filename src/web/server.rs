@@ -128,14 +128,24 @@ fn accept_loop(http: tiny_http::Server, store: Arc<Store>, shared: Arc<Shared>) 
         let spawned = std::thread::Builder::new()
             .name("eventjournal-http-request".into())
             .spawn(move || {
+                // Counted down however the thread ends, a panic included, so that `stop` does
+                // not wait for a thread that is gone.
+                let _done = Done(&s.active);
                 answer(&store, req, &s);
-                s.active.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             // The request went with the closure; its client sees the connection close.
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "HTTP view: starting a request thread failed");
         }
+    }
+}
+
+struct Done<'a>(&'a AtomicUsize);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
