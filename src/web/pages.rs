@@ -214,19 +214,13 @@ impl NumberedPage {
 }
 
 fn home(store: &Store) -> Result<Resource, Problem> {
-    // Counted a page at a time up to a bound: the home page must stay cheap on a store of
-    // millions of streams.
+    // Counted up to a bound, in one listing (each walks the streams in memory): the home page
+    // must stay cheap on a store of millions of streams.
     const COUNT_UP_TO: usize = 10_000;
-    let mut streams = 0usize;
-    let mut after: Option<String> = None;
-    while streams < COUNT_UP_TO {
-        let page = store
-            .list_streams(after.as_deref(), 1000)
-            .map_err(store_error)?;
-        let Some(last) = page.last() else { break };
-        streams += page.len();
-        after = Some(last.clone());
-    }
+    let streams = store
+        .list_streams(None, COUNT_UP_TO)
+        .map_err(store_error)?
+        .len();
     let streams_text = if streams >= COUNT_UP_TO {
         format!("{COUNT_UP_TO} or more")
     } else {
@@ -518,6 +512,14 @@ fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
         path::event_type(e.event_type(), None, super::DEFAULT_LIMIT),
         format!("type {}", e.event_type()),
     ));
+    let category = crate::category_of(name);
+    if !category.is_empty() {
+        links.push(Link::new(
+            "category",
+            path::category(category, None, super::DEFAULT_LIMIT),
+            format!("category {category}"),
+        ));
+    }
     let (data, data_enc, data_text) = payload(e.data());
     let (meta, meta_enc, meta_text) = payload(e.metadata());
     let mut json = match event_summary(&e) {
