@@ -206,7 +206,13 @@ fn a_crawler_follows_every_link_in_html_and_json() {
     store.save_checkpoint("crawler", last.position()).unwrap();
     let categories = ["account", "order", "cart", "user"];
     for i in 0..240 {
-        let c = categories[i % categories.len()];
+        // Enough categories besides these for their list to have pages.
+        let extra = format!("extra{i}");
+        let c = if i < 200 {
+            categories[i % categories.len()]
+        } else {
+            extra.as_str()
+        };
         // A few streams longer than a page, several pages in some.
         let n = match i {
             0 => 45,
@@ -254,6 +260,8 @@ fn a_crawler_follows_every_link_in_html_and_json() {
             );
         }
         assert!(seen.contains("/types/Deposited"));
+        assert!(seen.contains("/categories/extra239") && seen.contains("/categories/extra200"));
+        assert!(seen.contains("/categories") && seen.contains("/types"));
         assert!(seen.contains("/types/%3Cb%3EOdd%2FType%3C%2Fb%3E%20%C3%BC"));
         assert!(seen.contains("/streams/$checkpoint-crawler"));
         assert!(seen.contains("/streams/account-0/44"));
@@ -313,6 +321,13 @@ fn negotiation_by_accept_with_quality_values() {
             assert_eq!(r.header("vary"), Some("Accept"), "{target} {accept:?}");
         }
     }
+    // The home page: counts, listings, stats.
+    let home = json(addr, "/").json();
+    assert_eq!(home["streams"], 1);
+    assert_eq!(home["categories"][0]["name"], "order");
+    assert_eq!(home["categories"][0]["events"], 2);
+    assert_eq!(home["stats"]["eventsAppended"], 2);
+    assert_eq!(home["links"]["types"], "/types");
     // The same resource both ways.
     let j = json(addr, "/streams/order-1/1").json();
     assert_eq!(j["stream"], "order-1");
@@ -448,6 +463,8 @@ fn bad_requests_are_refused_clearly() {
         "/streams/$all?from=notanumber",
         "/streams/",
         "/categories/a-b",
+        "/categories?from=1",
+        "/types?limit=1000",
         "/live?after=x",
     ] {
         let r = json(addr, target);

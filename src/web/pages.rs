@@ -15,6 +15,8 @@ use crate::{AllFrom, Error, Position, RecordedEvent, Store};
 pub(crate) enum Route {
     Home,
     Streams,
+    Categories,
+    EventTypes,
     Stream(String),
     Event(String, u64),
     All,
@@ -53,6 +55,8 @@ pub(crate) fn route(raw: &str) -> Result<Route, Problem> {
                 ))),
             }
         }
+        ["categories"] => Ok(Route::Categories),
+        ["types"] => Ok(Route::EventTypes),
         ["categories", c] => Ok(Route::Category(name(c, "category")?)),
         ["types", t] => Ok(Route::EventType(name(t, "event type")?)),
         ["live"] => Ok(Route::Live),
@@ -70,7 +74,9 @@ pub(crate) fn build(
 ) -> Result<Outcome, Problem> {
     let page = match route {
         Route::Home => home(store)?,
-        Route::Streams => streams(store, query)?,
+        Route::Streams => listing(store, Names::Streams, query)?,
+        Route::Categories => listing(store, Names::Categories, query)?,
+        Route::EventTypes => listing(store, Names::EventTypes, query)?,
         Route::Stream(name) => stream(store, &name, query)?,
         Route::Event(name, n) => event(store, &name, n)?,
         Route::All => all(store, query)?,
@@ -213,6 +219,9 @@ impl NumberedPage {
     }
 }
 
+/// How many categories and event types the home page shows before linking to their lists.
+const HOME_NAMES: usize = 20;
+
 fn home(store: &Store) -> Result<Resource, Problem> {
     // Counted up to a bound, in one listing (each walks the streams in memory): the home page
     // must stay cheap on a store of millions of streams.
@@ -228,14 +237,14 @@ fn home(store: &Store) -> Result<Resource, Problem> {
     };
     let head = store.head();
     let info = store.index_info();
+    let stats = store.stats();
+    let limit = super::DEFAULT_LIMIT;
     let links = vec![
         Link::new("self", path::home(), "home"),
-        Link::new(
-            "streams",
-            path::streams(None, super::DEFAULT_LIMIT),
-            "streams",
-        ),
-        Link::new("all", path::all(None, super::DEFAULT_LIMIT), "$all"),
+        Link::new("streams", path::streams(None, limit), "streams"),
+        Link::new("categories", path::categories(None, limit), "categories"),
+        Link::new("types", path::event_types(None, limit), "event types"),
+        Link::new("all", path::all(None, limit), "$all"),
         Link::new("live", path::live(), "live"),
     ];
     let mut json = Map::new();
@@ -252,22 +261,71 @@ fn home(store: &Store) -> Result<Resource, Problem> {
         "index".into(),
         json!({ "loadedKeys": info.loaded_keys, "indexFiles": info.index_files }),
     );
+    json.insert(
+        "stats".into(),
+        json!({
+            "appends": stats.appends,
+            "eventsAppended": stats.events_appended,
+            "bytesAppended": stats.bytes_appended,
+            "groups": stats.groups,
+            "largestGroup": stats.largest_group,
+            "meanGroup": stats.mean_group(),
+            "syncs": stats.syncs,
+            "eventsReplayed": stats.events_replayed,
+        }),
+    );
+    let mut sections = String::new();
+    for names in [Names::Categories, Names::EventTypes] {
+        let (page, more) = names_page(store, names, None, HOME_NAMES)?;
+        let (table, items) = names_table(names, &page);
+        json.insert(names.what().into(), items);
+        let _ = write!(
+            sections,
+            "<section><h2>{}</h2>{table}{}</section>",
+            names.what(),
+            if more {
+                format!(
+                    "<p>{}</p>",
+                    a(
+                        &names.list_url(None, limit),
+                        "",
+                        &format!("all {}", names.what())
+                    )
+                )
+            } else {
+                String::new()
+            }
+        );
+        if more {
+            // The list itself is already linked; the JSON says there is more than shown.
+            json.insert(format!("{}Truncated", names.what()), true.into());
+        }
+    }
+    // Kept short of a wall of numbers: the rest are in the JSON.
     let html = format!(
         "<dl id=\"store\"><dt>head position</dt><dd id=\"head\">{}</dd>\
          <dt>streams</dt><dd id=\"stream-count\">{}</dd>\
          <dt>index keys in memory</dt><dd>{}</dd><dt>index files</dt><dd>{}</dd></dl>\
-         <ul id=\"sections\"><li>{}</li><li>{}</li><li>{}</li></ul>",
+         <ul id=\"sections\"><li>{}</li><li>{}</li><li>{}</li></ul>{sections}\
+         <section><h2>since the store opened</h2><dl id=\"stats\">\
+         <dt>appends</dt><dd>{}</dd><dt>events appended</dt><dd>{}</dd>\
+         <dt>bytes appended</dt><dd>{}</dd><dt>group commits</dt><dd>{}</dd>\
+         <dt>largest group</dt><dd>{}</dd><dt>syncs</dt><dd>{}</dd>\
+         <dt>events replayed</dt><dd>{}</dd></dl></section>",
         head.0,
         escape(&streams_text),
         info.loaded_keys,
         info.index_files,
-        a(&path::streams(None, super::DEFAULT_LIMIT), "", "streams"),
-        a(
-            &path::all(None, super::DEFAULT_LIMIT),
-            "",
-            "$all, newest first"
-        ),
+        a(&path::streams(None, limit), "", "streams"),
+        a(&path::all(None, limit), "", "$all, newest first"),
         a(&path::live(), "", "live: events as they are committed"),
+        stats.appends,
+        stats.events_appended,
+        stats.bytes_appended,
+        stats.groups,
+        stats.largest_group,
+        stats.syncs,
+        stats.events_replayed,
     );
     Ok(Resource {
         title: "store".into(),
@@ -278,56 +336,147 @@ fn home(store: &Store) -> Result<Resource, Problem> {
     })
 }
 
-fn streams(store: &Store, query: &Query) -> Result<Resource, Problem> {
+/// Names the store lists a page at a time, in its listing order (a hash of the names).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    Streams,
+    Categories,
+    EventTypes,
+}
+
+impl Names {
+    /// The plural, for titles and JSON keys.
+    fn what(self) -> &'static str {
+        match self {
+            Names::Streams => "streams",
+            Names::Categories => "categories",
+            Names::EventTypes => "types",
+        }
+    }
+
+    fn list_url(self, after: Option<&str>, limit: usize) -> String {
+        match self {
+            Names::Streams => path::streams(after, limit),
+            Names::Categories => path::categories(after, limit),
+            Names::EventTypes => path::event_types(after, limit),
+        }
+    }
+
+    fn item_url(self, name: &str) -> String {
+        match self {
+            Names::Streams => path::stream(name, None, super::DEFAULT_LIMIT),
+            Names::Categories => path::category(name, None, super::DEFAULT_LIMIT),
+            Names::EventTypes => path::event_type(name, None, super::DEFAULT_LIMIT),
+        }
+    }
+
+    fn page(self, store: &Store, after: Option<&str>, max: usize) -> crate::Result<Vec<String>> {
+        match self {
+            Names::Streams => store.list_streams(after, max),
+            Names::Categories => store.list_categories(after, max),
+            Names::EventTypes => store.list_event_types(after, max),
+        }
+    }
+
+    fn events(self, store: &Store, name: &str) -> crate::Result<u64> {
+        match self {
+            Names::Streams => Ok(store.stream_version(name)?.map_or(0, |v| v + 1)),
+            Names::Categories => store.category_len(name),
+            Names::EventTypes => store.event_type_len(name),
+        }
+    }
+}
+
+/// Up to `max` names after `after`, each with its number of events; and whether more follow.
+fn names_page(
+    store: &Store,
+    names: Names,
+    after: Option<&str>,
+    max: usize,
+) -> Result<(Vec<(String, u64)>, bool), Problem> {
+    // One more than a page tells whether a next page exists.
+    let mut page = names.page(store, after, max + 1).map_err(store_error)?;
+    let more = page.len() > max;
+    page.truncate(max);
+    let mut out = Vec::with_capacity(page.len());
+    for name in page {
+        let n = names.events(store, &name).map_err(store_error)?;
+        out.push((name, n));
+    }
+    Ok((out, more))
+}
+
+/// A table of names (`id` the plural) with their event counts, and the same as JSON.
+fn names_table(names: Names, page: &[(String, u64)]) -> (String, Value) {
+    let mut rows = String::new();
+    let mut items = Vec::new();
+    let (class, heading) = match names {
+        Names::Streams => ("stream", "stream"),
+        Names::Categories => ("category", "category"),
+        Names::EventTypes => ("type", "event type"),
+    };
+    for (name, events) in page {
+        // The store lists the empty category of names starting with `-`, but reads no empty
+        // category: it is shown, with nothing to link to.
+        if name.is_empty() {
+            let _ = write!(
+                rows,
+                "<tr class=\"{class}\"><td><i>(empty: names starting with -)</i></td>\
+                 <td class=\"num\">{events}</td></tr>"
+            );
+            items.push(json!({ "name": name, "events": events, "links": {} }));
+            continue;
+        }
+        let href = names.item_url(name);
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\"><td>{}</td><td class=\"num\">{events}</td></tr>",
+            a(&href, "", name),
+        );
+        items.push(json!({ "name": name, "events": events, "links": { "self": href } }));
+    }
+    let html = format!(
+        "<table id=\"{}\"><thead><tr><th>{heading}</th><th>events</th></tr></thead>\
+         <tbody>{rows}</tbody></table>",
+        names.what()
+    );
+    (html, items.into())
+}
+
+fn listing(store: &Store, names: Names, query: &Query) -> Result<Resource, Problem> {
     let limit = query.limit()?;
     if query.number("from")?.is_some() {
-        return Err(Problem::bad_request(
-            "the stream list is paged with `after=NAME`, not `from`",
-        ));
+        return Err(Problem::bad_request(format!(
+            "the list of {} is paged with `after=NAME`, not `from`",
+            names.what()
+        )));
     }
     let after = query.get("after");
-    // One more than a page tells whether a next page exists.
-    let mut names = store.list_streams(after, limit + 1).map_err(store_error)?;
-    let more = names.len() > limit;
-    names.truncate(limit);
-    let mut links = vec![Link::new("self", path::streams(after, limit), "this page")];
+    let (page, more) = names_page(store, names, after, limit)?;
+    let mut links = vec![Link::new("self", names.list_url(after, limit), "this page")];
     if after.is_some() {
-        links.push(Link::new("first", path::streams(None, limit), "first page"));
+        links.push(Link::new(
+            "first",
+            names.list_url(None, limit),
+            "first page",
+        ));
     }
-    if let (true, Some(last)) = (more, names.last()) {
+    if let (true, Some((last, _))) = (more, page.last()) {
         links.push(Link::new(
             "next",
-            path::streams(Some(last), limit),
+            names.list_url(Some(last), limit),
             "next page",
         ));
     }
     links.push(Link::new("up", path::home(), "home"));
-    let mut rows = String::new();
-    let mut items = Vec::new();
-    for name in &names {
-        let version = store.stream_version(name).map_err(store_error)?;
-        let href = path::stream(name, None, super::DEFAULT_LIMIT);
-        let _ = write!(
-            rows,
-            "<tr class=\"stream\"><td>{}</td><td class=\"num\">{}</td></tr>",
-            a(&href, "", name),
-            version.map_or(String::new(), |v| (v + 1).to_string())
-        );
-        items.push(json!({
-            "name": name,
-            "events": version.map_or(0, |v| v + 1),
-            "links": { "self": href },
-        }));
-    }
+    let (table, items) = names_table(names, &page);
     let mut json = Map::new();
-    json.insert("streams".into(), items.into());
+    json.insert(names.what().into(), items);
     let html = format!(
-        "<p class=\"status\">in the store's listing order (stable, not alphabetical)</p>\
-         <table id=\"streams\"><thead><tr><th>stream</th><th>events</th></tr></thead>\
-         <tbody>{rows}</tbody></table>"
+        "<p class=\"status\">in the store's listing order (stable, not alphabetical)</p>{table}"
     );
     Ok(Resource {
-        title: "streams".into(),
+        title: names.what().into(),
         links,
         json,
         html,

@@ -174,7 +174,8 @@ pub(crate) mod path {
         "/".into()
     }
 
-    pub fn streams(after: Option<&str>, limit: usize) -> String {
+    /// A list of names, from after `after`.
+    fn names(base: &str, after: Option<&str>, limit: usize) -> String {
         let mut params = Vec::new();
         if let Some(a) = after {
             params.push(format!("after={}", encode(a)));
@@ -183,10 +184,22 @@ pub(crate) mod path {
             params.push(format!("limit={limit}"));
         }
         if params.is_empty() {
-            "/streams".into()
+            base.into()
         } else {
-            format!("/streams?{}", params.join("&"))
+            format!("{base}?{}", params.join("&"))
         }
+    }
+
+    pub fn streams(after: Option<&str>, limit: usize) -> String {
+        names("/streams", after, limit)
+    }
+
+    pub fn categories(after: Option<&str>, limit: usize) -> String {
+        names("/categories", after, limit)
+    }
+
+    pub fn event_types(after: Option<&str>, limit: usize) -> String {
+        names("/types", after, limit)
     }
 
     pub fn stream(name: &str, from: Option<u64>, limit: usize) -> String {
