@@ -2,14 +2,16 @@
 //!
 //! Every resource answers the same URL as HTML to a browser and as JSON to a program, chosen by
 //! the request's `Accept` header; the JSON carries its links as data (`"links": {"next": ..}`)
-//! so that a client follows them instead of building URLs. Links come from the store's state: a
-//! `next` link is there only when an older page exists, a `first` (the head, the newest page)
-//! only when the page is not already at the head, and so on.
+//! so that a client follows them instead of building URLs. Links come from the store's state:
+//! pages run newest first, `next` (older) and `last` (the oldest page) are there only when older
+//! events exist, `previous` (newer) and `first`/`head` (the newest page, which follows new
+//! events) only when the page is not already at the head. A one-page stream has no paging links.
 //!
 //! | path | resource |
 //! |---|---|
-//! | `/` | the store: head position, index, links to everything below |
+//! | `/` | the store: head position, stream count, categories, event types, stats, links to all below |
 //! | `/streams?after=NAME&limit=N` | stream names, a page at a time, in the store's listing order |
+//! | `/categories?after=NAME&limit=N`, `/types?after=..` | category and event type names, likewise |
 //! | `/streams/NAME?from=N&limit=N` | a stream's events, newest first, from event number `from` down |
 //! | `/streams/NAME/N` | one event: number, position, id, type, time, metadata, data |
 //! | `/streams/$all?from=P&limit=N` | `$all`, newest first, from just before position `P` |
@@ -17,7 +19,8 @@
 //! | `/types/NAME?from=N&limit=N` | an event type's events, likewise |
 //! | `/live` | events as they are committed: a page that updates itself, or Server-Sent Events |
 //!
-//! Names in paths are percent-encoded UTF-8 (`/streams/a%2Fb` is the stream `a/b`).
+//! `limit` is 1 to [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] if absent). Names in paths are
+//! percent-encoded UTF-8 (`/streams/a%2Fb` is the stream `a/b`).
 //!
 //! [`respond`] is the whole view as a function from an [`http::Request`] to an
 //! [`http::Response`], to mount beside an application's own routes on any server; [`serve`]
