@@ -466,6 +466,7 @@ fn bad_requests_are_refused_clearly() {
         "/categories?from=1",
         "/types?limit=1000",
         "/live?after=x",
+        "/live?from=1",
     ] {
         let r = json(addr, target);
         assert_eq!(r.status, 400, "{target}: {}", r.body);
@@ -698,6 +699,22 @@ fn respond_is_usable_without_the_server() {
     let res = web::respond(&store, &head);
     assert!(res.headers().contains_key("content-length"));
     assert!(matches!(res.body(), Body::Full(b) if b.is_empty()));
+    // An event stream ends when its store closes, at once rather than at its timeout.
+    let live = http::Request::get("/live")
+        .header("accept", "text/event-stream")
+        .body(())
+        .unwrap();
+    let Body::Events(mut events) = web::respond(&store, &live).into_body() else {
+        panic!("an event stream")
+    };
+    assert!(events.next_event(Duration::from_millis(20)).is_none() && !events.is_ended());
+    let closed = Instant::now();
+    store.close().unwrap();
+    assert!(events.next_event(Duration::from_secs(10)).is_none());
+    assert!(events.is_ended() && closed.elapsed() < Duration::from_secs(5));
+    assert_eq!(events.next(), None);
+    let res = web::respond(&store, &live);
+    assert_eq!(res.status(), 503, "a closed store cannot be watched");
 }
 
 #[test]

@@ -904,9 +904,13 @@ const LIVE_SCRIPT: &str = r#"(function () {
 })();"#;
 
 fn live(store: &Store, query: &Query) -> Result<Resource, Problem> {
-    if query.get("after").is_some() || query.get("from").is_some() {
-        // `after` is for the event stream; a page shows the newest events.
-        query.number("after")?;
+    // The page shows the newest events whatever `after` says (it is for the event stream), but
+    // a malformed one is still refused.
+    query.number("after")?;
+    if query.get("from").is_some() || query.get("limit").is_some() {
+        return Err(Problem::bad_request(
+            "the live view takes only `after=POSITION`",
+        ));
     }
     let events = collect(
         store

@@ -112,7 +112,10 @@ fn accept_loop(http: tiny_http::Server, store: Arc<Store>, shared: Arc<Shared>) 
             Ok(Some(req)) => req,
             Ok(None) => continue,
             Err(e) => {
+                // Not expected while the server lives; a pause keeps a lasting failure from
+                // spinning.
                 tracing::warn!(error = %e, "HTTP view: receiving a request failed");
+                std::thread::sleep(TICK);
                 continue;
             }
         };
