@@ -156,7 +156,9 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&msg).unwrap();
         bytes.push(0);
-        self.to_browser.write_all(&bytes).expect("writing to chromium");
+        self.to_browser
+            .write_all(&bytes)
+            .expect("writing to chromium");
         let deadline = Instant::now() + STEP;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -196,15 +198,19 @@ impl Browser {
     pub fn wait_for(&mut self, expression: &str) -> Value {
         let deadline = Instant::now() + STEP;
         loop {
-            let v = self.eval(&format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"));
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let v = self.eval(&format!(
+                "(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"
+            ));
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("`{expression}` still {v} after {STEP:?}; page: {}", self.text());
+                panic!(
+                    "`{expression}` still {v} after {STEP:?}; page: {}",
+                    self.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -227,7 +233,10 @@ impl Browser {
             s = json!(selector)
         ));
         let href = href.as_str().unwrap().to_string();
-        self.eval(&format!("document.querySelector({}).click()", json!(selector)));
+        self.eval(&format!(
+            "document.querySelector({}).click()",
+            json!(selector)
+        ));
         self.wait_for(&format!(
             "document.readyState === 'complete' && location.href === {}",
             json!(href)
@@ -286,5 +295,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// Where tests leave screenshots for people to look at: `target/browser/`.
 pub fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("browser")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("browser")
 }
