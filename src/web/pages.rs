@@ -623,6 +623,15 @@ fn payload(bytes: &[u8]) -> (Value, &'static str, String) {
     (Value::String(h.clone()), "hex", h)
 }
 
+/// A payload's text for a `<pre>`, saying so when there is none.
+fn shown(text: &str) -> String {
+    if text.is_empty() {
+        "(empty)".into()
+    } else {
+        escape(text)
+    }
+}
+
 fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
     let newest = match stream_state(store, name)? {
         StreamState::Absent => return Err(Problem::not_found(format!("no stream `{name}`"))),
@@ -692,8 +701,8 @@ fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
         e.id(),
         escape(e.event_type()),
         time(e.timestamp_micros()),
-        escape(&data_text),
-        escape(&meta_text),
+        shown(&data_text),
+        shown(&meta_text),
     );
     Ok(Resource {
         title: format!("{name} #{number}"),
