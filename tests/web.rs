@@ -467,6 +467,8 @@ fn bad_requests_are_refused_clearly() {
         "/types?limit=1000",
         "/live?after=x",
         "/live?from=1",
+        &format!("/streams/{}", "a".repeat(1025)),
+        &format!("/streams/{}/0", "a".repeat(1025)),
     ] {
         let r = json(addr, target);
         assert_eq!(r.status, 400, "{target}: {}", r.body);
