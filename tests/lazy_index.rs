@@ -274,15 +274,23 @@ fn pages_of_categories_and_event_types_list_each_once() {
     .unwrap();
     categories.insert("plain".to_string());
     types.insert("Other".to_string());
+    // In the category ``, which no read can name: not listed.
+    s.append(
+        "-dash",
+        ExpectedVersion::Any,
+        [EventData::new("Other", "z")],
+    )
+    .unwrap();
     for (listed, want) in [
         (all_pages(|a| s.list_categories(a, 5)), &categories),
+        (all_pages(|a| s.list_categories(a, 1)), &categories),
         (all_pages(|a| s.list_event_types(a, 4)), &types),
     ] {
         let unique: BTreeSet<String> = listed.iter().cloned().collect();
         assert_eq!(unique.len(), listed.len(), "a name listed twice");
         assert_eq!(&unique, want);
     }
-    assert_eq!(all_pages(|a| s.list_streams(a, 50)).len(), 601);
+    assert_eq!(all_pages(|a| s.list_streams(a, 50)).len(), 602);
     s.close().unwrap();
     assert!(matches!(s.list_categories(None, 1), Err(Error::Closed)));
 }

@@ -12,18 +12,9 @@ use serde_json::json;
 
 const SCRIPT: &str = "<script>alert(1)</script>";
 
-/// Follows the link `selector` finds; returns where it led. Through `goto` with the link's
-/// resolved `href` rather than `click_link`: the harness's polling right after a click can land
-/// an evaluation in the middle of the navigation, which the browser refuses (a flaky panic),
-/// and a plain link with no script on it goes nowhere else than its `href`.
+/// Clicks the link `selector` finds, as a person would; returns where it led.
 fn follow(b: &mut Browser, selector: &str) -> String {
-    let href = b.wait_for(&format!(
-        "document.querySelector({s}) && document.querySelector({s}).href",
-        s = json!(selector)
-    ));
-    let href = href.as_str().unwrap().to_string();
-    b.goto(&href);
-    href
+    b.click_link(selector)
 }
 
 #[test]
@@ -54,6 +45,31 @@ fn the_view_in_a_browser() {
         b.eval("getComputedStyle(document.body).maxWidth"),
         json!("1050px")
     );
+
+    // From the home page, by clicking: the list of streams, a stream, one of its events.
+    assert!(b.text().contains("$all"), "{}", b.text());
+    follow(&mut b, "a[rel~=streams]");
+    b.wait_for("document.querySelector('a[href=\"/streams/account-1\"]')");
+    follow(&mut b, "a[href=\"/streams/account-1\"]");
+    assert_eq!(
+        b.eval("document.getElementById('title').textContent"),
+        json!("stream account-1")
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#events tr.event').length"),
+        json!(20)
+    );
+    let event = follow(
+        &mut b,
+        "#events tr.event a[href$=\"/streams/account-1/44\"]",
+    );
+    assert!(event.ends_with("/streams/account-1/44"), "{event}");
+    let shown = b.text();
+    assert!(
+        shown.contains("Deposited") && shown.contains("\"cents\": 44"),
+        "{shown}"
+    );
+    b.screenshot(&screenshot_dir().join("web-walk-event.png"));
 
     // A stream named like a script is shown as its name, and runs nothing.
     b.goto(&format!(

@@ -148,6 +148,18 @@ impl Browser {
 
     /// Sends a command (to the browser, or to the page's session) and waits for its result.
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// As `call`, with the protocol's error as an `Err`: a command sent to a page that is
+    /// navigating away (its execution context gone) fails that way, and polling tries again.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -164,10 +176,10 @@ impl Browser {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.replies.recv_timeout(left) {
                 Ok(v) if v["id"] == id => {
-                    if let Some(e) = v.get("error") {
-                        panic!("{method} failed: {e}");
-                    }
-                    return v["result"].clone();
+                    return match v.get("error") {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(v["result"].clone()),
+                    };
                 }
                 Ok(_) => continue, // an event, or the reply to another command
                 Err(RecvTimeoutError::Timeout) => panic!("no reply to {method} within {STEP:?}"),
@@ -197,10 +209,17 @@ impl Browser {
     /// Waits until `expression` is truthy in the page; its last value otherwise, in the panic.
     pub fn wait_for(&mut self, expression: &str) -> Value {
         let deadline = Instant::now() + STEP;
+        let guarded =
+            format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()");
         loop {
-            let v = self.eval(&format!(
-                "(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"
-            ));
+            let session = self.session.clone();
+            let params =
+                json!({"expression": guarded, "returnByValue": true, "awaitPromise": true});
+            // A page being replaced by the next one answers with an error: not yet, not false.
+            let v = match self.try_call(Some(&session), "Runtime.evaluate", params) {
+                Ok(r) => r["result"]["value"].clone(),
+                Err(_) => Value::Null,
+            };
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
