@@ -32,6 +32,7 @@ mod startup;
 mod store;
 mod subscription;
 mod types;
+pub mod verify;
 
 pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
 pub use backup::Backup;
