@@ -210,7 +210,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
         Err(Failure::Store(e)) => {
-            eprintln!("eventjournal: {e}");
+            complain(&e);
             ExitCode::from(match e {
                 Error::Corrupt { .. } => EXIT_DAMAGE,
                 Error::WrongExpectedVersion { .. } => EXIT_CONFLICT,
@@ -218,10 +218,15 @@ fn main() -> ExitCode {
             })
         }
         Err(Failure::Other(msg)) => {
-            eprintln!("eventjournal: {msg}");
+            complain(&msg);
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The one line a failure prints on standard error; if that is closed too, nothing.
+fn complain(what: &dyn std::fmt::Display) {
+    let _ = writeln!(io::stderr(), "eventjournal: {what}");
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Outcome {
