@@ -660,6 +660,7 @@ impl Drop for LeaderGuard<'_> {
 impl Shared {
     /// Appends a multi-stream batch through the group commit.
     pub(crate) fn submit(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
+        let _span = tracing::debug_span!("append", streams = writes.len()).entered();
         self.check_writable()?;
         check_batch(&writes, self.options.max_event_size)?;
         let mut q = self.queue.lock();
@@ -834,6 +835,7 @@ impl Shared {
 
     /// The leader's work for one group.
     fn commit_group(&self, group: Vec<(u64, Vec<StreamWrite>)>) -> Vec<Outcome> {
+        let _span = tracing::debug_span!("group_commit", batches = group.len()).entered();
         let mut w = self.writer.lock();
         if let Err(e) = w.log.check() {
             let reason = e.to_string();
@@ -856,13 +858,19 @@ impl Shared {
             if r.is_ok() {
                 r = match self.options.durability {
                     Durability::Sync => {
+                        let _span = tracing::debug_span!("sync").entered();
                         let start = Instant::now();
                         let r = ws.log.sync();
                         let took = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
                         self.sync_nanos.store(took, Ordering::Relaxed);
+                        self.counters.sync();
                         r
                     }
-                    Durability::Buffered(every) if ws.last_sync.elapsed() >= every => ws.log.sync(),
+                    Durability::Buffered(every) if ws.last_sync.elapsed() >= every => {
+                        let _span = tracing::debug_span!("sync").entered();
+                        self.counters.sync();
+                        ws.log.sync()
+                    }
                     _ => Ok(()),
                 };
                 if r.is_ok() && !ws.log.is_unsynced() {
@@ -871,6 +879,7 @@ impl Shared {
             }
             r
         };
+        let bytes = w.buf.len() as u64;
         w.buf.clear();
         if let Err(e) = durable {
             w.log.discard_unpublished();
@@ -880,6 +889,9 @@ impl Shared {
             return outcomes;
         }
         if wrote {
+            let batches = outcomes.iter().filter(|o| o.provisional).count() as u64;
+            let events = written.streams.iter().map(|g| g.new_places.len() as u64);
+            self.counters.group(batches, events.sum(), bytes);
             let sealed = {
                 let mut index = self.index.write();
                 let ws = &mut *w;

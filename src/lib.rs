@@ -29,6 +29,7 @@ mod log;
 mod options;
 mod read;
 mod startup;
+mod stats;
 mod store;
 mod subscription;
 mod types;
@@ -39,6 +40,7 @@ pub use backup::Backup;
 pub use error::{Error, Result};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use read::{AllEvents, StreamEvents};
+pub use stats::Stats;
 pub use store::{IndexInfo, Store};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]

@@ -181,17 +181,21 @@ impl From<Error> for Pass {
 /// Opens the segments and builds the index: from index files where they are valid, scanning the
 /// log only past what they cover (and everything, if one disagrees with the log).
 pub(crate) fn recover(dir: &Path, options: &Options) -> Result<(Vec<Arc<Segment>>, Index)> {
+    let _span = tracing::info_span!("recovery", dir = %dir.display()).entered();
     let salvage = options.recovery == Recovery::Salvage;
     match recover_pass(dir, options, !salvage) {
         Ok(r) => Ok(r),
         Err(Pass::Failed(e)) => Err(e),
-        Err(Pass::Rebuild) => match recover_pass(dir, options, false) {
-            Ok(r) => Ok(r),
-            Err(Pass::Failed(e)) => Err(e),
-            Err(Pass::Rebuild) => Err(Error::InvalidInput(
-                "internal: index rebuild without index files".into(),
-            )),
-        },
+        Err(Pass::Rebuild) => {
+            tracing::warn!("an index file disagrees with the log: rebuilding the index from it");
+            match recover_pass(dir, options, false) {
+                Ok(r) => Ok(r),
+                Err(Pass::Failed(e)) => Err(e),
+                Err(Pass::Rebuild) => Err(Error::InvalidInput(
+                    "internal: index rebuild without index files".into(),
+                )),
+            }
+        }
     }
 }
 
@@ -384,6 +388,14 @@ fn recover_pass(
             r => r?,
         };
         let cut_here = end.cut.is_some() || end.stopped_at > end.end;
+        if cut_here && !reader {
+            tracing::warn!(
+                segment = %path.display(),
+                kept = end.end,
+                found = end.stopped_at,
+                "the log ends in a torn or unfinished batch: cut after the last whole one"
+            );
+        }
         if cut_here && !had_index_file {
             // An index file must never describe bytes that were cut: later appends could put
             // other records at the offsets it names. One that was used describes only bytes

@@ -13,7 +13,7 @@ use crate::append::{check_not_reserved, check_stream_name, Queue, WriterState};
 use crate::error::{Error, IoContext, Result};
 use crate::ids::IdTables;
 use crate::index::persist;
-use crate::index::{Index, Key, StreamId};
+use crate::index::{Index, Key, KeyKind, StreamId};
 use crate::log::reader::{Cursor, LogView};
 use crate::log::segment::Segment;
 use crate::log::writer::LogWriter;
@@ -21,6 +21,7 @@ use crate::log::Log;
 use crate::options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::read::{self, AllEvents, StreamEvents};
 use crate::startup::{lock_dir, open_id_tables, prepare_dir, recover};
+use crate::stats::{Counters, Stats};
 use crate::subscription::{checkpoint_stream, AllFrom, Commits, Filter, StreamFrom, Subscription};
 use crate::types::{
     AppendResult, EventData, EventRef, ExpectedVersion, Position, RecordedEvent, StreamWrite,
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<Queue>,
     /// Nanoseconds the last sync of a group took.
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
+    /// What `Store::stats` reports.
+    pub(crate) counters: Counters,
     /// Wakes subscriptions on commits.
     pub(crate) commits: Commits,
     /// The event-id tables of sealed segments.
@@ -284,6 +287,7 @@ impl Store {
             writer: Mutex::new(WriterState::new(writer)),
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
+            counters: Counters::default(),
             commits: Commits::default(),
             ids,
             lazy,
@@ -579,6 +583,7 @@ impl Store {
         let mut w = self.shared.writer.lock();
         w.log.flush()?;
         w.mark_synced();
+        self.shared.counters.sync();
         Ok(())
     }
 
@@ -792,7 +797,10 @@ impl Store {
     {
         self.check_open()?;
         check_stream_name(stream)?;
-        read::replay_stream(&self.shared, stream, from, f)
+        let _span = tracing::debug_span!("replay", stream, from).entered();
+        let n = read::replay_stream(&self.shared, stream, from, f)?;
+        self.shared.counters.replayed(n);
+        Ok(n)
     }
 
     /// Hands the events of `$all` from `from` on (as for
@@ -806,7 +814,26 @@ impl Store {
         self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
-        read::replay_all(&view, cursor, f)
+        let _span = tracing::debug_span!("replay", stream = "$all", from = from.0).entered();
+        let n = read::replay_all(&view, cursor, f)?;
+        self.shared.counters.replayed(n);
+        Ok(n)
+    }
+
+    /// What this store has done since it opened: appends, bytes, group commits and syncs,
+    /// events replayed.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("order-1", ExpectedVersion::NoStream, [EventData::new("Placed", "{}")])?;
+    /// let stats = store.stats();
+    /// assert_eq!((stats.appends, stats.events_appended, stats.syncs), (1, 1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
     }
 
     /// The stream's last event number; `None` if it has no events. An error if the stream had
@@ -914,10 +941,41 @@ impl Store {
         self.streams_page(after, max)
     }
 
+    /// Up to `max` category names (see [`category_of`](crate::category_of)) after `after`, paged
+    /// as [`list_streams`](Self::list_streams) pages stream names.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("order-1", ExpectedVersion::Any, [EventData::new("Placed", "{}")])?;
+    /// store.append("cart-1", ExpectedVersion::Any, [EventData::new("Opened", "{}")])?;
+    /// let mut categories = store.list_categories(None, 10)?;
+    /// categories.sort();
+    /// assert_eq!(categories, ["cart", "order"]);
+    /// assert_eq!(store.list_event_types(None, 10)?.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn list_categories(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
+        self.check_open()?;
+        self.keys_page(KeyKind::Category, after, max)
+    }
+
+    /// Up to `max` event type names after `after`, paged as
+    /// [`list_streams`](Self::list_streams) pages stream names.
+    pub fn list_event_types(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
+        self.check_open()?;
+        self.keys_page(KeyKind::EventType, after, max)
+    }
+
     fn streams_page(&self, after: Option<&str>, max: usize) -> Result<Vec<String>> {
+        self.keys_page(KeyKind::Stream, after, max)
+    }
+
+    fn keys_page(&self, kind: KeyKind, after: Option<&str>, max: usize) -> Result<Vec<String>> {
         let index = self.shared.index.read();
         self.shared.check_index()?;
-        let page = index.names_page(after, max)?;
+        let page = index.names_page(kind, after, max)?;
         Ok(page.iter().map(|n| n.to_string()).collect())
     }
 
@@ -1312,6 +1370,7 @@ impl Shared {
             // A failure poisons the writer; the next append reports it.
             if w.log.is_unsynced() && w.log.sync().is_ok() {
                 w.mark_synced();
+                self.counters.sync();
             }
         }
     }

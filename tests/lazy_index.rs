@@ -227,6 +227,66 @@ fn pages_of_stream_names_list_each_stream_once() {
     assert!(matches!(s.list_streams(None, 1), Err(Error::Closed)));
 }
 
+/// Every page of `list` (a listing of `page` names after the last name of the page before).
+fn all_pages(list: impl Fn(Option<&str>) -> eventjournal::Result<Vec<String>>) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = list(after.as_deref()).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.clone());
+        seen.extend(page);
+    }
+    seen
+}
+
+#[test]
+fn pages_of_categories_and_event_types_list_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), opts()).unwrap();
+    let mut categories = BTreeSet::new();
+    let mut types = BTreeSet::new();
+    let mut add = |s: &Store, i: usize| {
+        let stream = format!("cat{}-{i}", i % 37);
+        let event_type = format!("Type{}", i % 11);
+        s.append(
+            &stream,
+            ExpectedVersion::Any,
+            [EventData::new(event_type.as_str(), "x")],
+        )
+        .unwrap();
+        categories.insert(format!("cat{}", i % 37));
+        types.insert(event_type);
+    };
+    // Enough to seal segments, so that most keys are left in index files at the next open.
+    for i in 0..600 {
+        add(&s, i);
+    }
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), opts()).unwrap();
+    assert!(s.index_info().index_files > 1);
+    s.append(
+        "plain",
+        ExpectedVersion::Any,
+        [EventData::new("Other", "y")],
+    )
+    .unwrap();
+    categories.insert("plain".to_string());
+    types.insert("Other".to_string());
+    for (listed, want) in [
+        (all_pages(|a| s.list_categories(a, 5)), &categories),
+        (all_pages(|a| s.list_event_types(a, 4)), &types),
+    ] {
+        let unique: BTreeSet<String> = listed.iter().cloned().collect();
+        assert_eq!(unique.len(), listed.len(), "a name listed twice");
+        assert_eq!(&unique, want);
+    }
+    assert_eq!(all_pages(|a| s.list_streams(a, 50)).len(), 601);
+    s.close().unwrap();
+    assert!(matches!(s.list_categories(None, 1), Err(Error::Closed)));
+}
+
 #[test]
 fn index_files_of_the_previous_layout_are_rebuilt() {
     let (dir, want) = filled(300);

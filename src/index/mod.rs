@@ -54,7 +54,36 @@ pub fn is_key_name(name: &str) -> bool {
     name.starts_with(KEY_MARK) && !matches!(Key::parse(name), Key::Stream(_))
 }
 
+/// The three kinds of [`Key`], for listing the keys of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Streams.
+    Stream,
+    /// Categories.
+    Category,
+    /// Event types.
+    EventType,
+}
+
 impl<'a> Key<'a> {
+    /// The key of `kind` named `name` (a stream, category or event type name).
+    pub fn of(kind: KeyKind, name: &'a str) -> Key<'a> {
+        match kind {
+            KeyKind::Stream => Key::Stream(name),
+            KeyKind::Category => Key::Category(name),
+            KeyKind::EventType => Key::EventType(name),
+        }
+    }
+
+    /// Its kind and the name it has as a stream, category or event type.
+    pub fn split(&self) -> (KeyKind, &'a str) {
+        match *self {
+            Key::Stream(s) => (KeyKind::Stream, s),
+            Key::Category(c) => (KeyKind::Category, c),
+            Key::EventType(t) => (KeyKind::EventType, t),
+        }
+    }
+
     /// The key an index name stands for.
     pub fn parse(name: &'a str) -> Key<'a> {
         if let Some(c) = name.strip_prefix(CATEGORY_KEY) {
@@ -453,11 +482,13 @@ impl Files {
 
     /// Adds to `out` the first `max` stream names (no category or type keys) of all the files
     /// together, ordered after `after` (name hash, then name), each once: a merge of the files'
-    /// directories, which reads about `max` entries and one search per file.
+    /// directories, which reads about `max` entries and one search per file. With `kind`, the
+    /// keys of that kind instead (index names).
     fn names_after(
         &self,
         after: Option<(u64, &str)>,
         max: usize,
+        kind: KeyKind,
         out: &mut Vec<(u64, Arc<str>)>,
     ) -> Result<()> {
         use std::cmp::Reverse;
@@ -470,7 +501,7 @@ impl Files {
                     .entry(i)
                     .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?;
                 let name = file.name(&e);
-                if !is_key_name(name) {
+                if Key::parse(name).split().0 == kind {
                     return Ok(Some((name_hash(name), name, f, i)));
                 }
                 i += 1;
@@ -752,16 +783,23 @@ impl Index {
         self.entry(id).map_or(0, |s| s.len)
     }
 
-    /// Up to `max` stream names after `after` in the index's listing order (the hash of the
-    /// name, then the name), from memory and the index files.
-    pub fn names_page(&self, after: Option<&str>, max: usize) -> Result<Vec<Arc<str>>> {
-        let after = after.map(|n| (name_hash(n), n));
+    /// Up to `max` names of keys of `kind` after the one named `after` in the index's listing
+    /// order (the hash of the key's index name, then that name), from memory and the index
+    /// files: stream, category or event type names, as `kind` says.
+    pub fn names_page(
+        &self,
+        kind: KeyKind,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<Arc<str>>> {
+        let after_key = after.map(|n| Key::of(kind, n).name());
+        let after = after_key.as_deref().map(|n| (name_hash(n), n));
         let is_after = |h: u64, n: &str| after.is_none_or(|(ah, an)| (h, n) > (ah, an));
         let mut out: Vec<(u64, Arc<str>)> = Vec::new();
-        self.files.names_after(after, max, &mut out)?;
+        self.files.names_after(after, max, kind, &mut out)?;
         for e in self.entries.iter().flatten() {
             let name = self.names.get(e.name);
-            if e.len > 0 && !is_key_name(name) {
+            if e.len > 0 && Key::parse(name).split().0 == kind {
                 let h = name_hash(name);
                 if is_after(h, name) {
                     out.push((h, Arc::from(name)));
@@ -771,7 +809,13 @@ impl Index {
         out.sort_unstable();
         out.dedup();
         out.truncate(max);
-        Ok(out.into_iter().map(|(_, n)| n).collect())
+        Ok(out
+            .into_iter()
+            .map(|(_, n)| match Key::parse(&n).split() {
+                (KeyKind::Stream, _) => n,
+                (_, short) => Arc::from(short),
+            })
+            .collect())
     }
 
     /// The runs of key `id` in index files: all its events but those in memory.
