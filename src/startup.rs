@@ -558,7 +558,7 @@ fn sample_matches(seg: &Segment, file: &IndexFile) -> bool {
 /// Whether a segment file is a blank left by an interrupted creation: no header, and no first
 /// record either (records are written in order from the end of the header, so a segment whose
 /// first record is missing holds none).
-fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
+pub(crate) fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
     let file = disk.open(path, false)?;
     let len = file
         .metadata()

@@ -19,7 +19,7 @@ use crate::index::Key;
 use crate::log::format::{decode_record, SEGMENT_HEADER_LEN};
 use crate::log::recovery::{self, OnBad};
 use crate::log::segment::Segment;
-use crate::startup::{check_meta, META_FILE};
+use crate::startup::{blank_segment, check_meta, META_FILE};
 
 /// The files of a store, as [`inventory`] lists them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,7 +174,7 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> 
     for (i, (path, base, len)) in inv.segments.iter().enumerate() {
         let (base, len) = (*base, *len);
         let newest = i + 1 == count;
-        if newest && blank_header(path)? {
+        if newest && blank_segment(path, &disk)? {
             // What a crash during the creation of a segment leaves: it held nothing.
             report
                 .skipped
@@ -356,16 +356,6 @@ fn printable(name: &str) -> String {
 fn parse_index_file_name(name: &str) -> Option<u64> {
     let base: u64 = name.strip_suffix(".idx")?.parse().ok()?;
     (index_file_name(base) == name).then_some(base)
-}
-
-/// Whether the file's first header's worth of bytes is zero (or missing).
-fn blank_header(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut head))
-        .map_err(|e| Error::io("reading", path, e))?;
-    Ok(head.iter().all(|&b| b == 0))
 }
 
 fn file_len(path: &Path) -> u64 {

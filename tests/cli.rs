@@ -137,6 +137,11 @@ fn info_reports_files_events_streams_and_head() {
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["events"], TOTAL);
     assert_eq!(v["streams"], ACCOUNTS + 2);
+    assert_eq!(v["categories"], 3);
+    assert_eq!(v["event_types"], 3);
+    // Counting the events replayed them all, in this open.
+    assert_eq!(v["stats"]["events_replayed"], TOTAL);
+    assert_eq!(v["stats"]["appends"], 0);
     assert_eq!(v["head"], head.0);
     let segments = v["segments"].as_array().expect("segments");
     assert!(segments.len() > 1, "the fixture seals segments");
@@ -173,6 +178,25 @@ fn streams_lists_names_with_counts_and_filters_by_prefix() {
     let text = ok(&["streams", s(&dir), "--prefix", "order"]);
     assert_eq!(text, format!("order-1\t{ORDERS}\n"));
     assert_eq!(ok(&["streams", s(&dir), "--max", "2"]).lines().count(), 2);
+
+    let mut categories: Vec<(String, u64)> = json_lines(&ok(&["categories", s(&dir), "--json"]))
+        .iter()
+        .map(|v| {
+            (
+                v["category"].as_str().unwrap().into(),
+                v["events"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    categories.sort();
+    let want = [
+        ("account".to_string(), ACCOUNTS * PER_ACCOUNT),
+        ("blob".into(), 1),
+        ("order".into(), ORDERS),
+    ];
+    assert_eq!(categories, want);
+    let types = ok(&["types", s(&dir), "--prefix", "Pl"]);
+    assert_eq!(types, format!("Placed\t{ORDERS}\n"));
 }
 
 #[test]
@@ -484,6 +508,22 @@ fn open_writer(dir: &Path) -> Store {
     }
 }
 
+/// A child process killed when the test is done with it, or fails before that.
+struct Killed(std::process::Child);
+
+impl Killed {
+    fn end(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// Reads lines from a child's standard output on a thread, so that the test can wait for one
 /// with a deadline.
 fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<String> {
@@ -508,13 +548,15 @@ fn tail_prints_events_another_process_appends() {
     for stream in [None, Some("order-1")] {
         let mut args = vec!["tail", s(&dir), "--json"];
         args.extend(stream);
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tail");
-        let lines = lines_of(&mut child);
+        let mut child = Killed(
+            Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start tail"),
+        );
+        let lines = lines_of(&mut child.0);
         let writer = open_writer(&dir);
         // The child subscribes at the end of the log once it has opened the store: events
         // appended before that are not shown. Append until one is.
@@ -533,8 +575,7 @@ fn tail_prints_events_another_process_appends() {
             appended += 1;
             seen = lines.recv_timeout(Duration::from_millis(100)).ok();
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        child.end();
         writer.close().expect("close the writer");
         let line = seen.unwrap_or_else(|| panic!("tail {stream:?} printed nothing"));
         let v: Value = serde_json::from_str(&line).expect("tail prints JSON");
@@ -543,7 +584,11 @@ fn tail_prints_events_another_process_appends() {
         assert!(v["data"]["tick"].as_u64().unwrap() < appended);
         assert!(v["event_number"].as_u64().unwrap() >= ORDERS);
         let mut err = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        let _ = child
+            .0
+            .stderr
+            .take()
+            .map(|mut e| e.read_to_string(&mut err));
         assert!(!err.contains("panicked"), "{err}");
     }
 }

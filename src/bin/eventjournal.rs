@@ -51,7 +51,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The store's files and sizes, events, streams, head position, index memory
+    /// The store's files and sizes, events, streams, categories, types, head, index memory
     Info {
         /// The store directory
         dir: PathBuf,
@@ -64,6 +64,28 @@ enum Command {
         #[arg(long, value_name = "P")]
         prefix: Option<String>,
         /// At most this many streams
+        #[arg(long, value_name = "N")]
+        max: Option<usize>,
+    },
+    /// Categories (stream name prefixes before the first `-`) with their event counts
+    Categories {
+        /// The store directory
+        dir: PathBuf,
+        /// Only categories whose names start with this
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// At most this many categories
+        #[arg(long, value_name = "N")]
+        max: Option<usize>,
+    },
+    /// Event types with their event counts
+    Types {
+        /// The store directory
+        dir: PathBuf,
+        /// Only types whose names start with this
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
+        /// At most this many types
         #[arg(long, value_name = "N")]
         max: Option<usize>,
     },
@@ -233,13 +255,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Outcome {
     let json = cli.json;
     match cli.command {
         Command::Info { dir } => info(&dir, json, out),
-        Command::Streams { dir, prefix, max } => streams(
-            &dir,
-            prefix.as_deref(),
-            max.unwrap_or(usize::MAX),
-            json,
-            out,
-        ),
+        Command::Streams { dir, prefix, max } => {
+            let list = Listing::Streams;
+            names(&dir, list, prefix.as_deref(), max, json, out)
+        }
+        Command::Categories { dir, prefix, max } => {
+            let list = Listing::Categories;
+            names(&dir, list, prefix.as_deref(), max, json, out)
+        }
+        Command::Types { dir, prefix, max } => {
+            let list = Listing::Types;
+            names(&dir, list, prefix.as_deref(), max, json, out)
+        }
         Command::Read {
             dir,
             stream,
@@ -370,16 +397,13 @@ fn info(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
         std::ops::ControlFlow::Continue(())
     })?;
     count.set_message("counting streams");
-    let mut streams = 0u64;
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.list_streams(after.as_deref(), 4096)?;
-        let Some(last) = page.last() else { break };
-        streams += page.len() as u64;
-        after = Some(last.clone());
-    }
+    let streams = Listing::Streams.count(&store)?;
+    let categories = Listing::Categories.count(&store)?;
+    let types = Listing::Types.count(&store)?;
     count.finish_and_clear();
     let index = store.index_info();
+    // This open's own counters: a read-only open appends nothing, but shows what it replayed.
+    let stats = store.stats();
     let head = store.head();
     if json {
         let files = |list: &[(PathBuf, u64)]| -> Vec<Value> {
@@ -403,8 +427,19 @@ fn info(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
             "bytes": inv.total_bytes(),
             "events": events,
             "streams": streams,
+            "categories": categories,
+            "event_types": types,
             "head": head.0,
             "index": {"loaded_keys": index.loaded_keys, "index_files": index.index_files},
+            "stats": {
+                "appends": stats.appends,
+                "events_appended": stats.events_appended,
+                "bytes_appended": stats.bytes_appended,
+                "groups": stats.groups,
+                "largest_group": stats.largest_group,
+                "syncs": stats.syncs,
+                "events_replayed": stats.events_replayed,
+            },
         });
         writeln!(out, "{v}")?;
         return Ok(());
@@ -436,27 +471,94 @@ fn info(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
     }
     writeln!(out, "events          {events}")?;
     writeln!(out, "streams         {streams}")?;
+    writeln!(out, "categories      {categories}")?;
+    writeln!(out, "event types     {types}")?;
     writeln!(out, "head            position {head}")?;
     writeln!(
         out,
         "index memory    {} keys loaded, {} index files mapped",
         index.loaded_keys, index.index_files
     )?;
+    writeln!(
+        out,
+        "this open       {} events replayed, {} appends, {} syncs",
+        stats.events_replayed, stats.appends, stats.syncs
+    )?;
     Ok(())
 }
 
-fn streams(
+/// What a name listing lists.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Streams,
+    Categories,
+    Types,
+}
+
+impl Listing {
+    /// The JSON key of a name.
+    fn key(self) -> &'static str {
+        match self {
+            Listing::Streams => "stream",
+            Listing::Categories => "category",
+            Listing::Types => "type",
+        }
+    }
+
+    /// Up to `max` names after `after`, in the store's listing order.
+    fn page(
+        self,
+        store: &Store,
+        after: Option<&str>,
+        max: usize,
+    ) -> eventjournal::Result<Vec<String>> {
+        match self {
+            Listing::Streams => store.list_streams(after, max),
+            Listing::Categories => store.list_categories(after, max),
+            Listing::Types => store.list_event_types(after, max),
+        }
+    }
+
+    /// How many events `name` has.
+    fn events(self, store: &Store, name: &str) -> eventjournal::Result<u64> {
+        match self {
+            Listing::Streams => Ok(store.stream_version(name)?.map_or(0, |v| v + 1)),
+            Listing::Categories => store.category_len(name),
+            Listing::Types => store.event_type_len(name),
+        }
+    }
+
+    /// How many names there are.
+    fn count(self, store: &Store) -> eventjournal::Result<u64> {
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.page(store, after.as_deref(), 4096)?;
+            let Some(last) = page.last() else {
+                return Ok(n);
+            };
+            n += page.len() as u64;
+            after = Some(last.clone());
+        }
+    }
+}
+
+/// Prints names with their event counts, a page at a time: memory does not grow with their
+/// number.
+fn names(
     dir: &Path,
+    list: Listing,
     prefix: Option<&str>,
-    max: usize,
+    max: Option<usize>,
     json: bool,
     out: &mut dyn Write,
 ) -> Outcome {
     let store = open_read(dir)?;
+    let max = max.unwrap_or(usize::MAX);
     let mut after: Option<String> = None;
     let mut printed = 0usize;
     'pages: loop {
-        let page = store.list_streams(after.as_deref(), 1024)?;
+        let page = list.page(&store, after.as_deref(), 1024)?;
         let Some(last) = page.last() else { break };
         after = Some(last.clone());
         for name in page {
@@ -466,9 +568,9 @@ fn streams(
             if prefix.is_some_and(|p| !name.starts_with(p)) {
                 continue;
             }
-            let events = store.stream_version(&name)?.map_or(0, |v| v + 1);
+            let events = list.events(&store, &name)?;
             if json {
-                writeln!(out, "{}", json!({"stream": name, "events": events}))?;
+                writeln!(out, "{}", json!({list.key(): name, "events": events}))?;
             } else {
                 writeln!(out, "{name}\t{events}")?;
             }
@@ -537,10 +639,14 @@ fn put_payload(v: &mut Value, key: &str, bytes: &[u8]) {
     }
 }
 
-/// A payload for a line of text: compact JSON if it is JSON, else `hex:` and its bytes.
+/// A payload for a line of text: JSON as it was written if it is JSON on one line (compacted
+/// if it spans lines), else `hex:` and its bytes.
 fn payload_text(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(parsed) => parsed.to_string(),
+        Ok(parsed) => match std::str::from_utf8(bytes) {
+            Ok(text) if !text.trim().contains('\n') => text.trim().to_string(),
+            _ => parsed.to_string(),
+        },
         Err(_) => format!("hex:{}", hex(bytes)),
     }
 }
