@@ -18,7 +18,7 @@ use crate::index::persist::{self, index_file_name};
 use crate::index::Key;
 use crate::log::format::{decode_record, SEGMENT_HEADER_LEN};
 use crate::log::recovery::{self, OnBad};
-use crate::log::segment::Segment;
+use crate::log::segment::{segment_file_name, Segment};
 use crate::startup::{blank_segment, check_meta, META_FILE};
 
 /// The files of a store, as [`inventory`] lists them.
@@ -182,6 +182,15 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> 
             continue;
         }
         let seg = Segment::open(path, base, false, &disk)?;
+        if seg.base > expected_base && dir.join(segment_file_name(expected_base)).exists() {
+            // The listing missed a segment a writer created while it ran, and saw a newer one:
+            // the log this check sees ends before the gap.
+            for (later, ..) in &inv.segments[i..] {
+                let why = "created during the check (a writer is running)";
+                report.skipped.push((later.clone(), why.into()));
+            }
+            break;
+        }
         if seg.base != expected_base {
             return Err(Error::Corrupt {
                 file: path.clone(),
@@ -193,20 +202,13 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> 
             });
         }
         expected_base = seg.end_base();
-        let mut offsets = Vec::new();
         let start = done;
         let on_bad = if newest {
             OnBad::TornTailAllowed
         } else {
             OnBad::Strict
         };
-        let end = recovery::scan(&seg, SEGMENT_HEADER_LEN as u64, on_bad, |_, off| {
-            offsets.push(off as u32);
-            if offsets.len() % 4096 == 0 {
-                progress(start + off, total);
-            }
-            Ok(())
-        })?;
+        let (offsets, end) = scan_settled(&seg, on_bad, &mut |off| progress(start + off, total))?;
         if let Some((at, _)) = end.cut {
             report.unfinished_tail = Some((path.clone(), at));
         } else if end.stopped_at > end.end {
@@ -262,6 +264,39 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<Report> 
     Ok(report)
 }
 
+/// Scans `seg` as recovery does ([`recovery::scan`]), with the offsets of its records. A writer
+/// beside the check may be writing the segment while it is read (the newest, or one a group
+/// rolls through): what looks like damage may be a batch landing under the scan. Such a scan
+/// is repeated: bytes that are landing read differently the next time, damage reads the same,
+/// so damage is reported once two scans in a row find it at the same offset.
+fn scan_settled(
+    seg: &Segment,
+    on_bad: OnBad,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Vec<u32>, recovery::ScanEnd)> {
+    let mut last: Option<u64> = None;
+    // A writer moves on; a bound all the same, past which the finding is reported.
+    let mut tries = 0;
+    loop {
+        let mut offsets = Vec::new();
+        let scanned = recovery::scan(seg, SEGMENT_HEADER_LEN as u64, on_bad, |_, off| {
+            offsets.push(off as u32);
+            if offsets.len().is_multiple_of(4096) {
+                progress(off);
+            }
+            Ok(())
+        });
+        tries += 1;
+        match scanned {
+            Ok(end) => return Ok((offsets, end)),
+            Err(Error::Corrupt { offset, .. }) if last != Some(offset) && tries < 100 => {
+                last = Some(offset)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Checks the index file at `path` of `seg`, whose whole batches hold records at `offsets` and
 /// end at `whole_end`: the number of offsets it holds, or `None` if it was passed over (see
 /// [`Report::skipped`]).
@@ -288,6 +323,14 @@ fn check_index_file(
         Some(Err(r)) => return Err(damage(r.at, r.reason.into())),
     };
     let covered_end = file.covered_end;
+    let newest = report.segments.last().is_some_and(|s| s.base == seg.base);
+    if covered_end > whole_end && newest {
+        // A writer beside this check sealed the segment after it was scanned, and wrote the
+        // file for all of it: newer than the scan, not damage.
+        let why = "index file newer than the scan of its segment (a writer is running)";
+        report.skipped.push((path.to_path_buf(), why.into()));
+        return Ok(None);
+    }
     if covered_end > whole_end {
         return Err(damage(
             24,

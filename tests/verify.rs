@@ -99,3 +99,50 @@ fn a_directory_without_a_store_is_not_a_store() {
         Err(Error::NotAStore { .. })
     ));
 }
+
+/// Beside a writer that appends and seals segments all along, every check passes: a batch in
+/// flight is an unfinished tail at most, never damage.
+#[test]
+fn a_store_being_written_is_never_called_damaged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    build(tmp.path());
+    let store = Store::open(
+        tmp.path(),
+        Options::default()
+            .segment_size(4096)
+            .durability(Durability::None),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<EventData> = (0..1 + i % 4)
+                    .map(|k| EventData::new("W", vec![k as u8; 50 + (i % 200) as usize]))
+                    .collect();
+                store
+                    .append(&format!("w-{}", i % 7), ExpectedVersion::Any, batch)
+                    .unwrap();
+                i += 1;
+            }
+            store.close().unwrap();
+            i
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1000);
+    let mut checks = 0;
+    while std::time::Instant::now() < deadline {
+        let r = verify(tmp.path(), &mut |_, _| {});
+        assert!(r.is_ok(), "check {checks} beside the writer: {r:?}");
+        checks += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let appended = writer.join().unwrap();
+    assert!(appended > 0 && checks > 1);
+    let r = verify(tmp.path(), &mut |_, _| {}).unwrap();
+    assert!(r.unfinished_tail.is_none());
+}
