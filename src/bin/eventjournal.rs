@@ -34,8 +34,8 @@ Exit status:
 /// Look inside an eventjournal store: its files, streams and events; follow it live; check
 /// every checksum; back it up; append from scripts.
 ///
-/// Read commands open the store read-only: they work beside a running writer and change no
-/// file. With --json, commands print JSON: one object per event (JSON Lines) for listings, one
+/// Every command takes the store directory as its first argument. Read commands open the store
+/// read-only: they work beside a running writer and change no file of the store. With --json, commands print JSON: one object per event (JSON Lines) for listings, one
 /// object otherwise. Event data and metadata print as JSON when they are valid JSON, else as
 /// hex.
 #[derive(Debug, Parser)]
