@@ -392,7 +392,7 @@ fn info(dir: &Path, json: bool, out: &mut dyn Write) -> Outcome {
     store.replay_all(Position::START, |_| {
         events += 1;
         if events.is_multiple_of(65_536) {
-            count.set_position(events);
+            count.set_message(format!("counting events: {events}"));
         }
         std::ops::ControlFlow::Continue(())
     })?;
@@ -861,14 +861,14 @@ fn progress_bar(what: &str) -> ProgressBar {
     bar
 }
 
-/// A spinner on standard error for work of unknown length, drawn only when it is a terminal
-/// and only if the work lasts (it appears after its first tick).
+/// A spinner on standard error for work of unknown length, drawn only when it is a terminal;
+/// its callers clear it when the work is done, so that it never mixes with the output.
 fn spinner(what: String) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {pos} {elapsed}") {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
         bar.set_style(style);
     }
     bar.set_message(what);
