@@ -607,6 +607,25 @@ fn encode_header(head: &TableHead, bits: u32, crcs_crc: u32) -> Vec<u8> {
     h
 }
 
+/// Checks an id table file whole, for [`crate::verify`]: its header, length and every block
+/// checksum. `Ok(None)` for a file of another layout (stale: rebuilt, not damage), else the
+/// number of entries.
+pub(crate) fn check_file(disk: &Disk, path: &Path) -> Result<Option<u64>> {
+    if let Some(table) = open_table(disk, path) {
+        table.verify_all()?;
+        return Ok(Some(table.count()));
+    }
+    let head = disk.read_whole(path)?;
+    if head.len() >= 12 && head[..8] == IDS_MAGIC && u32_at(&head, 8) != IDS_LAYOUT {
+        return Ok(None);
+    }
+    Err(Error::Corrupt {
+        file: path.to_path_buf(),
+        offset: 0,
+        reason: "id table header, length or checksum array does not check".into(),
+    })
+}
+
 /// Opens and checks an id table file: header, length, and the checksum of the block checksums
 /// (the blocks themselves are verified when first read). `None` for anything else.
 fn open_table(disk: &Disk, path: &Path) -> Option<Table> {

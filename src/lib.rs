@@ -33,6 +33,7 @@ mod stats;
 mod store;
 mod subscription;
 mod types;
+pub mod verify;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod web;

@@ -88,27 +88,7 @@ pub(crate) fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
     }
     let meta = dir.join(META_FILE);
     match disk.read_whole(&meta) {
-        Ok(bytes) => {
-            if bytes.len() != 16 || bytes[..8] != META_MAGIC {
-                return Err(not_a_store("unrecognised eventjournal.meta"));
-            }
-            if crc32fast::hash(&bytes[..12]) != u32_at(&bytes, 12) {
-                return Err(Error::Corrupt {
-                    file: meta,
-                    offset: 0,
-                    reason: "meta file checksum mismatch".into(),
-                });
-            }
-            let version = u32_at(&bytes, 8);
-            if version > FORMAT_VERSION || version == 0 {
-                return Err(Error::UnsupportedVersion {
-                    file: meta,
-                    found: version,
-                    supported: FORMAT_VERSION,
-                });
-            }
-            Ok(())
-        }
+        Ok(bytes) => check_meta(dir, &bytes).map(|_| ()),
         Err(e) if e.is_not_found() => {
             if let Some(name) = foreign_file(dir)? {
                 return Err(not_a_store(&format!(
@@ -131,6 +111,33 @@ pub(crate) fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The format version a meta file's `bytes` give, checked (the meta file of the store in `dir`).
+pub(crate) fn check_meta(dir: &Path, bytes: &[u8]) -> Result<u32> {
+    let meta = dir.join(META_FILE);
+    if bytes.len() != 16 || bytes[..8] != META_MAGIC {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "unrecognised eventjournal.meta".into(),
+        });
+    }
+    if crc32fast::hash(&bytes[..12]) != u32_at(bytes, 12) {
+        return Err(Error::Corrupt {
+            file: meta,
+            offset: 0,
+            reason: "meta file checksum mismatch".into(),
+        });
+    }
+    let version = u32_at(bytes, 8);
+    if version > FORMAT_VERSION || version == 0 {
+        return Err(Error::UnsupportedVersion {
+            file: meta,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(version)
 }
 
 /// The first file in `dir`, a directory without a meta file, that a new store may not be
@@ -551,7 +558,7 @@ fn sample_matches(seg: &Segment, file: &IndexFile) -> bool {
 /// Whether a segment file is a blank left by an interrupted creation: no header, and no first
 /// record either (records are written in order from the end of the header, so a segment whose
 /// first record is missing holds none).
-fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
+pub(crate) fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
     let file = disk.open(path, false)?;
     let len = file
         .metadata()

@@ -484,40 +484,89 @@ pub fn parse(path: PathBuf, bytes: Vec<u8>, base: u64, capacity: u64) -> Option<
 }
 
 fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<IndexFile> {
-    let h = bytes.get(..INDEX_HEADER_LEN)?;
-    if h[..8] != INDEX_MAGIC || crc32fast::hash(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT) {
-        return None;
+    check_bytes(path, bytes, base, capacity).ok()
+}
+
+/// Why an index file's header part was rejected: the byte offset of the check that failed, and
+/// the rule. An index file of another layout (`version`) is not damage but a file to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// Byte offset in the file of what failed.
+    pub at: usize,
+    /// Which rule failed.
+    pub reason: &'static str,
+    /// The file holds another layout version, whole: stale, not damaged.
+    pub stale: bool,
+}
+
+/// [`parse_bytes`], saying which check failed: the one place the header rules are written.
+fn check_bytes(
+    path: PathBuf,
+    bytes: Bytes,
+    base: u64,
+    capacity: u64,
+) -> Result<IndexFile, Rejected> {
+    let bad = |at: usize, reason: &'static str| Rejected {
+        at,
+        reason,
+        stale: false,
+    };
+    let h = bytes
+        .get(..INDEX_HEADER_LEN)
+        .ok_or(bad(0, "shorter than an index header"))?;
+    if h[..8] != INDEX_MAGIC {
+        return Err(bad(0, "bad index file magic"));
     }
-    if u32_at(h, 8) != INDEX_VERSION || u64_at(h, 16) != base {
-        return None;
+    if crc32fast::hash(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT) {
+        return Err(bad(HEADER_CRC_AT, "index header checksum mismatch"));
+    }
+    if u32_at(h, 8) != INDEX_VERSION {
+        return Err(Rejected {
+            at: 8,
+            reason: "index file of another layout version",
+            stale: true,
+        });
+    }
+    if u64_at(h, 16) != base {
+        return Err(bad(16, "index file names another segment's base"));
     }
     let covered_end = u64_at(h, 24);
     if covered_end < SEGMENT_HEADER_LEN as u64 || covered_end > capacity {
-        return None;
+        return Err(bad(24, "covered end outside its segment"));
     }
     let count = u32_at(h, 12) as usize;
-    let names_len = usize::try_from(u64_at(h, 32)).ok()?;
-    let offsets_count = usize::try_from(u64_at(h, 40)).ok()?;
+    let sizes = bad(32, "index sizes out of range");
+    let names_len = usize::try_from(u64_at(h, 32)).map_err(|_| sizes)?;
+    let offsets_count = usize::try_from(u64_at(h, 40)).map_err(|_| sizes)?;
     // Every length is checked against the file's real size before anything is sized by it.
-    let layout = Layout::new(count, names_len, offsets_count)?;
+    let layout = Layout::new(count, names_len, offsets_count).ok_or(sizes)?;
     // Every record covered has three entries (its stream's, its category's and its type's): a
     // file that covers records lists some, and no more than the records could be.
+    let most = (offsets_count as u64 / 3).checked_mul(crate::log::format::MIN_RECORD_LEN as u64);
     if (offsets_count == 0) != (covered_end == SEGMENT_HEADER_LEN as u64)
-        || (offsets_count as u64 / 3).checked_mul(crate::log::format::MIN_RECORD_LEN as u64)?
-            > covered_end - SEGMENT_HEADER_LEN as u64
+        || most.is_none_or(|m| m > covered_end - SEGMENT_HEADER_LEN as u64)
     {
-        return None;
+        return Err(bad(40, "more offsets than the covered records could have"));
     }
-    if layout.total != bytes.len()
-        || h[52..HEADER_CRC_AT].iter().any(|&b| b != 0)
-        || crc32fast::hash(&bytes[layout.crcs_at..]) != u32_at(h, 48)
-        || bytes[layout.names_start + names_len..layout.offsets_start]
-            .iter()
-            .any(|&b| b != 0)
+    if layout.total != bytes.len() {
+        return Err(bad(0, "file length does not match its header"));
+    }
+    if h[52..HEADER_CRC_AT].iter().any(|&b| b != 0) {
+        return Err(bad(52, "reserved header bytes not zero"));
+    }
+    if crc32fast::hash(&bytes[layout.crcs_at..]) != u32_at(h, 48) {
+        return Err(bad(
+            layout.crcs_at,
+            "block checksum array fails its checksum",
+        ));
+    }
+    if bytes[layout.names_start + names_len..layout.offsets_start]
+        .iter()
+        .any(|&b| b != 0)
     {
-        return None;
+        return Err(bad(layout.names_start + names_len, "padding not zero"));
     }
-    Some(IndexFile {
+    Ok(IndexFile {
         path,
         disk: Disk::default(),
         bytes,
@@ -528,6 +577,42 @@ fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<
             .collect(),
         identity: None,
     })
+}
+
+/// Opens the index file at `path`, of the segment at `base` whose mapped length is `capacity`,
+/// for a full check ([`crate::verify`]): `Ok(None)` if there is no file, the failed header
+/// check otherwise.
+pub fn open_checked(
+    path: &Path,
+    base: u64,
+    capacity: u64,
+    disk: &Disk,
+) -> crate::error::Result<Option<Result<IndexFile, Rejected>>> {
+    let file = match disk.open(path, false) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| crate::error::Error::io("reading the size of", path, e))?
+        .len();
+    if len < INDEX_HEADER_LEN as u64 {
+        return Ok(Some(Err(Rejected {
+            at: 0,
+            reason: "shorter than an index header",
+            stale: false,
+        })));
+    }
+    // SAFETY: as in `open_file`: index files are never modified in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| crate::error::Error::io("memory-mapping", path, e))?;
+    Ok(Some(check_bytes(
+        path.to_path_buf(),
+        Bytes::Mapped(map),
+        base,
+        capacity,
+    )))
 }
 
 /// Opens the index file of the segment at `base` for lookups, if there is one of this layout
