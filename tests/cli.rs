@@ -754,3 +754,96 @@ fn a_closed_pipe_ends_the_output_quietly() {
         assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     }
 }
+
+/// One GET over a fresh connection; the status and the body.
+fn get(addr: &str, path: &str, accept: &str) -> (u16, String) {
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to serve");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).expect("read the answer");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn serve_shows_the_store_and_follows_another_process_writing() {
+    let (_tmp, dir) = fixture();
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(["serve", s(&dir), "--listen", "127.0.0.1:0", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve"),
+    );
+    let lines = lines_of(&mut child.0);
+    let first = lines
+        .recv_timeout(Duration::from_secs(15))
+        .expect("serve says where it listens");
+    let v: Value = serde_json::from_str(&first).expect("JSON");
+    let addr = v["listening"].as_str().expect("an address").to_string();
+    let (status, body) = get(&addr, "/", "application/json");
+    assert_eq!(status, 200, "{body}");
+    let home: Value = serde_json::from_str(&body).expect("the home page as JSON");
+    let head = home["head"].as_u64().expect("a head");
+    let (status, html) = get(&addr, "/streams/order-1", "text/html");
+    assert_eq!(status, 200);
+    assert!(html.contains("<html") && html.contains("order-1"), "{html}");
+    // Appends by a writer in this process show in the view: it follows the store.
+    let writer = open_writer(&dir);
+    writer
+        .append(
+            "order-9",
+            ExpectedVersion::NoStream,
+            [EventData::new("Placed", "{}")],
+        )
+        .expect("append");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get(&addr, "/streams/order-9", "application/json");
+        if status == 200 {
+            let v: Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(v["version"], 0, "{v}");
+            break;
+        }
+        assert_eq!(status, 404, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the view never showed the new stream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, body) = get(&addr, "/", "application/json");
+    let home: Value = serde_json::from_str(&body).unwrap();
+    assert!(home["head"].as_u64().unwrap() > head);
+    // Read-only: no route writes.
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(conn, "POST /streams/order-9 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 405"), "{raw}");
+    child.end();
+    writer.close().expect("close the writer");
+    // A port already taken is an error with a message, not a panic.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let o = run(&["serve", s(&dir), "--listen", &port]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("binding"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}

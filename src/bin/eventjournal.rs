@@ -168,6 +168,15 @@ enum Command {
         /// The destination directory
         dest: PathBuf,
     },
+    /// Serve the read-only HTTP view of the store (HTML to browsers, JSON to programs), following
+    /// a writer in another process; runs until interrupted
+    Serve {
+        /// The store directory
+        dir: PathBuf,
+        /// The address to listen on (the view has no access control: loopback by default)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Append one event (opens the store for writing; fails if a writer has it open)
     Append {
         /// The store directory (it must hold a store, unless --create)
@@ -332,6 +341,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Outcome {
         }
         Command::Tail { dir, stream, .. } => tail(&dir, stream.as_deref(), json, out),
         Command::Verify { dir } => verify(&dir, json, out),
+        Command::Serve { dir, listen } => serve(&dir, &listen, json, out),
         Command::Backup { dir, dest } => backup(&dir, &dest, json, out),
         Command::Append {
             dir,
@@ -701,6 +711,31 @@ fn tail(dir: &Path, stream: Option<&str>, json: bool, out: &mut dyn Write) -> Ou
             // Nothing for a while: a reader that went away is noticed by the next write only.
             None => out.flush()?,
         }
+    }
+}
+
+fn serve(dir: &Path, listen: &str, json: bool, out: &mut dyn Write) -> Outcome {
+    // Following, as `tail` does: the view shows what a writer in another process commits.
+    let store = std::sync::Arc::new(Store::open_read_only(dir, Options::default())?);
+    let server = eventjournal::web::serve(store, listen)?;
+    let url = format!("http://{}/", server.addr());
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({"listening": server.addr().to_string(), "url": url})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "serving {} read-only at {url} (interrupt to stop)",
+            dir.display()
+        )?;
+    }
+    out.flush()?;
+    loop {
+        // The server answers on its own threads until the process is interrupted.
+        std::thread::park();
     }
 }
 
