@@ -86,6 +86,12 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
                     ));
                 }
             }
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                return Err(ReadError::Bad(
+                    431,
+                    format!("the request's head is over {MAX_HEAD} bytes"),
+                ));
+            }
             Ok(httparse::Status::Complete(n)) => {
                 head_len = n;
                 let header = |name: &str| -> Result<Option<String>, ReadError> {

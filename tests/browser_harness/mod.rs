@@ -90,7 +90,12 @@ impl Browser {
         unsafe {
             command.pre_exec(move || {
                 // The browser's ends of the pipes become its fds 3 and 4 (without CLOEXEC).
-                if libc::dup2(cmd_fd, 3) < 0 || libc::dup2(out_fd, 4) < 0 {
+                // Copied above both first: in a process with few files open, the pipes
+                // themselves may be fds 3 and 4, and a `dup2` onto itself would keep CLOEXEC
+                // (or one end would overwrite the other).
+                let cmd = libc::fcntl(cmd_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let out = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if cmd < 0 || out < 0 || libc::dup2(cmd, 3) < 0 || libc::dup2(out, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -156,7 +161,9 @@ impl Browser {
         }
         let mut bytes = serde_json::to_vec(&msg).unwrap();
         bytes.push(0);
-        self.to_browser.write_all(&bytes).expect("writing to chromium");
+        self.to_browser
+            .write_all(&bytes)
+            .expect("writing to chromium");
         let deadline = Instant::now() + STEP;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -196,15 +203,19 @@ impl Browser {
     pub fn wait_for(&mut self, expression: &str) -> Value {
         let deadline = Instant::now() + STEP;
         loop {
-            let v = self.eval(&format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"));
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let v = self.eval(&format!(
+                "(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()"
+            ));
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("`{expression}` still {v} after {STEP:?}; page: {}", self.text());
+                panic!(
+                    "`{expression}` still {v} after {STEP:?}; page: {}",
+                    self.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -227,7 +238,10 @@ impl Browser {
             s = json!(selector)
         ));
         let href = href.as_str().unwrap().to_string();
-        self.eval(&format!("document.querySelector({}).click()", json!(selector)));
+        self.eval(&format!(
+            "document.querySelector({}).click()",
+            json!(selector)
+        ));
         self.wait_for(&format!(
             "document.readyState === 'complete' && location.href === {}",
             json!(href)
@@ -286,5 +300,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// Where tests leave screenshots for people to look at: `target/browser/`.
 pub fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("browser")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("browser")
 }
