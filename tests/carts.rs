@@ -157,7 +157,16 @@ impl Shop {
 
     /// Replaces the running process with a new one; the old one must exit cleanly.
     fn upgrade(&mut self) -> Window {
-        let mut new = Process::start(&self.data, &["--upgrade"], &[]);
+        let new = self.begin_upgrade(&[]);
+        self.finish_upgrade(new)
+    }
+
+    /// Starts the process that upgrades this one.
+    fn begin_upgrade(&self, env: &[(&str, &str)]) -> Process {
+        Process::start(&self.data, &["--upgrade"], env)
+    }
+
+    fn finish_upgrade(&mut self, mut new: Process) -> Window {
         let upgraded = new.line("UPGRADED ");
         let rest = new.line("listening on http://");
         assert_eq!(
@@ -179,6 +188,10 @@ impl Shop {
             asked: num("asked_ns="),
             accepting: num("accepting_ns="),
         }
+    }
+
+    fn pid(&self) -> String {
+        self.process.child.id().to_string()
     }
 
     /// Stops the server gracefully (SIGTERM).
@@ -963,6 +976,128 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
     assert!(sales
         .iter()
         .all(|StockEvent::Sold { quantity, .. }| *quantity > 0));
+    store.close().unwrap();
+}
+
+/// Reads a whole response from a connection the test wrote a request to itself.
+fn response_on(mut s: TcpStream) -> Reply {
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no response: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    Reply {
+        status,
+        headers: head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn an_upgrade_answers_started_requests_and_passes_on_connections_not_started() {
+    let data = tempfile::tempdir().unwrap();
+    let mut shop = Shop::start(data.path());
+    let addr = shop.addr.clone();
+    let cart = follow(
+        &addr,
+        action(&get_json(&addr, "/").json(), "create-cart", None).unwrap(),
+        &[],
+    )
+    .unwrap()
+    .json();
+    let id = cart["cart"]["id"].as_str().unwrap();
+    let old_pid = shop.pid();
+    // A connection that has sent nothing yet (as a browser opens ahead of need), and one whose
+    // request is half sent.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    let mut started = TcpStream::connect(&addr).unwrap();
+    let body = "sku=tea&version=1";
+    write!(
+        started,
+        "POST /carts/{id}/items HTTP/1.1\r\nAccept: application/json\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\nsku=",
+        body.len()
+    )
+    .unwrap();
+    // Both are accepted before the upgrade is asked for.
+    std::thread::sleep(Duration::from_millis(100));
+    let new = shop.begin_upgrade(&[]);
+    // The old process waits for the started request, however long it takes to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        shop.process.child.try_wait().unwrap().is_none(),
+        "the old process left a request behind"
+    );
+    started.write_all(&body.as_bytes()[4..]).unwrap();
+    let answered = response_on(started);
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    assert_eq!(answered.header("x-process-id"), Some(old_pid.as_str()));
+    shop.finish_upgrade(new);
+    // The idle connection went to the new process with its bytes unread.
+    write!(
+        idle,
+        "GET /carts/{id} HTTP/1.1\r\nAccept: application/json\r\n\r\n"
+    )
+    .unwrap();
+    let later = response_on(idle);
+    assert_eq!(later.status, 200, "{}", later.text());
+    assert_eq!(later.header("x-process-id"), Some(shop.pid().as_str()));
+    assert_ne!(shop.pid(), old_pid);
+    assert_eq!(later.json()["cart"]["version"], 2);
+    shop.stop();
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_process_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let mut shop = Shop::start(data.path());
+    let addr = shop.addr.clone();
+    let pid = shop.pid();
+    let stop = AtomicBool::new(false);
+    let seen = Mutex::new(Seen::default());
+    std::thread::scope(|s| {
+        let (addr, stop, seen) = (&addr, &stop, &seen);
+        s.spawn(move || client(addr, 99, stop, seen));
+        std::thread::sleep(Duration::from_millis(100));
+        // The new process gets the sockets, then dies before taking the store over.
+        let mut failing = shop.begin_upgrade(&[("CARTS_FAIL_UPGRADE", "1")]);
+        assert!(!failing.exit().success());
+        let served = get_json(addr, "/");
+        assert_eq!(served.status, 200);
+        assert_eq!(served.header("x-process-id"), Some(pid.as_str()));
+        std::thread::sleep(Duration::from_millis(200));
+        // And a later upgrade works.
+        shop.upgrade();
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.failures.is_empty(),
+        "failed requests: {:?}",
+        seen.failures
+    );
+    assert!(seen.timings.len() > 20, "{} requests", seen.timings.len());
+    assert_ne!(shop.pid(), pid);
+    shop.stop();
+    let store = Store::open(data.path().join("store"), Options::default()).unwrap();
+    for (id, expected) in &seen.carts {
+        assert_eq!(
+            &events_of::<Cart>(&store, &format!("cart-{id}")),
+            expected,
+            "cart {id}"
+        );
+    }
     store.close().unwrap();
 }
 

@@ -62,6 +62,10 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("following the store in {}: {e}", store_dir.display()))?;
         let inherited = server::request_upgrade(&args.data).map_err(|e| e.to_string())?;
         let received = server::now_ns();
+        if std::env::var_os("CARTS_FAIL_UPGRADE").is_some() {
+            // For the test of an upgrade whose new process dies before taking the store over.
+            return Err("failing the upgrade, as CARTS_FAIL_UPGRADE asks".into());
+        }
         let store = follower
             .take_over(Duration::from_secs(10))
             .map_err(|e| format!("taking over the store: {e}"))?;

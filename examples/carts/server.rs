@@ -134,8 +134,33 @@ impl Server {
             libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
             libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         }
-        // The path may hold the socket of the process this one took over from, or of one that
-        // crashed: neither answers any more.
+        loop {
+            let upgrades = self.listen_for_upgrades()?;
+            loop {
+                if SHUTDOWN.load(Ordering::SeqCst) {
+                    return self.stop();
+                }
+                match upgrades.recv_timeout(Duration::from_millis(50)) {
+                    Ok(conn) => {
+                        if self.hand_over(conn) {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers on `upgrade.sock`; the first connection that asks for an upgrade comes out of
+    /// the channel.
+    fn listen_for_upgrades(&self) -> std::io::Result<mpsc::Receiver<UnixStream>> {
+        // The path may hold the socket of the process this one took over from, of one that
+        // crashed, or this process's own from an upgrade that failed: none answers any more.
         let _ = std::fs::remove_file(&self.upgrade_path);
         let upgrades = UnixListener::bind(&self.upgrade_path)?;
         let (tx, rx) = mpsc::channel();
@@ -151,25 +176,19 @@ impl Server {
                 }
             }
         });
-        loop {
-            if SHUTDOWN.load(Ordering::SeqCst) {
-                self.quiesce();
-                // Nobody takes these over: closing them is all there is to do.
-                self.gate.set_aside.lock().unwrap().clear();
-                let _ = std::fs::remove_file(&self.upgrade_path);
-                self.drain_hosts();
-                self.store.close().map_err(std::io::Error::other)?;
-                println!("stopped");
-                return Ok(());
-            }
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(conn) => return self.hand_over(conn),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-            }
-        }
+        Ok(rx)
+    }
+
+    /// A graceful stop: the requests started are answered, the rest of the backlog is not.
+    fn stop(mut self) -> std::io::Result<()> {
+        self.quiesce();
+        // Nobody takes these over: closing them is all there is to do.
+        self.gate.set_aside.lock().unwrap().clear();
+        let _ = std::fs::remove_file(&self.upgrade_path);
+        self.drain_hosts();
+        self.store.close().map_err(std::io::Error::other)?;
+        println!("stopped");
+        Ok(())
     }
 
     /// Stops accepting and waits until every connection is answered or set aside.
@@ -195,38 +214,67 @@ impl Server {
         }
     }
 
-    fn hand_over(mut self, conn: UnixStream) -> std::io::Result<()> {
+    /// Hands the sockets and the store to the process on `conn`; true once it has them. If
+    /// it fails before taking the store over, this process takes up serving again (false).
+    fn hand_over(&mut self, conn: UnixStream) -> bool {
         let asked = now_ns();
         self.quiesce();
         self.drain_hosts();
         let set_aside = std::mem::take(&mut *self.gate.set_aside.lock().unwrap());
-        send_fd(&conn, b'L', Some(self.listener.as_raw_fd()))?;
-        for stream in &set_aside {
-            send_fd(&conn, b'C', Some(stream.as_raw_fd()))?;
-        }
-        send_fd(&conn, b'D', None)?;
-        let handed = now_ns();
         let parked = set_aside.len();
-        // Our copies of the sockets stay open until the new process has them for good.
-        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut line = String::new();
-        BufReader::new(&conn).read_line(&mut line)?;
-        drop(set_aside);
-        if line.trim() != "OK" {
-            // The store's writer role was not taken: this process still holds it, but its
-            // hosts are drained. Exiting lets a restarted server open the store.
-            return Err(std::io::Error::other(format!(
-                "the new process did not take over (it said {line:?})"
-            )));
+        let mut said = String::new();
+        let exchange = (|| -> std::io::Result<()> {
+            send_fd(&conn, b'L', Some(self.listener.as_raw_fd()))?;
+            for stream in &set_aside {
+                send_fd(&conn, b'C', Some(stream.as_raw_fd()))?;
+            }
+            send_fd(&conn, b'D', None)?;
+            // Our copies of the sockets stay open until the new process has them for good.
+            conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+            BufReader::new(&conn).read_line(&mut said)?;
+            Ok(())
+        })();
+        let handed = now_ns();
+        if exchange.is_ok() && said.trim() == "OK" {
+            drop(set_aside);
+            // The store was handed over through `take_over`: closing it now changes nothing.
+            let _ = self.store.close();
+            println!(
+                "handed over: {parked} unstarted connections passed on, {:.2} ms from the \
+                 request to the new process's answer",
+                (handed - asked) as f64 / 1e6
+            );
+            return true;
         }
-        // The store was handed over through `take_over`: closing it now changes nothing.
-        let _ = self.store.close();
-        println!(
-            "handed over: {parked} unstarted connections passed on, {:.2} ms from the request to \
-             the sockets sent",
-            (handed - asked) as f64 / 1e6
+        // Still the writer? A handed-over store refuses every call.
+        if let Err(e) = self.store.stream_version("stock-print") {
+            eprintln!("the upgrade failed after the store was handed over ({e}); exiting");
+            std::process::exit(1);
+        }
+        eprintln!(
+            "the upgrade failed ({}); serving on",
+            match exchange {
+                Err(e) => e.to_string(),
+                Ok(()) => format!("the new process said {said:?}"),
+            }
         );
-        Ok(())
+        self.resume(set_aside);
+        false
+    }
+
+    /// Serves again after an upgrade that did not happen: new hosts (the drained ones refuse
+    /// calls for good), the accept loop, and the connections set aside.
+    fn resume(&mut self, set_aside: Vec<TcpStream>) {
+        self.shop = Arc::new(Shop::new(self.store.clone()));
+        self.gate.closing.store(false, Ordering::SeqCst);
+        *self.gate.open.lock().unwrap() += set_aside.len();
+        for stream in set_aside {
+            spawn_connection(stream, self.shop.clone(), self.gate.clone());
+        }
+        let (listener, shop, gate) = (self.listener.clone(), self.shop.clone(), self.gate.clone());
+        self.accepting = Some(std::thread::spawn(move || {
+            accept_loop(&listener, &shop, &gate)
+        }));
     }
 }
 
@@ -317,6 +365,11 @@ fn serve_connection(mut stream: TcpStream, shop: &Shop, gate: &Gate) {
     };
     // Counted as answered once the response is written: the lingering after it only waits
     // for the client to close.
+    let mut response = response;
+    // Which process answered: the tests tell the old process from the new one by it.
+    response
+        .headers
+        .push(("X-Process-Id", std::process::id().to_string()));
     let written = write_response(&mut stream, &response);
     gate.done();
     if written {
