@@ -33,13 +33,18 @@ fn example() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--example",
-                "carts",
-                "--message-format=json-render-diagnostics",
-            ])
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--example",
+            "carts",
+            "--message-format=json-render-diagnostics",
+        ]);
+        // For figures from an optimised server: CARTS_RELEASE=1.
+        if std::env::var_os("CARTS_RELEASE").is_some() {
+            build.arg("--release");
+        }
+        let out = build
             .arg("--manifest-path")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
             .stderr(Stdio::inherit())
@@ -872,7 +877,11 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
 #[test]
 fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
     const CLIENTS: u64 = 6;
-    const UPGRADES: usize = 10;
+    // More for a longer run of figures: CARTS_UPGRADES=100.
+    let upgrades: usize = std::env::var("CARTS_UPGRADES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
     let data = tempfile::tempdir().unwrap();
     let mut shop = Shop::start(data.path());
     let addr = shop.addr.clone();
@@ -884,7 +893,7 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
             let (addr, stop, seen) = (&addr, &stop, &seen);
             s.spawn(move || client(addr, c + 1, stop, seen));
         }
-        for _ in 0..UPGRADES {
+        for _ in 0..upgrades {
             std::thread::sleep(Duration::from_millis(250));
             windows.push(shop.upgrade());
         }
@@ -916,7 +925,7 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
         .filter(|e| matches!(e.last(), Some(CartEvent::CheckedOut { .. })))
         .count();
     let figures = format!(
-        "{UPGRADES} upgrades under {CLIENTS} clients: {} requests, {} failed; {} carts ({checked_out} \
+        "{upgrades} upgrades under {CLIENTS} clients: {} requests, {} failed; {} carts ({checked_out} \
          checked out, {} checkouts refused for stock)\n\
          during upgrades: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
          outside upgrades: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
