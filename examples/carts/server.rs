@@ -17,7 +17,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,9 +62,62 @@ struct Gate {
     open: Mutex<usize>,
     idle: Condvar,
     set_aside: Mutex<Vec<TcpStream>>,
+    /// An eventfd, readable while closing: it wakes every poll at once, so that stopping
+    /// costs no polling interval.
+    wake: OwnedFd,
 }
 
 impl Gate {
+    fn new(open: usize) -> std::io::Result<Gate> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Gate {
+            closing: AtomicBool::new(false),
+            open: Mutex::new(open),
+            idle: Condvar::new(),
+            set_aside: Mutex::new(Vec::new()),
+            // SAFETY: just created, owned by nothing else.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to the eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    fn reopen(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer; resets the eventfd to unreadable.
+        unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        self.closing.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits up to `ms` for `fd` to become readable; true if it did. Returns early (false)
+    /// when the gate closes.
+    fn readable(&self, fd: RawFd, ms: i32) -> bool {
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is an array of two valid pollfds.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        ready > 0 && fds[0].revents != 0
+    }
+
     fn done(&self) {
         let mut open = self.open.lock().unwrap();
         *open -= 1;
@@ -99,12 +152,7 @@ impl Server {
         listener.set_nonblocking(true)?;
         let store = Arc::new(store);
         let shop = Arc::new(Shop::new(store.clone()));
-        let gate = Arc::new(Gate {
-            closing: AtomicBool::new(false),
-            open: Mutex::new(inherited.len()),
-            idle: Condvar::new(),
-            set_aside: Mutex::new(Vec::new()),
-        });
+        let gate = Arc::new(Gate::new(inherited.len())?);
         for stream in inherited {
             spawn_connection(stream, shop.clone(), gate.clone());
         }
@@ -193,7 +241,7 @@ impl Server {
 
     /// Stops accepting and waits until every connection is answered or set aside.
     fn quiesce(&mut self) {
-        self.gate.closing.store(true, Ordering::SeqCst);
+        self.gate.close();
         if let Some(t) = self.accepting.take() {
             let _ = t.join();
         }
@@ -266,7 +314,7 @@ impl Server {
     /// calls for good), the accept loop, and the connections set aside.
     fn resume(&mut self, set_aside: Vec<TcpStream>) {
         self.shop = Arc::new(Shop::new(self.store.clone()));
-        self.gate.closing.store(false, Ordering::SeqCst);
+        self.gate.reopen();
         *self.gate.open.lock().unwrap() += set_aside.len();
         for stream in set_aside {
             spawn_connection(stream, self.shop.clone(), self.gate.clone());
@@ -279,17 +327,8 @@ impl Server {
 }
 
 fn accept_loop(listener: &TcpListener, shop: &Arc<Shop>, gate: &Arc<Gate>) {
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
     while !gate.closing.load(Ordering::SeqCst) {
-        // A short timeout, so that `closing` is seen within a few milliseconds; a connection
-        // arriving wakes the poll at once.
-        // SAFETY: `pfd` is one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 5) };
-        if ready <= 0 {
+        if !gate.readable(listener.as_raw_fd(), 1000) {
             continue;
         }
         loop {
@@ -321,15 +360,8 @@ fn spawn_connection(stream: TcpStream, shop: Arc<Shop>, gate: Arc<Gate>) {
 /// process is closing) or given up on.
 fn first_byte(stream: &TcpStream, gate: &Gate) -> bool {
     let started = Instant::now();
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
     loop {
-        // SAFETY: `pfd` is one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, 10) };
-        if ready > 0 {
+        if gate.readable(stream.as_raw_fd(), 1000) {
             return true;
         }
         if gate.closing.load(Ordering::SeqCst) {
