@@ -567,6 +567,47 @@ fn representations_are_negotiated_and_bad_input_is_answered_not_panicked_on() {
     shop.stop();
 }
 
+#[test]
+fn the_command_line_says_what_it_cannot_do() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(example())
+            .arg("--data")
+            .arg(data.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--colour"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("unknown argument `--colour`") && err.contains("usage"),
+        "{err}"
+    );
+    let (code, err) = run(&["--listen"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--listen needs an address"), "{err}");
+    let (code, err) = run(&["--listen", "nowhere"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("listening on nowhere"), "{err}");
+    // Nothing to upgrade: no server has run on this directory.
+    let (code, err) = run(&["--upgrade"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("carts:"), "{err}");
+    // A second server on a running one's data is refused by the store's lock.
+    let shop = Shop::start(data.path());
+    let (code, err) = run(&["--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("opening the store"), "{err}");
+    assert_eq!(get_json(&shop.addr, "/").status, 200);
+    shop.stop();
+}
+
 /// Reads a journaled actor's events from a store.
 fn events_of<S: JournalState>(store: &Store, stream: &str) -> Vec<S::Event> {
     match store.read_stream_forward(stream, 0, usize::MAX) {
