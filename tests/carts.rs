@@ -780,6 +780,8 @@ struct Seen {
     /// Each cart's events, as its acknowledged actions imply, in order.
     carts: BTreeMap<String, Vec<CartEvent>>,
     sold_out: usize,
+    /// Actions sent a second time with the same version.
+    replays: usize,
 }
 
 /// A client: opens carts, fills them through the actions offered, checks out (and, when the
@@ -868,6 +870,23 @@ fn client(addr: &str, seed: u64, stop: &AtomicBool, seen: &Mutex<Seen>) {
                     let done = matches!(event, CartEvent::CheckedOut { .. });
                     seen.lock().unwrap().carts.get_mut(&id).unwrap().push(event);
                     cart = r.json();
+                    if next(8) == 0 {
+                        // A client retrying as if the answer had been lost: refused, and (the
+                        // store check shows) not applied again.
+                        let Some(again) = timed(&mut || follow(addr, &chosen, &fill)) else {
+                            continue 'carts;
+                        };
+                        let mut s = seen.lock().unwrap();
+                        s.replays += 1;
+                        if again.status != 409 || !again.text().contains("changed since") {
+                            s.failures.push(format!(
+                                "a replayed {} got {}: {}",
+                                chosen["rel"],
+                                again.status,
+                                again.text()
+                            ));
+                        }
+                    }
                     if done {
                         continue 'carts;
                     }
@@ -967,7 +986,7 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
         .count();
     let figures = format!(
         "{upgrades} upgrades under {CLIENTS} clients: {} requests, {} failed; {} carts ({checked_out} \
-         checked out, {} checkouts refused for stock)\n\
+         checked out, {} checkouts refused for stock, {} actions replayed and refused)\n\
          during upgrades: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
          outside upgrades: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
          upgrade (asked to accepting): p50 {:.2} ms, max {:.2} ms\n",
@@ -975,6 +994,7 @@ fn ten_upgrades_under_load_fail_no_request_and_lose_or_repeat_no_action() {
         seen.failures.len(),
         seen.carts.len(),
         seen.sold_out,
+        seen.replays,
         during.len(),
         percentile(&during, 0.5),
         percentile(&during, 0.99),
