@@ -90,9 +90,9 @@ impl Browser {
         unsafe {
             command.pre_exec(move || {
                 // The browser's ends of the pipes become its fds 3 and 4 (without CLOEXEC).
-                // Copied above both first: in a process with few files open, the pipes
-                // themselves may be fds 3 and 4, and a `dup2` onto itself would keep CLOEXEC
-                // (or one end would overwrite the other).
+                // Both ends are first copied to fds 10 and up: in a process with few files
+                // open the pipes may themselves be fds 3 and 4, where a `dup2` onto itself
+                // would leave CLOEXEC set, or the first `dup2` would close the other end.
                 let cmd = libc::fcntl(cmd_fd, libc::F_DUPFD_CLOEXEC, 10);
                 let out = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
                 if cmd < 0 || out < 0 || libc::dup2(cmd, 3) < 0 || libc::dup2(out, 4) < 0 {
