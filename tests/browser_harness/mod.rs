@@ -90,7 +90,12 @@ impl Browser {
         unsafe {
             command.pre_exec(move || {
                 // The browser's ends of the pipes become its fds 3 and 4 (without CLOEXEC).
-                if libc::dup2(cmd_fd, 3) < 0 || libc::dup2(out_fd, 4) < 0 {
+                // Both ends are first copied to fds 10 and up: in a process with few files
+                // open the pipes may themselves be fds 3 and 4, where a `dup2` onto itself
+                // would leave CLOEXEC set, or the first `dup2` would close the other end.
+                let cmd = libc::fcntl(cmd_fd, libc::F_DUPFD_CLOEXEC, 10);
+                let out = libc::fcntl(out_fd, libc::F_DUPFD_CLOEXEC, 10);
+                if cmd < 0 || out < 0 || libc::dup2(cmd, 3) < 0 || libc::dup2(out, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
