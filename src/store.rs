@@ -975,16 +975,15 @@ impl Store {
     fn keys_page(&self, kind: KeyKind, after: Option<&str>, max: usize) -> Result<Vec<String>> {
         let index = self.shared.index.read();
         self.shared.check_index()?;
-        let mut page = index.names_page(kind, after, max)?;
         // Streams named `-x` are in the category ``, which no read can name (a category has at
-        // least one byte): left out, and a page that held only it is followed by the next.
-        if kind == KeyKind::Category {
-            if let Some(i) = page.iter().position(|n| n.is_empty()) {
-                page.remove(i);
-                if page.is_empty() {
-                    page = index.names_page(kind, Some(""), max)?;
-                }
-            }
+        // least one byte): left out, in its place the name after the page (so that a page is
+        // short only at the end, which callers that ask for one more name rely on).
+        let skip_empty = kind == KeyKind::Category;
+        let mut page =
+            index.names_page(kind, after, max.saturating_add(usize::from(skip_empty)))?;
+        if skip_empty {
+            page.retain(|n| !n.is_empty());
+            page.truncate(max);
         }
         Ok(page.iter().map(|n| n.to_string()).collect())
     }

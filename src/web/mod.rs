@@ -112,7 +112,7 @@ pub struct EventStream {
 
 /// How long an [`EventStream`] iterator waits for an event before it yields a keep-alive
 /// comment.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
 
 impl EventStream {
     /// The next event's frame if one is committed within `wait`; `None` if none was, or the

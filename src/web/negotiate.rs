@@ -50,22 +50,50 @@ fn quality(v: &str) -> Option<u16> {
     }
 }
 
+/// `text` split at each `sep` outside a quoted string (a parameter value may be quoted, and hold
+/// `,` or `;`; a backslash escapes the next character inside quotes).
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            out.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
 fn ranges(accept: &str) -> Vec<Range<'_>> {
     let mut out = Vec::new();
-    for item in accept.split(',') {
-        let mut parts = item.split(';');
-        let Some((kind, sub)) = parts.next().and_then(|t| t.trim().split_once('/')) else {
+    for item in split_unquoted(accept, ',') {
+        let parts = split_unquoted(item, ';');
+        let Some((kind, sub)) = parts[0].trim().split_once('/') else {
             continue;
         };
         let mut q = Some(1000);
-        for p in parts {
-            if let Some((name, value)) = p.split_once('=') {
-                if name.trim().eq_ignore_ascii_case("q") {
-                    q = quality(value);
-                }
+        // A range with media type parameters (those before `q`) names a variant with them;
+        // the view's types have none but a charset, so such a range matches none of them.
+        let mut other_params = false;
+        for p in &parts[1..] {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("q") {
+                q = quality(value);
+                break; // what follows `q` are accept extensions, not media type parameters
+            }
+            if !name.eq_ignore_ascii_case("charset") {
+                other_params = true;
             }
         }
-        if let Some(q) = q {
+        if let (Some(q), false) = (q, other_params) {
             out.push(Range {
                 kind: kind.trim(),
                 sub: sub.trim(),

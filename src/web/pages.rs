@@ -200,20 +200,24 @@ impl NumberedPage {
         (self.top - self.bottom() + 1) as usize
     }
 
-    /// The paging links, each only where its page exists; `url(from)` makes a page's URL,
-    /// `url(None)` the head's.
-    fn links(&self, url: impl Fn(Option<u64>) -> String) -> Vec<Link> {
+    /// The paging links, each only where its page exists; `url(from, limit)` makes a page's
+    /// URL, `url(None, limit)` the head's.
+    fn links(&self, url: impl Fn(Option<u64>, usize) -> String) -> Vec<Link> {
         let mut links = Vec::new();
+        let limit = self.limit;
         if self.top < self.newest {
-            links.push(Link::new("first head", url(None), "newest"));
-            let newer = (self.top + self.limit as u64).min(self.newest);
-            links.push(Link::new("previous", url(Some(newer)), "newer"));
+            links.push(Link::new("first head", url(None, limit), "newest"));
+            // Exactly the events newer than this page: near the head that is fewer than a
+            // page, and a whole page from there would show some of this one's again.
+            let newer = (self.top + limit as u64).min(self.newest);
+            let count = (newer - self.top) as usize;
+            links.push(Link::new("previous", url(Some(newer), count), "newer"));
         }
         let bottom = self.bottom();
         if bottom > self.oldest {
-            links.push(Link::new("next", url(Some(bottom - 1)), "older"));
-            let last = (self.oldest + self.limit as u64 - 1).min(self.newest);
-            links.push(Link::new("last", url(Some(last)), "oldest"));
+            links.push(Link::new("next", url(Some(bottom - 1), limit), "older"));
+            let last = (self.oldest + limit as u64 - 1).min(self.newest);
+            links.push(Link::new("last", url(Some(last), limit), "oldest"));
         }
         links
     }
@@ -571,7 +575,7 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
         path::stream(name, query.number("from")?, limit),
         "this page",
     )];
-    links.extend(page.links(|from| path::stream(name, from, limit)));
+    links.extend(page.links(|from, limit| path::stream(name, from, limit)));
     // A name starting with `-` has an empty category, which no index keeps.
     let category = crate::category_of(name);
     if !category.is_empty() {
@@ -738,9 +742,10 @@ fn all(store: &Store, query: &Query) -> Result<Resource, Problem> {
         )?;
         if let Some(top) = newer.last() {
             links.push(Link::new("first head", path::all(None, limit), "newest"));
+            // Exactly the events newer than this page (fewer than a page near the head).
             links.push(Link::new(
                 "previous",
-                path::all(Some(top.next_position().0), limit),
+                path::all(Some(top.next_position().0), newer.len()),
                 "newer",
             ));
         }
@@ -851,7 +856,7 @@ fn indexed(store: &Store, which: Indexed<'_>, query: &Query) -> Result<Resource,
         url(query.number("from")?, limit),
         "this page",
     )];
-    links.extend(page.links(|from| url(from, limit)));
+    links.extend(page.links(url));
     links.push(Link::new("up", path::home(), "home"));
     let mut json = Map::new();
     json.insert(

@@ -31,6 +31,15 @@ struct Shared {
     stopping: AtomicBool,
     /// Request threads running.
     active: AtomicUsize,
+    /// Threads answering `503` running.
+    refusers: AtomicUsize,
+    /// The connections with a request being answered, and the requests pipelined behind it.
+    connections: parking_lot::Mutex<
+        std::collections::HashMap<
+            std::net::SocketAddr,
+            std::collections::VecDeque<tiny_http::Request>,
+        >,
+    >,
 }
 
 /// Serves the view of `store` on `addr` (use port 0 for any free port, and a loopback address
@@ -54,6 +63,8 @@ pub fn serve(store: Arc<Store>, addr: impl ToSocketAddrs) -> Result<Server> {
     let shared = Arc::new(Shared {
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
+        refusers: AtomicUsize::new(0),
+        connections: Default::default(),
     });
     let s = shared.clone();
     let dir = store.path().to_path_buf();
@@ -119,12 +130,30 @@ fn accept_loop(http: tiny_http::Server, store: Arc<Store>, shared: Arc<Shared>) 
                 continue;
             }
         };
+        // A request pipelined behind one still being answered on its connection cannot be
+        // answered before it (a live view never is): it waits in that connection's queue, for
+        // the thread already there, rather than take a thread of its own.
+        let peer = req.remote_addr().copied();
+        if let Some(peer) = peer {
+            let mut queues = shared.connections.lock();
+            if let Some(queue) = queues.get_mut(&peer) {
+                if queue.len() < MAX_PIPELINED {
+                    queue.push_back(req);
+                } else {
+                    drop(queues);
+                    tracing::warn!("HTTP view: too many requests pipelined; one dropped");
+                    drop(req.into_writer());
+                }
+                continue;
+            }
+            queues.insert(peer, std::collections::VecDeque::new());
+        }
         if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
             shared.active.fetch_sub(1, Ordering::SeqCst);
-            let _ = req.respond(
-                tiny_http::Response::from_string("too many requests at once\n")
-                    .with_status_code(503),
-            );
+            if let Some(peer) = peer {
+                shared.connections.lock().remove(&peer);
+            }
+            refuse(req, &shared);
             continue;
         }
         let (store, s) = (store.clone(), shared.clone());
@@ -134,13 +163,55 @@ fn accept_loop(http: tiny_http::Server, store: Arc<Store>, shared: Arc<Shared>) 
                 // Counted down however the thread ends, a panic included, so that `stop` does
                 // not wait for a thread that is gone.
                 let _done = Done(&s.active);
-                answer(&store, req, &s);
+                let mut next = Some(req);
+                while let Some(req) = next.take() {
+                    answer(&store, req, &s);
+                    let Some(peer) = peer else { break };
+                    let mut queues = s.connections.lock();
+                    next = queues.get_mut(&peer).and_then(|q| q.pop_front());
+                    if next.is_none() {
+                        queues.remove(&peer);
+                    }
+                }
             });
         if let Err(e) = spawned {
             // The request went with the closure; its client sees the connection close.
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(error = %e, "HTTP view: starting a request thread failed");
         }
+    }
+}
+
+/// Requests that may wait behind the one being answered on their connection.
+const MAX_PIPELINED: usize = 16;
+
+/// Threads that may answer `503` to requests over [`MAX_THREADS`] at once.
+const MAX_REFUSERS: usize = 8;
+
+/// Answers `503` to a request over the limit, on a thread of its own: a response on a
+/// connection waits for the responses to the requests before it on that connection, and one of
+/// those may be a live view that never ends, which must not hold up the accept loop. With
+/// every refusing thread busy, the request is dropped without an answer (dropping its writer
+/// does not wait; dropping the request would, to write a `500`).
+fn refuse(req: tiny_http::Request, shared: &Arc<Shared>) {
+    if shared.refusers.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSERS {
+        shared.refusers.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!("HTTP view: too many requests at once; one dropped unanswered");
+        drop(req.into_writer());
+        return;
+    }
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("eventjournal-http-refuse".into())
+        .spawn(move || {
+            let _done = Done(&s.refusers);
+            let _ = req.respond(
+                tiny_http::Response::from_string("too many requests at once\n")
+                    .with_status_code(503),
+            );
+        });
+    if spawned.is_err() {
+        shared.refusers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
