@@ -276,7 +276,8 @@ fn answer(store: &Store, req: tiny_http::Request, shared: &Shared) {
             // server stopping, the store closing) is the end of a response a client sees, and
             // the connection can carry the next request.
             let chunked = *req.http_version() >= tiny_http::HTTPVersion(1, 1);
-            let mut head = format!("HTTP/1.1 {}\r\n", parts.status.as_str());
+            let reason = parts.status.canonical_reason().unwrap_or("OK");
+            let mut head = format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_str());
             head.push_str(if chunked {
                 "Transfer-Encoding: chunked\r\n"
             } else {
