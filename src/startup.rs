@@ -271,6 +271,19 @@ fn recover_pass(
             }
         });
         let seg = opened?;
+        if reader && !is_last && seg.usable() < seg.capacity {
+            // Segments are created at full size and only the newest is ever cut (by a writer's
+            // recovery, which extends it again): one with a successor, shorter, lost its end.
+            return Err(Pass::Failed(Error::Corrupt {
+                file: path.clone(),
+                offset: seg.usable(),
+                reason: format!(
+                    "the segment file ends at {} of its {} bytes",
+                    seg.usable(),
+                    seg.capacity
+                ),
+            }));
+        }
         let mut from = SEGMENT_HEADER_LEN as u64;
         let mut had_index_file = false;
         // A sealed segment whose index file covers every record needs no scan: probing its end

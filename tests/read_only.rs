@@ -300,3 +300,37 @@ fn read_only_opens_beside_busy_writers_show_a_beginning_of_whole_batches() {
     }
     assert!(seen.iter().any(|g| !g.is_empty()));
 }
+
+#[test]
+fn a_read_only_open_refuses_a_sealed_segment_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    fill(&store);
+    store.close().unwrap();
+    drop(store);
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 2, "{segments:?}");
+    // A sealed segment's file loses its end (as a bad copy would): what a writer's open calls
+    // damage, a reader must not show as a shorter log.
+    let cut = &segments[1];
+    let len = std::fs::metadata(cut).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(cut)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    match Store::open_read_only(dir.path(), options()) {
+        Err(Error::Corrupt { file, .. }) => assert_eq!(&file, cut),
+        other => panic!("not refused: {:?}", other.map(|s| s.head())),
+    }
+    assert!(matches!(
+        Store::open(dir.path(), options()),
+        Err(Error::Corrupt { .. })
+    ));
+}
