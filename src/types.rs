@@ -344,6 +344,12 @@ impl RecordedEvent {
         self.fields.timestamp_micros
     }
 
+    /// When the store recorded it, as an RFC 3339 time in UTC with microseconds
+    /// (`2026-12-04T03:10:04.096651Z`).
+    pub fn time_utc(&self) -> String {
+        utc_time(self.fields.timestamp_micros)
+    }
+
     /// The payload, borrowed from the memory map.
     pub fn data(&self) -> &[u8] {
         let (a, b) = self.fields.data;
@@ -469,5 +475,43 @@ impl fmt::Debug for EventRef<'_> {
             .field("data_len", &self.data().len())
             .field("metadata_len", &self.metadata().len())
             .finish()
+    }
+}
+
+/// Microseconds since the Unix epoch as an RFC 3339 UTC time.
+pub(crate) fn utc_time(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm), valid over the whole u64 range used.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        micros % 1_000_000
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn utc_times() {
+        use super::utc_time;
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(utc_time(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(
+            utc_time(1_767_225_599_999_999),
+            "2025-12-31T23:59:59.999999Z"
+        );
     }
 }

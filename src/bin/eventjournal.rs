@@ -613,7 +613,7 @@ fn print_event(e: &RecordedEvent, json: bool, out: &mut dyn Write) -> io::Result
             "next_position": e.next_position().0,
             "id": e.id().to_string(),
             "type": e.event_type(),
-            "timestamp": timestamp(e.timestamp_micros()),
+            "timestamp": e.time_utc(),
             "timestamp_micros": e.timestamp_micros(),
         });
         put_payload(&mut v, "data", e.data());
@@ -631,7 +631,7 @@ fn print_event(e: &RecordedEvent, json: bool, out: &mut dyn Write) -> io::Result
         e.event_number(),
         e.position(),
         e.event_type(),
-        timestamp(e.timestamp_micros()),
+        e.time_utc(),
         e.id()
     )?;
     writeln!(out, "  data: {}", payload_text(e.data()))?;
@@ -668,29 +668,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// Microseconds since the Unix epoch as an RFC 3339 UTC time.
-fn timestamp(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days: the proleptic Gregorian date of a day number.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        micros % 1_000_000
-    )
 }
 
 fn tail(dir: &Path, stream: Option<&str>, json: bool, out: &mut dyn Write) -> Outcome {

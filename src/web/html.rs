@@ -4,8 +4,17 @@ use std::fmt::Write as _;
 
 use super::Link;
 
-/// `text` made safe as HTML text and as a quoted attribute value.
-pub(crate) fn escape(text: &str) -> String {
+/// `text` made safe as HTML text and as a quoted attribute value (`&`, `<`, `>`, `"` and `'`
+/// replaced by character references), for applications that render their own pages beside the
+/// view's.
+///
+/// ```
+/// assert_eq!(
+///     eventjournal::web::escape("<b title='x'>&</b>"),
+///     "&lt;b title=&#39;x&#39;&gt;&amp;&lt;/b&gt;"
+/// );
+/// ```
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -75,30 +84,6 @@ pub(crate) fn page(
     )
 }
 
-/// Microseconds since the Unix epoch as an RFC 3339 UTC time.
-pub(crate) fn time(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to a civil date (Howard Hinnant's algorithm), valid over the whole u64 range used.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        micros % 1_000_000
-    )
-}
-
 /// Bytes as lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -111,13 +96,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(time(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(time(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
-        assert_eq!(time(1_767_225_599_999_999), "2025-12-31T23:59:59.999999Z");
-    }
 
     #[test]
     fn escaping() {

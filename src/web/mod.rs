@@ -76,6 +76,7 @@ use std::time::{Duration, Instant};
 
 use crate::{RecordedEvent, Store, Subscription, SubscriptionItem};
 
+pub use html::escape;
 pub use server::{serve, Server};
 pub use url::{DEFAULT_LIMIT, MAX_LIMIT};
 

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::html::{a, escape, hex, time};
+use super::html::{a, escape, hex};
 use super::negotiate::Format;
 use super::url::{decode, path, Problem, Query};
 use super::{EventStream, Link, Outcome, Resource};
@@ -496,7 +496,7 @@ pub(crate) fn event_summary(e: &RecordedEvent) -> Value {
         "position": e.position().0,
         "id": e.id().to_string(),
         "type": e.event_type(),
-        "time": time(e.timestamp_micros()),
+        "time": e.time_utc(),
         "links": {
             "self": path::event(e.stream(), e.event_number()),
             "stream": path::stream(e.stream(), None, super::DEFAULT_LIMIT),
@@ -533,7 +533,7 @@ fn events_table(events: &[RecordedEvent], table_id: &str) -> String {
                 "",
                 e.event_type()
             ),
-            t = time(e.timestamp_micros()),
+            t = e.time_utc(),
         );
     }
     format!(
@@ -704,7 +704,7 @@ fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
         e.position().0,
         e.id(),
         escape(e.event_type()),
-        time(e.timestamp_micros()),
+        e.time_utc(),
         shown(&data_text),
         shown(&meta_text),
     );
