@@ -94,13 +94,30 @@ pub(crate) struct MetaMap {
     seen: u64,
     /// Shared with readers as a snapshot; copied on write (metadata changes are rare).
     streams: Arc<MetaTable>,
+    /// Whether the index files were searched for the `$metadata` key: a key not in them at
+    /// open never is, and one added later is in memory, so they are searched once, not on
+    /// every append and read.
+    files_searched: bool,
 }
 
 impl Shared {
     /// The metadata of every stream, as of the newest `$metadata` event in the index.
     pub(crate) fn metadata_table(&self) -> Result<Arc<MetaTable>> {
         let key = Key::EventType(METADATA_EVENT_TYPE).name();
-        let (_, len) = self.stream_len(&key)?;
+        let held = {
+            let index = self.index.read();
+            self.check_index()?;
+            index.lookup(&key).map(|id| index.len(id))
+        };
+        let len = match held {
+            Some(len) => len,
+            None if self.meta.read().files_searched => 0,
+            None => {
+                let (_, len) = self.stream_len(&key)?;
+                self.meta.write().files_searched = true;
+                len
+            }
+        };
         {
             let m = self.meta.read();
             if m.seen >= len {

@@ -306,11 +306,17 @@ pub(crate) fn replay_stream<F>(shared: &Shared, stream: &str, from: u64, mut f: 
 where
     F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
 {
+    let metadata = shared.metadata_of(stream)?;
+    if metadata.as_ref().is_some_and(|(_, md)| md.tombstoned) {
+        return Err(Error::StreamDeleted {
+            stream: stream.to_string(),
+        });
+    }
     let (id, end) = match shared.stream_len(stream)? {
         (Some(id), len) => (id, len),
         (None, _) => return Ok(0),
     };
-    let (mut next, oldest) = match shared.metadata_of(stream)? {
+    let (mut next, oldest) = match metadata {
         Some((_, md)) if md.tombstoned => {
             return Err(Error::StreamDeleted {
                 stream: stream.to_string(),

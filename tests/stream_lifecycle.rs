@@ -13,8 +13,9 @@ use eventjournal::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Small segments: the model test opens many stores, and some of its runs span segments.
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, Options::default()).expect("open")
+    Store::open(dir, Options::default().segment_size(16 << 10)).expect("open")
 }
 
 fn ev(i: u64) -> EventData {
@@ -617,5 +618,200 @@ fn an_actor_activated_after_a_delete_starts_empty() {
             Journaled::activate(store.clone(), journal, "c1"),
             Err(Error::StreamDeleted { .. })
         ));
+    }
+}
+
+// ---- A model of the rules ---------------------------------------------------------------------
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const STREAMS: [&str; 3] = ["m-a", "m-b", "n-c"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { s: usize, n: u64, no_stream: bool },
+        Delete { s: usize },
+        Tombstone { s: usize },
+        MaxCount { s: usize, count: Option<u64> },
+        Truncate { s: usize, before: Option<u64> },
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3usize, 1..4u64, any::<bool>()).prop_map(|(s, n, no_stream)| Op::Append { s, n, no_stream }),
+            2 => (0..3usize).prop_map(|s| Op::Delete { s }),
+            1 => (0..3usize).prop_map(|s| Op::Tombstone { s }),
+            2 => (0..3usize, proptest::option::of(0..5u64)).prop_map(|(s, count)| Op::MaxCount { s, count }),
+            2 => (0..3usize, proptest::option::of(0..10u64)).prop_map(|(s, before)| Op::Truncate { s, before }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Model {
+        len: HashMap<&'static str, u64>,
+        md: HashMap<&'static str, StreamMetadata>,
+        /// Every event, in commit order.
+        all: Vec<(String, u64)>,
+    }
+
+    impl Model {
+        fn tombstoned(&self, s: &str) -> bool {
+            self.md.get(s).is_some_and(|m| m.tombstoned)
+        }
+        fn len(&self, s: &str) -> u64 {
+            self.len.get(s).copied().unwrap_or(0)
+        }
+        /// The event numbers a read of `s` shows.
+        fn visible(&self, s: &str) -> Vec<u64> {
+            let len = self.len(s);
+            let Some(md) = self.md.get(s) else {
+                return (0..len).collect();
+            };
+            if md.tombstoned {
+                return Vec::new();
+            }
+            let mut first = md.truncate_before.unwrap_or(0);
+            if let Some(c) = md.max_count {
+                first = first.max(len.saturating_sub(c));
+            }
+            (first.min(len)..len).collect()
+        }
+        fn shown(&self, (s, n): &(String, u64)) -> bool {
+            self.visible(s).contains(n)
+        }
+    }
+
+    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut m = Model::default();
+        for op in ops {
+            match op {
+                Op::Append { s, n, no_stream } => {
+                    let name = STREAMS[s];
+                    let exp = if no_stream {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Any
+                    };
+                    let r = store.append(name, exp, (0..n).map(ev));
+                    let len = m.len(name);
+                    let floor =
+                        m.md.get(name)
+                            .and_then(|md| md.truncate_before)
+                            .unwrap_or(0);
+                    if m.tombstoned(name) {
+                        prop_assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    } else if no_stream && len > floor {
+                        prop_assert!(
+                            matches!(r, Err(Error::WrongExpectedVersion { .. })),
+                            "{r:?}"
+                        );
+                    } else {
+                        let r = r.map_err(|e| TestCaseError::fail(format!("{e}")))?;
+                        prop_assert_eq!(r.version, Some(len + n - 1));
+                        for k in len..len + n {
+                            m.all.push((name.to_string(), k));
+                        }
+                        m.len.insert(name, len + n);
+                    }
+                }
+                Op::Delete { s } | Op::Tombstone { s } => {
+                    let name = STREAMS[s];
+                    let tomb = matches!(op, Op::Tombstone { .. });
+                    let r = if tomb {
+                        store.tombstone_stream(name, ExpectedVersion::Any)
+                    } else {
+                        store.delete_stream(name, ExpectedVersion::Any)
+                    };
+                    if m.tombstoned(name) {
+                        prop_assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    } else {
+                        prop_assert!(r.is_ok(), "{r:?}");
+                        let len = m.len(name);
+                        let md = m.md.entry(name).or_default();
+                        md.truncate_before = Some(len.max(md.truncate_before.unwrap_or(0)));
+                        md.tombstoned = tomb;
+                    }
+                }
+                Op::MaxCount { s, .. } | Op::Truncate { s, .. } => {
+                    let name = STREAMS[s];
+                    let mut md = m.md.get(name).cloned().unwrap_or_default();
+                    match op {
+                        Op::MaxCount { count, .. } => md.max_count = count,
+                        Op::Truncate { before, .. } => md.truncate_before = before,
+                        _ => unreachable!(),
+                    }
+                    let r = store.set_stream_metadata(name, ExpectedVersion::Any, md.clone());
+                    if m.tombstoned(name) {
+                        prop_assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    } else {
+                        prop_assert!(r.is_ok(), "{r:?}");
+                        m.md.insert(name, md);
+                    }
+                }
+                Op::Reopen => {
+                    store.close().unwrap();
+                    drop(store);
+                    store = open(dir.path());
+                }
+            }
+            // Every read agrees with the model.
+            for name in STREAMS {
+                let want = m.visible(name);
+                prop_assert_eq!(
+                    store.stream_version(name).unwrap(),
+                    m.len(name).checked_sub(1)
+                );
+                if m.tombstoned(name) {
+                    let r = store.read_stream_forward(name, 0, 100).map(|_| ());
+                    prop_assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    let r = replayed(&store, name);
+                    prop_assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    continue;
+                }
+                prop_assert_eq!(
+                    &numbers(store.read_stream_forward(name, 0, 100).unwrap()),
+                    &want
+                );
+                let mut back = numbers(store.read_stream_backward(name, u64::MAX, 100).unwrap());
+                back.reverse();
+                prop_assert_eq!(&back, &want);
+                prop_assert_eq!(&replayed(&store, name).unwrap(), &want);
+                if let Some(&first) = want.first() {
+                    prop_assert_eq!(
+                        numbers(store.read_stream_forward(name, 0, 1).unwrap()),
+                        vec![first]
+                    );
+                    if first > 0 {
+                        prop_assert!(store.read_event(name, first - 1).is_err());
+                    }
+                }
+            }
+            let want_all: Vec<_> = m.all.iter().filter(|e| m.shown(e)).cloned().collect();
+            prop_assert_eq!(&all_of(&store), &want_all);
+            prop_assert_eq!(&replay_all_of(&store), &want_all);
+            let want_m: Vec<_> = want_all
+                .iter()
+                .filter(|(s, _)| s.starts_with("m-"))
+                .cloned()
+                .collect();
+            prop_assert_eq!(&category_of(&store, "m"), &want_m);
+            prop_assert_eq!(&type_of(&store, "Happened"), &want_all);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn every_read_agrees_with_a_model_of_the_rules(ops in proptest::collection::vec(op(), 1..30)) {
+            run(ops)?;
+        }
     }
 }
