@@ -211,6 +211,9 @@ impl crate::Store {
     /// result. Retention takes effect at once, for every read (see the README's "Deleting
     /// streams and retention").
     ///
+    /// Metadata with `tombstoned: true` tombstones the stream without checking the stream's
+    /// version; [`tombstone_stream`](Self::tombstone_stream) checks it.
+    ///
     /// Fails with [`Error::ReservedName`](crate::Error::ReservedName) for a name starting with
     /// `$` (the store's own streams) and [`Error::StreamDeleted`](crate::Error::StreamDeleted)
     /// for a tombstoned stream: a tombstone is never undone.

@@ -783,6 +783,17 @@ fn deleted_tombstoned_and_truncated_streams_say_so() {
         )
         .unwrap();
     append(&store, "live-1", 2);
+    append(&store, "old-1", 2);
+    store
+        .set_stream_metadata(
+            "old-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                max_count: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let server = web::serve(store.clone(), "127.0.0.1:0").unwrap();
     let addr = server.addr();
 
@@ -819,6 +830,8 @@ fn deleted_tombstoned_and_truncated_streams_say_so() {
     assert_eq!(json(addr, "/streams/cut-1/29").status, 404);
 
     assert_eq!(json(addr, "/streams/live-1").json()["state"], "present");
+    assert_eq!(json(addr, "/streams/old-1").json()["state"], "expired");
+    assert!(html(addr, "/streams/old-1").body.contains("expired"));
     // Categories and types show only what is still read.
     let cat = json(addr, "/categories/gone").json();
     assert!(cat["events"].as_array().unwrap().is_empty(), "{cat}");

@@ -138,9 +138,11 @@ enum StreamState {
     Tombstoned {
         newest: Option<u64>,
     },
-    /// Soft-deleted, or every event hidden by its retention: nothing to show.
+    /// Soft-deleted (`retained`: false), or every event past its retention (`true`): nothing
+    /// to show.
     Deleted {
         newest: u64,
+        retained: bool,
     },
     Present {
         /// The oldest event number that can be read (above 0: truncated).
@@ -156,6 +158,7 @@ impl StreamState {
         match self {
             StreamState::Absent => "absent".into(),
             StreamState::Tombstoned { .. } => "tombstoned".into(),
+            StreamState::Deleted { retained: true, .. } => "expired".into(),
             StreamState::Deleted { .. } => "deleted".into(),
             StreamState::Present { oldest: 0, .. } => "present".into(),
             StreamState::Present { oldest, .. } => format!("truncated before {oldest}"),
@@ -185,7 +188,16 @@ fn stream_state(store: &Store, name: &str) -> Result<StreamState, Problem> {
             .map_err(store_error)?
             .next()
         {
-            None => StreamState::Deleted { newest },
+            None => StreamState::Deleted {
+                newest,
+                // Deleted when its truncation covers every event; otherwise its `max_count` or
+                // `max_age_secs` leaves none.
+                retained: store
+                    .stream_metadata(name)
+                    .map_err(store_error)?
+                    .and_then(|(_, md)| md.truncate_before)
+                    .is_none_or(|t| t <= newest),
+            },
             Some(e) => StreamState::Present {
                 oldest: e.map_err(store_error)?.event_number(),
                 newest,
@@ -619,7 +631,7 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
             return Err(Problem::not_found(format!("no stream `{name}`")));
         }
         StreamState::Tombstoned { newest } => return Ok(gone_stream(name, &state, newest)),
-        StreamState::Deleted { newest } => return Ok(gone_stream(name, &state, Some(newest))),
+        StreamState::Deleted { newest, .. } => return Ok(gone_stream(name, &state, Some(newest))),
         StreamState::Present { oldest, newest } => (oldest, newest),
     };
     let what = format!("stream `{name}`");
@@ -704,6 +716,9 @@ fn gone_stream(name: &str, state: &StreamState, newest: Option<u64>) -> Resource
     let what = match state {
         StreamState::Tombstoned { .. } => {
             "deleted for good (tombstoned): it can never be read or written again"
+        }
+        StreamState::Deleted { retained: true, .. } => {
+            "expired: every event is past its retention (max_count, max_age_secs)"
         }
         _ => "deleted: its events are no longer read; an append starts it again",
     };
