@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::ids::{id_hash, ActiveIds, IdTables, Table};
 use crate::index::{is_key_name, Index, Key, KeyCache, StreamId};
+use crate::lifecycle::{StreamMetadata, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX};
 use crate::log::format::{encode_record, record_len, RecordFields, FLAG_BATCH_END};
 use crate::log::reader::LogView;
 use crate::log::segment::Segment;
@@ -569,7 +570,15 @@ impl Checker<'_> {
         ids.load(&seg, self.open_end)
     }
 
-    fn check(&self, w: &StreamWrite, g: &GroupStream, ids: &mut ActiveIds) -> Result<Plan> {
+    /// `floor`: the stream's `truncate_before` (0: none), below which its events do not count
+    /// for `NoStream`.
+    fn check(
+        &self,
+        w: &StreamWrite,
+        g: &GroupStream,
+        floor: u64,
+        ids: &mut ActiveIds,
+    ) -> Result<Plan> {
         let count = g.committed + g.new_ids.len() as u64;
         let actual = count.checked_sub(1);
         let wrong = || Error::WrongExpectedVersion {
@@ -581,7 +590,7 @@ impl Checker<'_> {
         if len == 0 {
             let ok = match w.expected {
                 ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::NoStream => count <= floor,
                 ExpectedVersion::StreamExists => actual.is_some(),
                 ExpectedVersion::Exact(n) => actual == Some(n),
             };
@@ -608,8 +617,8 @@ impl Checker<'_> {
             ExpectedVersion::Exact(n) if actual == Some(n) => Ok(Plan::Write(count)),
             ExpectedVersion::Exact(n) if actual.is_some_and(|a| a > n) => retry_from(n + 1),
             ExpectedVersion::Exact(_) => Err(wrong()),
-            ExpectedVersion::NoStream if actual.is_none() => Ok(Plan::Write(0)),
-            ExpectedVersion::NoStream => retry_from(0),
+            ExpectedVersion::NoStream if count <= floor => Ok(Plan::Write(count)),
+            ExpectedVersion::NoStream => retry_from(floor),
             ExpectedVersion::StreamExists if actual.is_none() => Err(wrong()),
             ExpectedVersion::Any | ExpectedVersion::StreamExists => {
                 // A retry under `Any` is recognised by its first id, taking the newest event
@@ -1037,6 +1046,10 @@ impl Shared {
             .iter()
             .map(|(_, writes)| writes.iter().try_for_each(|sw| self.load_keys(w, sw)).err())
             .collect();
+        // The streams' metadata, read before the index lock is taken (reading it may take the
+        // lock); what this group's own metadata writes change is kept beside it.
+        let table = self.metadata_table().map_err(|e| e.to_string());
+        let mut changed: HashMap<String, Arc<StreamMetadata>> = HashMap::new();
         let index = self.index.read();
         let view = self.log.view();
         let checker = Checker {
@@ -1061,6 +1074,17 @@ impl Shared {
                 });
                 continue;
             }
+            let table = match &table {
+                Ok(t) => t,
+                Err(e) => {
+                    outcomes.push(Outcome {
+                        ticket,
+                        result: Err(Error::InvalidInput(format!("reading stream metadata: {e}"))),
+                        provisional: false,
+                    });
+                    continue;
+                }
+            };
             // Check every stream of the request before touching anything.
             let mut plans = Vec::with_capacity(writes.len());
             let mut failed = None;
@@ -1081,7 +1105,30 @@ impl Shared {
                 };
                 slots.push(slot);
                 let g = &streams.streams[slot];
-                match checker.check(sw, g, &mut w.ids) {
+                // A metadata stream is refused as its stream is: a tombstone is never undone.
+                let target = sw
+                    .stream
+                    .strip_prefix(METADATA_STREAM_PREFIX)
+                    .unwrap_or(&sw.stream);
+                let md = changed
+                    .get(target)
+                    .or_else(|| table.get(target).map(|(_, md)| md));
+                if md.is_some_and(|md| md.tombstoned) {
+                    failed = Some((
+                        Error::StreamDeleted {
+                            stream: target.to_string(),
+                        },
+                        false,
+                    ));
+                    break;
+                }
+                // `NoStream` on a soft-deleted stream: its events before `truncate_before`
+                // do not count.
+                let floor = match md {
+                    Some(md) if target.len() == sw.stream.len() => md.truncate_before.unwrap_or(0),
+                    _ => 0,
+                };
+                match checker.check(sw, g, floor, &mut w.ids) {
                     Ok(p) => plans.push(p),
                     Err(e) => {
                         // An answer worked out against this group's own writes stands only if
@@ -1170,6 +1217,19 @@ impl Shared {
                             position: g.new_places.last().map(|p| Position(p.0)),
                         });
                     }
+                }
+            }
+            for sw in &writes {
+                let Some(target) = sw.stream.strip_prefix(METADATA_STREAM_PREFIX) else {
+                    continue;
+                };
+                let newest = sw.events.iter().rev().find_map(|e| {
+                    (e.event_type == METADATA_EVENT_TYPE)
+                        .then(|| serde_json::from_slice::<StreamMetadata>(&e.data).ok())
+                        .flatten()
+                });
+                if let Some(md) = newest {
+                    changed.insert(target.to_string(), Arc::new(md));
                 }
             }
             outcomes.push(Outcome {

@@ -21,6 +21,14 @@ pub enum Error {
         actual: Option<u64>,
     },
 
+    /// The stream was tombstoned ([`Store::tombstone_stream`](crate::Store::tombstone_stream)):
+    /// it can be neither read nor written again.
+    #[error("stream `{stream}` is deleted for good (tombstoned)")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+
     /// Another `Store` (in this or another process) holds the directory.
     #[error("store directory {} is locked by another opener", path.display())]
     Locked {

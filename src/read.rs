@@ -32,6 +32,15 @@ pub struct StreamEvents<'a> {
     view: LogView,
     /// Whether `name` is a category or event type key rather than a stream.
     keyed: bool,
+    /// Backward: the lowest event number to yield (the first one the stream's metadata leaves
+    /// visible).
+    floor: u64,
+    /// Events stamped before this (microseconds since the epoch) are passed over (`max_age`).
+    oldest: u64,
+    /// For a category or event type: what hides the events of deleted or retained streams.
+    hider: Option<crate::lifecycle::Hider>,
+    /// Set when the read has reached its end.
+    done: bool,
 }
 
 impl<'a> StreamEvents<'a> {
@@ -42,8 +51,58 @@ impl<'a> StreamEvents<'a> {
         max: usize,
         forward: bool,
     ) -> Result<StreamEvents<'a>> {
+        let keyed = is_key_name(stream);
         let (id, len) = shared.stream_len(stream)?;
-        let name = Arc::from(stream);
+        let (mut floor, mut oldest, mut hider) = (0, 0, None);
+        if keyed {
+            let h = crate::lifecycle::Hider::new(shared)?;
+            if !h.is_empty() {
+                hider = Some(h);
+            }
+        } else if let Some((_, md)) = shared.metadata_of(stream)? {
+            if md.tombstoned {
+                return Err(Error::StreamDeleted {
+                    stream: stream.to_string(),
+                });
+            }
+            floor = md.first_visible(len);
+            oldest = md.oldest_visible(crate::lifecycle::now_micros());
+        }
+        let mut events = StreamEvents::raw_from(shared, stream, id, len, from, max, forward);
+        events.floor = floor;
+        events.oldest = oldest;
+        events.hider = hider;
+        if forward {
+            events.next = events.next.max(floor);
+        } else if events.next < floor {
+            events.done = true;
+        }
+        Ok(events)
+    }
+
+    /// A forward read of `stream` (or a key) that applies no stream metadata: for the store's
+    /// own reads of the metadata.
+    pub(crate) fn raw(
+        shared: &'a Shared,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<StreamEvents<'a>> {
+        let (id, len) = shared.stream_len(stream)?;
+        Ok(StreamEvents::raw_from(
+            shared, stream, id, len, from, max, true,
+        ))
+    }
+
+    fn raw_from(
+        shared: &'a Shared,
+        stream: &str,
+        id: Option<StreamId>,
+        len: u64,
+        from: u64,
+        max: usize,
+        forward: bool,
+    ) -> StreamEvents<'a> {
         let (next, remaining) = if forward {
             (from, max)
         } else if len == 0 {
@@ -51,9 +110,9 @@ impl<'a> StreamEvents<'a> {
         } else {
             (from.min(len - 1), max)
         };
-        Ok(StreamEvents {
+        StreamEvents {
             shared,
-            name,
+            name: Arc::from(stream),
             id,
             next,
             end: len,
@@ -63,7 +122,17 @@ impl<'a> StreamEvents<'a> {
             at: 0,
             view: shared.log.view(),
             keyed: is_key_name(stream),
-        })
+            floor: 0,
+            oldest: 0,
+            hider: None,
+            done: false,
+        }
+    }
+
+    /// Forward: the number of the next entry the read would look at (past those it passed
+    /// over as hidden).
+    pub(crate) fn next_entry(&self) -> u64 {
+        self.next
     }
 
     fn refill(&mut self) -> Result<bool> {
@@ -80,29 +149,28 @@ impl<'a> StreamEvents<'a> {
             index.copy_positions(id, lo, hi, true, &mut self.chunk)?;
         } else {
             let hi = self.next + 1;
-            let lo = hi.saturating_sub(want);
+            let lo = hi.saturating_sub(want).max(self.floor);
             index.copy_positions(id, lo, hi, false, &mut self.chunk)?;
         }
         Ok(!self.chunk.is_empty())
     }
 }
 
-impl Iterator for StreamEvents<'_> {
-    type Item = Result<RecordedEvent>;
-
-    fn next(&mut self) -> Option<Result<RecordedEvent>> {
-        if self.remaining == 0 {
+impl StreamEvents<'_> {
+    /// The next entry of the index, whether visible or not.
+    fn next_entry_raw(&mut self) -> Option<Result<RecordedEvent>> {
+        if self.done {
             return None;
         }
         if self.at == self.chunk.len() {
             match self.refill() {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.remaining = 0;
+                    self.done = true;
                     return None;
                 }
                 Err(e) => {
-                    self.remaining = 0;
+                    self.done = true;
                     return Some(Err(e));
                 }
             }
@@ -113,11 +181,10 @@ impl Iterator for StreamEvents<'_> {
             self.view = self.shared.log.view();
         }
         let expected = self.next;
-        self.remaining -= 1;
         if self.forward {
             self.next += 1;
-        } else if self.next == 0 {
-            self.remaining = 0;
+        } else if self.next <= self.floor {
+            self.done = true;
         } else {
             self.next -= 1;
         }
@@ -130,9 +197,39 @@ impl Iterator for StreamEvents<'_> {
             Ok(e)
         });
         if r.is_err() {
-            self.remaining = 0;
+            self.done = true;
         }
         Some(r)
+    }
+}
+
+impl Iterator for StreamEvents<'_> {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Result<RecordedEvent>> {
+        loop {
+            if self.remaining == 0 {
+                return None;
+            }
+            let r = self.next_entry_raw()?;
+            if let Ok(e) = &r {
+                if e.timestamp_micros() < self.oldest {
+                    continue;
+                }
+                if let Some(h) = &mut self.hider {
+                    if h.hides(
+                        self.shared,
+                        e.stream(),
+                        e.event_number(),
+                        e.timestamp_micros(),
+                    ) {
+                        continue;
+                    }
+                }
+            }
+            self.remaining -= 1;
+            return Some(r);
+        }
     }
 }
 
@@ -209,13 +306,31 @@ pub(crate) fn replay_stream<F>(shared: &Shared, stream: &str, from: u64, mut f: 
 where
     F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
 {
+    let metadata = shared.metadata_of(stream)?;
+    if metadata.as_ref().is_some_and(|(_, md)| md.tombstoned) {
+        return Err(Error::StreamDeleted {
+            stream: stream.to_string(),
+        });
+    }
     let (id, end) = match shared.stream_len(stream)? {
         (Some(id), len) => (id, len),
         (None, _) => return Ok(0),
     };
+    let (mut next, oldest) = match metadata {
+        Some((_, md)) if md.tombstoned => {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            })
+        }
+        Some((_, md)) => (
+            from.max(md.first_visible(end)),
+            md.oldest_visible(crate::lifecycle::now_micros()),
+        ),
+        None => (from, 0),
+    };
+    let mut handed = 0u64;
     let mut view = shared.log.view();
     let mut chunk = Vec::with_capacity(CHUNK);
-    let mut next = from;
     let mut hint = 0usize;
     while next < end {
         chunk.clear();
@@ -240,22 +355,36 @@ where
             let e = view.event_ref_at(pos, &mut hint)?;
             check_place(shared, &e, stream, next, pos)?;
             next += 1;
+            if oldest > 0 && e.timestamp_micros() < oldest {
+                continue;
+            }
+            handed += 1;
             if f(&e).is_break() {
-                return Ok(next - from);
+                return Ok(handed);
             }
         }
     }
-    Ok(next - from)
+    Ok(handed)
 }
 
 /// Hands the events of `$all` from `cursor` on to `f`, in commit order, until `f` breaks;
 /// returns how many it was handed.
-pub(crate) fn replay_all<F>(view: &LogView, mut cursor: Cursor, mut f: F) -> Result<u64>
+pub(crate) fn replay_all<F>(
+    shared: &Shared,
+    view: &LogView,
+    mut cursor: Cursor,
+    mut f: F,
+) -> Result<u64>
 where
     F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
 {
+    let mut hider = crate::lifecycle::Hider::new(shared)?;
     let mut handed = 0u64;
     while let Some((e, next)) = view.next_forward_ref(cursor)? {
+        if hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros()) {
+            cursor = next;
+            continue;
+        }
         handed += 1;
         if f(&e).is_break() {
             break;
@@ -273,16 +402,26 @@ pub struct AllEvents {
     cursor: Cursor,
     remaining: usize,
     forward: bool,
+    /// What hides the events of deleted or retained streams (`None`: no stream has metadata).
+    hider: Option<(Arc<Shared>, crate::lifecycle::Hider)>,
 }
 
 impl AllEvents {
-    pub(crate) fn new(view: LogView, cursor: Cursor, max: usize, forward: bool) -> AllEvents {
-        AllEvents {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        view: LogView,
+        cursor: Cursor,
+        max: usize,
+        forward: bool,
+    ) -> Result<AllEvents> {
+        let hider = crate::lifecycle::Hider::new(shared)?;
+        Ok(AllEvents {
             view,
             cursor,
             remaining: max,
             forward,
-        }
+            hider: (!hider.is_empty()).then(|| (shared.clone(), hider)),
+        })
     }
 }
 
@@ -301,6 +440,17 @@ impl Iterator for AllEvents {
         match step {
             Ok(Some((event, cursor))) => {
                 self.cursor = cursor;
+                if let Some((shared, h)) = &mut self.hider {
+                    let hidden = h.hides(
+                        shared,
+                        event.stream(),
+                        event.event_number(),
+                        event.timestamp_micros(),
+                    );
+                    if hidden {
+                        return self.next();
+                    }
+                }
                 self.remaining -= 1;
                 Some(Ok(event))
             }

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
     /// What `Store::stats` reports.
     pub(crate) counters: Counters,
+    /// The metadata of the streams that have any (see `lifecycle`).
+    pub(crate) meta: RwLock<crate::lifecycle::MetaMap>,
     /// Wakes subscriptions on commits.
     pub(crate) commits: Commits,
     /// The event-id tables of sealed segments.
@@ -288,6 +290,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
             counters: Counters::default(),
+            meta: RwLock::new(Default::default()),
             commits: Commits::default(),
             ids,
             lazy,
@@ -533,7 +536,7 @@ impl Store {
 
     /// Fails with [`Error::Closed`] once the store is closed ([`Error::HandedOver`] once it
     /// handed the writer role to another process).
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         self.shared.check_open()
     }
 
@@ -756,8 +759,10 @@ impl Store {
     /// Event number `event_number` of `stream`, or [`Error::EventNotFound`].
     pub fn read_event(&self, stream: &str, event_number: u64) -> Result<RecordedEvent> {
         match self.read_stream_forward(stream, event_number, 1)?.next() {
-            Some(r) => r,
-            None => Err(Error::EventNotFound {
+            // A read from a hidden event starts at the first visible one.
+            Some(Ok(e)) if e.event_number() == event_number => Ok(e),
+            Some(Err(e)) => Err(e),
+            _ => Err(Error::EventNotFound {
                 stream: stream.to_string(),
                 event_number,
             }),
@@ -815,7 +820,7 @@ impl Store {
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
         let _span = tracing::debug_span!("replay", stream = "$all", from = from.0).entered();
-        let n = read::replay_all(&view, cursor, f)?;
+        let n = read::replay_all(&self.shared, &view, cursor, f)?;
         self.shared.counters.replayed(n);
         Ok(n)
     }
@@ -853,7 +858,7 @@ impl Store {
         self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
-        Ok(AllEvents::new(view, cursor, max, true))
+        AllEvents::new(&self.shared, view, cursor, max, true)
     }
 
     /// Up to `max` events of `$all` in reverse commit order, from the event just before `from`
@@ -864,7 +869,7 @@ impl Store {
         self.check_open()?;
         let view = self.shared.log.view();
         let cursor = self.all_cursor(&view, from)?;
-        Ok(AllEvents::new(view, cursor, max, false))
+        AllEvents::new(&self.shared, view, cursor, max, false)
     }
 
     /// Checks a caller's `$all` position. A record found there must be the one the index places

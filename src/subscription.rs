@@ -262,8 +262,9 @@ enum Target {
     Stream {
         name: String,
         next: u64,
-        /// Events read ahead (at most `STREAM_READ_AHEAD`), oldest first.
-        ahead: std::collections::VecDeque<RecordedEvent>,
+        /// Events read ahead (at most `STREAM_READ_AHEAD`), oldest first, each with the entry
+        /// to read from after it.
+        ahead: std::collections::VecDeque<(u64, RecordedEvent)>,
     },
 }
 
@@ -424,7 +425,7 @@ impl Subscription {
             ),
             Target::Stream { name, next, ahead } => {
                 if ahead.is_empty() {
-                    let events = match crate::read::StreamEvents::new(
+                    let mut events = match crate::read::StreamEvents::new(
                         &self.shared,
                         name,
                         *next,
@@ -434,17 +435,22 @@ impl Subscription {
                         Ok(events) => events,
                         Err(e) => return self.fail(e),
                     };
-                    for e in events {
+                    // Events the stream's metadata hides are passed over: the entry after the
+                    // last one read is where to go on from, whether or not it was delivered.
+                    while let Some(e) = events.next() {
                         match e {
-                            Ok(e) => ahead.push_back(e),
+                            Ok(e) => ahead.push_back((events.next_entry(), e)),
                             Err(e) if ahead.is_empty() => return self.fail(e),
                             // Reported when the events before it have been delivered.
                             Err(_) => break,
                         }
                     }
+                    if ahead.is_empty() {
+                        *next = (*next).max(events.next_entry());
+                    }
                 }
-                Ok(ahead.pop_front().map(|e| {
-                    *next += 1;
+                Ok(ahead.pop_front().map(|(after, e)| {
+                    *next = after;
                     SubscriptionItem::Event(e)
                 }))
             }
@@ -488,10 +494,12 @@ fn poll_all(
     since_item: &mut u64,
 ) -> Result<Option<SubscriptionItem>> {
     let mut renewed = false;
+    let mut hider = crate::lifecycle::Hider::new(shared)?;
     loop {
         // Decoded once; made owned (sharing the map, no copy) only if delivered.
         let step = view.next_forward_if(*cursor, |e| {
             filter.is_none_or(|f| f.matches(e.stream(), e.event_type()))
+                && !hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros())
         })?;
         let Some((owned, pos, next)) = step else {
             if renewed {

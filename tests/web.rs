@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventjournal::web::{self, Body, Server};
-use eventjournal::{Durability, EventData, ExpectedVersion, Options, Store};
+use eventjournal::{Durability, EventData, ExpectedVersion, Options, Store, StreamMetadata};
 use serde_json::Value;
 
 const SCRIPT: &str = "<script>alert(1)</script>";
@@ -221,6 +221,25 @@ fn a_crawler_follows_every_link_in_html_and_json() {
         };
         append(&store, &format!("{c}-{i}"), n);
     }
+    // Streams deleted, tombstoned and truncated: their pages say so, and nothing links to
+    // what is gone (the crawl below fails on any link that is not a 200).
+    append(&store, "gone-1", 3);
+    store.delete_stream("gone-1", ExpectedVersion::Any).unwrap();
+    append(&store, "dead-1", 2);
+    store
+        .tombstone_stream("dead-1", ExpectedVersion::Any)
+        .unwrap();
+    append(&store, "cut-1", 45);
+    store
+        .set_stream_metadata(
+            "cut-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                truncate_before: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let server = web::serve(store.clone(), "127.0.0.1:0").unwrap();
     let addr = server.addr();
     let started = Instant::now();
@@ -266,6 +285,13 @@ fn a_crawler_follows_every_link_in_html_and_json() {
         assert!(seen.contains("/streams/$checkpoint-crawler"));
         assert!(seen.contains("/streams/account-0/44"));
         assert!(seen.contains("/streams/account-0/0"));
+        assert!(seen.contains("/streams/gone-1") && seen.contains("/streams/dead-1"));
+        assert!(!seen.iter().any(|l| l.starts_with("/streams/gone-1/")));
+        assert!(!seen.iter().any(|l| l.starts_with("/streams/dead-1/")));
+        assert!(seen.contains("/streams/cut-1/7") && seen.contains("/streams/cut-1/44"));
+        for n in 0..7 {
+            assert!(!seen.contains(&format!("/streams/cut-1/{n}")), "cut-1/{n}");
+        }
     }
     server.stop();
 }
@@ -844,4 +870,91 @@ fn walking_back_up_by_previous_links_shows_each_event_once() {
         );
         assert_eq!(seen.len(), total, "{first}: {seen:?}");
     }
+}
+
+#[test]
+fn deleted_tombstoned_and_truncated_streams_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, "gone-1", 3);
+    store
+        .delete_stream("gone-1", ExpectedVersion::Exact(2))
+        .unwrap();
+    append(&store, "dead-1", 2);
+    store
+        .tombstone_stream("dead-1", ExpectedVersion::Exact(1))
+        .unwrap();
+    append(&store, "cut-1", 45);
+    store
+        .set_stream_metadata(
+            "cut-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                truncate_before: Some(30),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    append(&store, "live-1", 2);
+    append(&store, "old-1", 2);
+    store
+        .set_stream_metadata(
+            "old-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                max_count: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let server = web::serve(store.clone(), "127.0.0.1:0").unwrap();
+    let addr = server.addr();
+
+    let gone = json(addr, "/streams/gone-1");
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    let v = gone.json();
+    assert_eq!(v["state"], "deleted");
+    assert_eq!(v["version"], 2);
+    assert!(v["events"].as_array().unwrap().is_empty());
+    assert!(v["links"].get("next").is_none() && v["links"].get("last").is_none());
+    let page = html(addr, "/streams/gone-1");
+    assert!(
+        page.body.contains("This stream is deleted"),
+        "{}",
+        page.body
+    );
+    assert_eq!(json(addr, "/streams/gone-1/0").status, 404);
+
+    let dead = json(addr, "/streams/dead-1").json();
+    assert_eq!(dead["state"], "tombstoned");
+    assert!(html(addr, "/streams/dead-1").body.contains("tombstoned"));
+    assert_eq!(json(addr, "/streams/dead-1/1").status, 410);
+
+    let cut = json(addr, "/streams/cut-1").json();
+    assert_eq!(cut["state"], "truncated before 30");
+    assert_eq!(cut["events"].as_array().unwrap().len(), 15);
+    assert!(cut["links"].get("next").is_none() && cut["links"].get("last").is_none());
+    assert!(html(addr, "/streams/cut-1")
+        .body
+        .contains("truncated before 30"));
+    assert_eq!(json(addr, "/streams/cut-1?from=29").status, 404);
+    let first = json(addr, "/streams/cut-1/30").json();
+    assert!(first["links"].get("previous").is_none(), "{first}");
+    assert_eq!(json(addr, "/streams/cut-1/29").status, 404);
+
+    assert_eq!(json(addr, "/streams/live-1").json()["state"], "present");
+    assert_eq!(json(addr, "/streams/old-1").json()["state"], "expired");
+    assert!(html(addr, "/streams/old-1").body.contains("expired"));
+    // Categories and types show only what is still read.
+    let cat = json(addr, "/categories/gone").json();
+    assert!(cat["events"].as_array().unwrap().is_empty(), "{cat}");
+    let cut_cat = json(addr, "/categories/cut").json();
+    let numbers: Vec<u64> = cut_cat["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (30..45).rev().collect::<Vec<_>>());
+    server.stop();
 }

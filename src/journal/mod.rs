@@ -310,7 +310,14 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                 actor
                     .backend
                     .read_last(&actor.stream, &mut |e| events = e.event_number + 1)?;
-                if version <= events {
+                // Nor is one of events deleted since: it must cover the first event the stream
+                // still shows, or there must be none.
+                let mut first = None;
+                actor.backend.read(&actor.stream, 0, &mut |e| {
+                    first = Some(e.event_number);
+                    ControlFlow::Break(())
+                })?;
+                if version <= events && first.is_none_or(|f| version > f || f == 0) {
                     actor.confirmed = state;
                     actor.version = version;
                     actor.snapshot_version = version;
@@ -361,6 +368,12 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         let mut state = confirmed.clone();
         let mut next = start;
         backend.read(stream, start, &mut |e| {
+            // A stream soft-deleted (or truncated) since `start` is read from its first event
+            // still visible: the events before it are gone, and the state starts without them.
+            if e.event_number > next && next == start && landed == 0 {
+                state = S::default();
+                next = e.event_number;
+            }
             let step = if e.event_number != next {
                 Err(Error::InvalidInput(format!(
                     "the backend returned event {} of `{stream}` where {next} belongs",
@@ -545,8 +558,12 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
     /// false after a conflict, caught up with the stream and ready to try again.
     fn confirmed_by(&mut self, appended: Result<AppendResult>) -> Result<bool> {
         match appended {
-            Ok(_) => {
-                self.version += self.pending.len() as u64;
+            Ok(r) => {
+                // The stream's numbering, which a soft delete does not reset.
+                self.version = match r.version {
+                    Some(v) => v + 1,
+                    None => self.version + self.pending.len() as u64,
+                };
                 self.pending.clear();
                 self.confirmed = self.tentative.clone();
                 Ok(true)

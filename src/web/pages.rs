@@ -97,6 +97,7 @@ fn store_error(e: Error) -> Problem {
             http::StatusCode::BAD_REQUEST
         }
         Error::EventNotFound { .. } => http::StatusCode::NOT_FOUND,
+        Error::StreamDeleted { .. } => http::StatusCode::GONE,
         Error::Closed => http::StatusCode::SERVICE_UNAVAILABLE,
         _ => {
             tracing::error!(error = %e, "HTTP view: reading the store failed");
@@ -129,28 +130,99 @@ pub(crate) fn problem(p: &Problem) -> Resource {
     }
 }
 
-/// What the engine says of a stream. Streams are either there or not today; a deleted or
-/// truncated stream would be a variant here, and each page decides what it shows for it (a
-/// `410 Gone`, paging that stops at the first kept event).
+/// What the engine says of a stream: each page decides what it shows for a stream deleted or
+/// truncated by its metadata (see the README's "Deleting streams and retention").
 enum StreamState {
     Absent,
+    /// Deleted for good: nothing of it can be read.
+    Tombstoned {
+        newest: Option<u64>,
+    },
+    /// Soft-deleted (`retained`: false), or every event past its retention (`true`): nothing
+    /// to show.
+    Deleted {
+        newest: u64,
+        retained: bool,
+    },
     Present {
-        /// The oldest event number that can be read.
+        /// The oldest event number that can be read (above 0: truncated).
         oldest: u64,
         /// The newest event number.
         newest: u64,
     },
 }
 
+impl StreamState {
+    /// What the stream's page says of it (`state` in JSON).
+    fn describe(&self) -> String {
+        match self {
+            StreamState::Absent => "absent".into(),
+            StreamState::Tombstoned { .. } => "tombstoned".into(),
+            StreamState::Deleted { retained: true, .. } => "expired".into(),
+            StreamState::Deleted { .. } => "deleted".into(),
+            StreamState::Present { oldest: 0, .. } => "present".into(),
+            StreamState::Present { oldest, .. } => format!("truncated before {oldest}"),
+        }
+    }
+}
+
 fn stream_state(store: &Store, name: &str) -> Result<StreamState, Problem> {
     // Checks the name as reads do: a name no stream can have is a 400, not a 404.
-    store
-        .read_stream_backward(name, 0, 0)
-        .map_err(store_error)?;
-    Ok(match store.stream_version(name).map_err(store_error)? {
-        None => StreamState::Absent,
-        Some(newest) => StreamState::Present { oldest: 0, newest },
-    })
+    match store.read_stream_backward(name, 0, 0) {
+        Err(Error::StreamDeleted { .. }) => {
+            return Ok(StreamState::Tombstoned {
+                newest: store.stream_version(name).map_err(store_error)?,
+            })
+        }
+        r => {
+            r.map_err(store_error)?;
+        }
+    }
+    let Some(newest) = store.stream_version(name).map_err(store_error)? else {
+        return Ok(StreamState::Absent);
+    };
+    // The first event the stream's metadata leaves visible (retention, soft delete).
+    Ok(
+        match store
+            .read_stream_forward(name, 0, 1)
+            .map_err(store_error)?
+            .next()
+        {
+            None => StreamState::Deleted {
+                newest,
+                // Deleted when its truncation covers every event; otherwise its `max_count` or
+                // `max_age_secs` leaves none.
+                retained: store
+                    .stream_metadata(name)
+                    .map_err(store_error)?
+                    .and_then(|(_, md)| md.truncate_before)
+                    .is_none_or(|t| t <= newest),
+            },
+            Some(e) => StreamState::Present {
+                oldest: e.map_err(store_error)?.event_number(),
+                newest,
+            },
+        },
+    )
+}
+
+/// The visible events among entries `from..end` of a category or event type (a read of them
+/// passes over hidden events, and would go on past `end`).
+fn entries(mut read: crate::StreamEvents<'_>, end: u64) -> Result<Vec<RecordedEvent>, Problem> {
+    let mut out = Vec::new();
+    while read.next_entry() < end {
+        match read.next() {
+            None => break,
+            Some(e) => {
+                let e = e.map_err(store_error)?;
+                if read.next_entry() > end {
+                    break;
+                }
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One page of a sequence numbered `oldest..=newest`, shown newest first, `top` the number at
@@ -557,10 +629,13 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
             "a stream is paged with `from=NUMBER`, not `after`",
         ));
     }
-    let (oldest, newest) = match stream_state(store, name)? {
+    let state = stream_state(store, name)?;
+    let (oldest, newest) = match state {
         StreamState::Absent => {
             return Err(Problem::not_found(format!("no stream `{name}`")));
         }
+        StreamState::Tombstoned { newest } => return Ok(gone_stream(name, &state, newest)),
+        StreamState::Deleted { newest, .. } => return Ok(gone_stream(name, &state, Some(newest))),
         StreamState::Present { oldest, newest } => (oldest, newest),
     };
     let what = format!("stream `{name}`");
@@ -593,12 +668,22 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
     let mut json = Map::new();
     json.insert("stream".into(), name.into());
     json.insert("version".into(), newest.into());
+    json.insert("state".into(), state.describe().into());
     json.insert(
         "events".into(),
         events.iter().map(event_summary).collect::<Vec<_>>().into(),
     );
+    let truncated = if oldest > 0 {
+        format!(
+            "<p class=\"state\" id=\"state\">truncated before {oldest}: events 0 to {} are \
+             no longer read</p>",
+            oldest - 1
+        )
+    } else {
+        String::new()
+    };
     let html = format!(
-        "<p class=\"status\">events {} to {} of {} (numbers {}..={}), newest first</p>{}",
+        "{truncated}<p class=\"status\">events {} to {} of {} (numbers {}..={}), newest first</p>{}",
         page.bottom(),
         page.top,
         newest + 1,
@@ -613,6 +698,45 @@ fn stream(store: &Store, name: &str, query: &Query) -> Result<Resource, Problem>
         html,
         script: None,
     })
+}
+
+/// The page of a stream deleted (soft or for good): says so, and links to nothing of it.
+fn gone_stream(name: &str, state: &StreamState, newest: Option<u64>) -> Resource {
+    let mut links = vec![Link::new(
+        "self",
+        path::stream(name, None, super::DEFAULT_LIMIT),
+        "this page",
+    )];
+    links.push(Link::new(
+        "up",
+        path::streams(None, super::DEFAULT_LIMIT),
+        "streams",
+    ));
+    let mut json = Map::new();
+    json.insert("stream".into(), name.into());
+    json.insert("version".into(), newest.map_or(Value::Null, Value::from));
+    json.insert("state".into(), state.describe().into());
+    json.insert("events".into(), Vec::<Value>::new().into());
+    let what = match state {
+        StreamState::Tombstoned { .. } => {
+            "deleted for good (tombstoned): it can never be read or written again"
+        }
+        StreamState::Deleted { retained: true, .. } => {
+            "expired: every event is past its retention (max_count, max_age_secs)"
+        }
+        _ => "deleted: its events are no longer read; an append starts it again",
+    };
+    let numbers = match newest {
+        Some(n) => format!(" Its events were numbered up to {n}."),
+        None => String::new(),
+    };
+    Resource {
+        title: format!("stream {name}"),
+        links,
+        json,
+        html: format!("<p class=\"state\" id=\"state\">This stream is {what}.{numbers}</p>"),
+        script: None,
+    }
 }
 
 /// Event data or metadata: JSON when it parses as JSON, hex otherwise.
@@ -637,9 +761,19 @@ fn shown(text: &str) -> String {
 }
 
 fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
-    let newest = match stream_state(store, name)? {
+    let (oldest, newest) = match stream_state(store, name)? {
         StreamState::Absent => return Err(Problem::not_found(format!("no stream `{name}`"))),
-        StreamState::Present { newest, .. } => newest,
+        StreamState::Tombstoned { .. } => {
+            return Err(store_error(Error::StreamDeleted {
+                stream: name.to_string(),
+            }))
+        }
+        StreamState::Deleted { .. } => {
+            return Err(Problem::not_found(format!(
+                "stream `{name}` is deleted: event {number} is no longer read"
+            )))
+        }
+        StreamState::Present { oldest, newest } => (oldest, newest),
     };
     let e = store.read_event(name, number).map_err(store_error)?;
     let mut links = vec![
@@ -650,7 +784,7 @@ fn event(store: &Store, name: &str, number: u64) -> Result<Resource, Problem> {
             format!("stream {name}"),
         ),
     ];
-    if number > 0 {
+    if number > oldest {
         links.push(Link::new(
             "previous",
             path::event(name, number - 1),
@@ -845,11 +979,13 @@ fn indexed(store: &Store, which: Indexed<'_>, query: &Query) -> Result<Resource,
         limit,
         &format!("{what} `{name}`"),
     )?;
+    // Read to the end of the page's entries: events the streams' metadata hides are passed
+    // over, and the page shows fewer.
     let read = match which {
-        Indexed::Category(c) => store.read_category(c, page.bottom(), page.len()),
-        Indexed::EventType(t) => store.read_event_type(t, page.bottom(), page.len()),
+        Indexed::Category(c) => store.read_category(c, page.bottom(), usize::MAX),
+        Indexed::EventType(t) => store.read_event_type(t, page.bottom(), usize::MAX),
     };
-    let mut events = collect(read.map_err(store_error)?)?;
+    let mut events = entries(read.map_err(store_error)?, page.top + 1)?;
     events.reverse();
     let mut links = vec![Link::new(
         "self",
