@@ -103,17 +103,20 @@ pub(crate) struct MetaMap {
 impl Shared {
     /// The metadata of every stream, as of the newest `$metadata` event in the index.
     pub(crate) fn metadata_table(&self) -> Result<Arc<MetaTable>> {
-        let key = Key::EventType(METADATA_EVENT_TYPE).name();
+        // Every read asks, so the key's index name is built once, not per call.
+        static KEY: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| Key::EventType(METADATA_EVENT_TYPE).name().into_owned());
+        let key: &str = &KEY;
         let held = {
             let index = self.index.read();
             self.check_index()?;
-            index.lookup(&key).map(|id| index.len(id))
+            index.lookup(key).map(|id| index.len(id))
         };
         let len = match held {
             Some(len) => len,
             None if self.meta.read().files_searched => 0,
             None => {
-                let (_, len) = self.stream_len(&key)?;
+                let (_, len) = self.stream_len(key)?;
                 self.meta.write().files_searched = true;
                 len
             }
@@ -127,7 +130,7 @@ impl Shared {
         let mut m = self.meta.write();
         if m.seen < len {
             let from = m.seen;
-            let events = StreamEvents::raw(self, &key, from, (len - from) as usize)?;
+            let events = StreamEvents::raw(self, key, from, (len - from) as usize)?;
             let mut streams = (*m.streams).clone();
             let mut seen = from;
             for e in events {
