@@ -151,6 +151,19 @@ impl Shared {
         Ok(m.streams.clone())
     }
 
+    /// What part of `stream` (of `len` events) a reader sees: the first visible event number and
+    /// the oldest visible timestamp (0: no age limit); `Error::StreamDeleted` if it is
+    /// tombstoned. The one place the stream reads and replays take these rules from.
+    pub(crate) fn visible_part(&self, stream: &str, len: u64) -> Result<(u64, u64)> {
+        match self.metadata_of(stream)? {
+            None => Ok((0, 0)),
+            Some((_, md)) if md.tombstoned => Err(crate::error::Error::StreamDeleted {
+                stream: stream.to_string(),
+            }),
+            Some((_, md)) => Ok((md.first_visible(len), md.oldest_visible(now_micros()))),
+        }
+    }
+
     /// The metadata of `stream`, if it has any.
     pub(crate) fn metadata_of(&self, stream: &str) -> Result<Option<(u64, Arc<StreamMetadata>)>> {
         Ok(self.metadata_table()?.get(stream).cloned())

@@ -59,14 +59,8 @@ impl<'a> StreamEvents<'a> {
             if !h.is_empty() {
                 hider = Some(h);
             }
-        } else if let Some((_, md)) = shared.metadata_of(stream)? {
-            if md.tombstoned {
-                return Err(Error::StreamDeleted {
-                    stream: stream.to_string(),
-                });
-            }
-            floor = md.first_visible(len);
-            oldest = md.oldest_visible(crate::lifecycle::now_micros());
+        } else {
+            (floor, oldest) = shared.visible_part(stream, len)?;
         }
         let mut events = StreamEvents::raw_from(shared, stream, id, len, from, max, forward);
         events.floor = floor;
@@ -306,28 +300,13 @@ pub(crate) fn replay_stream<F>(shared: &Shared, stream: &str, from: u64, mut f: 
 where
     F: FnMut(&EventRef<'_>) -> ControlFlow<()>,
 {
-    let metadata = shared.metadata_of(stream)?;
-    if metadata.as_ref().is_some_and(|(_, md)| md.tombstoned) {
-        return Err(Error::StreamDeleted {
-            stream: stream.to_string(),
-        });
-    }
     let (id, end) = match shared.stream_len(stream)? {
         (Some(id), len) => (id, len),
-        (None, _) => return Ok(0),
+        // A tombstoned stream that never had events is still refused.
+        (None, _) => return shared.visible_part(stream, 0).map(|_| 0),
     };
-    let (mut next, oldest) = match metadata {
-        Some((_, md)) if md.tombstoned => {
-            return Err(Error::StreamDeleted {
-                stream: stream.to_string(),
-            })
-        }
-        Some((_, md)) => (
-            from.max(md.first_visible(end)),
-            md.oldest_visible(crate::lifecycle::now_micros()),
-        ),
-        None => (from, 0),
-    };
+    let (first, oldest) = shared.visible_part(stream, end)?;
+    let mut next = from.max(first);
     let mut handed = 0u64;
     let mut view = shared.log.view();
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -429,38 +408,41 @@ impl Iterator for AllEvents {
     type Item = Result<RecordedEvent>;
 
     fn next(&mut self) -> Option<Result<RecordedEvent>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        let step = if self.forward {
-            self.view.next_forward(self.cursor)
-        } else {
-            self.view.next_backward(self.cursor)
-        };
-        match step {
-            Ok(Some((event, cursor))) => {
-                self.cursor = cursor;
-                if let Some((shared, h)) = &mut self.hider {
-                    let hidden = h.hides(
-                        shared,
-                        event.stream(),
-                        event.event_number(),
-                        event.timestamp_micros(),
-                    );
-                    if hidden {
-                        return self.next();
+        // A loop, not a call again per hidden event: a deleted stream can hide millions in a row.
+        loop {
+            if self.remaining == 0 {
+                return None;
+            }
+            let step = if self.forward {
+                self.view.next_forward(self.cursor)
+            } else {
+                self.view.next_backward(self.cursor)
+            };
+            match step {
+                Ok(Some((event, cursor))) => {
+                    self.cursor = cursor;
+                    if let Some((shared, h)) = &mut self.hider {
+                        let hidden = h.hides(
+                            shared,
+                            event.stream(),
+                            event.event_number(),
+                            event.timestamp_micros(),
+                        );
+                        if hidden {
+                            continue;
+                        }
                     }
+                    self.remaining -= 1;
+                    return Some(Ok(event));
                 }
-                self.remaining -= 1;
-                Some(Ok(event))
-            }
-            Ok(None) => {
-                self.remaining = 0;
-                None
-            }
-            Err(e) => {
-                self.remaining = 0;
-                Some(Err(e))
+                Ok(None) => {
+                    self.remaining = 0;
+                    return None;
+                }
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
             }
         }
     }

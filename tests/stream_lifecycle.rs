@@ -815,3 +815,24 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_long_run_of_hidden_events_is_passed_over_in_every_all_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Many events in a row that `$all` must pass over, each hidden: more than a call stack per
+    // hidden event would hold.
+    for chunk in 0..100u64 {
+        let events = (0..1000).map(|i| ev(chunk * 1000 + i)).collect::<Vec<_>>();
+        store
+            .append("gone-1", ExpectedVersion::Any, events)
+            .unwrap();
+    }
+    fill(&store, "kept-1", 2);
+    store
+        .delete_stream("gone-1", ExpectedVersion::Exact(99_999))
+        .unwrap();
+    assert_eq!(all_of(&store), pairs("kept-1", 0..2));
+    assert_eq!(all_backward_of(&store), pairs("kept-1", 0..2));
+    assert_eq!(replay_all_of(&store), pairs("kept-1", 0..2));
+}
