@@ -492,17 +492,6 @@ fn names_table(names: Names, page: &[(String, u64)]) -> (String, Value) {
         Names::EventTypes => ("type", "event type"),
     };
     for (name, events) in page {
-        // The store lists the empty category of names starting with `-`, but reads no empty
-        // category: it is shown, with nothing to link to.
-        if name.is_empty() {
-            let _ = write!(
-                rows,
-                "<tr class=\"{class}\"><td><i>(empty: names starting with -)</i></td>\
-                 <td class=\"num\">{events}</td></tr>"
-            );
-            items.push(json!({ "name": name, "events": events, "links": {} }));
-            continue;
-        }
         let href = names.item_url(name);
         let _ = write!(
             rows,
