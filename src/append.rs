@@ -409,18 +409,21 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn id_at(&self, g: &GroupStream, k: u64) -> Result<EventId> {
+    /// The id of event `k` of the stream; `None` if compaction removed the event (its id is
+    /// gone with it, so it matches no retry).
+    fn id_at(&self, g: &GroupStream, k: u64) -> Result<Option<EventId>> {
         if k < g.committed {
             let pos = match g.id {
                 Some(id) => self.index.position(id, k)?,
                 None => None,
             }
             .ok_or_else(|| Error::InvalidInput("internal: index out of step".into()))?;
-            Ok(self.view.record_at(pos)?.id)
+            Ok(self.view.record_at(pos)?.map(|r| r.id))
         } else {
             g.new_ids
                 .get((k - g.committed) as usize)
                 .copied()
+                .map(Some)
                 .ok_or_else(|| Error::InvalidInput("internal: group out of step".into()))
         }
     }
@@ -454,7 +457,7 @@ impl Checker<'_> {
             return Ok(false);
         }
         for (i, e) in events.iter().enumerate() {
-            if self.id_at(g, start + i as u64)? != e.id {
+            if self.id_at(g, start + i as u64)? != Some(e.id) {
                 return Ok(false);
             }
         }
@@ -554,7 +557,10 @@ impl Checker<'_> {
     ) -> Result<Option<u64>> {
         candidates.sort_unstable_by(|a, b| b.cmp(a));
         for &pos in candidates.iter() {
-            let e = self.view.event_at(pos)?;
+            // A removed event's id matches nothing: its table entry outlived it.
+            let Some(e) = self.view.event_at(pos)? else {
+                continue;
+            };
             if e.id() == id && e.stream() == stream {
                 return Ok(Some(e.event_number()));
             }

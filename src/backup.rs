@@ -61,6 +61,43 @@ struct Part {
     len: usize,
     /// Whether that is all the segment will ever hold (a sealed segment).
     sealed: bool,
+    /// A compacted segment's whole file (header, records, compaction table), copied as it is.
+    image: Option<Vec<u8>>,
+}
+
+impl Part {
+    /// The bytes the copy of the segment file starts with.
+    fn bytes(&self) -> &[u8] {
+        match &self.image {
+            Some(image) => image,
+            None => self.seg.bytes().get(..self.len).unwrap_or_default(),
+        }
+    }
+}
+
+/// The whole file of a compacted segment, read through the segment's own open file (the one
+/// this backup's view holds, even if a later compaction has replaced it since).
+fn compacted_image(seg: &Segment) -> Result<Option<Vec<u8>>> {
+    let Some(c) = &seg.compacted else {
+        return Ok(None);
+    };
+    // The file ends at its table (a compaction writes it so, and nothing extends it).
+    let len = seg
+        .file
+        .metadata()
+        .map_err(|e| Error::io("reading the size of", &seg.path, e))?
+        .len();
+    if len < c.table_at {
+        return Err(Error::Corrupt {
+            file: seg.path.clone(),
+            offset: len,
+            reason: "compacted segment shorter than its records".into(),
+        });
+    }
+    let mut image = vec![0u8; len as usize];
+    seg.disk
+        .read_exact_at(&seg.file, &seg.path, &mut image, 0)?;
+    Ok(Some(image))
 }
 
 /// What the destination already holds of the parts, checked before anything is written.
@@ -97,10 +134,16 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
         .map(|seg| {
             let data_end = seg.data_end().min(seg.bytes().len() as u64);
             let len = data_end.min(end - seg.base) as usize;
-            let sealed = Some(seg.base) != holding_end;
-            Part { seg, len, sealed }
+            let image = compacted_image(&seg)?;
+            let sealed = Some(seg.base) != holding_end || image.is_some();
+            Ok(Part {
+                seg,
+                len,
+                sealed,
+                image,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let plan = plan(dest, parts)?;
 
     let mut report = Backup {
@@ -126,14 +169,11 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
             if index.exists() {
                 disk.remove(&index)?;
             }
-            let bytes = part.seg.bytes().get(..part.len).unwrap_or_default();
-            write_file(
-                disk,
-                dest,
-                &segment_file_name(base),
-                bytes,
-                Some(part.seg.capacity),
-            )?;
+            let bytes = part.bytes();
+            // A compacted segment's file ends at its table; any other is as long as its
+            // capacity, zeros past its records.
+            let len = part.image.is_none().then_some(part.seg.capacity);
+            write_file(disk, dest, &segment_file_name(base), bytes, len)?;
             report.segments_copied += 1;
             report.bytes_copied += bytes.len() as u64;
         }
@@ -141,8 +181,11 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
             // Best effort: an index file is a cache, and the store may be replacing it. Only a
             // file that covers exactly the bytes copied describes the copy.
             let source = shared.dir.join(index_file_name(base));
-            let covers = persist::open_file(&shared.dir, base, part.seg.usable(), disk)
-                .is_some_and(|f| f.covered_end == part.len as u64);
+            let covers = persist::open_file(&shared.dir, base, part.seg.extent(), disk)
+                .is_some_and(|f| {
+                    f.covered_end == part.len as u64
+                        || part.image.is_some() && f.covered_end == part.seg.data_end()
+                });
             if let (true, Ok(bytes)) = (covers, fs::read(&source)) {
                 write_file(disk, dest, &index_file_name(base), &bytes, None)?;
                 report.bytes_copied += bytes.len() as u64;
@@ -201,7 +244,7 @@ fn plan(dest: &Path, parts: Vec<Part>) -> Result<Plan> {
             Err(_) => false,
             Ok(_) => {
                 let path = dest.join(segment_file_name(base));
-                let ours = part.seg.bytes().get(..part.len).unwrap_or_default();
+                let ours = part.bytes();
                 let compared = fs::File::open(&path)
                     .and_then(|f| compare(&f, ours, Some(base) == newest))
                     .map_err(|e| Error::io("reading", &path, e))?;

@@ -12,6 +12,7 @@
 
 mod append;
 mod backup;
+mod compaction;
 mod disk;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -41,6 +42,7 @@ pub mod web;
 
 pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX};
 pub use backup::Backup;
+pub use compaction::CompactionReport;
 pub use error::{Error, Result};
 pub use lifecycle::{metadata_stream, StreamMetadata, METADATA_EVENT_TYPE, METADATA_STREAM_PREFIX};
 pub use options::{Durability, Options, Recovery, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};

@@ -151,8 +151,9 @@ impl<'a> StreamEvents<'a> {
 }
 
 impl StreamEvents<'_> {
-    /// The next entry of the index, whether visible or not.
-    fn next_entry_raw(&mut self) -> Option<Result<RecordedEvent>> {
+    /// The next entry of the index, whether visible or not (`None` inside: compaction removed
+    /// its record).
+    fn next_entry_raw(&mut self) -> Option<Result<Option<RecordedEvent>>> {
         if self.done {
             return None;
         }
@@ -183,12 +184,13 @@ impl StreamEvents<'_> {
             self.next -= 1;
         }
         let r = self.view.event_at(pos).and_then(|e| {
+            let Some(e) = e else { return Ok(None) };
             if self.keyed {
                 check_key(self.shared, &e.as_ref(), &self.name, expected, pos)?;
             } else {
                 check_place(self.shared, &e.as_ref(), &self.name, expected, pos)?;
             }
-            Ok(e)
+            Ok(Some(e))
         });
         if r.is_err() {
             self.done = true;
@@ -205,7 +207,11 @@ impl Iterator for StreamEvents<'_> {
             if self.remaining == 0 {
                 return None;
             }
-            let r = self.next_entry_raw()?;
+            let r = match self.next_entry_raw()? {
+                Ok(None) => continue,
+                Ok(Some(e)) => Ok(e),
+                Err(e) => Err(e),
+            };
             if let Ok(e) = &r {
                 if e.timestamp_micros() < self.oldest {
                     continue;
@@ -331,7 +337,10 @@ where
                     view.prefetch(ahead, hint);
                 }
             }
-            let e = view.event_ref_at(pos, &mut hint)?;
+            let Some(e) = view.event_ref_at(pos, &mut hint)? else {
+                next += 1;
+                continue;
+            };
             check_place(shared, &e, stream, next, pos)?;
             next += 1;
             if oldest > 0 && e.timestamp_micros() < oldest {

@@ -44,6 +44,8 @@ pub(crate) fn open_id_tables(
     for t in tables.snapshot().tables.iter() {
         let agrees = t.sample(16).iter().all(|&(hash, pos)| {
             view.event_at(pos).is_ok_and(|e| {
+                // An entry of a record compaction removed: it can match no lookup.
+                let Some(e) = e else { return true };
                 let stream = e.stream();
                 crate::ids::id_hash(&e.id()) == hash
                     || [
@@ -271,7 +273,11 @@ fn recover_pass(
             }
         });
         let seg = opened?;
-        if reader && !is_last && seg.usable() < seg.capacity {
+        // A compacted segment is sealed, whatever follows it: it is never appended to, and its
+        // file ends at its compaction table.
+        let compacted = seg.compacted.is_some();
+        let is_last = is_last && !compacted;
+        if reader && !is_last && !compacted && seg.usable() < seg.capacity {
             // Segments are created at full size and only the newest is ever cut (by a writer's
             // recovery, which extends it again): one with a successor, shorter, lost its end.
             return Err(Pass::Failed(Error::Corrupt {
@@ -293,12 +299,12 @@ fn recover_pass(
         if use_index_files {
             // The streams of a segment whose index file covers it (the newest: up to the file's
             // `covered_end`) are left in the file, to be looked up when first used.
-            if let Some(file) = persist::open_file(dir, base, seg.usable(), disk) {
+            if let Some(file) = persist::open_file(dir, base, seg.extent(), disk) {
                 if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
                     return Err(Pass::Rebuild);
                 }
                 let end = file.covered_end;
-                let more = end + 4 <= seg.usable() && read_u32(&seg, end).is_none_or(|l| l != 0);
+                let more = records_after(&seg, end);
                 if is_last || !more {
                     file.release_pages();
                     if !index.add_file(base, Arc::new(file)) {
@@ -313,7 +319,7 @@ fn recover_pass(
             }
         }
         if eager {
-            if let Some((file, entries)) = persist::open(dir, base, seg.usable(), disk) {
+            if let Some((file, entries)) = persist::open(dir, base, seg.extent(), disk) {
                 if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
                     return Err(Pass::Rebuild);
                 }
@@ -321,7 +327,7 @@ fn recover_pass(
                 // The runs are loaded (the scan below may extend them; the keys' lengths must
                 // count them); a sealed segment whose file covers all of it then hands them
                 // back to the file.
-                let more = from + 4 <= seg.usable() && read_u32(&seg, from).is_none_or(|l| l != 0);
+                let more = records_after(&seg, from);
                 let extended = is_last || more;
                 covered = !extended;
                 if !index.load_file(base, &file, &entries) {
@@ -353,11 +359,8 @@ fn recover_pass(
                 cut: None,
             })
         } else {
-            recovery::scan(&seg, from, on_bad, |rec, off| {
+            let mut on_event = |name: &str, event_type: &str, number: u64, off: u64| {
                 scanned += 1;
-                let name = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1]).unwrap_or("");
-                let event_type =
-                    std::str::from_utf8(&bytes[rec.event_type.0..rec.event_type.1]).unwrap_or("");
                 if crate::index::is_key_name(name) {
                     // No append writes such a name: it would pose as a category or type key.
                     return Err(Error::Corrupt {
@@ -372,19 +375,17 @@ fn recover_pass(
                     e
                 };
                 let id = index.get_or_create_resolved(name).map_err(unreadable)?;
-                index
-                    .push(id, rec.event_number, base + off, base)
-                    .map_err(|d| {
-                        discontinuous.set(true);
-                        Error::Corrupt {
-                            file: path.clone(),
-                            offset: off,
-                            reason: format!(
-                                "stream `{}` continues with event {} where {} belongs",
-                                d.stream, d.found, d.expected
-                            ),
-                        }
-                    })?;
+                index.push(id, number, base + off, base).map_err(|d| {
+                    discontinuous.set(true);
+                    Error::Corrupt {
+                        file: path.clone(),
+                        offset: off,
+                        reason: format!(
+                            "stream `{}` continues with event {} where {} belongs",
+                            d.stream, d.found, d.expected
+                        ),
+                    }
+                })?;
                 let keys = [
                     secondary.category(&mut index, name).map_err(unreadable)?,
                     secondary
@@ -393,7 +394,21 @@ fn recover_pass(
                 ];
                 index.push_secondary(keys, base + off, base);
                 Ok(())
-            })
+            };
+            if compacted {
+                recovery::scan_compacted(&seg, from, on_event)
+            } else {
+                recovery::scan(&seg, from, on_bad, |rec, off| {
+                    let text =
+                        |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+                    on_event(
+                        text(rec.stream),
+                        text(rec.event_type),
+                        rec.event_number,
+                        off,
+                    )
+                })
+            }
         };
         let end = match scanned_end {
             // The log disagrees with what index files said: trust the log alone.
@@ -433,7 +448,7 @@ fn recover_pass(
             match bytes
                 .ok()
                 .and_then(|bytes| persist::save(dir, base, &bytes, sync, disk).ok())
-                .and_then(|_| persist::open(dir, base, seg.usable(), disk))
+                .and_then(|_| persist::open(dir, base, seg.extent(), disk))
             {
                 Some((file, _)) => index.map_segment(base, file),
                 None => index.forget_segment(base),
@@ -459,6 +474,15 @@ fn recover_pass(
                      first opened for writing)"
                 .into(),
         }));
+    }
+    if let Some(last) = segments.last().filter(|s| s.compacted.is_some()) {
+        // A compacted segment is never appended to (its table follows its records): the log
+        // goes on in a new segment. (The newest segment is compacted only when the one after
+        // it was a blank that opening removed.)
+        if !disk.is_read_only() {
+            let next = Segment::create(dir, last.end_base(), options.segment_size, sync, disk)?;
+            segments.push(Arc::new(next));
+        }
     }
     if segments.is_empty() {
         segments.push(Arc::new(Segment::create(
@@ -520,10 +544,23 @@ fn read_record(seg: &Segment, off: u64, verify: bool) -> Option<(Vec<u8>, Record
     Some((buf, view))
 }
 
+/// Whether records follow segment offset `off` (an index file's `covered_end`).
+fn records_after(seg: &Segment, off: u64) -> bool {
+    match &seg.compacted {
+        Some(c) => off < c.data_end,
+        None => off + 4 <= seg.usable() && read_u32(seg, off).is_none_or(|l| l != 0),
+    }
+}
+
 /// Whether `off` is the start of a segment or the end of a whole batch in it.
 fn ends_a_batch(seg: &Segment, off: u64) -> bool {
     if off == SEGMENT_HEADER_LEN as u64 {
         return true;
+    }
+    if let Some(c) = &seg.compacted {
+        // Compaction keeps every batch boundary of a record still there; the end of the
+        // records is one. An index file of a compacted segment covers all of it.
+        return off == c.data_end;
     }
     let Some(len) = off.checked_sub(4).and_then(|at| read_u32(seg, at)) else {
         return false;
@@ -552,17 +589,28 @@ fn sample_matches(seg: &Segment, file: &IndexFile) -> bool {
         }
         let key = Key::parse(file.name(&e));
         let at = |k: usize| {
-            read_record(seg, u64::from(file.offset(e.offsets_at, k)), false).is_some_and(
-                |(buf, r)| {
-                    let text = |(a, b): (usize, usize)| std::str::from_utf8(&buf[a..b]).ok();
-                    match (text(r.stream), text(r.event_type)) {
-                        (Some(stream), Some(event_type)) => {
-                            key.holds(stream, event_type, r.event_number, e.first_event + k as u64)
-                        }
-                        _ => false,
+            let off = u64::from(file.offset(e.offsets_at, k));
+            if let Some(c) = &seg.compacted {
+                if c.gap_containing(off).is_some() {
+                    return c.removed_at(off).is_some_and(|r| {
+                        key.holds(
+                            c.name(r.stream),
+                            c.name(r.event_type),
+                            r.event_number,
+                            e.first_event + k as u64,
+                        )
+                    });
+                }
+            }
+            read_record(seg, seg.file_off(off), false).is_some_and(|(buf, r)| {
+                let text = |(a, b): (usize, usize)| std::str::from_utf8(&buf[a..b]).ok();
+                match (text(r.stream), text(r.event_type)) {
+                    (Some(stream), Some(event_type)) => {
+                        key.holds(stream, event_type, r.event_number, e.first_event + k as u64)
                     }
-                },
-            )
+                    _ => false,
+                }
+            })
         };
         at(0) && at(e.count as usize - 1)
     })

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) stop_cv: Condvar,
     /// What a read-only store keeps between catch-ups with a writer in another process.
     pub(crate) follow: Mutex<crate::follower::FollowState>,
+    /// Held by a compaction for all of its work: one runs at a time.
+    pub(crate) compaction: Mutex<()>,
 }
 
 /// What [`Store::index_info`] reports.
@@ -302,6 +304,7 @@ impl Store {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             follow: Mutex::new(Default::default()),
+            compaction: Mutex::new(()),
             options,
         });
         let flusher = match shared.options.durability {
@@ -882,7 +885,7 @@ impl Store {
         if from == Position::START || from == Position::END || from.0 >= view.visible() {
             return Ok(cursor);
         }
-        if let Ok(e) = view.event_at(from.0) {
+        if let Ok(Some(e)) = view.event_at(from.0) {
             let placed = match self.shared.stream_id(e.stream())? {
                 Some(id) => {
                     let index = self.shared.index.read();
@@ -1363,7 +1366,7 @@ impl Shared {
         if sealed {
             let mut index = self.index.write();
             match saved
-                .then(|| persist::open_file(&self.dir, seg.base, seg.usable(), &self.options.disk))
+                .then(|| persist::open_file(&self.dir, seg.base, seg.extent(), &self.options.disk))
                 .flatten()
             {
                 Some(file) => index.map_segment(seg.base, file),

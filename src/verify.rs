@@ -278,23 +278,20 @@ fn check_numbering(
     offsets: &[u32],
     next: &mut std::collections::HashMap<Box<str>, u64>,
 ) -> Result<()> {
-    let bytes = seg.all_bytes();
     for &off in offsets {
         let damage = |reason: String| Error::Corrupt {
             file: path.to_path_buf(),
             offset: u64::from(off),
             reason,
         };
-        let rec = decode_record(bytes, off as usize, false)
-            .map_err(|_| damage("record unreadable on a second look".into()))?;
-        let stream = std::str::from_utf8(&bytes[rec.stream.0..rec.stream.1])
-            .map_err(|_| damage("stream name is not UTF-8".into()))?;
+        let (stream, _, number) = record_at(seg, off)
+            .ok_or_else(|| damage("record unreadable on a second look".into()))?;
         let expected = next.get(stream).copied().unwrap_or(0);
-        if rec.event_number != expected {
+        if number != expected {
             return Err(damage(format!(
                 "stream `{}` continues with event {} where {expected} belongs",
                 printable(stream),
-                rec.event_number
+                number
             )));
         }
         match next.get_mut(stream) {
@@ -305,6 +302,26 @@ fn check_numbering(
         }
     }
     Ok(())
+}
+
+/// The stream, event type and number of the record at `off` of `seg` (checked already), or of
+/// the record compaction removed from there.
+fn record_at(seg: &Segment, off: u32) -> Option<(&str, &str, u64)> {
+    if let Some(c) = &seg.compacted {
+        if c.gap_containing(u64::from(off)).is_some() {
+            let r = c.removed_at(u64::from(off))?;
+            return Some((c.name(r.stream), c.name(r.event_type), r.event_number));
+        }
+    }
+    // Segments opened here have no data end set; a compacted one's is in its header.
+    let bytes = if seg.compacted.is_some() {
+        seg.bytes()
+    } else {
+        seg.all_bytes()
+    };
+    let r = decode_record(bytes, seg.file_off(u64::from(off)) as usize, false).ok()?;
+    let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).ok();
+    Some((text(r.stream)?, text(r.event_type)?, r.event_number))
 }
 
 /// Scans `seg` as recovery does ([`recovery::scan`]), with the offsets of its records. A writer
@@ -320,6 +337,18 @@ fn scan_settled(
     let mut last: Option<u64> = None;
     // A writer moves on; a bound all the same, past which the finding is reported.
     let mut tries = 0;
+    if seg.compacted.is_some() {
+        // Sealed and written whole before it was renamed into place: read once.
+        let mut offsets = Vec::new();
+        let end = recovery::scan_compacted(seg, SEGMENT_HEADER_LEN as u64, |_, _, _, off| {
+            offsets.push(off as u32);
+            if offsets.len().is_multiple_of(4096) {
+                progress(off);
+            }
+            Ok(())
+        })?;
+        return Ok((offsets, end));
+    }
     loop {
         let mut offsets = Vec::new();
         let scanned = recovery::scan(seg, SEGMENT_HEADER_LEN as u64, on_bad, |_, off| {
@@ -356,7 +385,7 @@ fn check_index_file(
         offset: at as u64,
         reason,
     };
-    let file = match persist::open_checked(path, seg.base, seg.usable(), disk)? {
+    let file = match persist::open_checked(path, seg.base, seg.extent(), disk)? {
         None => return Ok(None),
         Some(Ok(file)) => file,
         Some(Err(r)) if r.stale => {
@@ -392,7 +421,6 @@ fn check_index_file(
             "directory or names block fails its checksum or is malformed".into(),
         )
     })?;
-    let bytes = seg.all_bytes();
     let mut checked = 0u64;
     for e in &entries {
         let name = file.name(e);
@@ -421,10 +449,9 @@ fn check_index_file(
             if offsets.binary_search(&off).is_err() {
                 return Err(wrong("where no record of a whole batch starts"));
             }
-            let r = decode_record(bytes, off as usize, false)
-                .map_err(|_| wrong("where no record starts"))?;
-            let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-            if !key.holds(text(r.stream), text(r.event_type), r.event_number, n) {
+            let (stream, event_type, number) =
+                record_at(seg, off).ok_or_else(|| wrong("where no record starts"))?;
+            if !key.holds(stream, event_type, number, n) {
                 return Err(wrong("a record of another stream, type or number"));
             }
             checked += 1;

@@ -10,6 +10,11 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"EVJLSEG\0";
 /// Segment, index and store-file format version written by this build; it reads every version up
 /// to this one.
 pub const FORMAT_VERSION: u32 = 1;
+/// Segment format version of a segment rewritten by compaction: its header says where its records
+/// end and where its compaction table is (see `log::compacted`). Only compaction writes it, so a
+/// store never compacted stays readable by builds that know version 1 only; those refuse a
+/// compacted segment with `Error::UnsupportedVersion` rather than misread its holes.
+pub const COMPACTED_VERSION: u32 = 2;
 /// Bytes before the first record of a segment. Records start here, so a record's position is
 /// never the segment's base.
 pub const SEGMENT_HEADER_LEN: usize = 64;
@@ -40,6 +45,23 @@ pub struct SegmentHeader {
     pub base: u64,
     /// The file's length when created; the next segment's base is `base + capacity`.
     pub capacity: u64,
+    /// For a compacted segment (version 2): where its records end and its compaction table is.
+    pub compacted: Option<CompactedHeader>,
+}
+
+/// The fields a compacted segment's header adds (bytes 32..56; version 1 keeps them zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactedHeader {
+    /// The segment's data end, as positions count it: the offset just past its last record
+    /// before compaction.
+    pub data_end: u64,
+    /// File offset where the remaining records end (they are stored back to back from offset
+    /// 64) and the compaction table starts.
+    pub table_at: u64,
+    /// Length of the compaction table.
+    pub table_len: u32,
+    /// CRC-32 of the compaction table.
+    pub table_crc: u32,
 }
 
 /// Why a segment header was rejected.
@@ -62,6 +84,12 @@ impl SegmentHeader {
         h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         h[16..24].copy_from_slice(&self.base.to_le_bytes());
         h[24..32].copy_from_slice(&self.capacity.to_le_bytes());
+        if let Some(c) = &self.compacted {
+            h[32..40].copy_from_slice(&c.data_end.to_le_bytes());
+            h[40..48].copy_from_slice(&c.table_at.to_le_bytes());
+            h[48..52].copy_from_slice(&c.table_len.to_le_bytes());
+            h[52..56].copy_from_slice(&c.table_crc.to_le_bytes());
+        }
         let crc = crc32fast::hash(&h[..SEGMENT_CRC_AT]);
         h[SEGMENT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         h
@@ -90,7 +118,7 @@ impl SegmentHeader {
         if version == 0 {
             return Err(HeaderError::Bad("segment format version 0"));
         }
-        if version > FORMAT_VERSION {
+        if version > COMPACTED_VERSION {
             return Err(HeaderError::Version(version));
         }
         if u32_at(h, 12) as usize != SEGMENT_HEADER_LEN {
@@ -100,10 +128,37 @@ impl SegmentHeader {
         if capacity < SEGMENT_HEADER_LEN as u64 || capacity > u64::from(u32::MAX) {
             return Err(HeaderError::Bad("segment capacity out of range"));
         }
+        let compacted = if version == COMPACTED_VERSION {
+            let (data_end, table_at) = (u64_at(h, 32), u64_at(h, 40));
+            let in_range = |x: u64| {
+                x >= SEGMENT_HEADER_LEN as u64
+                    && x <= capacity
+                    && x.is_multiple_of(RECORD_ALIGN as u64)
+            };
+            if !in_range(data_end) || !in_range(table_at) || table_at > data_end {
+                return Err(HeaderError::Bad(
+                    "compacted segment's data end out of range",
+                ));
+            }
+            Some(CompactedHeader {
+                data_end,
+                table_at,
+                table_len: u32_at(h, 48),
+                table_crc: u32_at(h, 52),
+            })
+        } else {
+            None
+        };
+        if compacted.is_some() && h[56..SEGMENT_CRC_AT].iter().any(|&b| b != 0) {
+            return Err(HeaderError::Bad(
+                "reserved segment header bytes are not zero",
+            ));
+        }
         Ok(SegmentHeader {
             version,
             base: u64_at(h, 16),
             capacity,
+            compacted,
         })
     }
 }
@@ -375,6 +430,7 @@ mod tests {
             version: FORMAT_VERSION,
             base: 1 << 20,
             capacity: 1 << 16,
+            compacted: None,
         };
         let bytes = h.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(h));

@@ -4,8 +4,10 @@
 //! - [`segment`]: one segment file;
 //! - [`writer`]: the append side (positioned writes, fsync, segment rolling);
 //! - [`reader`]: the read side (records at positions, `$all` cursors);
-//! - [`recovery`]: finding the segments and the last whole batch when a store opens.
+//! - [`recovery`]: finding the segments and the last whole batch when a store opens;
+//! - [`compacted`]: what a segment rewritten by compaction says of the records it no longer holds.
 
+pub mod compacted;
 pub mod format;
 pub mod reader;
 pub mod recovery;
@@ -68,6 +70,19 @@ impl Log {
             .last()
             .cloned()
             .unwrap_or_else(|| unreachable!("a log without segments"))
+    }
+
+    /// Puts `seg` in place of the segment with its base (compaction's rewrite of it). Readers
+    /// that took a view before keep the old one, whose map stays valid while they hold it.
+    pub(crate) fn replace_segment(&self, seg: Arc<Segment>) -> bool {
+        let mut guard = self.segments.write();
+        let mut next: Vec<Arc<Segment>> = guard.as_ref().clone();
+        match next.iter_mut().find(|s| s.base == seg.base) {
+            Some(slot) => *slot = seg,
+            None => return false,
+        }
+        *guard = Arc::new(next);
+        true
     }
 
     pub(crate) fn push_segment(&self, seg: Arc<Segment>) {

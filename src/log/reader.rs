@@ -76,10 +76,12 @@ impl LogView {
         }
     }
 
+    /// Decodes the record at `c`; its ranges index the segment's [`Segment::bytes`], where it
+    /// starts at `seg.file_off(c.off)`.
     #[inline(always)]
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
-        decode_record(seg.bytes(), c.off as usize, verify).map_err(|e| match e {
+        decode_record(seg.bytes(), seg.file_off(c.off) as usize, verify).map_err(|e| match e {
             super::format::RecordError::End => self.corrupt(
                 c.seg,
                 c.off,
@@ -91,7 +93,7 @@ impl LogView {
 
     fn event(&self, c: Cursor, v: &RecordView) -> Result<RecordedEvent> {
         let seg = &self.segs[c.seg];
-        let off = c.off as usize;
+        let off = seg.file_off(c.off) as usize;
         let record = seg
             .slice(off, v.len)
             .ok_or_else(|| self.corrupt(c.seg, c.off, "record past the published end"))?;
@@ -105,7 +107,7 @@ impl LogView {
     #[inline]
     fn event_ref(&self, c: Cursor, v: &RecordView) -> EventRef<'_> {
         let seg = &self.segs[c.seg];
-        let off = c.off as usize;
+        let off = seg.file_off(c.off) as usize;
         EventRef {
             record: &seg.bytes()[off..off + v.len],
             fields: fields(v, off),
@@ -113,10 +115,11 @@ impl LogView {
         }
     }
 
-    /// The event whose record starts at `pos`, borrowed. `hint` is the segment of the previous
-    /// call: replays read positions in order, and mostly stay in one segment.
+    /// The event whose record starts at `pos`, borrowed; `None` if compaction removed it.
+    /// `hint` is the segment of the previous call: replays read positions in order, and mostly
+    /// stay in one segment.
     #[inline(always)]
-    pub fn event_ref_at(&self, pos: u64, hint: &mut usize) -> Result<EventRef<'_>> {
+    pub fn event_ref_at(&self, pos: u64, hint: &mut usize) -> Result<Option<EventRef<'_>>> {
         let c = match self.segs.get(*hint) {
             Some(s) if s.base + HEADER <= pos && pos - s.base <= s.capacity => Cursor {
                 seg: *hint,
@@ -130,8 +133,18 @@ impl LogView {
                 c
             }
         };
+        if self.removed(c) {
+            return Ok(None);
+        }
         let v = self.decode(c, self.verify)?;
-        Ok(self.event_ref(c, &v))
+        Ok(Some(self.event_ref(c, &v)))
+    }
+
+    /// Whether the record at `c` (a position from an index) was removed by compaction.
+    #[inline(always)]
+    fn removed(&self, c: Cursor) -> bool {
+        let seg = &self.segs[c.seg];
+        seg.compacted.is_some() && seg.gap_containing(c.off).is_some()
     }
 
     /// Starts loading the record at `pos` (a position from the index) into the CPU cache. A
@@ -140,7 +153,7 @@ impl LogView {
     /// them one at a time. Only the segment `hint` is looked at; elsewhere this does nothing.
     #[inline(always)]
     pub fn prefetch(&self, pos: u64, hint: usize) {
-        if let Some(s) = self.segs.get(hint) {
+        if let Some(s) = self.segs.get(hint).filter(|s| s.compacted.is_none()) {
             // Outside this segment the address is wrong, and the hint merely useless. Two lines:
             // a record of a hundred bytes or so usually spans two.
             let at = s.address_of(pos.wrapping_sub(s.base));
@@ -149,22 +162,29 @@ impl LogView {
         }
     }
 
-    /// The event whose record starts at `pos`, a position taken from the index.
-    pub fn event_at(&self, pos: u64) -> Result<RecordedEvent> {
+    /// The event whose record starts at `pos`, a position taken from the index; `None` if
+    /// compaction removed it.
+    pub fn event_at(&self, pos: u64) -> Result<Option<RecordedEvent>> {
         let c = self
             .locate(pos)
             .ok_or(Error::InvalidPosition(Position(pos)))?;
+        if self.removed(c) {
+            return Ok(None);
+        }
         let v = self.decode(c, self.verify)?;
-        self.event(c, &v)
+        self.event(c, &v).map(Some)
     }
 
-    /// The record at `pos` (checked as reads are): for reading ids on the append path, where a
-    /// damaged id must not pass for a retry.
-    pub fn record_at(&self, pos: u64) -> Result<RecordView> {
+    /// The record at `pos` (checked as reads are), `None` if compaction removed it: for reading
+    /// ids on the append path, where a damaged id must not pass for a retry.
+    pub fn record_at(&self, pos: u64) -> Result<Option<RecordView>> {
         let c = self
             .locate(pos)
             .ok_or(Error::InvalidPosition(Position(pos)))?;
-        self.decode(c, self.verify)
+        if self.removed(c) {
+            return Ok(None);
+        }
+        self.decode(c, self.verify).map(Some)
     }
 
     /// The cursor for a caller-given position: `START`, `END`, the visible end, or the position of
@@ -182,6 +202,15 @@ impl LogView {
         let c = self.locate(p).ok_or(invalid)?;
         let data_end = self.segs[c.seg].data_end();
         if p == self.visible || c.off == HEADER || c.off == data_end {
+            return Ok(c);
+        }
+        // A position compaction removed (or the end of a removed record) still reads on from
+        // there: the walk skips the gap.
+        if self.segs[c.seg].gap_containing(c.off).is_some()
+            || c.off
+                .checked_sub(1)
+                .is_some_and(|o| self.segs[c.seg].gap_containing(o).is_some())
+        {
             return Ok(c);
         }
         if c.off > data_end || !c.off.is_multiple_of(8) || self.decode(c, true).is_err() {
@@ -247,6 +276,12 @@ impl LogView {
                 };
                 continue;
             }
+            if seg.compacted.is_some() {
+                if let Some((_, end)) = seg.gap_containing(c.off) {
+                    c.off = end;
+                    continue;
+                }
+            }
             let v = self.decode(c, self.verify)?;
             let next = Cursor {
                 seg: c.seg,
@@ -270,24 +305,33 @@ impl LogView {
                 };
                 continue;
             }
-            let bytes = self.segs[c.seg].bytes();
-            let len = trailer_len_before(bytes, c.off as usize)
-                .filter(|&l| c.off >= HEADER + l as u64)
+            if let Some((start, _)) = self.segs[c.seg].gap_containing(c.off - 1) {
+                c.off = start;
+                continue;
+            }
+            let seg = &self.segs[c.seg];
+            let bytes = seg.bytes();
+            // Where the record before `c` ends in the file (the same offset, but in a compacted
+            // segment).
+            let end = seg.file_off(c.off);
+            let len = trailer_len_before(bytes, end as usize)
+                .filter(|&l| c.off >= HEADER + l as u64 && end >= HEADER + l as u64)
                 .ok_or_else(|| self.corrupt(c.seg, c.off - 4, "bad record trailer"))?;
             let start = Cursor {
                 seg: c.seg,
                 off: c.off - len as u64,
             };
+            let file_start = (end - len as u64) as usize;
             // A header that repeats the trailer's length places the record; otherwise the
             // trailer itself is what is damaged, and the error points at it, not at whatever
             // lies where the damaged length leads.
             let header_len = bytes
-                .get(start.off as usize..start.off as usize + 4)
+                .get(file_start..file_start + 4)
                 .map(|b| u32_at(b, 0) as usize);
             if header_len != Some(len) {
                 // The checksum does not cover the length word: if the bytes the trailer spans
                 // check out, the header's length is what is damaged.
-                let (a, b) = (start.off as usize, c.off as usize);
+                let (a, b) = (file_start, end as usize);
                 let body_intact = bytes
                     .get(a + 4..a + 8)
                     .is_some_and(|crc| u32_at(crc, 0) == crc32fast::hash(&bytes[a + 8..b]));
@@ -341,10 +385,15 @@ pub fn visit_records(
     mut f: impl FnMut(&super::format::RecordView, &[u8], u64),
 ) -> Result<()> {
     let bytes = seg.bytes();
-    let end = (end as usize).min(bytes.len());
+    let end = end.min(seg.data_end()) as usize;
     let mut off = SEGMENT_HEADER_LEN;
     while off < end {
-        let v = decode_record(&bytes[..end], off, true).map_err(|e| Error::Corrupt {
+        if let Some((_, gap_end)) = seg.gap_containing(off as u64) {
+            off = gap_end as usize;
+            continue;
+        }
+        let at = seg.file_off(off as u64) as usize;
+        let v = decode_record(bytes, at, true).map_err(|e| Error::Corrupt {
             file: seg.path.clone(),
             offset: off as u64,
             reason: match e {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::compacted::Compacted;
 use super::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::disk::Disk;
 use crate::error::{Error, IoContext, Result};
@@ -48,6 +49,8 @@ pub struct Segment {
     raw: Arc<memmap2::MmapRaw>,
     /// Offset just past the last whole batch: what readers may see of this segment.
     data_end: AtomicU64,
+    /// A compacted segment's table: the ranges that hold no record any more, and what was there.
+    pub compacted: Option<Arc<Compacted>>,
 }
 
 impl Segment {
@@ -66,6 +69,7 @@ impl Segment {
             version: FORMAT_VERSION,
             base,
             capacity,
+            compacted: None,
         };
         {
             let f = disk.create(&tmp)?;
@@ -102,6 +106,31 @@ impl Segment {
                 ),
             });
         }
+        let compacted = match header.compacted {
+            None => None,
+            Some(c) => {
+                let corrupt = |offset: u64, reason: &str| Error::Corrupt {
+                    file: path.to_path_buf(),
+                    offset,
+                    reason: reason.to_string(),
+                };
+                let table_end = c.table_at + u64::from(c.table_len);
+                if table_end > file_len {
+                    return Err(corrupt(
+                        c.table_at,
+                        "compaction table past the end of the file",
+                    ));
+                }
+                let mut table = vec![0u8; c.table_len as usize];
+                disk.read_exact_at(&file, path, &mut table, c.table_at)?;
+                if crc32fast::hash(&table) != c.table_crc {
+                    return Err(corrupt(c.table_at, "compaction table checksum mismatch"));
+                }
+                let t = Compacted::decode(&table, c.data_end, c.table_at)
+                    .map_err(|r| corrupt(c.table_at, r))?;
+                Some(Arc::new(t))
+            }
+        };
         let map_len = header.capacity.min(file_len);
         // The directory lock keeps other eventjournal openers out, and this crate never leaves a
         // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
@@ -124,8 +153,19 @@ impl Segment {
             file,
             disk: disk.clone(),
             raw,
-            data_end: AtomicU64::new(SEGMENT_HEADER_LEN as u64),
+            data_end: AtomicU64::new(
+                compacted
+                    .as_ref()
+                    .map_or(SEGMENT_HEADER_LEN as u64, |c| c.data_end),
+            ),
+            compacted,
         })
+    }
+
+    /// The gap of a compacted segment that `off` lies in: no record is there any more.
+    #[inline]
+    pub fn gap_containing(&self, off: u64) -> Option<(u64, u64)> {
+        self.compacted.as_ref()?.gap_containing(off)
     }
 
     /// Global position one past the segment's reserved space: the next segment's base.
@@ -139,6 +179,15 @@ impl Segment {
     #[inline(always)]
     pub(crate) fn address_of(&self, off: u64) -> *const u8 {
         self.raw.as_ptr().wrapping_add(off as usize)
+    }
+
+    /// How far its records reach as positions count (what an index file of it may cover):
+    /// [`usable`](Self::usable), or for a compacted segment, its data end.
+    pub fn extent(&self) -> u64 {
+        match &self.compacted {
+            None => self.usable(),
+            Some(c) => c.data_end,
+        }
     }
 
     /// How far the segment can be written: its capacity, or less if its file is shorter.
@@ -156,11 +205,27 @@ impl Segment {
         self.data_end.store(end, Ordering::Release);
     }
 
-    /// The bytes readers may see: the mapped file up to `data_end`. The writer only writes past
-    /// it, so these bytes never change while borrowed.
+    /// Where in the file the record at segment offset `off` is: `off` itself, except in a
+    /// compacted segment, whose remaining records are stored back to back (`off` must not lie
+    /// in one of its gaps).
+    #[inline(always)]
+    pub fn file_off(&self, off: u64) -> u64 {
+        match &self.compacted {
+            None => off,
+            Some(c) => c.file_off(off),
+        }
+    }
+
+    /// The bytes readers may see: the mapped file up to `data_end` (up to the end of the
+    /// records, in a compacted segment: index them with [`file_off`](Self::file_off)). The
+    /// writer only writes past it, so these bytes never change while borrowed.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        let end = (self.data_end() as usize).min(self.raw.len());
+        let end = match &self.compacted {
+            None => self.data_end(),
+            Some(c) => c.table_at,
+        };
+        let end = (end as usize).min(self.raw.len());
         // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; bytes below
         // `data_end` are written before `data_end` is stored with release ordering (loaded here
         // with acquire ordering) and never written again.
@@ -285,7 +350,7 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
         HeaderError::Version(found) => Error::UnsupportedVersion {
             file: path.to_path_buf(),
             found,
-            supported: FORMAT_VERSION,
+            supported: super::format::COMPACTED_VERSION,
         },
         HeaderError::Blank => Error::Corrupt {
             file: path.to_path_buf(),

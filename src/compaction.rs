@@ -1,0 +1,340 @@
+//! Compaction: rewriting sealed segments without the records no reader can see any more
+//! (deleted, truncated, beyond a stream's `max_count`, older than its `max_age_secs`), giving
+//! their disk space back to the file system.
+//!
+//! Positions never move. A compacted segment stores its remaining records back to back, and a
+//! table after them (see [`crate::log::compacted`]) says which ranges of positions were
+//! removed (so a record's place in the file is its position less the removed bytes before it)
+//! and what each removed record was — its stream, event type and number, none of its content —
+//! so that the stream, category and event-type indexes, their files and every checkpoint keep
+//! their numbers, and the index can still be rebuilt from the log alone.
+//!
+//! A segment is rewritten into `<segment>.compact.tmp`, synced, and renamed over the segment,
+//! and the directory synced: a crash leaves either the old segment or the new one, each whole
+//! (a leftover `.tmp` is deleted at open). Readers holding the old segment's map go on reading
+//! it; its blocks are freed when the last of them lets go. Each segment is a step of its own,
+//! so an interrupted compaction keeps the segments it finished, and the next one reads only
+//! the segments where something is left to remove: which those are is worked out from the
+//! index and the streams' metadata, without reading any segment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::log::compacted::TableBuilder;
+use crate::log::format::{
+    decode_record, CompactedHeader, SegmentHeader, COMPACTED_VERSION, SEGMENT_HEADER_LEN,
+};
+use crate::log::segment::{segment_file_name, Segment};
+use crate::store::Shared;
+
+/// What [`Store::compact`](crate::Store::compact) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionReport {
+    /// Sealed segments that had records to remove, and were rewritten.
+    pub segments_rewritten: usize,
+    /// Records removed (not counting those an earlier compaction removed).
+    pub events_removed: u64,
+    /// Bytes of records removed.
+    pub bytes_removed: u64,
+    /// Disk space the rewritten segments took before (allocated blocks).
+    pub disk_bytes_before: u64,
+    /// Disk space they take now.
+    pub disk_bytes_after: u64,
+}
+
+/// Suffix of a segment being rewritten by compaction (deleted at open, like every `.tmp`).
+const COMPACT_SUFFIX: &str = ".compact.tmp";
+
+impl Shared {
+    /// Compacts every sealed segment that holds records no reader sees any more.
+    pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        self.check_writable()?;
+        let _one = self.compaction.lock();
+        let _span = tracing::info_span!("compaction").entered();
+        let plan = self.removable()?;
+        let mut report = CompactionReport::default();
+        for (base, offsets) in plan {
+            self.check_open()?;
+            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == base) else {
+                continue;
+            };
+            // Incremental: what an earlier compaction removed is in the segment's table.
+            let fresh: Vec<u32> = offsets
+                .into_iter()
+                .filter(|&o| seg.gap_containing(u64::from(o)).is_none())
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            let before = allocated(&seg);
+            let (new, removed, bytes) = self.rewrite(&seg, &fresh)?;
+            report.disk_bytes_before += before;
+            report.disk_bytes_after += allocated(&new);
+            report.segments_rewritten += 1;
+            report.events_removed += removed;
+            report.bytes_removed += bytes;
+            self.log.replace_segment(Arc::new(new));
+        }
+        tracing::info!(
+            segments = report.segments_rewritten,
+            events = report.events_removed,
+            freed = report
+                .disk_bytes_before
+                .saturating_sub(report.disk_bytes_after),
+            "compaction done"
+        );
+        Ok(report)
+    }
+
+    /// The segment offsets of the records readers no longer see, by sealed segment: for each
+    /// stream with metadata, the events below the first one its rules let a reader see. Every
+    /// rule hides a prefix of a stream (an age limit: the events up to the first one young
+    /// enough), so what compaction removes is always a stream's oldest events, and what stays
+    /// is what readers see.
+    fn removable(&self) -> Result<BTreeMap<u64, Vec<u32>>> {
+        let view = self.log.view();
+        let segments = view.segments_in(0, u64::MAX);
+        // The newest segment is still written; everything before it is sealed.
+        let Some(active_base) = segments.last().map(|s| s.base) else {
+            return Ok(BTreeMap::new());
+        };
+        let table = self.metadata_table()?;
+        let now = crate::lifecycle::now_micros();
+        let mut plan: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        let mut positions = Vec::new();
+        for (stream, (_, md)) in table.iter() {
+            let (Some(id), len) = self.stream_len(stream)? else {
+                continue;
+            };
+            let mut floor = if md.tombstoned {
+                len
+            } else {
+                md.first_visible(len)
+            };
+            let oldest = md.oldest_visible(now);
+            if oldest > 0 && !md.tombstoned {
+                // Walk on from the floor while the events are too old.
+                while floor < len {
+                    positions.clear();
+                    let hi = len.min(floor + 256);
+                    {
+                        let index = self.index.read();
+                        self.check_index()?;
+                        index.copy_positions(id, floor, hi, true, &mut positions)?;
+                    }
+                    let mut young = false;
+                    for &p in &positions {
+                        if let Some(e) = view.event_at(p)? {
+                            if e.timestamp_micros() >= oldest {
+                                young = true;
+                                break;
+                            }
+                        }
+                        floor += 1;
+                    }
+                    if young || positions.is_empty() {
+                        break;
+                    }
+                }
+            }
+            if floor == 0 {
+                continue;
+            }
+            positions.clear();
+            {
+                let index = self.index.read();
+                self.check_index()?;
+                index.copy_positions(id, 0, floor, true, &mut positions)?;
+            }
+            for &p in &positions {
+                if p >= active_base {
+                    break;
+                }
+                let i = segments.partition_point(|s| s.base <= p) - 1;
+                let seg = &segments[i];
+                plan.entry(seg.base)
+                    .or_default()
+                    .push((p - seg.base) as u32);
+            }
+        }
+        for offsets in plan.values_mut() {
+            offsets.sort_unstable();
+            offsets.dedup();
+        }
+        Ok(plan)
+    }
+
+    /// Writes `seg` again without the records at `remove` (sorted segment offsets, none removed
+    /// before), renames it into place and opens it; returns it with the records and bytes
+    /// removed.
+    fn rewrite(&self, seg: &Segment, remove: &[u32]) -> Result<(Segment, u64, u64)> {
+        let disk = &self.options.disk;
+        let path = self.dir.join(segment_file_name(seg.base));
+        let tmp = self
+            .dir
+            .join(format!("{}{COMPACT_SUFFIX}", segment_file_name(seg.base)));
+        let bytes = seg.bytes();
+        let data_end = seg.data_end();
+        let old = seg.compacted.clone();
+        let corrupt = |offset: u64, reason: String| Error::Corrupt {
+            file: seg.path.clone(),
+            offset,
+            reason,
+        };
+        let file = disk.create(&tmp)?;
+        let result = (|| -> Result<(u64, u64)> {
+            let mut table = TableBuilder::default();
+            let mut removed = 0u64;
+            let mut removed_bytes = 0u64;
+            let mut live_from: Option<u64> = None;
+            let mut next = remove.iter().copied().peekable();
+            let mut off = SEGMENT_HEADER_LEN as u64;
+            // Where the next remaining record goes: they are stored back to back.
+            let mut written = SEGMENT_HEADER_LEN as u64;
+            // Copies the records at segment offsets `from..to` (no gap among them, so they lie
+            // together in the old file too).
+            let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
+                if let Some(a) = from.take() {
+                    let at = seg.file_off(a) as usize;
+                    let run = &bytes[at..at + (to - a) as usize];
+                    disk.write_all_at(&file, &tmp, run, written)?;
+                    written += run.len() as u64;
+                }
+                Ok(())
+            };
+            while off < data_end {
+                if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
+                    flush(&mut live_from, off)?;
+                    let inside: Vec<_> = t
+                        .removed
+                        .iter()
+                        .filter(|r| (start..end).contains(&u64::from(r.offset)))
+                        .collect();
+                    for (k, r) in inside.iter().enumerate() {
+                        let until = inside.get(k + 1).map_or(end as u32, |n| n.offset);
+                        table.carry(r.offset, until, t, r);
+                    }
+                    off = end;
+                    continue;
+                }
+                let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
+                    corrupt(
+                        off,
+                        match e {
+                            crate::log::format::RecordError::End => {
+                                "compaction found zeros where a record belongs".to_string()
+                            }
+                            crate::log::format::RecordError::Bad(r) => r.to_string(),
+                        },
+                    )
+                })?;
+                if next.peek().is_some_and(|&o| u64::from(o) == off) {
+                    next.next();
+                    flush(&mut live_from, off)?;
+                    let text =
+                        |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+                    table.remove(
+                        off as u32,
+                        v.len as u32,
+                        text(v.stream),
+                        text(v.event_type),
+                        v.event_number,
+                    );
+                    removed += 1;
+                    removed_bytes += v.len as u64;
+                } else {
+                    if next.peek().is_some_and(|&o| u64::from(o) < off) {
+                        return Err(corrupt(
+                            off,
+                            "the index places an event where no record starts".to_string(),
+                        ));
+                    }
+                    live_from.get_or_insert(off);
+                }
+                off += v.len as u64;
+            }
+            flush(&mut live_from, data_end)?;
+            if let Some(o) = next.next() {
+                return Err(corrupt(
+                    u64::from(o),
+                    "the index places an event past the segment's records".to_string(),
+                ));
+            }
+            let table = table.finish(data_end);
+            let table_at = table.table_at;
+            let table = table.encode();
+            let header = SegmentHeader {
+                version: COMPACTED_VERSION,
+                base: seg.base,
+                capacity: seg.capacity,
+                compacted: Some(CompactedHeader {
+                    data_end,
+                    table_at,
+                    table_len: u32::try_from(table.len()).map_err(|_| {
+                        Error::InvalidInput("compaction table larger than 4 GiB".into())
+                    })?,
+                    table_crc: crc32fast::hash(&table),
+                }),
+            };
+            disk.write_all_at(&file, &tmp, &table, table_at)?;
+            disk.write_all_at(&file, &tmp, &header.encode(), 0)?;
+            disk.set_len(&file, &tmp, table_at + table.len() as u64)?;
+            // Always synced, whatever the durability mode: the old records it replaces were
+            // durable, and must stay so.
+            disk.sync_all(&file, &tmp)?;
+            Ok((removed, removed_bytes))
+        })();
+        drop(file);
+        let (removed, removed_bytes) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = disk.remove(&tmp);
+                return Err(e);
+            }
+        };
+        disk.rename(&tmp, &path)?;
+        disk.sync_dir(&self.dir)?;
+        let new = Segment::open(&path, seg.base, false, disk)?;
+        Ok((new, removed, removed_bytes))
+    }
+}
+
+/// Bytes of disk a segment's file takes (its allocated blocks).
+fn allocated(seg: &Segment) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    seg.file.metadata().map_or(0, |m| m.blocks() * 512)
+}
+
+impl crate::Store {
+    /// Rewrites the sealed segments that hold events no reader sees any more — of deleted and
+    /// tombstoned streams, below a stream's `truncate_before`, beyond its `max_count`, older than
+    /// its `max_age_secs` — without them, giving their disk space back. Every other event keeps
+    /// its position, so `$all` positions, checkpoints and subscriptions taken before go on
+    /// working; event numbers and category and event-type entry numbers do not change either.
+    ///
+    /// Appends, reads, subscriptions and backups go on while it runs; one compaction runs at a
+    /// time. The segment being written is not compacted. Each rewritten segment is synced and
+    /// renamed into place, so a crash loses nothing and a later call goes on where this one
+    /// stopped, reading only segments with something left to remove.
+    ///
+    /// Fails with [`Error::ReadOnly`] on a store opened read-only.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default().segment_size(4096))?;
+    /// for i in 0..100 {
+    ///     store.append("temp-1", ExpectedVersion::Any, [EventData::new("Read", format!("{i}"))])?;
+    /// }
+    /// store.delete_stream("temp-1", ExpectedVersion::Any)?;
+    /// let report = store.compact()?;
+    /// assert!(report.events_removed > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.check_open()?;
+        self.shared.compact()
+    }
+}

@@ -1,0 +1,368 @@
+//! The compaction table of a compacted segment: which ranges of segment offsets no longer hold
+//! records (its **gaps**), and what each removed record was (stream, event type, event number),
+//! so that positions never move and the segment's index can be rebuilt from the log exactly as
+//! it was before compaction. The remaining records are stored back to back in the file; a
+//! record's place in the file is its segment offset less the bytes of the gaps before it.
+//!
+//! Layout (little-endian; FORMAT.md draws it), at the segment's data end, `table_len` bytes:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `"EVJLGAPS"` |
+//! | 8 | 4 | gap count `g` |
+//! | 12 | 4 | removed-record count `r` |
+//! | 16 | 4 | name count `n` |
+//! | 20 | 4 | reserved, zero |
+//! | 24 | 8·g | gaps: `start: u32`, `end: u32` (segment offsets), ascending, apart |
+//! | 24+8g | 24·r | removed records: `offset: u32`, `stream: u32`, `event_type: u32` (name numbers), `reserved: u32`, `event_number: u64`, ascending by offset, each inside a gap |
+//! | 24+8g+24r | … | names: `n` × (`len: u16`, UTF-8 bytes), to the end of the table |
+
+use std::collections::HashMap;
+
+use super::format::{u16_at, u32_at, u64_at, RECORD_ALIGN, SEGMENT_HEADER_LEN};
+
+/// First eight bytes of a compaction table.
+pub const TABLE_MAGIC: [u8; 8] = *b"EVJLGAPS";
+/// Bytes before the gaps.
+const TABLE_HEADER_LEN: usize = 24;
+/// Bytes per gap.
+const GAP_LEN: usize = 8;
+/// Bytes per removed record.
+const REMOVED_LEN: usize = 24;
+/// Longest name (stream or event type) the writer accepts; so no longer one is read.
+const MAX_NAME_LEN: usize = 1024;
+
+/// A record compaction removed: enough to keep it in the stream, category and event-type
+/// indexes (so that event numbers and entry numbers never change), nothing of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Its segment offset: its position minus the segment's base.
+    pub offset: u32,
+    /// Its stream, as a name number.
+    pub stream: u32,
+    /// Its event type, as a name number.
+    pub event_type: u32,
+    /// Its number in its stream.
+    pub event_number: u64,
+}
+
+/// A compacted segment's table, decoded and checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Where the segment's records end, as positions count (before compaction).
+    pub data_end: u64,
+    /// Where they end in the file, back to back (and the table starts).
+    pub table_at: u64,
+    /// For gap `i`, the bytes of all gaps before it (one more entry: all of them).
+    shift: Vec<u64>,
+    /// Byte ranges with no record, ascending, apart (two gaps never touch).
+    pub gaps: Vec<(u32, u32)>,
+    /// The removed records, ascending by offset.
+    pub removed: Vec<Removed>,
+    /// The stream names and event types the removed records name.
+    pub names: Vec<String>,
+}
+
+impl Compacted {
+    /// The gap that `off` lies in, if any.
+    #[inline]
+    pub fn gap_containing(&self, off: u64) -> Option<(u64, u64)> {
+        let i = self
+            .gaps
+            .partition_point(|&(start, _)| u64::from(start) <= off)
+            .checked_sub(1)?;
+        let (start, end) = self.gaps[i];
+        (off < u64::from(end)).then_some((u64::from(start), u64::from(end)))
+    }
+
+    /// Where in the file segment offset `off` (the start or the end of a record still there)
+    /// is: the remaining records are stored back to back, so it moved down by the gaps that
+    /// end at or before it.
+    #[inline]
+    pub fn file_off(&self, off: u64) -> u64 {
+        let i = self.gaps.partition_point(|&(_, end)| u64::from(end) <= off);
+        off - self.shift[i]
+    }
+
+    /// The removed record at `off`, if one was there.
+    pub fn removed_at(&self, off: u64) -> Option<&Removed> {
+        self.removed
+            .binary_search_by_key(&off, |r| u64::from(r.offset))
+            .ok()
+            .map(|i| &self.removed[i])
+    }
+
+    /// A name of the table.
+    pub fn name(&self, n: u32) -> &str {
+        self.names.get(n as usize).map_or("", String::as_str)
+    }
+
+    /// The table's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            TABLE_HEADER_LEN
+                + GAP_LEN * self.gaps.len()
+                + REMOVED_LEN * self.removed.len()
+                + self.names.iter().map(|n| 2 + n.len()).sum::<usize>(),
+        );
+        out.extend_from_slice(&TABLE_MAGIC);
+        out.extend_from_slice(&(self.gaps.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.removed.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for &(start, end) in &self.gaps {
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        for r in &self.removed {
+            out.extend_from_slice(&r.offset.to_le_bytes());
+            out.extend_from_slice(&r.stream.to_le_bytes());
+            out.extend_from_slice(&r.event_type.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&r.event_number.to_le_bytes());
+        }
+        for n in &self.names {
+            out.extend_from_slice(&(n.len() as u16).to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        out
+    }
+
+    /// Decodes and checks the table of a segment whose records ended at `data_end` before
+    /// compaction and end at `table_at` in its file now; the reason if it breaks a rule.
+    pub fn decode(b: &[u8], data_end: u64, table_at: u64) -> Result<Compacted, &'static str> {
+        if b.len() < TABLE_HEADER_LEN || b[..8] != TABLE_MAGIC {
+            return Err("bad compaction table magic");
+        }
+        if u32_at(b, 20) != 0 {
+            return Err("compaction table reserved bytes are not zero");
+        }
+        let (g, r, n) = (
+            u32_at(b, 8) as usize,
+            u32_at(b, 12) as usize,
+            u32_at(b, 16) as usize,
+        );
+        let gaps_end = g
+            .checked_mul(GAP_LEN)
+            .and_then(|x| x.checked_add(TABLE_HEADER_LEN))
+            .filter(|&e| e <= b.len())
+            .ok_or("compaction table gap count out of range")?;
+        let removed_end = r
+            .checked_mul(REMOVED_LEN)
+            .and_then(|x| x.checked_add(gaps_end))
+            .filter(|&e| e <= b.len())
+            .ok_or("compaction table record count out of range")?;
+        // Each name takes two bytes at least.
+        if n > (b.len() - removed_end) / 2 {
+            return Err("compaction table name count out of range");
+        }
+        let mut gaps = Vec::with_capacity(g);
+        let mut prev_end = SEGMENT_HEADER_LEN as u64;
+        for i in 0..g {
+            let at = TABLE_HEADER_LEN + GAP_LEN * i;
+            let (start, end) = (u32_at(b, at), u32_at(b, at + 4));
+            let aligned = |x: u32| u64::from(x).is_multiple_of(RECORD_ALIGN as u64);
+            if !aligned(start)
+                || !aligned(end)
+                || u64::from(start) < prev_end
+                || (i > 0 && u64::from(start) == prev_end)
+                || start >= end
+                || u64::from(end) > data_end
+            {
+                return Err("compaction table gaps out of order or out of the segment");
+            }
+            prev_end = u64::from(end);
+            gaps.push((start, end));
+        }
+        let mut removed = Vec::with_capacity(r);
+        let mut gap = 0usize;
+        let mut prev: Option<u32> = None;
+        for i in 0..r {
+            let at = gaps_end + REMOVED_LEN * i;
+            let rec = Removed {
+                offset: u32_at(b, at),
+                stream: u32_at(b, at + 4),
+                event_type: u32_at(b, at + 8),
+                event_number: u64_at(b, at + 16),
+            };
+            if u32_at(b, at + 12) != 0 {
+                return Err("compaction table reserved bytes are not zero");
+            }
+            if prev.is_some_and(|p| rec.offset <= p)
+                || !u64::from(rec.offset).is_multiple_of(RECORD_ALIGN as u64)
+            {
+                return Err("compaction table records out of order");
+            }
+            while gap < gaps.len() && gaps[gap].1 <= rec.offset {
+                gap += 1;
+            }
+            if gap == gaps.len() || rec.offset < gaps[gap].0 {
+                return Err("compaction table record outside every gap");
+            }
+            if rec.stream as usize >= n || rec.event_type as usize >= n {
+                return Err("compaction table name number out of range");
+            }
+            prev = Some(rec.offset);
+            removed.push(rec);
+        }
+        // A gap starts where a removed record was: a gap with none has nothing to stand for.
+        let mut k = 0usize;
+        for &(start, end) in &gaps {
+            while k < removed.len() && removed[k].offset < start {
+                k += 1;
+            }
+            if removed.get(k).is_none_or(|r| r.offset != start) {
+                return Err("compaction table gap that starts at no removed record");
+            }
+            let _ = end;
+        }
+        if removed.is_empty() != gaps.is_empty() {
+            return Err("compaction table with records but no gap");
+        }
+        let mut names = Vec::with_capacity(n);
+        let mut at = removed_end;
+        for _ in 0..n {
+            if at + 2 > b.len() {
+                return Err("compaction table names cut short");
+            }
+            let len = u16_at(b, at) as usize;
+            let bytes = b
+                .get(at + 2..at + 2 + len)
+                .ok_or("compaction table names cut short")?;
+            if len == 0 || len > MAX_NAME_LEN {
+                return Err("compaction table name length out of range");
+            }
+            let name = std::str::from_utf8(bytes).map_err(|_| "compaction table name not UTF-8")?;
+            names.push(name.to_string());
+            at += 2 + len;
+        }
+        if at != b.len() {
+            return Err("compaction table has bytes past its names");
+        }
+        let mut shift = Vec::with_capacity(gaps.len() + 1);
+        let mut total = 0u64;
+        shift.push(0);
+        for &(start, end) in &gaps {
+            total += u64::from(end - start);
+            shift.push(total);
+        }
+        if data_end - total != table_at {
+            return Err("compaction table gaps do not account for the records removed");
+        }
+        Ok(Compacted {
+            data_end,
+            table_at,
+            shift,
+            gaps,
+            removed,
+            names,
+        })
+    }
+}
+
+/// Builds a table: removed records added in offset order, merged into gaps.
+#[derive(Default)]
+pub struct TableBuilder {
+    table: Compacted,
+    numbers: HashMap<String, u32>,
+}
+
+impl TableBuilder {
+    /// Adds the removed record `len` bytes long at `offset` (after every one added so far).
+    pub fn remove(&mut self, offset: u32, len: u32, stream: &str, event_type: &str, number: u64) {
+        let end = offset + len;
+        match self.table.gaps.last_mut() {
+            Some(g) if g.1 == offset => g.1 = end,
+            _ => self.table.gaps.push((offset, end)),
+        }
+        let stream = self.name(stream);
+        let event_type = self.name(event_type);
+        self.table.removed.push(Removed {
+            offset,
+            stream,
+            event_type,
+            event_number: number,
+        });
+    }
+
+    /// Adds a record removed earlier (from the old table), spanning `offset..end` of a gap.
+    pub fn carry(&mut self, offset: u32, end: u32, old: &Compacted, r: &Removed) {
+        let (stream, event_type) = (old.name(r.stream), old.name(r.event_type));
+        self.remove(offset, end - offset, stream, event_type, r.event_number);
+    }
+
+    fn name(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(name) {
+            return n;
+        }
+        let n = self.table.names.len() as u32;
+        self.table.names.push(name.to_string());
+        self.numbers.insert(name.to_string(), n);
+        n
+    }
+
+    /// The table, for a segment whose records ended at `data_end`.
+    pub fn finish(mut self, data_end: u64) -> Compacted {
+        let removed: u64 = self.table.gaps.iter().map(|&(a, b)| u64::from(b - a)).sum();
+        self.table.data_end = data_end;
+        self.table.table_at = data_end - removed;
+        self.table.shift = std::iter::once(0)
+            .chain(self.table.gaps.iter().scan(0u64, |t, &(a, b)| {
+                *t += u64::from(b - a);
+                Some(*t)
+            }))
+            .collect();
+        self.table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_round_trips_and_rejects_damage() {
+        let mut b = TableBuilder::default();
+        b.remove(64, 96, "acct-1", "Opened", 0);
+        b.remove(160, 88, "acct-1", "Deposited", 1);
+        b.remove(400, 88, "audit", "Logged", 0);
+        let t = b.finish(600);
+        assert_eq!(t.gaps, vec![(64, 248), (400, 488)]);
+        assert_eq!(t.table_at, 600 - 184 - 88);
+        assert_eq!(t.file_off(248), 64);
+        assert_eq!(
+            t.file_off(400),
+            400 - 184,
+            "the end of the record before a gap"
+        );
+        assert_eq!(t.file_off(488), 400 - 184);
+        let bytes = t.encode();
+        assert_eq!(Compacted::decode(&bytes, 600, 328), Ok(t.clone()));
+        assert_eq!(t.gap_containing(64), Some((64, 248)));
+        assert_eq!(t.gap_containing(247), Some((64, 248)));
+        assert_eq!(t.gap_containing(248), None);
+        assert_eq!(t.removed_at(160).map(|r| r.event_number), Some(1));
+        assert!(
+            Compacted::decode(&bytes, 480, 208).is_err(),
+            "gap past the data end"
+        );
+        assert!(
+            Compacted::decode(&bytes, 600, 336).is_err(),
+            "gaps and file disagree"
+        );
+        for i in 0..bytes.len() {
+            for bit in [1u8, 0x80] {
+                let mut d = bytes.clone();
+                d[i] ^= bit;
+                // Any result but a panic; most flips are refused, a flipped name byte may not be.
+                let _ = Compacted::decode(&d, 600, 328);
+            }
+        }
+        for cut in 0..bytes.len() {
+            assert!(
+                Compacted::decode(&bytes[..cut], 600, 328).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}
