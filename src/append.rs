@@ -960,6 +960,34 @@ impl Shared {
         outcomes
     }
 
+    /// Seals the active segment now, if it holds any record: the log goes on in a new segment,
+    /// and the sealed one can be compacted. The same steps as a roll between two groups
+    /// (taken under the writer lock, so no group is half written).
+    pub(crate) fn seal_active(&self) -> Result<bool> {
+        self.check_open()?;
+        self.check_writable()?;
+        let mut w = self.writer.lock();
+        self.check_open()?;
+        w.log.check()?;
+        if w.log.active().data_end() <= crate::log::format::SEGMENT_HEADER_LEN as u64
+            || !w.buf.is_empty()
+        {
+            return Ok(false);
+        }
+        w.log.roll(&self.log, 0)?;
+        let sealed = {
+            // As after a group: published under the index lock, which readers take first.
+            let _index = self.index.write();
+            w.log.publish(&self.log)
+        };
+        for seg in sealed {
+            let keys = self.save_segment_index(&seg, true);
+            self.seal_ids(&mut w, &seg, keys);
+        }
+        self.checkpoint_active(&mut w);
+        Ok(true)
+    }
+
     /// Saves the active segment's index file once a [`CHECKPOINT_FRACTION`] of its capacity has
     /// been appended since the file was last saved (or since the store opened with it), and only
     /// when everything written is synced, so that the file never covers bytes a power loss could

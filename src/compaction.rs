@@ -65,7 +65,7 @@ impl Shared {
                 .into_iter()
                 .filter(|&o| seg.gap_containing(u64::from(o)).is_none())
                 .collect();
-            if fresh.is_empty() {
+            if fresh.is_empty() && !sealed_early(&seg) {
                 continue;
             }
             let before = allocated(&seg);
@@ -86,6 +86,54 @@ impl Shared {
             "compaction done"
         );
         Ok(report)
+    }
+
+    /// Bytes of sealed segments that a compaction would give back: the records no reader sees
+    /// that are still there, and the unused space of segments sealed early.
+    pub(crate) fn reclaimable(&self) -> Result<u64> {
+        let plan = self.removable()?;
+        let mut bytes = 0u64;
+        for (base, offsets) in plan {
+            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == base) else {
+                continue;
+            };
+            if sealed_early(&seg) {
+                bytes += allocated(&seg).saturating_sub(seg.data_end());
+            }
+            let b = seg.bytes();
+            for o in offsets {
+                if seg.gap_containing(u64::from(o)).is_some() {
+                    continue;
+                }
+                let at = seg.file_off(u64::from(o)) as usize;
+                if let Some(len) = b.get(at..at + 4) {
+                    bytes += u64::from(crate::log::format::u32_at(len, 0));
+                }
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The background compaction: every `every`, compacts if `min` bytes can be given back.
+    pub(crate) fn compact_loop(&self, min: u64, every: std::time::Duration) {
+        let mut stop = self.stop.lock();
+        while !*stop {
+            self.stop_cv.wait_for(&mut stop, every);
+            if *stop {
+                break;
+            }
+            drop(stop);
+            match self.reclaimable() {
+                Ok(n) if n >= min => {
+                    if let Err(e) = self.compact() {
+                        tracing::warn!(error = %e, "background compaction failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "background compaction could not plan"),
+            }
+            stop = self.stop.lock();
+        }
     }
 
     /// The segment offsets of the records readers no longer see, by sealed segment: for each
@@ -159,6 +207,11 @@ impl Shared {
                     .push((p - seg.base) as u32);
             }
         }
+        for seg in &segments[..segments.len() - 1] {
+            if sealed_early(seg) {
+                plan.entry(seg.base).or_default();
+            }
+        }
         for offsets in plan.values_mut() {
             offsets.sort_unstable();
             offsets.dedup();
@@ -204,7 +257,14 @@ impl Shared {
                 }
                 Ok(())
             };
+            let mut records = 0u32;
             while off < data_end {
+                records = records.wrapping_add(1);
+                if records % 4096 == 0 {
+                    // A close (or a handover, whose write gap this would lengthen) does not
+                    // wait for the rest of the segment: the old one stays.
+                    self.check_open()?;
+                }
                 if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
                     flush(&mut live_from, off)?;
                     let inside: Vec<_> = t
@@ -301,6 +361,17 @@ impl Shared {
     }
 }
 
+/// Whether a segment was sealed with much of its preallocated space unused ([`Store::seal`],
+/// or a batch too large for what was left): rewriting it gives that space back.
+///
+/// [`Store::seal`]: crate::Store::seal
+fn sealed_early(seg: &Segment) -> bool {
+    seg.compacted.is_none() && seg.data_end() + SEALED_EARLY_SLACK < allocated(seg)
+}
+
+/// Unused space past a sealed segment's records that compaction gives back, when there is more.
+const SEALED_EARLY_SLACK: u64 = 1 << 20;
+
 /// Bytes of disk a segment's file takes (its allocated blocks).
 fn allocated(seg: &Segment) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -336,5 +407,32 @@ impl crate::Store {
     pub fn compact(&self) -> Result<CompactionReport> {
         self.check_open()?;
         self.shared.compact()
+    }
+
+    /// Seals the segment being written, if it holds any event: later appends go to a new
+    /// segment, and the next [`compact`](Self::compact) can rewrite this one. Returns whether
+    /// it sealed one.
+    ///
+    /// Compaction never rewrites the segment being written, so events deleted there stay on
+    /// disk until it fills (64 MiB by default). To erase them now — an erasure request, say —
+    /// delete, seal, then compact: afterwards no byte of the deleted events' data or metadata
+    /// is left in any file of the store's directory (their stream name, event type and number
+    /// stay, in the compacted segment's table). A segment sealed early is rewritten by the next
+    /// compaction even with nothing to remove, so that the rest of its preallocated space is
+    /// given back too.
+    ///
+    /// ```
+    /// # use eventjournal::{EventData, ExpectedVersion, Options, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path(), Options::default())?;
+    /// store.append("person-7", ExpectedVersion::NoStream, [EventData::new("Registered", "{}")])?;
+    /// store.delete_stream("person-7", ExpectedVersion::Any)?;
+    /// assert!(store.seal()?);
+    /// assert_eq!(store.compact()?.events_removed, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seal(&self) -> Result<bool> {
+        self.check_open()?;
+        self.shared.seal_active()
     }
 }

@@ -36,6 +36,7 @@ pub struct Options {
     pub(crate) verify_checksums: bool,
     pub(crate) recovery: Recovery,
     pub(crate) follow: Option<Duration>,
+    pub(crate) auto_compact: Option<(u64, Duration)>,
     pub(crate) disk: Disk,
 }
 
@@ -53,6 +54,7 @@ impl Default for Options {
             verify_checksums: true,
             recovery: Recovery::Strict,
             follow: Some(Duration::from_millis(1)),
+            auto_compact: None,
             disk: Disk::default(),
         }
     }
@@ -96,6 +98,15 @@ impl Options {
     /// and what [`Store::refresh`](crate::Store::refresh) finds. No effect on a writer.
     pub fn follow(mut self, every: Option<Duration>) -> Options {
         self.follow = every;
+        self
+    }
+
+    /// Compacts in the background (see [`Store::compact`](crate::Store::compact)): a thread of
+    /// the store looks every `checked_every` at how many bytes of sealed segments hold events
+    /// no reader sees any more, and compacts once they reach `reclaimable_bytes`. Off by
+    /// default. No effect on a read-only store.
+    pub fn compact_when(mut self, reclaimable_bytes: u64, checked_every: Duration) -> Options {
+        self.auto_compact = Some((reclaimable_bytes, checked_every));
         self
     }
 

@@ -150,6 +150,8 @@ pub struct Store {
 pub(crate) struct Life {
     /// The background flusher (`Durability::Buffered`), or a read-only store's follower.
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The background compaction (`Options::compact_when`).
+    compactor: Mutex<Option<JoinHandle<()>>>,
     /// The thread that writes and merges id tables.
     ids_worker: Mutex<Option<JoinHandle<()>>>,
     /// `Some` until the store is closed, with the directory lock (none for a read-only store).
@@ -346,8 +348,21 @@ impl Store {
                     .at("starting the id index worker of", &shared.dir)?,
             )
         };
+        let compactor = match shared.options.auto_compact {
+            Some((bytes, every)) if !read_only => {
+                let s = shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("eventjournal-compact".into())
+                        .spawn(move || s.compact_loop(bytes, every))
+                        .at("starting the background compaction of", &shared.dir)?,
+                )
+            }
+            _ => None,
+        };
         let life = Arc::new(Life {
             flusher: Mutex::new(flusher),
+            compactor: Mutex::new(compactor),
             ids_worker: Mutex::new(ids_worker),
             lock: Mutex::new(Some(lock)),
             listener: Mutex::new(None),
@@ -481,6 +496,13 @@ pub(crate) fn shutdown(
     if let Some(t) = life.flusher.lock().take() {
         let _ = t.join();
     }
+    if let Some(t) = life.compactor.lock().take() {
+        let _ = t.join();
+    }
+    // A compaction a caller runs stops at its next record once the store is closed; it is
+    // waited for (and kept from starting) until the lock is released, since no file of the
+    // store may change after that.
+    let _compaction = shared.compaction.lock();
     // No file of the store may change once the lock is released.
     shared.ids.stop();
     if let Some(t) = life.ids_worker.lock().take() {

@@ -344,3 +344,75 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     }
     found
 }
+
+#[test]
+fn sealing_early_lets_compaction_erase_the_segment_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default segment size: the deleted events lie in the segment being written.
+    let store = Store::open(dir.path(), Options::default().durability(Durability::None)).unwrap();
+    let marker = b"ERASE-ME-0c1d";
+    for i in 0..20 {
+        store
+            .append("kept-1", ExpectedVersion::Any, [EventData::new("Kept", format!("{i}"))])
+            .unwrap();
+        store
+            .append("person-2", ExpectedVersion::Any, [EventData::new("Told", &marker[..])])
+            .unwrap();
+    }
+    store.delete_stream("person-2", ExpectedVersion::Any).unwrap();
+    let before = all(&store);
+    // Without a seal, the segment being written is left alone.
+    assert_eq!(store.compact().unwrap().events_removed, 0);
+    assert!(!files_holding(dir.path(), marker).is_empty());
+    assert!(store.seal().unwrap());
+    assert!(!store.seal().unwrap(), "nothing to seal in an empty segment");
+    let report = store.compact().unwrap();
+    assert_eq!(report.events_removed, 20, "{report:?}");
+    // The early-sealed segment gave back its preallocated 64 MiB.
+    assert!(report.disk_bytes_after < 1 << 20, "{report:?}");
+    assert_eq!(all(&store), before);
+    let r = store
+        .append("kept-1", ExpectedVersion::Exact(19), [EventData::new("Kept", "20")])
+        .unwrap();
+    assert_eq!(r.version, Some(20));
+    store.close().unwrap();
+    assert!(files_holding(dir.path(), marker).is_empty());
+    let store = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(stream(&store, "kept-1").len(), 21);
+    assert!(stream(&store, "person-2").is_empty());
+}
+
+#[test]
+fn background_compaction_runs_once_enough_can_be_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        options().compact_when(64 << 10, std::time::Duration::from_millis(20)),
+    )
+    .unwrap();
+    fill(&store, 200, 300);
+    pad(&store);
+    let before = all(&store);
+    let blocks = segment_blocks(dir.path());
+    // Nothing to give back: nothing happens.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(segment_blocks(dir.path()), blocks);
+    store.delete_stream("gone-1", ExpectedVersion::Any).unwrap();
+    store.delete_stream("gone-2", ExpectedVersion::Any).unwrap();
+    pad(&store);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while segment_blocks(dir.path()) >= blocks && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(segment_blocks(dir.path()) < blocks, "no background compaction in 30 s");
+    let kept: Vec<_> = before
+        .into_iter()
+        .filter(|r| !r.1.starts_with("gone"))
+        .collect();
+    let now: Vec<_> = all(&store)
+        .into_iter()
+        .filter(|r| !r.1.starts_with("$$") && r.0 <= kept.last().unwrap().0)
+        .collect();
+    assert_eq!(now, kept);
+    store.close().unwrap();
+}
