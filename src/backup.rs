@@ -251,6 +251,8 @@ fn plan(dest: &Path, parts: Vec<Part>) -> Result<Plan> {
                 match compared {
                     Copy::Same => true,
                     Copy::Prefix => false,
+                    // Compacted since the copy was made: replaced by the compacted segment.
+                    Copy::Other(_) if part.image.is_some() => false,
                     Copy::Other(why) => return Err(diverged(base, why)),
                 }
             }
