@@ -17,10 +17,12 @@
 //! the segments where something is left to remove: which those are is worked out from the
 //! index and the streams' metadata, without reading any segment.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::index::StreamId;
 use crate::log::compacted::TableBuilder;
 use crate::log::format::{
     decode_record, CompactedHeader, SegmentHeader, COMPACTED_VERSION, SEGMENT_HEADER_LEN,
@@ -53,14 +55,16 @@ impl Shared {
         self.check_writable()?;
         let _one = self.compaction.lock();
         let _span = tracing::info_span!("compaction").entered();
-        let plan = self.removable()?;
+        let mut plan = Planner::new(self)?;
         let mut report = CompactionReport::default();
-        for (base, offsets) in plan {
+        while let Some((seg, offsets)) = plan.next_segment(self)? {
             self.check_open()?;
-            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == base) else {
+            // The segment as it is now (a view's may be older).
+            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == seg.base) else {
                 continue;
             };
-            // Incremental: what an earlier compaction removed is in the segment's table.
+            // Incremental: what an earlier compaction removed is in the segment's table, and a
+            // segment with nothing new to remove is not read.
             let fresh: Vec<u32> = offsets
                 .into_iter()
                 .filter(|&o| seg.gap_containing(u64::from(o)).is_none())
@@ -91,12 +95,9 @@ impl Shared {
     /// Bytes of sealed segments that a compaction would give back: the records no reader sees
     /// that are still there, and the unused space of segments sealed early.
     pub(crate) fn reclaimable(&self) -> Result<u64> {
-        let plan = self.removable()?;
+        let mut plan = Planner::new(self)?;
         let mut bytes = 0u64;
-        for (base, offsets) in plan {
-            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == base) else {
-                continue;
-            };
+        while let Some((seg, offsets)) = plan.next_segment(self)? {
             if sealed_early(&seg) {
                 bytes += allocated(&seg).saturating_sub(seg.data_end());
             }
@@ -136,89 +137,157 @@ impl Shared {
         }
     }
 
-    /// The segment offsets of the records readers no longer see, by sealed segment: for each
-    /// stream with metadata, the events below the first one its rules let a reader see. Every
-    /// rule hides a prefix of a stream (an age limit: the events up to the first one young
-    /// enough), so what compaction removes is always a stream's oldest events, and what stays
-    /// is what readers see.
-    fn removable(&self) -> Result<BTreeMap<u64, Vec<u32>>> {
-        let view = self.log.view();
-        let segments = view.segments_in(0, u64::MAX);
-        // The newest segment is still written; everything before it is sealed.
-        let Some(active_base) = segments.last().map(|s| s.base) else {
-            return Ok(BTreeMap::new());
-        };
-        let table = self.metadata_table()?;
-        let now = crate::lifecycle::now_micros();
-        let mut plan: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    /// The first event number of `stream` (of `len` events, rules `md`) a reader sees: every
+    /// event below it is hidden. Every rule hides a prefix of a stream (an age limit: the events
+    /// up to the first one young enough, read from the log), so what compaction removes is
+    /// always a stream's oldest events, and what stays is what readers see.
+    fn floor(
+        &self,
+        id: StreamId,
+        len: u64,
+        md: &crate::StreamMetadata,
+        now: u64,
+        view: &crate::log::reader::LogView,
+    ) -> Result<u64> {
+        if md.tombstoned {
+            return Ok(len);
+        }
+        let mut floor = md.first_visible(len);
+        let oldest = md.oldest_visible(now);
         let mut positions = Vec::new();
-        for (stream, (_, md)) in table.iter() {
-            let (Some(id), len) = self.stream_len(stream)? else {
-                continue;
-            };
-            let mut floor = if md.tombstoned {
-                len
-            } else {
-                md.first_visible(len)
-            };
-            let oldest = md.oldest_visible(now);
-            if oldest > 0 && !md.tombstoned {
-                // Walk on from the floor while the events are too old.
-                while floor < len {
-                    positions.clear();
-                    let hi = len.min(floor + 256);
-                    {
-                        let index = self.index.read();
-                        self.check_index()?;
-                        index.copy_positions(id, floor, hi, true, &mut positions)?;
-                    }
-                    let mut young = false;
-                    for &p in &positions {
-                        if let Some(e) = view.event_at(p)? {
-                            if e.timestamp_micros() >= oldest {
-                                young = true;
-                                break;
-                            }
-                        }
-                        floor += 1;
-                    }
-                    if young || positions.is_empty() {
-                        break;
-                    }
-                }
-            }
-            if floor == 0 {
-                continue;
-            }
+        while oldest > 0 && floor < len {
             positions.clear();
             {
                 let index = self.index.read();
                 self.check_index()?;
-                index.copy_positions(id, 0, floor, true, &mut positions)?;
+                index.copy_positions(id, floor, len.min(floor + 256), true, &mut positions)?;
+            }
+            if positions.is_empty() {
+                break;
             }
             for &p in &positions {
-                if p >= active_base {
-                    break;
+                if let Some(e) = view.event_at(p)? {
+                    if e.timestamp_micros() >= oldest {
+                        return Ok(floor);
+                    }
                 }
-                let i = segments.partition_point(|s| s.base <= p) - 1;
-                let seg = &segments[i];
-                plan.entry(seg.base)
-                    .or_default()
-                    .push((p - seg.base) as u32);
+                floor += 1;
             }
         }
-        for seg in &segments[..segments.len() - 1] {
-            if sealed_early(seg) {
-                plan.entry(seg.base).or_default();
+        Ok(floor)
+    }
+}
+
+/// Positions read from the index per call.
+const CHUNK: u64 = 256;
+
+/// Works out, one sealed segment at a time in log order, which of its records no reader sees:
+/// the streams with metadata and the first event each shows (in memory: one entry per such
+/// stream), and a heap of where each one's next hidden event is, so that a segment costs the
+/// work of the streams with hidden events in it, and memory does not grow with the log.
+struct Planner {
+    /// The sealed segments, oldest first, and the next one to plan.
+    segments: Vec<Arc<Segment>>,
+    next: usize,
+    /// Per stream: its id, the first event a reader sees, and the next event to look at.
+    streams: Vec<(StreamId, u64, u64)>,
+    /// (position of its next hidden event, stream) for each stream with hidden events left.
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    positions: Vec<u64>,
+}
+
+impl Planner {
+    fn new(shared: &Shared) -> Result<Planner> {
+        let view = shared.log.view();
+        let mut segments = view.segments_in(0, u64::MAX);
+        // The newest segment is still written; everything before it is sealed.
+        segments.pop();
+        let table = shared.metadata_table()?;
+        let now = crate::lifecycle::now_micros();
+        let mut plan = Planner {
+            segments,
+            next: 0,
+            streams: Vec::new(),
+            heap: BinaryHeap::new(),
+            positions: Vec::new(),
+        };
+        for (stream, (_, md)) in table.iter() {
+            let (Some(id), len) = shared.stream_len(stream)? else {
+                continue;
+            };
+            let floor = shared.floor(id, len, md, now, &view)?;
+            if floor > 0 {
+                plan.streams.push((id, floor, 0));
+                plan.advance(shared, plan.streams.len() - 1)?;
             }
-        }
-        for offsets in plan.values_mut() {
-            offsets.sort_unstable();
-            offsets.dedup();
         }
         Ok(plan)
     }
 
+    /// Puts stream `i` back in the heap at the position of its next hidden event, if any.
+    fn advance(&mut self, shared: &Shared, i: usize) -> Result<()> {
+        let (id, floor, next) = self.streams[i];
+        if next >= floor {
+            return Ok(());
+        }
+        let index = shared.index.read();
+        shared.check_index()?;
+        if let Some(p) = index.position(id, next)? {
+            self.heap.push(Reverse((p, i)));
+        }
+        Ok(())
+    }
+
+    /// The next sealed segment with hidden records or unused space, and the offsets of those
+    /// records; `None` after the last sealed segment.
+    fn next_segment(&mut self, shared: &Shared) -> Result<Option<(Arc<Segment>, Vec<u32>)>> {
+        while let Some(seg) = self.segments.get(self.next).cloned() {
+            self.next += 1;
+            let end = seg.end_base();
+            let mut offsets = Vec::new();
+            while let Some(&Reverse((p, i))) = self.heap.peek() {
+                if p >= end {
+                    break;
+                }
+                self.heap.pop();
+                // This stream's hidden events from here on, while they lie in this segment.
+                let (id, floor, mut next) = self.streams[i];
+                'stream: while next < floor {
+                    self.positions.clear();
+                    {
+                        let index = shared.index.read();
+                        shared.check_index()?;
+                        let hi = floor.min(next + CHUNK);
+                        index.copy_positions(id, next, hi, true, &mut self.positions)?;
+                    }
+                    if self.positions.is_empty() {
+                        next = floor;
+                        break;
+                    }
+                    for &q in &self.positions {
+                        if q >= end {
+                            break 'stream;
+                        }
+                        if q >= seg.base {
+                            offsets.push((q - seg.base) as u32);
+                        }
+                        next += 1;
+                    }
+                }
+                self.streams[i].2 = next;
+                self.advance(shared, i)?;
+            }
+            if !offsets.is_empty() || sealed_early(&seg) {
+                offsets.sort_unstable();
+                offsets.dedup();
+                return Ok(Some((seg, offsets)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Shared {
     /// Writes `seg` again without the records at `remove` (sorted segment offsets, none removed
     /// before), renames it into place and opens it; returns it with the records and bytes
     /// removed.

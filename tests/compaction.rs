@@ -353,26 +353,43 @@ fn sealing_early_lets_compaction_erase_the_segment_being_written() {
     let marker = b"ERASE-ME-0c1d";
     for i in 0..20 {
         store
-            .append("kept-1", ExpectedVersion::Any, [EventData::new("Kept", format!("{i}"))])
+            .append(
+                "kept-1",
+                ExpectedVersion::Any,
+                [EventData::new("Kept", format!("{i}"))],
+            )
             .unwrap();
         store
-            .append("person-2", ExpectedVersion::Any, [EventData::new("Told", &marker[..])])
+            .append(
+                "person-2",
+                ExpectedVersion::Any,
+                [EventData::new("Told", &marker[..])],
+            )
             .unwrap();
     }
-    store.delete_stream("person-2", ExpectedVersion::Any).unwrap();
+    store
+        .delete_stream("person-2", ExpectedVersion::Any)
+        .unwrap();
     let before = all(&store);
     // Without a seal, the segment being written is left alone.
     assert_eq!(store.compact().unwrap().events_removed, 0);
     assert!(!files_holding(dir.path(), marker).is_empty());
     assert!(store.seal().unwrap());
-    assert!(!store.seal().unwrap(), "nothing to seal in an empty segment");
+    assert!(
+        !store.seal().unwrap(),
+        "nothing to seal in an empty segment"
+    );
     let report = store.compact().unwrap();
     assert_eq!(report.events_removed, 20, "{report:?}");
     // The early-sealed segment gave back its preallocated 64 MiB.
     assert!(report.disk_bytes_after < 1 << 20, "{report:?}");
     assert_eq!(all(&store), before);
     let r = store
-        .append("kept-1", ExpectedVersion::Exact(19), [EventData::new("Kept", "20")])
+        .append(
+            "kept-1",
+            ExpectedVersion::Exact(19),
+            [EventData::new("Kept", "20")],
+        )
         .unwrap();
     assert_eq!(r.version, Some(20));
     store.close().unwrap();
@@ -404,7 +421,10 @@ fn background_compaction_runs_once_enough_can_be_given_back() {
     while segment_blocks(dir.path()) >= blocks && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(segment_blocks(dir.path()) < blocks, "no background compaction in 30 s");
+    assert!(
+        segment_blocks(dir.path()) < blocks,
+        "no background compaction in 30 s"
+    );
     let kept: Vec<_> = before
         .into_iter()
         .filter(|r| !r.1.starts_with("gone"))
@@ -490,7 +510,9 @@ mod model {
     }
 
     fn read_stream(store: &Store, s: &str) -> Result<Vec<(u64, Vec<u8>)>, String> {
-        let it = store.read_stream_forward(s, 0, usize::MAX).map_err(|e| e.to_string())?;
+        let it = store
+            .read_stream_forward(s, 0, usize::MAX)
+            .map_err(|e| e.to_string())?;
         it.map(|e| {
             e.map(|e| (e.event_number(), e.data().to_vec()))
                 .map_err(|e| e.to_string())
@@ -509,7 +531,9 @@ mod model {
             let want: Vec<(u64, Vec<u8>)> =
                 m.visible().map(|e| (e.number, e.data.clone())).collect();
             prop_assert_eq!(got, Ok(want), "stream {}", s);
-            let version = store.stream_version(s).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let version = store
+                .stream_version(s)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(version, m.len.checked_sub(1), "version of {}", s);
         }
         // $all, without the store's own streams, in commit order.
@@ -544,7 +568,11 @@ mod model {
             .map(|e| e.unwrap())
             .map(|e| (e.stream().to_string(), e.event_number()))
             .collect();
-        let want_cat: Vec<_> = want.iter().filter(|(s, _)| s.starts_with("a-")).cloned().collect();
+        let want_cat: Vec<_> = want
+            .iter()
+            .filter(|(s, _)| s.starts_with("a-"))
+            .cloned()
+            .collect();
         prop_assert_eq!(cat, want_cat, "category a");
         let ty: Vec<(String, u64)> = store
             .read_event_type("T1", 0, usize::MAX)
@@ -639,9 +667,9 @@ mod model {
                     m.md.tombstoned = true;
                     m.has_md = true;
                 }
-                Op::MaxCount(i, c) => {
-                    set_md(&store, &mut streams[i], STREAMS[i], |md| md.max_count = Some(c))
-                }
+                Op::MaxCount(i, c) => set_md(&store, &mut streams[i], STREAMS[i], |md| {
+                    md.max_count = Some(c)
+                }),
                 Op::Truncate(i, t) => set_md(&store, &mut streams[i], STREAMS[i], |md| {
                     md.truncate_before = Some(t)
                 }),
@@ -784,7 +812,11 @@ fn subscriptions_followers_and_backups_carry_on_across_a_compaction() {
     // Appends go on while it runs.
     for i in 0..50 {
         store
-            .append("keep-1", ExpectedVersion::Any, [EventData::new("During", format!("{i}"))])
+            .append(
+                "keep-1",
+                ExpectedVersion::Any,
+                [EventData::new("During", format!("{i}"))],
+            )
             .unwrap();
     }
     let report = compactor.join().unwrap();
@@ -843,7 +875,11 @@ fn a_deleted_actor_is_not_rebuilt_after_compaction_and_reopen() {
     };
     {
         let store = std::sync::Arc::new(open(dir.path()));
-        let host = Host::new(store.clone(), std::sync::Arc::new(Journal::<Counter>::new()), 100);
+        let host = Host::new(
+            store.clone(),
+            std::sync::Arc::new(Journal::<Counter>::new()),
+            100,
+        );
         for _ in 0..100 {
             for id in ["kept", "gone"] {
                 host.call(id, |c| {
@@ -854,7 +890,9 @@ fn a_deleted_actor_is_not_rebuilt_after_compaction_and_reopen() {
             }
         }
         drop(host);
-        store.delete_stream("counter-gone", ExpectedVersion::Any).unwrap();
+        store
+            .delete_stream("counter-gone", ExpectedVersion::Any)
+            .unwrap();
         pad(&store);
         assert!(store.compact().unwrap().events_removed >= 50);
         assert_eq!(total(store.clone(), "kept"), 200);
