@@ -329,7 +329,7 @@ impl Shared {
             let mut records = 0u32;
             while off < data_end {
                 records = records.wrapping_add(1);
-                if records % 4096 == 0 {
+                if records.is_multiple_of(4096) {
                     // A close (or a handover, whose write gap this would lengthen) does not
                     // wait for the rest of the segment: the old one stays.
                     self.check_open()?;
