@@ -57,6 +57,7 @@ impl Shared {
         let _span = tracing::info_span!("compaction").entered();
         let mut plan = Planner::new(self)?;
         let mut report = CompactionReport::default();
+        let mut bumped = false;
         while let Some((seg, offsets)) = plan.next_segment(self)? {
             self.check_open()?;
             // The segment as it is now (a view's may be older).
@@ -71,6 +72,15 @@ impl Shared {
                 .collect();
             if fresh.is_empty() && !sealed_early(&seg) {
                 continue;
+            }
+            if !bumped {
+                // Builds that know only version 1 must refuse the store untouched, before they
+                // reach a compacted segment: the meta file says version 2 first.
+                let disk = &self.options.disk;
+                if crate::startup::meta_version(&self.dir, disk)? < COMPACTED_VERSION {
+                    crate::startup::write_meta(&self.dir, COMPACTED_VERSION, disk)?;
+                }
+                bumped = true;
             }
             let before = allocated(&seg);
             let (new, removed, bytes) = self.rewrite(&seg, &fresh)?;

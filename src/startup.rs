@@ -14,8 +14,8 @@ use crate::ids::IdTables;
 use crate::index::persist::{self, IndexFile};
 use crate::index::{Index, Key, KeyCache};
 use crate::log::format::{
-    decode_record, u32_at, HeaderError, RecordView, SegmentHeader, FORMAT_VERSION,
-    SEGMENT_HEADER_LEN,
+    decode_record, u32_at, HeaderError, RecordView, SegmentHeader, COMPACTED_VERSION,
+    FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
 use crate::log::reader::LogView;
 use crate::log::recovery::{self, OnBad};
@@ -97,22 +97,32 @@ pub(crate) fn prepare_dir(dir: &Path, disk: &Disk) -> Result<()> {
                     "it holds `{name}` but no {META_FILE}; a new store needs an empty directory"
                 )));
             }
-            let mut bytes = Vec::with_capacity(16);
-            bytes.extend_from_slice(&META_MAGIC);
-            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            let crc = crc32fast::hash(&bytes);
-            bytes.extend_from_slice(&crc.to_le_bytes());
-            let tmp = dir.join(format!("{META_FILE}.tmp"));
-            let f = disk.create(&tmp)?;
-            disk.write_all_at(&f, &tmp, &bytes, 0)?;
-            disk.sync_all(&f, &tmp)?;
-            drop(f);
-            disk.rename(&tmp, &meta)?;
-            disk.sync_dir(dir)?;
-            Ok(())
+            write_meta(dir, FORMAT_VERSION, disk)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Writes the meta file of the store in `dir` with format `version`: under a temporary name,
+/// synced, renamed into place, and the directory synced.
+pub(crate) fn write_meta(dir: &Path, version: u32, disk: &Disk) -> Result<()> {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&META_MAGIC);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let f = disk.create(&tmp)?;
+    disk.write_all_at(&f, &tmp, &bytes, 0)?;
+    disk.sync_all(&f, &tmp)?;
+    drop(f);
+    disk.rename(&tmp, &dir.join(META_FILE))?;
+    disk.sync_dir(dir)
+}
+
+/// The format version of the store in `dir`, from its meta file.
+pub(crate) fn meta_version(dir: &Path, disk: &Disk) -> Result<u32> {
+    check_meta(dir, &disk.read_whole(&dir.join(META_FILE))?)
 }
 
 /// The format version a meta file's `bytes` give, checked (the meta file of the store in `dir`).
@@ -132,11 +142,11 @@ pub(crate) fn check_meta(dir: &Path, bytes: &[u8]) -> Result<u32> {
         });
     }
     let version = u32_at(bytes, 8);
-    if version > FORMAT_VERSION || version == 0 {
+    if version > COMPACTED_VERSION || version == 0 {
         return Err(Error::UnsupportedVersion {
             file: meta,
             found: version,
-            supported: FORMAT_VERSION,
+            supported: COMPACTED_VERSION,
         });
     }
     Ok(version)

@@ -75,18 +75,18 @@ fn newer_format_versions_are_refused() {
         .unwrap()
         .close()
         .unwrap();
-    // Meta file from the future: version 2, valid checksum.
+    // Meta file from the future: version 3 (this build reads 1 and 2), valid checksum.
     let meta = dir.path().join("eventjournal.meta");
     let mut bytes = fs::read(&meta).unwrap();
     let good = bytes.clone();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32(&bytes[..12]);
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     fs::write(&meta, &bytes).unwrap();
     match Store::open(dir.path(), Options::default()) {
         Err(Error::UnsupportedVersion {
             found, supported, ..
-        }) => assert_eq!((found, supported), (2, 1)),
+        }) => assert_eq!((found, supported), (3, 2)),
         other => panic!("{:?}", other.err()),
     }
     fs::write(&meta, &good).unwrap();
