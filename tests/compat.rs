@@ -12,6 +12,10 @@
 //! ```sh
 //! EVJ_FIXTURE_DIR=tests/fixtures/vN cargo test --test compat -- --ignored write_fixture
 //! ```
+//!
+//! `tests/fixtures/v2/` is the same store, written the same way, then compacted (with
+//! `EVJ_FIXTURE_COMPACTED=1`): `order-2` deleted and `blob-a` limited to its newest 3 events,
+//! sealed and compacted, so that its sealed segments are compacted ones (format version 2).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
 const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+const FIXTURE_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2");
 const LISTING: &str = "events.txt";
 const CONSUMER: &str = "projector";
 const ACTOR: &str = "acct-1";
@@ -209,6 +214,25 @@ fn write_fixture() {
         }
         acct.confirm_events().expect("confirm");
     }
+    if std::env::var("EVJ_FIXTURE_COMPACTED").is_ok() {
+        // A version-2 store: some events removed by compaction, in several sealed segments.
+        store
+            .delete_stream("order-2", ExpectedVersion::Any)
+            .expect("delete");
+        store
+            .set_stream_metadata(
+                "blob-a",
+                ExpectedVersion::Any,
+                eventjournal::StreamMetadata {
+                    max_count: Some(3),
+                    ..Default::default()
+                },
+            )
+            .expect("metadata");
+        store.seal().expect("seal");
+        let report = store.compact().expect("compact");
+        assert!(report.segments_rewritten >= 3, "{report:?}");
+    }
     let (state, version, snapshot) = (
         acct.state().clone(),
         acct.version(),
@@ -384,4 +408,55 @@ fn a_version_1_store_opens_and_reads_as_written() {
     expected_after.push(all[all.len() - 1].clone());
     assert_eq!(all, expected_after);
     reopened.close().expect("close");
+}
+
+#[test]
+fn a_version_2_store_opens_and_reads_as_written() {
+    let fixture = Path::new(FIXTURE_V2);
+    let expected = listing(fixture);
+    let meta = std::fs::read(fixture.join("eventjournal.meta")).expect("meta");
+    assert_eq!(meta[8..12], 2u32.to_le_bytes(), "a version-2 store");
+    let compacted = store_files(fixture)
+        .iter()
+        .filter(|(n, _)| n.ends_with(".seg"))
+        .filter(|(_, p)| std::fs::read(p).expect("segment")[8..12] == 2u32.to_le_bytes())
+        .count();
+    assert!(compacted >= 3, "compacted segments in the fixture: {compacted}");
+    let tmp = TempDir::new().expect("tempdir");
+    copy_dir(fixture, tmp.path());
+    let store = Arc::new(Store::open(tmp.path(), options()).expect("open the v2 fixture"));
+    assert_eq!(all_lines(&store), expected.events);
+    let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in &expected.events {
+        let stream = l.split(' ').nth(1).expect("stream").to_string();
+        by_stream.entry(stream).or_default().push(l.clone());
+    }
+    for (stream, lines) in &by_stream {
+        let got: Vec<String> = store
+            .read_stream_forward(stream, 0, usize::MAX)
+            .expect("read stream")
+            .map(|e| line(&e.expect("event")))
+            .collect();
+        assert_eq!(&got, lines, "stream {stream}");
+    }
+    assert_eq!(
+        store
+            .read_stream_forward("order-2", 0, usize::MAX)
+            .expect("read")
+            .count(),
+        0
+    );
+    assert_eq!(store.stream_version("order-2").expect("version"), Some(13));
+    // Nothing left to remove; appends go on.
+    assert_eq!(store.compact().expect("compact").segments_rewritten, 0);
+    store
+        .append(
+            "order-2",
+            ExpectedVersion::Exact(13),
+            vec![EventData::new("Updated", "{}")],
+        )
+        .expect("append");
+    drop(store);
+    let report = eventjournal::verify::verify(tmp.path(), &mut |_, _| {}).expect("verify");
+    assert!(report.events as usize > expected.events.len());
 }
