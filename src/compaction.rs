@@ -89,7 +89,12 @@ impl Shared {
             report.segments_rewritten += 1;
             report.events_removed += removed;
             report.bytes_removed += bytes;
-            self.log.replace_segment(Arc::new(new));
+            let new = Arc::new(new);
+            self.log.replace_segment(new.clone());
+            self.ids.replace_segment(&new);
+            // The old file's unsynced writes (`Durability::None`) need no sync any more: its
+            // records are in the new file, synced.
+            self.writer.lock().log.forget_sealed(&new);
         }
         tracing::info!(
             segments = report.segments_rewritten,

@@ -34,7 +34,13 @@ pub(crate) struct FollowState {
     /// had shown, or the directory now holds another store): nothing more is shown. The
     /// `Error::Corrupt` said so, by its parts.
     diverged: Option<(std::path::PathBuf, u64, String)>,
+    /// When sealed segments were last checked for a compaction by the writer.
+    compactions_checked: Option<std::time::Instant>,
 }
+
+/// How often a follower looks for sealed segments the writer compacted, to map the compacted
+/// files instead (so that the old ones' disk space is freed): a `stat` per sealed segment.
+const COMPACTIONS_CHECKED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One record of a whole batch: its offset in the segment, and where its name and type are in
 /// the copy it was read from.
@@ -72,6 +78,39 @@ impl FollowState {
 }
 
 impl Shared {
+    /// Maps, in place of each sealed segment the writer has compacted since this store mapped
+    /// it, the compacted file: the same records at the same positions, less hidden ones. The old
+    /// map is dropped once no reader holds it, and with it the last hold on the old file's disk
+    /// space. Best effort: a file that does not open as the same segment is left alone.
+    fn take_compacted_segments(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let segments = self.log.segments();
+        let Some((_, sealed)) = segments.split_last() else {
+            return;
+        };
+        for seg in sealed.iter().filter(|s| s.compacted.is_none()) {
+            let (Ok(now), Ok(mapped)) = (std::fs::metadata(&seg.path), seg.file.metadata()) else {
+                continue;
+            };
+            if now.ino() == mapped.ino() && now.dev() == mapped.dev() {
+                continue;
+            }
+            match Segment::open(&seg.path, seg.base, false, &self.options.disk) {
+                Ok(new)
+                    if new
+                        .compacted
+                        .as_ref()
+                        .is_some_and(|c| c.data_end == seg.data_end()) =>
+                {
+                    let new = Arc::new(new);
+                    self.log.replace_segment(new.clone());
+                    self.ids.replace_segment(&new);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Shows every whole batch the writer committed past what this read-only store has shown;
     /// returns whether it showed any. Concurrent calls take turns.
     pub(crate) fn catch_up(&self) -> Result<bool> {
@@ -82,6 +121,13 @@ impl Shared {
                 offset: *offset,
                 reason: reason.clone(),
             });
+        }
+        if state
+            .compactions_checked
+            .is_none_or(|t| t.elapsed() >= COMPACTIONS_CHECKED_EVERY)
+        {
+            state.compactions_checked = Some(std::time::Instant::now());
+            self.take_compacted_segments();
         }
         let mut shown = false;
         // Until nothing more is there, or the store closes (a writer that outpaces this one

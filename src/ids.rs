@@ -920,6 +920,29 @@ impl IdTables {
         }
     }
 
+    /// Puts `seg` in place of the sealed segment with its base (compaction's rewrite of it), so
+    /// that the old segment's map is not kept alive here.
+    pub(crate) fn replace_segment(&self, seg: &Arc<Segment>) {
+        for s in self.sealed.lock().iter_mut().filter(|s| s.base == seg.base) {
+            *s = seg.clone();
+        }
+        let mut sets = self.sets.lock();
+        if sets.uncovered.iter().any(|s| s.base == seg.base) {
+            let uncovered = sets
+                .uncovered
+                .iter()
+                .map(|s| {
+                    if s.base == seg.base {
+                        seg.clone()
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            sets.uncovered = Arc::new(uncovered);
+        }
+    }
+
     /// A sealed segment whose table could not be made: the worker builds it from the log.
     pub(crate) fn add_uncovered(&self, seg: &Arc<Segment>) {
         self.sealed.lock().push(seg.clone());

@@ -906,3 +906,40 @@ fn a_deleted_actor_is_not_rebuilt_after_compaction_and_reopen() {
     assert_eq!(total(store.clone(), "kept"), 200);
     assert_eq!(total(store.clone(), "gone"), 0);
 }
+
+/// Maps of this process onto files of `dir` that were deleted (replaced by a compaction).
+fn deleted_maps(dir: &Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let dir = dir.to_string_lossy();
+    maps.lines()
+        .filter(|l| l.contains(dir.as_ref()) && l.ends_with("(deleted)"))
+        .count()
+}
+
+#[test]
+fn a_follower_lets_go_of_the_segments_the_writer_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fill(&store, 100, 300);
+    pad(&store);
+    let follower = Store::open_read_only(dir.path(), options()).unwrap();
+    assert_eq!(all(&follower), all(&store));
+    store.delete_stream("gone-1", ExpectedVersion::Any).unwrap();
+    pad(&store);
+    assert!(store.compact().unwrap().segments_rewritten > 0);
+    // The writer's own old maps are gone with its view; the follower lets go of its within
+    // a second or so of its next look.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while deleted_maps(dir.path()) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        deleted_maps(dir.path()),
+        0,
+        "the follower still maps replaced segments"
+    );
+    follower.refresh().unwrap();
+    assert_eq!(all(&follower), all(&store));
+    assert!(stream(&follower, "gone-1").is_empty());
+}

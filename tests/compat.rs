@@ -421,7 +421,10 @@ fn a_version_2_store_opens_and_reads_as_written() {
         .filter(|(n, _)| n.ends_with(".seg"))
         .filter(|(_, p)| std::fs::read(p).expect("segment")[8..12] == 2u32.to_le_bytes())
         .count();
-    assert!(compacted >= 3, "compacted segments in the fixture: {compacted}");
+    assert!(
+        compacted >= 3,
+        "compacted segments in the fixture: {compacted}"
+    );
     let tmp = TempDir::new().expect("tempdir");
     copy_dir(fixture, tmp.path());
     let store = Arc::new(Store::open(tmp.path(), options()).expect("open the v2 fixture"));

@@ -212,6 +212,12 @@ impl LogWriter {
         Ok(())
     }
 
+    /// Forgets the sealed segment with `seg`'s base among those waiting for a sync: compaction
+    /// replaced it by `seg`, synced already, and the old map is not to be kept alive.
+    pub(crate) fn forget_sealed(&mut self, seg: &Arc<Segment>) {
+        self.unsynced_sealed.retain(|s| s.base != seg.base);
+    }
+
     /// Whether bytes were written since the last sync.
     pub fn is_unsynced(&self) -> bool {
         self.unsynced
