@@ -712,7 +712,7 @@ fn probing_for_records_after_a_torn_one_does_not_checksum_every_offset() {
         .unwrap();
     let crash = tempfile::tempdir().unwrap();
     snapshot(live.path(), crash.path());
-    patch(&first_segment(crash.path()), head.0 + 4, &[0xff]); // the record's checksum
+    flip(&first_segment(crash.path()), head.0 + 4, 0xff); // the record's checksum
     let s = Store::open(crash.path(), big().segment_size(4 << 20)).unwrap();
     assert_eq!(s.head(), head);
     assert_eq!(s.streams().unwrap(), ["a"]);
