@@ -97,6 +97,25 @@ fn line(e: &RecordedEvent) -> String {
     )
 }
 
+/// Reads each stream of `events` (lines of `$all`) on its own and checks that it holds its
+/// lines of `$all`, in order; returns the lines by stream.
+fn each_stream_reads_its_lines(store: &Store, events: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in events {
+        let stream = l.split(' ').nth(1).expect("stream").to_string();
+        by_stream.entry(stream).or_default().push(l.clone());
+    }
+    for (stream, lines) in &by_stream {
+        let got: Vec<String> = store
+            .read_stream_forward(stream, 0, usize::MAX)
+            .expect("read stream")
+            .map(|e| line(&e.expect("event")))
+            .collect();
+        assert_eq!(&got, lines, "stream {stream}");
+    }
+    by_stream
+}
+
 /// Every event of the store's `$all`, as listing lines.
 fn all_lines(store: &Store) -> Vec<String> {
     let mut out = Vec::new();
@@ -316,18 +335,8 @@ fn a_version_1_store_opens_and_reads_as_written() {
     assert_eq!(all_lines(&store), expected.events);
 
     // Each stream read on its own holds its events of `$all`, in order.
-    let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in &expected.events {
-        let stream = l.split(' ').nth(1).expect("stream").to_string();
-        by_stream.entry(stream).or_default().push(l.clone());
-    }
+    let by_stream = each_stream_reads_its_lines(&store, &expected.events);
     for (stream, lines) in &by_stream {
-        let got: Vec<String> = store
-            .read_stream_forward(stream, 0, usize::MAX)
-            .expect("read stream")
-            .map(|e| line(&e.expect("event")))
-            .collect();
-        assert_eq!(&got, lines, "stream {stream}");
         let version = store.stream_version(stream).expect("version");
         assert_eq!(version, Some(lines.len() as u64 - 1));
     }
@@ -429,19 +438,7 @@ fn a_version_2_store_opens_and_reads_as_written() {
     copy_dir(fixture, tmp.path());
     let store = Arc::new(Store::open(tmp.path(), options()).expect("open the v2 fixture"));
     assert_eq!(all_lines(&store), expected.events);
-    let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in &expected.events {
-        let stream = l.split(' ').nth(1).expect("stream").to_string();
-        by_stream.entry(stream).or_default().push(l.clone());
-    }
-    for (stream, lines) in &by_stream {
-        let got: Vec<String> = store
-            .read_stream_forward(stream, 0, usize::MAX)
-            .expect("read stream")
-            .map(|e| line(&e.expect("event")))
-            .collect();
-        assert_eq!(&got, lines, "stream {stream}");
-    }
+    each_stream_reads_its_lines(&store, &expected.events);
     assert_eq!(
         store
             .read_stream_forward("order-2", 0, usize::MAX)
