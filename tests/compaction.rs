@@ -340,7 +340,13 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
         if !e.file_type().unwrap().is_file() {
             continue;
         }
-        let bytes = std::fs::read(e.path()).unwrap();
+        // A file the store's own threads renamed or removed meanwhile (a temporary file of an
+        // index or id table being written) is passed over: it holds no event data.
+        let bytes = match std::fs::read(e.path()) {
+            Ok(b) => b,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => panic!("{}: {err}", e.path().display()),
+        };
         if bytes.windows(needle.len()).any(|w| w == needle) {
             found.push(e.file_name().to_string_lossy().into_owned());
         }
