@@ -347,11 +347,24 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
             snapshot_version: 0,
             retention_checked: false,
         };
-        let mut first = None;
-        actor.backend.read(&actor.stream, 0, &mut |e| {
-            first = Some(e.event_number);
-            ControlFlow::Break(())
-        })?;
+        let first = if actor.journal.snapshot_every > 0 {
+            let mut first = None;
+            actor.backend.read(&actor.stream, 0, &mut |e| {
+                first = Some(e.event_number);
+                ControlFlow::Break(())
+            })?;
+            first
+        } else {
+            // Snapshots off: the replay finds out whether the stream starts above event 0, with
+            // no read of its own; it is done again from a snapshot only if it does.
+            match actor.replay(true)? {
+                Some(f) if f > 0 => Some(f),
+                _ => {
+                    actor.tentative = actor.confirmed.clone();
+                    return Ok(actor);
+                }
+            }
+        };
         // Events truncated (by this journal's snapshots, or any other rule): a snapshot is
         // looked for even with snapshots off, since it may hold the state of the events gone.
         if actor.journal.snapshot_every > 0 || first.is_some_and(|f| f > 0) {
@@ -418,6 +431,13 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
     /// found among them (stored by an earlier confirm whose acknowledgement was lost) are
     /// confirmed, not applied again.
     fn catch_up(&mut self) -> Result<()> {
+        self.replay(false).map(|_| ())
+    }
+
+    /// [`catch_up`](Self::catch_up), returning the number of the first event read, if any; with
+    /// `stop_at_gap`, returns before applying anything if that is not the next one (the events
+    /// before it are gone: their state may be in a snapshot).
+    fn replay(&mut self, stop_at_gap: bool) -> Result<Option<u64>> {
         let Journaled {
             backend,
             journal,
@@ -432,7 +452,14 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         let start = *version;
         let mut state = confirmed.clone();
         let mut next = start;
+        let mut first = None;
         backend.read(stream, start, &mut |e| {
+            if first.is_none() {
+                first = Some(e.event_number);
+                if stop_at_gap && e.event_number != start {
+                    return ControlFlow::Break(());
+                }
+            }
             // A stream soft-deleted (or truncated) since `start` is read from its first event
             // still visible: the events before it are gone, and the state starts without them.
             if e.event_number > next && next == start && landed == 0 {
@@ -470,10 +497,13 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         if let Some(err) = failure {
             return Err(err);
         }
+        if stop_at_gap && first.is_some_and(|f| f != start) {
+            return Ok(first);
+        }
         *confirmed = state;
         *version = next;
         pending.drain(..landed);
-        Ok(())
+        Ok(first)
     }
 
     /// The actor's id.
