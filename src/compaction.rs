@@ -200,16 +200,37 @@ const CHUNK: u64 = 256;
 /// the streams with metadata and the first event each shows (in memory: one entry per such
 /// stream), and a heap of where each one's next hidden event is, so that a segment costs the
 /// work of the streams with hidden events in it, and memory does not grow with the log.
+///
+/// The store's own streams whose rules their names imply (checkpoints, snapshots, metadata: see
+/// [`rules_of`](crate::lifecycle::rules_of)) may be one per actor, so they are not listed: they
+/// are found by walking the event type index of each kind in log order, alongside the streams,
+/// reading each of their records still in a sealed segment for its stream and number (a cache of
+/// a bounded number of those streams' first visible events saves the lookups).
 struct Planner {
     /// The sealed segments, oldest first, and the next one to plan.
     segments: Vec<Arc<Segment>>,
     next: usize,
     /// Per stream: its id, the first event a reader sees, and the next event to look at.
     streams: Vec<(StreamId, u64, u64)>,
-    /// (position of its next hidden event, stream) for each stream with hidden events left.
-    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Per event type walked: its key's id, its length when planning began, the next entry.
+    keys: Vec<(StreamId, u64, u64)>,
+    /// The rules and first visible event of streams met in the walks of `keys`.
+    table: Arc<crate::lifecycle::MetaTable>,
+    firsts: std::collections::HashMap<String, u64>,
+    /// (position of its next hidden event or walked entry, walk) for each walk with work left.
+    heap: BinaryHeap<Reverse<(u64, Walk)>>,
     positions: Vec<u64>,
 }
+
+/// What a heap entry of the [`Planner`] stands for: an index into its streams or its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Walk {
+    Stream(usize),
+    Key(usize),
+}
+
+/// First visible events a [`Planner`] keeps of streams met in its walks before it starts again.
+const MAX_FIRSTS: usize = 4096;
 
 impl Planner {
     fn new(shared: &Shared) -> Result<Planner> {
@@ -223,34 +244,128 @@ impl Planner {
             segments,
             next: 0,
             streams: Vec::new(),
+            keys: Vec::new(),
+            table: table.clone(),
+            firsts: std::collections::HashMap::new(),
             heap: BinaryHeap::new(),
             positions: Vec::new(),
         };
         for (stream, (_, md)) in table.iter() {
+            // The store's own streams are walked through their event types below.
+            if stream.starts_with(crate::SYSTEM_PREFIX) {
+                continue;
+            }
+            let Some(md) = crate::lifecycle::rules_of(stream, Some(md)) else {
+                continue;
+            };
             let (Some(id), len) = shared.stream_len(stream)? else {
                 continue;
             };
             let floor = shared.floor(id, len, md, now, &view)?;
             if floor > 0 {
                 plan.streams.push((id, floor, 0));
-                plan.advance(shared, plan.streams.len() - 1)?;
+                plan.advance(shared, Walk::Stream(plan.streams.len() - 1))?;
+            }
+        }
+        for event_type in crate::lifecycle::IMPLIED_RULE_TYPES {
+            let key = crate::index::Key::EventType(event_type).name();
+            if let (Some(id), len) = shared.stream_len(&key)? {
+                plan.keys.push((id, len, 0));
+                plan.advance(shared, Walk::Key(plan.keys.len() - 1))?;
             }
         }
         Ok(plan)
     }
 
-    /// Puts stream `i` back in the heap at the position of its next hidden event, if any.
-    fn advance(&mut self, shared: &Shared, i: usize) -> Result<()> {
-        let (id, floor, next) = self.streams[i];
-        if next >= floor {
+    /// Puts walk `w` back in the heap at the position of its next event to look at, if any.
+    fn advance(&mut self, shared: &Shared, w: Walk) -> Result<()> {
+        let (id, end, next) = match w {
+            Walk::Stream(i) => self.streams[i],
+            Walk::Key(i) => self.keys[i],
+        };
+        if next >= end {
             return Ok(());
         }
         let index = shared.index.read();
         shared.check_index()?;
         if let Some(p) = index.position(id, next)? {
-            self.heap.push(Reverse((p, i)));
+            self.heap.push(Reverse((p, w)));
         }
         Ok(())
+    }
+
+    /// The first event of `stream` a reader sees, by its count and truncation rules (an age
+    /// limit, which none of the store's own streams has, is left to the reads).
+    fn first_visible(&mut self, shared: &Shared, stream: &str) -> Result<u64> {
+        if let Some(&f) = self.firsts.get(stream) {
+            return Ok(f);
+        }
+        let md = self.table.get(stream).map(|(_, md)| &**md);
+        let first = match crate::lifecycle::rules_of(stream, md) {
+            None => 0,
+            Some(md) => {
+                let (_, len) = shared.stream_len(stream)?;
+                if md.tombstoned {
+                    len
+                } else {
+                    md.first_visible(len)
+                }
+            }
+        };
+        if self.firsts.len() >= MAX_FIRSTS {
+            self.firsts.clear();
+        }
+        self.firsts.insert(stream.to_string(), first);
+        Ok(first)
+    }
+
+    /// Adds to `offsets` the hidden records of key walk `i` that lie in `seg`; returns the
+    /// entry to go on from.
+    fn walk_key(
+        &mut self,
+        shared: &Shared,
+        i: usize,
+        seg: &Segment,
+        offsets: &mut Vec<u32>,
+    ) -> Result<u64> {
+        let (id, len, mut next) = self.keys[i];
+        let end = seg.end_base();
+        let bytes = seg.bytes();
+        while next < len {
+            self.positions.clear();
+            {
+                let index = shared.index.read();
+                shared.check_index()?;
+                let hi = len.min(next + CHUNK);
+                index.copy_positions(id, next, hi, true, &mut self.positions)?;
+            }
+            if self.positions.is_empty() {
+                return Ok(len);
+            }
+            let positions = std::mem::take(&mut self.positions);
+            for &q in &positions {
+                if q >= end {
+                    self.positions = positions;
+                    return Ok(next);
+                }
+                next += 1;
+                if q < seg.base || seg.gap_containing(q - seg.base).is_some() {
+                    continue;
+                }
+                let at = seg.file_off(q - seg.base) as usize;
+                let v = decode_record(bytes, at, false).map_err(|_| Error::Corrupt {
+                    file: seg.path.clone(),
+                    offset: q - seg.base,
+                    reason: "the index places an event where no record starts".to_string(),
+                })?;
+                let stream = std::str::from_utf8(&bytes[v.stream.0..v.stream.1]).unwrap_or("");
+                if v.event_number < self.first_visible(shared, stream)? {
+                    offsets.push((q - seg.base) as u32);
+                }
+            }
+            self.positions = positions;
+        }
+        Ok(next)
     }
 
     /// The next sealed segment with hidden records or unused space, and the offsets of those
@@ -260,11 +375,19 @@ impl Planner {
             self.next += 1;
             let end = seg.end_base();
             let mut offsets = Vec::new();
-            while let Some(&Reverse((p, i))) = self.heap.peek() {
+            while let Some(&Reverse((p, w))) = self.heap.peek() {
                 if p >= end {
                     break;
                 }
                 self.heap.pop();
+                let i = match w {
+                    Walk::Stream(i) => i,
+                    Walk::Key(k) => {
+                        self.keys[k].2 = self.walk_key(shared, k, &seg, &mut offsets)?;
+                        self.advance(shared, w)?;
+                        continue;
+                    }
+                };
                 // This stream's hidden events from here on, while they lie in this segment.
                 let (id, floor, mut next) = self.streams[i];
                 'stream: while next < floor {
@@ -290,7 +413,7 @@ impl Planner {
                     }
                 }
                 self.streams[i].2 = next;
-                self.advance(shared, i)?;
+                self.advance(shared, w)?;
             }
             if !offsets.is_empty() || sealed_early(&seg) {
                 offsets.sort_unstable();

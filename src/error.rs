@@ -177,6 +177,21 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A journaled actor's events before `covers` were truncated after a snapshot
+    /// (`Journal::truncate_covered_events`), and its newest snapshot cannot be used (it was
+    /// written with another `JournalState::SNAPSHOT_VERSION`, or no longer decodes): the state
+    /// cannot be rebuilt, so the actor is not activated rather than activated with a wrong state.
+    #[error(
+        "stream `{stream}`: its events before {covers} were truncated after a snapshot, and no \
+         usable snapshot covers them"
+    )]
+    SnapshotUnusable {
+        /// The actor's stream.
+        stream: String,
+        /// The version the newest snapshot covers.
+        covers: u64,
+    },
+
     /// A journaled actor's events kept conflicting with other writers' on every retry.
     #[error("stream `{stream}`: still conflicting after {attempts} attempts to confirm")]
     Conflict {

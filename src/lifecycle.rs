@@ -23,6 +23,54 @@ pub const METADATA_EVENT_TYPE: &str = "$metadata";
 /// The prefix of metadata streams: the metadata of `order-7` is in `$$order-7`.
 pub const METADATA_STREAM_PREFIX: &str = "$$";
 
+/// The prefix of consumer checkpoint streams (`$checkpoint-<consumer>`).
+pub(crate) const CHECKPOINT_STREAM_PREFIX: &str = "$checkpoint-";
+/// The prefix of journaled actors' snapshot streams (`$snapshot-<stream>`).
+pub(crate) const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
+
+/// The store's own streams whose rules are implied by their names rather than written as
+/// metadata, each found through the event type its events are written with, so compaction can
+/// walk them without a list of their names: checkpoint, snapshot and metadata streams.
+pub(crate) const IMPLIED_RULE_TYPES: [&str; 3] = ["$checkpoint", "$snapshot", METADATA_EVENT_TYPE];
+
+/// Keeps a stream's newest event only.
+static KEEP_NEWEST: StreamMetadata = StreamMetadata {
+    max_count: Some(1),
+    max_age_secs: None,
+    truncate_before: None,
+    tombstoned: false,
+    custom: BTreeMap::new(),
+};
+
+/// The rules readers and compaction apply to `stream`, whose metadata is `md`: the one place
+/// they are decided.
+///
+/// - A consumer checkpoint stream keeps its newest checkpoint: a newer one replaces it.
+/// - A metadata stream keeps its newest metadata: the one in force.
+/// - A snapshot stream keeps what its metadata says (the journal writes `max_count` there when
+///   it keeps more than one, see `Journal::keep_snapshots`), and without any, its newest
+///   snapshot: activation reads only that one.
+/// - Any other stream follows its metadata, if it has any.
+///
+/// So a process that does not know the journal's settings still applies them, and the
+/// application never writes metadata for the store's own streams (it may not: they are
+/// reserved).
+pub(crate) fn rules_of<'a>(
+    stream: &str,
+    md: Option<&'a StreamMetadata>,
+) -> Option<&'a StreamMetadata> {
+    if !stream.starts_with(crate::SYSTEM_PREFIX) {
+        return md;
+    }
+    if stream.starts_with(CHECKPOINT_STREAM_PREFIX) || stream.starts_with(METADATA_STREAM_PREFIX) {
+        Some(&KEEP_NEWEST)
+    } else if stream.starts_with(SNAPSHOT_STREAM_PREFIX) {
+        md.or(Some(&KEEP_NEWEST))
+    } else {
+        md
+    }
+}
+
 /// The metadata stream of `stream`.
 pub fn metadata_stream(stream: &str) -> String {
     format!("{METADATA_STREAM_PREFIX}{stream}")
@@ -130,12 +178,10 @@ impl Shared {
         let mut m = self.meta.write();
         if m.seen < len {
             let from = m.seen;
-            let events = StreamEvents::raw(self, key, from, (len - from) as usize)?;
+            let mut events = StreamEvents::raw(self, key, from, (len - from) as usize)?;
             let mut streams = (*m.streams).clone();
-            let mut seen = from;
-            for e in events {
+            for e in &mut events {
                 let e = e?;
-                seen += 1;
                 let Some(target) = e.stream().strip_prefix(METADATA_STREAM_PREFIX) else {
                     continue;
                 };
@@ -145,7 +191,9 @@ impl Shared {
                     streams.insert(target.to_string(), (e.event_number(), Arc::new(md)));
                 }
             }
-            m.seen = seen;
+            // Counted by entries, not events: compaction removes metadata events replaced by
+            // newer ones, which the read passes over.
+            m.seen = events.next_entry();
             m.streams = Arc::new(streams);
         }
         Ok(m.streams.clone())
@@ -155,12 +203,13 @@ impl Shared {
     /// the oldest visible timestamp (0: no age limit); `Error::StreamDeleted` if it is
     /// tombstoned. The one place the stream reads and replays take these rules from.
     pub(crate) fn visible_part(&self, stream: &str, len: u64) -> Result<(u64, u64)> {
-        match self.metadata_of(stream)? {
+        let table = self.metadata_table()?;
+        match rules_of(stream, table.get(stream).map(|(_, md)| &**md)) {
             None => Ok((0, 0)),
-            Some((_, md)) if md.tombstoned => Err(crate::error::Error::StreamDeleted {
+            Some(md) if md.tombstoned => Err(crate::error::Error::StreamDeleted {
                 stream: stream.to_string(),
             }),
-            Some((_, md)) => Ok((md.first_visible(len), md.oldest_visible(now_micros()))),
+            Some(md) => Ok((md.first_visible(len), md.oldest_visible(now_micros()))),
         }
     }
 
@@ -171,13 +220,17 @@ impl Shared {
 }
 
 /// Decides which events of `$all`, a category or an event type a reader no longer sees: those
-/// of tombstoned streams, and those a stream's retention or soft delete hides.
+/// of tombstoned streams, and those a stream's rules ([`rules_of`]) hide.
 pub(crate) struct Hider {
     table: Arc<MetaTable>,
-    /// Lengths of the streams with `max_count`, looked up once per reader.
+    /// Lengths of the streams with `max_count`, looked up once per reader (at most
+    /// `MAX_LENS` of them at a time: a read of `$all` meets every actor's snapshot stream).
     lens: HashMap<String, u64>,
     now: u64,
 }
+
+/// Stream lengths a [`Hider`] keeps before it starts again.
+const MAX_LENS: usize = 4096;
 
 impl Hider {
     pub(crate) fn new(shared: &Shared) -> Result<Hider> {
@@ -188,18 +241,13 @@ impl Hider {
         })
     }
 
-    /// Whether no stream has metadata: nothing is hidden.
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
     /// Whether event `number` of `stream`, stamped `timestamp`, is hidden.
     pub(crate) fn hides(&mut self, shared: &Shared, stream: &str, number: u64, ts: u64) -> bool {
-        if self.table.is_empty() {
+        // Most streams have no rules: one byte and (when no stream has metadata) nothing else.
+        if self.table.is_empty() && !stream.starts_with(crate::SYSTEM_PREFIX) {
             return false;
         }
-        let Some((_, md)) = self.table.get(stream) else {
+        let Some(md) = rules_of(stream, self.table.get(stream).map(|(_, md)| &**md)) else {
             return false;
         };
         if md.tombstoned {
@@ -210,6 +258,9 @@ impl Hider {
                 Some(&l) => l,
                 None => {
                     let l = shared.stream_len(stream).map_or(0, |(_, l)| l);
+                    if self.lens.len() >= MAX_LENS {
+                        self.lens.clear();
+                    }
                     self.lens.insert(stream.to_string(), l);
                     l
                 }
@@ -264,6 +315,34 @@ impl crate::Store {
         results.pop().ok_or_else(|| {
             crate::Error::InvalidInput("internal: no result for the metadata append".into())
         })
+    }
+
+    /// Writes what `change` makes of the metadata of `stream` (the store's own streams
+    /// included), expecting the metadata stream's version it was read at, read again and
+    /// changed again after a concurrent change.
+    pub(crate) fn update_metadata_with(
+        &self,
+        stream: &str,
+        change: &mut dyn FnMut(Option<&StreamMetadata>) -> Option<StreamMetadata>,
+    ) -> Result<()> {
+        use crate::ExpectedVersion as EV;
+        self.check_open()?;
+        crate::append::check_stream_name(stream)?;
+        loop {
+            let current = self.shared.metadata_of(stream)?;
+            let Some(md) = change(current.as_ref().map(|(_, md)| &**md)) else {
+                return Ok(());
+            };
+            let expected = current.map_or(EV::NoStream, |(v, _)| EV::Exact(v));
+            match self
+                .shared
+                .submit(vec![metadata_write(stream, expected, &md)])
+            {
+                Ok(_) => return Ok(()),
+                Err(crate::Error::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The metadata of `stream` and the version of its metadata stream (`None`: it has none).

@@ -55,10 +55,7 @@ impl<'a> StreamEvents<'a> {
         let (id, len) = shared.stream_len(stream)?;
         let (mut floor, mut oldest, mut hider) = (0, 0, None);
         if keyed {
-            let h = crate::lifecycle::Hider::new(shared)?;
-            if !h.is_empty() {
-                hider = Some(h);
-            }
+            hider = Some(crate::lifecycle::Hider::new(shared)?);
         } else {
             (floor, oldest) = shared.visible_part(stream, len)?;
         }
@@ -390,7 +387,7 @@ pub struct AllEvents {
     cursor: Cursor,
     remaining: usize,
     forward: bool,
-    /// What hides the events of deleted or retained streams (`None`: no stream has metadata).
+    /// What hides the events of deleted or retained streams.
     hider: Option<(Arc<Shared>, crate::lifecycle::Hider)>,
 }
 
@@ -408,7 +405,7 @@ impl AllEvents {
             cursor,
             remaining: max,
             forward,
-            hider: (!hider.is_empty()).then(|| (shared.clone(), hider)),
+            hider: Some((shared.clone(), hider)),
         })
     }
 }

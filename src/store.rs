@@ -1027,9 +1027,10 @@ impl Store {
     /// Copies the store into the directory `dest` while it stays open: appends go on and are
     /// not slowed by more than the copy's reads of the page cache.
     ///
-    /// The copy holds every event committed before the call, up to [`Backup::head`], and no
-    /// part of a later batch; it opens like any store ([`Store::open`] on `dest`, with strict
-    /// recovery): restoring is opening it, or moving it into place first. `dest` is created if
+    /// The copy holds every event committed before the call, up to
+    /// [`Backup::head`](crate::Backup::head), and no part of a later batch; it opens like any
+    /// store ([`Store::open`] on `dest`, with strict recovery): restoring is opening it, or
+    /// moving it into place first. `dest` is created if
     /// missing; it must be empty or hold an earlier backup of this store, in which case only
     /// what changed is copied (sealed segments never change). A destination holding anything
     /// else is refused with [`Error::NotAStore`] or [`Error::InvalidInput`] and left as it was;

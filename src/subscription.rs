@@ -610,5 +610,8 @@ pub(crate) fn checkpoint_stream(consumer: &str) -> Result<String> {
     if consumer.is_empty() {
         return Err(Error::InvalidInput("consumer name is empty".into()));
     }
-    Ok(format!("$checkpoint-{consumer}"))
+    Ok(format!(
+        "{}{consumer}",
+        crate::lifecycle::CHECKPOINT_STREAM_PREFIX
+    ))
 }

@@ -847,3 +847,151 @@ fn serve_shows_the_store_and_follows_another_process_writing() {
     assert!(stderr(&o).contains("binding"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
 }
+
+/// Every file of the store whose bytes hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("list the store")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            std::fs::read(p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn stream_numbers(dir: &Path, stream: &str) -> eventjournal::Result<Vec<u64>> {
+    let store = Store::open_read_only(dir, Options::default().follow(None))?;
+    let out = store
+        .read_stream_forward(stream, 0, usize::MAX)?
+        .map(|e| e.map(|e| e.event_number()))
+        .collect();
+    out
+}
+
+#[test]
+fn delete_then_compact_erases_the_stream() {
+    let (_tmp, dir) = fixture();
+    // The wrong expected version is refused with the conflict status, and nothing changes.
+    let o = run(&["delete", s(&dir), "account-0", "--expected", "3"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert_eq!(stream_numbers(&dir, "account-0").unwrap().len(), 10);
+
+    let text = ok(&["delete", s(&dir), "account-0", "--expected", "9"]);
+    assert_eq!(text.trim(), "deleted `account-0`");
+    assert!(stream_numbers(&dir, "account-0").unwrap().is_empty());
+    assert!(!files_holding(&dir, br#"{"account":0,"#).is_empty());
+
+    let v = json_one(&["compact", s(&dir), "--seal", "--json"]);
+    assert_eq!(v["events_removed"], 10, "{v}");
+    assert!(v["segments_rewritten"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        files_holding(&dir, br#"{"account":0,"#),
+        Vec::<PathBuf>::new()
+    );
+    // The other streams are whole, and a second compaction finds nothing left to remove.
+    assert_eq!(stream_numbers(&dir, "account-1").unwrap().len(), 10);
+    let text = ok(&["compact", s(&dir)]);
+    assert!(
+        text.starts_with("rewrote 0 segments: removed 0 events"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tombstone_makes_reads_and_appends_fail() {
+    let (_tmp, dir) = fixture();
+    let v = json_one(&["tombstone", s(&dir), "order-1", "--json"]);
+    assert_eq!(v["tombstoned"], true, "{v}");
+    let o = run(&["read", s(&dir), "order-1"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("order-1"), "{}", stderr(&o));
+    assert!(matches!(
+        stream_numbers(&dir, "order-1"),
+        Err(eventjournal::Error::StreamDeleted { .. })
+    ));
+    let o = run(&[
+        "append",
+        s(&dir),
+        "order-1",
+        "--expected",
+        "any",
+        "--type",
+        "Placed",
+        "--data",
+        "{}",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    // A tombstone is for good: a second one is refused too.
+    assert_eq!(code(&run(&["tombstone", s(&dir), "order-1"])), 1);
+}
+
+#[test]
+fn metadata_shows_and_sets_retention() {
+    let (_tmp, dir) = fixture();
+    assert_eq!(
+        ok(&["metadata", s(&dir), "order-1"]).trim(),
+        "`order-1` has no metadata"
+    );
+    let v = json_one(&["metadata", s(&dir), "order-1", "--json"]);
+    assert!(v["metadata"].is_null(), "{v}");
+
+    let v = json_one(&[
+        "metadata",
+        s(&dir),
+        "order-1",
+        "--set",
+        r#"{"max_count":2,"custom":{"owner":"billing"}}"#,
+        "--expected",
+        "no-stream",
+        "--json",
+    ]);
+    assert_eq!(v["version"], 0, "{v}");
+    assert_eq!(stream_numbers(&dir, "order-1").unwrap(), [3, 4]);
+    let v = json_one(&["metadata", s(&dir), "order-1", "--json"]);
+    assert_eq!(v["version"], 0, "{v}");
+    assert_eq!(v["metadata"]["max_count"], 2, "{v}");
+    assert_eq!(v["metadata"]["custom"]["owner"], "billing", "{v}");
+
+    // A stale expected version, and a body that is not metadata, change nothing.
+    let o = run(&[
+        "metadata",
+        s(&dir),
+        "order-1",
+        "--set",
+        "{}",
+        "--expected",
+        "no-stream",
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let o = run(&[
+        "metadata",
+        s(&dir),
+        "order-1",
+        "--set",
+        r#"{"max_count":"many"}"#,
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("metadata"), "{}", stderr(&o));
+    assert_eq!(stream_numbers(&dir, "order-1").unwrap(), [3, 4]);
+    // The store's own streams take no metadata from outside.
+    let o = run(&["metadata", s(&dir), "$checkpoint-x", "--set", "{}"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn seal_starts_a_new_segment_once() {
+    let (_tmp, dir) = fixture();
+    let before = files(&dir, ".seg").len();
+    assert_eq!(json_one(&["seal", s(&dir), "--json"])["sealed"], true);
+    assert_eq!(
+        ok(&["seal", s(&dir)]).trim(),
+        "nothing to seal: the segment being written holds no event"
+    );
+    assert_eq!(files(&dir, ".seg").len(), before + 1);
+    // A store that is not there is not made by a writing command.
+    let missing = dir.with_file_name("missing");
+    assert_eq!(code(&run(&["seal", s(&missing)])), 1);
+    assert!(!missing.exists());
+}

@@ -303,7 +303,32 @@ fn listing(dir: &Path) -> Listing {
             _ => out.events.push(l.to_string()),
         }
     }
+    out.events = hide_replaced(out.events);
     out
+}
+
+/// What readers see of a listing written by a build that kept every checkpoint, snapshot and
+/// metadata event: of each such stream of the store's own, only its newest event (its newest
+/// snapshot: the journal in the fixture keeps one).
+fn hide_replaced(events: Vec<String>) -> Vec<String> {
+    let stream = |l: &str| l.split(' ').nth(1).unwrap_or("").to_string();
+    let replaced = |s: &str| {
+        ["$checkpoint-", "$snapshot-", "$$"]
+            .iter()
+            .any(|p| s.starts_with(p))
+    };
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, l) in events.iter().enumerate() {
+        if replaced(&stream(l)) {
+            last.insert(stream(l), i);
+        }
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .filter(|(i, l)| last.get(&stream(l)).is_none_or(|&k| k == *i))
+        .map(|(_, l)| l)
+        .collect()
 }
 
 #[test]
@@ -338,7 +363,8 @@ fn a_version_1_store_opens_and_reads_as_written() {
     let by_stream = each_stream_reads_its_lines(&store, &expected.events);
     for (stream, lines) in &by_stream {
         let version = store.stream_version(stream).expect("version");
-        assert_eq!(version, Some(lines.len() as u64 - 1));
+        let last = lines.last().and_then(|l| l.split(' ').nth(2)?.parse().ok());
+        assert_eq!(version, last, "stream {stream}");
     }
     // Category and event-type indexes, from the index files.
     let orders = by_stream
@@ -447,7 +473,10 @@ fn a_version_2_store_opens_and_reads_as_written() {
         0
     );
     assert_eq!(store.stream_version("order-2").expect("version"), Some(13));
-    // Nothing left to remove; appends go on.
+    // What this build's rules hide beyond the fixture's (replaced checkpoints, snapshots and
+    // metadata) is removed once, reads unchanged; then nothing is left to remove; appends go on.
+    store.compact().expect("compact");
+    assert_eq!(all_lines(&store), expected.events);
     assert_eq!(store.compact().expect("compact").segments_rewritten, 0);
     store
         .append(

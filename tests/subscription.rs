@@ -1290,11 +1290,16 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let store = open_fast(dir.path());
         let split = split.min(events.len());
+        // Each checkpoint under a consumer of its own: a newer checkpoint hides the one it
+        // replaces, which a live subscription has delivered but a later read no longer shows.
+        let saved = std::cell::Cell::new(0u32);
         let append = |batch: &[(usize, usize, usize)]| {
             for (i, &(s, t, n)) in batch.iter().enumerate() {
                 if let Some(consumer) = P_STREAMS[s].strip_prefix("$checkpoint-") {
                     for _ in 0..n {
-                        store.save_checkpoint(consumer, Position::START).unwrap();
+                        saved.set(saved.get() + 1);
+                        let consumer = format!("{consumer}-{}", saved.get());
+                        store.save_checkpoint(&consumer, Position::START).unwrap();
                     }
                     continue;
                 }

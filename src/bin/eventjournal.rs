@@ -202,6 +202,59 @@ enum Command {
         #[arg(long)]
         create: bool,
     },
+    /// Soft-delete a stream: its events are no longer read; an append starts it again,
+    /// numbering on (opens the store for writing)
+    Delete {
+        /// The store directory
+        dir: PathBuf,
+        /// The stream
+        stream: String,
+        /// The stream version expected: any, no-stream, exists, or the last event number
+        #[arg(long, value_name = "E", value_parser = parse_expected, default_value = "any")]
+        expected: ExpectedVersion,
+    },
+    /// Delete a stream for good: reads and appends of it fail from now on (opens the store for
+    /// writing)
+    Tombstone {
+        /// The store directory
+        dir: PathBuf,
+        /// The stream
+        stream: String,
+        /// The stream version expected: any, no-stream, exists, or the last event number
+        #[arg(long, value_name = "E", value_parser = parse_expected, default_value = "any")]
+        expected: ExpectedVersion,
+    },
+    /// Show a stream's metadata (retention, deletion, custom keys), or with --set replace it
+    /// (opens the store for writing then)
+    Metadata {
+        /// The store directory
+        dir: PathBuf,
+        /// The stream
+        stream: String,
+        /// The new metadata, as JSON: {"max_count":N, "max_age_secs":S, "truncate_before":N,
+        /// "custom":{...}}; @FILE reads a file, @- standard input
+        #[arg(long, value_name = "JSON")]
+        set: Option<String>,
+        /// With --set: the metadata stream's version expected (any, no-stream, exists, or the
+        /// last metadata event's number)
+        #[arg(long, value_name = "E", value_parser = parse_expected, default_value = "any")]
+        expected: ExpectedVersion,
+    },
+    /// Rewrite the sealed segments without the events no reader sees any more, and print what
+    /// it gave back (opens the store for writing)
+    Compact {
+        /// The store directory
+        dir: PathBuf,
+        /// Seal the segment being written first, so that its deleted events go too
+        #[arg(long)]
+        seal: bool,
+    },
+    /// Seal the segment being written, so that the next compaction can rewrite it (opens the
+    /// store for writing)
+    Seal {
+        /// The store directory
+        dir: PathBuf,
+    },
 }
 
 /// Why a command failed, and so the exit status.
@@ -263,6 +316,40 @@ fn complain(what: &dyn std::fmt::Display) {
 fn run(cli: Cli, out: &mut dyn Write) -> Outcome {
     let json = cli.json;
     match cli.command {
+        Command::Delete {
+            dir,
+            stream,
+            expected,
+        } => end_stream(&dir, &stream, expected, false, json, out),
+        Command::Tombstone {
+            dir,
+            stream,
+            expected,
+        } => end_stream(&dir, &stream, expected, true, json, out),
+        Command::Metadata {
+            dir,
+            stream,
+            set,
+            expected,
+        } => metadata(&dir, &stream, set.as_deref(), expected, json, out),
+        Command::Compact { dir, seal } => compact(&dir, seal, json, out),
+        Command::Seal { dir } => {
+            let store = open_write(&dir)?;
+            let sealed = store.seal();
+            store.close()?;
+            let sealed = sealed?;
+            if json {
+                writeln!(out, "{}", json!({ "sealed": sealed }))?;
+            } else if sealed {
+                writeln!(out, "sealed the segment being written")?;
+            } else {
+                writeln!(
+                    out,
+                    "nothing to seal: the segment being written holds no event"
+                )?;
+            }
+            Ok(())
+        }
         Command::Info { dir } => info(&dir, json, out),
         Command::Streams { dir, prefix, max } => {
             let list = Listing::Streams;
@@ -384,6 +471,121 @@ fn run(cli: Cli, out: &mut dyn Write) -> Outcome {
             Ok(())
         }
     }
+}
+
+/// Opens the store in `dir` for writing; an error if it holds none (rather than making one in
+/// a mistyped path).
+fn open_write(dir: &Path) -> Result<Store, Failure> {
+    eventjournal::verify::inventory(dir)?;
+    Ok(Store::open(dir, Options::default())?)
+}
+
+fn end_stream(
+    dir: &Path,
+    stream: &str,
+    expected: ExpectedVersion,
+    tombstone: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Outcome {
+    let store = open_write(dir)?;
+    let result = if tombstone {
+        store.tombstone_stream(stream, expected)
+    } else {
+        store.delete_stream(stream, expected)
+    };
+    store.close()?;
+    result?;
+    let what = if tombstone { "tombstoned" } else { "deleted" };
+    if json {
+        writeln!(out, "{}", json!({ "stream": stream, what: true }))?;
+    } else {
+        writeln!(out, "{what} `{stream}`")?;
+    }
+    Ok(())
+}
+
+fn metadata(
+    dir: &Path,
+    stream: &str,
+    set: Option<&str>,
+    expected: ExpectedVersion,
+    json: bool,
+    out: &mut dyn Write,
+) -> Outcome {
+    let Some(set) = set else {
+        let store = open_read(dir)?;
+        let current = store.stream_metadata(stream)?;
+        return match current {
+            None if json => Ok(writeln!(
+                out,
+                "{}",
+                json!({ "stream": stream, "version": null, "metadata": null })
+            )?),
+            None => Ok(writeln!(out, "`{stream}` has no metadata")?),
+            Some((version, md)) => {
+                let body = serde_json::to_value(&md)
+                    .map_err(|e| Failure::Other(format!("encoding the metadata: {e}")))?;
+                if json {
+                    let v = json!({ "stream": stream, "version": version, "metadata": body });
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(out, "metadata of `{stream}` (version {version}): {body}")?;
+                }
+                Ok(())
+            }
+        };
+    };
+    let bytes = payload(set)?;
+    let md: eventjournal::StreamMetadata = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::Other(format!("--set is not stream metadata JSON: {e}")))?;
+    let store = open_write(dir)?;
+    let result = store.set_stream_metadata(stream, expected, md);
+    store.close()?;
+    let version = result?.version.unwrap_or(0);
+    if json {
+        writeln!(out, "{}", json!({ "stream": stream, "version": version }))?;
+    } else {
+        writeln!(out, "set the metadata of `{stream}` (version {version})")?;
+    }
+    Ok(())
+}
+
+fn compact(dir: &Path, seal: bool, json: bool, out: &mut dyn Write) -> Outcome {
+    let store = open_write(dir)?;
+    let spinner = spinner("compacting".into());
+    let result = (|| {
+        if seal {
+            store.seal()?;
+        }
+        store.compact()
+    })();
+    spinner.finish_and_clear();
+    store.close()?;
+    let r = result?;
+    let freed = r.disk_bytes_before.saturating_sub(r.disk_bytes_after);
+    if json {
+        let v = json!({
+            "segments_rewritten": r.segments_rewritten,
+            "events_removed": r.events_removed,
+            "bytes_removed": r.bytes_removed,
+            "disk_bytes_before": r.disk_bytes_before,
+            "disk_bytes_after": r.disk_bytes_after,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "rewrote {} segments: removed {} events ({} bytes), disk {} -> {} bytes ({} freed)",
+            r.segments_rewritten,
+            r.events_removed,
+            r.bytes_removed,
+            r.disk_bytes_before,
+            r.disk_bytes_after,
+            freed
+        )?;
+    }
+    Ok(())
 }
 
 /// Opens the store in `dir` for one-shot reads: read-only, not following a writer.

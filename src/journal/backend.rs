@@ -4,6 +4,7 @@ use std::ops::ControlFlow;
 
 use crate::append::check_not_reserved;
 use crate::error::Result;
+use crate::lifecycle::StreamMetadata;
 use crate::store::Store;
 use crate::types::{AppendResult, EventData, EventId, EventRef, ExpectedVersion, StreamWrite};
 
@@ -70,6 +71,27 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Hands the newest event of `stream` to `f`; returns whether there was one.
     fn read_last(&self, stream: &str, f: &mut dyn FnMut(StoredEvent<'_>)) -> Result<bool>;
+
+    /// Changes the metadata of `stream` (its own, or a snapshot stream's) to what `change`
+    /// makes of the current one (`None`: it has none), unless `change` returns `None`; for the
+    /// journal's retention settings ([`Journal::keep_snapshots`](super::Journal::keep_snapshots),
+    /// [`Journal::truncate_covered_events`](super::Journal::truncate_covered_events)).
+    ///
+    /// The default keeps no metadata and fails with
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) when asked to change it: a backend
+    /// without retention keeps every snapshot and event.
+    fn update_metadata(
+        &self,
+        stream: &str,
+        change: &mut dyn FnMut(Option<&StreamMetadata>) -> Option<StreamMetadata>,
+    ) -> Result<()> {
+        match change(None) {
+            None => Ok(()),
+            Some(_) => Err(crate::Error::InvalidInput(format!(
+                "this backend keeps no stream metadata (for `{stream}`)"
+            ))),
+        }
+    }
 }
 
 impl Backend for Store {
@@ -112,6 +134,23 @@ impl Backend for Store {
             }
             None => Ok(false),
         }
+    }
+
+    fn update_metadata(
+        &self,
+        stream: &str,
+        change: &mut dyn FnMut(Option<&StreamMetadata>) -> Option<StreamMetadata>,
+    ) -> Result<()> {
+        // Only the actor's stream and its snapshot stream: the journal's, no other reserved one.
+        if stream.starts_with(crate::SYSTEM_PREFIX)
+            && !stream.starts_with(super::SNAPSHOT_STREAM_PREFIX)
+        {
+            return Err(crate::Error::ReservedName {
+                name: stream.to_string(),
+                what: "stream name",
+            });
+        }
+        self.update_metadata_with(stream, change)
     }
 }
 

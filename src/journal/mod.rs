@@ -77,6 +77,7 @@ pub use codec::{Bincode, Codec};
 pub use host::{Drained, Host};
 
 use crate::error::{Error, Result};
+use crate::lifecycle::StreamMetadata;
 use crate::store::Store;
 use crate::types::{AppendResult, EventData, EventId, ExpectedVersion};
 
@@ -141,8 +142,13 @@ pub const MAX_CONFIRM_ATTEMPTS: u32 = 64;
 
 /// Metadata of a journal event: this tag, then the schema version (u32, little-endian).
 const EVENT_META_TAG: u8 = b'J';
-/// Metadata of a snapshot: this tag, the version covered (u64), the state's snapshot version (u32).
+/// Metadata of a snapshot: this tag, the version covered (u64), the state's snapshot version
+/// (u32), and, only when the events it covers are truncated, a flags byte with
+/// `SNAPSHOT_TRUNCATES` set (so that snapshots of journals that do not truncate stay readable
+/// by builds that know only the first three fields).
 const SNAPSHOT_META_TAG: u8 = b'S';
+/// Flag of a snapshot's metadata: the events it covers (all but the last) are truncated.
+const SNAPSHOT_TRUNCATES: u8 = 1;
 /// Event type of snapshots, in `$snapshot-<stream>` streams.
 const SNAPSHOT_EVENT_TYPE: &str = "$snapshot";
 
@@ -151,6 +157,8 @@ const SNAPSHOT_EVENT_TYPE: &str = "$snapshot";
 pub struct Journal<S: JournalState, C: Codec = Bincode> {
     codec: C,
     snapshot_every: u64,
+    keep_snapshots: u64,
+    truncate_covered: bool,
     upcasters: HashMap<(String, u32), Box<Upcaster<S, C>>>,
 }
 
@@ -173,6 +181,8 @@ impl<S: JournalState, C: Codec> Journal<S, C> {
         Journal {
             codec,
             snapshot_every: 0,
+            keep_snapshots: 1,
+            truncate_covered: false,
             upcasters: HashMap::new(),
         }
     }
@@ -181,6 +191,37 @@ impl<S: JournalState, C: Codec> Journal<S, C> {
     /// the last one (0, the default: never). Activation starts from the newest snapshot.
     pub fn snapshot_every(mut self, n: u64) -> Journal<S, C> {
         self.snapshot_every = n;
+        self
+    }
+
+    /// Keeps each actor's newest `k` snapshots (at least 1; 1, the default, keeps the newest
+    /// only): older ones are hidden at once and removed by
+    /// [`Store::compact`](crate::Store::compact). Activation reads only the newest; keep more to
+    /// have older states at hand for inspection.
+    ///
+    /// A count other than 1 is written as the snapshot stream's metadata (`max_count`) before
+    /// the actor's first snapshot by this journal, so the store applies it whatever process
+    /// opens it later; without that metadata a snapshot stream keeps its newest snapshot.
+    pub fn keep_snapshots(mut self, k: u64) -> Journal<S, C> {
+        self.keep_snapshots = k.max(1);
+        self
+    }
+
+    /// After each snapshot, truncates the events it covers (Akka's `deleteMessagesTo`; off by
+    /// default): the actor's stream gets `truncate_before` set to the snapshot's version less
+    /// one, so readers no longer see those events and [`Store::compact`](crate::Store::compact)
+    /// removes them, and the actor is activated from the snapshot.
+    ///
+    /// The newest covered event stays visible. It tells a truncation from a soft delete (which
+    /// hides every event up to the stream's end, so a snapshot no longer applies) and keeps the
+    /// stream's version readable by any reader.
+    ///
+    /// The state then lives in the snapshot: a snapshot this build cannot use (written with
+    /// another [`JournalState::SNAPSHOT_VERSION`], or one that no longer decodes) fails the
+    /// activation with [`Error::SnapshotUnusable`] instead of rebuilding a state from the
+    /// events left. Change the state's encoding by reading the old snapshot version first.
+    pub fn truncate_covered_events(mut self, on: bool) -> Journal<S, C> {
+        self.truncate_covered = on;
         self
     }
 
@@ -281,6 +322,8 @@ pub struct Journaled<S: JournalState, B: Backend = Store, C: Codec = Bincode> {
     pending: Vec<(EventId, S::Event)>,
     /// The version the newest usable snapshot covers (0: none).
     snapshot_version: u64,
+    /// Whether the snapshot stream's retention was checked against the journal's.
+    retention_checked: bool,
 }
 
 impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
@@ -302,9 +345,30 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
             tentative: S::default(),
             pending: Vec::new(),
             snapshot_version: 0,
+            retention_checked: false,
         };
-        if actor.journal.snapshot_every > 0 {
-            if let Some((state, version)) = actor.load_snapshot()? {
+        let first = if actor.journal.snapshot_every > 0 {
+            let mut first = None;
+            actor.backend.read(&actor.stream, 0, &mut |e| {
+                first = Some(e.event_number);
+                ControlFlow::Break(())
+            })?;
+            first
+        } else {
+            // Snapshots off: the replay finds out whether the stream starts above event 0, with
+            // no read of its own; it is done again from a snapshot only if it does.
+            match actor.replay(true)? {
+                Some(f) if f > 0 => Some(f),
+                _ => {
+                    actor.tentative = actor.confirmed.clone();
+                    return Ok(actor);
+                }
+            }
+        };
+        // Events truncated (by this journal's snapshots, or any other rule): a snapshot is
+        // looked for even with snapshots off, since it may hold the state of the events gone.
+        if actor.journal.snapshot_every > 0 || first.is_some_and(|f| f > 0) {
+            if let Some(snap) = actor.load_snapshot()? {
                 // A snapshot of more events than the stream holds is not of this stream.
                 let mut events = 0;
                 actor
@@ -312,15 +376,23 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                     .read_last(&actor.stream, &mut |e| events = e.event_number + 1)?;
                 // Nor is one of events deleted since: it must cover the first event the stream
                 // still shows, or there must be none.
-                let mut first = None;
-                actor.backend.read(&actor.stream, 0, &mut |e| {
-                    first = Some(e.event_number);
-                    ControlFlow::Break(())
-                })?;
-                if version <= events && first.is_none_or(|f| version > f || f == 0) {
-                    actor.confirmed = state;
-                    actor.version = version;
-                    actor.snapshot_version = version;
+                let applies =
+                    snap.version <= events && first.is_none_or(|f| snap.version > f || f == 0);
+                match snap.state {
+                    Some(state) if applies => {
+                        actor.confirmed = state;
+                        actor.version = snap.version;
+                        actor.snapshot_version = snap.version;
+                    }
+                    // The events it covers are gone, not deleted since (that hides them all,
+                    // the last included): nothing else holds their state.
+                    None if snap.truncates && first.is_some_and(|f| f > 0 && f < snap.version) => {
+                        return Err(Error::SnapshotUnusable {
+                            stream: actor.stream.clone(),
+                            covers: snap.version,
+                        });
+                    }
+                    _ => {}
                 }
             }
         }
@@ -329,22 +401,28 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         Ok(actor)
     }
 
-    /// The newest snapshot, if there is one this build can use.
-    fn load_snapshot(&self) -> Result<Option<(S, u64)>> {
+    /// The newest snapshot, with its state if this build can use it.
+    fn load_snapshot(&self) -> Result<Option<Snapshot<S>>> {
         let mut found = None;
         self.backend
             .read_last(&snapshot_stream(&self.stream), &mut |e| {
-                let Some((version, state_version)) = parse_snapshot_meta(e.metadata) else {
+                let Some(meta) = parse_snapshot_meta(e.metadata) else {
                     return;
                 };
-                if state_version != S::SNAPSHOT_VERSION || e.event_type != SNAPSHOT_EVENT_TYPE {
+                if e.event_type != SNAPSHOT_EVENT_TYPE {
                     return;
                 }
                 // A snapshot that no longer decodes (the state type changed without a new
-                // snapshot version) is ignored: the actor is rebuilt from its events.
-                if let Ok(state) = self.journal.codec.decode::<S>(e.data) {
-                    found = Some((state, version));
-                }
+                // snapshot version) is not used: the actor is rebuilt from its events, if they
+                // are all still there.
+                let state = (meta.state_version == S::SNAPSHOT_VERSION)
+                    .then(|| self.journal.codec.decode::<S>(e.data).ok())
+                    .flatten();
+                found = Some(Snapshot {
+                    state,
+                    version: meta.version,
+                    truncates: meta.truncates,
+                });
             })?;
         Ok(found)
     }
@@ -353,6 +431,13 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
     /// found among them (stored by an earlier confirm whose acknowledgement was lost) are
     /// confirmed, not applied again.
     fn catch_up(&mut self) -> Result<()> {
+        self.replay(false).map(|_| ())
+    }
+
+    /// [`catch_up`](Self::catch_up), returning the number of the first event read, if any; with
+    /// `stop_at_gap`, returns before applying anything if that is not the next one (the events
+    /// before it are gone: their state may be in a snapshot).
+    fn replay(&mut self, stop_at_gap: bool) -> Result<Option<u64>> {
         let Journaled {
             backend,
             journal,
@@ -367,7 +452,14 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         let start = *version;
         let mut state = confirmed.clone();
         let mut next = start;
+        let mut first = None;
         backend.read(stream, start, &mut |e| {
+            if first.is_none() {
+                first = Some(e.event_number);
+                if stop_at_gap && e.event_number != start {
+                    return ControlFlow::Break(());
+                }
+            }
             // A stream soft-deleted (or truncated) since `start` is read from its first event
             // still visible: the events before it are gone, and the state starts without them.
             if e.event_number > next && next == start && landed == 0 {
@@ -405,10 +497,13 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
         if let Some(err) = failure {
             return Err(err);
         }
+        if stop_at_gap && first.is_some_and(|f| f != start) {
+            return Ok(first);
+        }
         *confirmed = state;
         *version = next;
         pending.drain(..landed);
-        Ok(())
+        Ok(first)
     }
 
     /// The actor's id.
@@ -522,7 +617,11 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                 .await;
             if self.confirmed_by(appended)? {
                 if self.snapshot_due() {
-                    if let Ok(Some(event)) = self.snapshot_event() {
+                    // The metadata writes (once per activation, and after each snapshot when
+                    // truncating) are blocking: rare, and small.
+                    if let (Ok(Some(event)), Ok(())) =
+                        (self.snapshot_event(), self.check_retention())
+                    {
                         let stream = snapshot_stream(&self.stream);
                         let stored = self
                             .backend
@@ -530,6 +629,7 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                             .await;
                         if stored.is_ok() {
                             self.snapshot_version = self.version;
+                            let _ = self.truncate_covered();
                         }
                     }
                 }
@@ -674,17 +774,63 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
     }
 
     /// Stores a snapshot of the confirmed state now (if it covers events not in the newest one).
+    ///
+    /// With [`Journal::truncate_covered_events`], then truncates the events it covers; with
+    /// [`Journal::keep_snapshots`] other than 1, first writes that count as the snapshot
+    /// stream's metadata (once per activation).
     pub fn snapshot(&mut self) -> Result<()> {
         let Some(event) = self.snapshot_event()? else {
             return Ok(());
         };
+        self.check_retention()?;
         self.backend.append(
             &snapshot_stream(&self.stream),
             ExpectedVersion::Any,
             vec![event],
         )?;
         self.snapshot_version = self.version;
+        self.truncate_covered()
+    }
+
+    /// Writes the journal's snapshot count as the snapshot stream's metadata if it says
+    /// otherwise, before this handle's first snapshot: before, so that no compaction in between
+    /// applies the default count to the snapshots the journal keeps.
+    fn check_retention(&mut self) -> Result<()> {
+        if self.retention_checked {
+            return Ok(());
+        }
+        let k = self.journal.keep_snapshots;
+        self.backend
+            .update_metadata(&snapshot_stream(&self.stream), &mut |current| {
+                // Without metadata a snapshot stream keeps 1.
+                let kept = current.map_or(Some(1), |md| md.max_count);
+                (kept != Some(k)).then(|| StreamMetadata {
+                    max_count: Some(k),
+                    ..current.cloned().unwrap_or_default()
+                })
+            })?;
+        self.retention_checked = true;
         Ok(())
+    }
+
+    /// Truncates the events the newest snapshot covers, all but its last, if the journal says
+    /// so: the actor's stream's `truncate_before` goes up to the snapshot's version less one,
+    /// the rest of its metadata kept.
+    fn truncate_covered(&mut self) -> Result<()> {
+        let covered = self.snapshot_version;
+        if !self.journal.truncate_covered || covered < 2 {
+            return Ok(());
+        }
+        let floor = covered - 1;
+        self.backend.update_metadata(&self.stream, &mut |current| {
+            if current.is_some_and(|md| md.truncate_before.unwrap_or(0) >= floor) {
+                return None;
+            }
+            Some(StreamMetadata {
+                truncate_before: Some(floor),
+                ..current.cloned().unwrap_or_default()
+            })
+        })
     }
 
     /// The snapshot event of the confirmed state; `None` if the newest snapshot covers it.
@@ -702,10 +848,13 @@ impl<S: JournalState, B: Backend, C: Codec> Journaled<S, B, C> {
                 stream: self.stream.clone(),
                 reason,
             })?;
-        let mut meta = Vec::with_capacity(13);
+        let mut meta = Vec::with_capacity(14);
         meta.push(SNAPSHOT_META_TAG);
         meta.extend_from_slice(&self.version.to_le_bytes());
         meta.extend_from_slice(&S::SNAPSHOT_VERSION.to_le_bytes());
+        if self.journal.truncate_covered {
+            meta.push(SNAPSHOT_TRUNCATES);
+        }
         Ok(Some(
             EventData::new(SNAPSHOT_EVENT_TYPE, data).with_metadata(meta),
         ))
@@ -736,19 +885,39 @@ impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journale
 
 /// What the names of snapshot streams start with: a reserved name (see
 /// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)) that only the journal writes.
-pub(crate) const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
+pub(crate) use crate::lifecycle::SNAPSHOT_STREAM_PREFIX;
 
 /// The stream holding snapshots of `stream`.
 fn snapshot_stream(stream: &str) -> String {
     format!("{SNAPSHOT_STREAM_PREFIX}{stream}")
 }
 
-fn parse_snapshot_meta(meta: &[u8]) -> Option<(u64, u32)> {
-    match meta {
-        [SNAPSHOT_META_TAG, rest @ ..] if rest.len() == 12 => Some((
-            u64::from_le_bytes(rest[..8].try_into().ok()?),
-            u32::from_le_bytes(rest[8..].try_into().ok()?),
-        )),
-        _ => None,
-    }
+/// What a snapshot's metadata says.
+struct SnapshotMeta {
+    version: u64,
+    state_version: u32,
+    truncates: bool,
+}
+
+/// The newest snapshot of an actor: its state, if this build can use it, and what it covers.
+struct Snapshot<S> {
+    state: Option<S>,
+    version: u64,
+    truncates: bool,
+}
+
+fn parse_snapshot_meta(meta: &[u8]) -> Option<SnapshotMeta> {
+    let [SNAPSHOT_META_TAG, rest @ ..] = meta else {
+        return None;
+    };
+    let flags = match rest.len() {
+        12 => 0,
+        13 => rest[12],
+        _ => return None,
+    };
+    Some(SnapshotMeta {
+        version: u64::from_le_bytes(rest[..8].try_into().ok()?),
+        state_version: u32::from_le_bytes(rest[8..12].try_into().ok()?),
+        truncates: flags & SNAPSHOT_TRUNCATES != 0,
+    })
 }
