@@ -70,8 +70,15 @@ pub fn snapshot(from: &Path, to: &Path) {
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         // Not the lock, nor a writer's handover socket.
-        if e.file_name() != "LOCK" && e.file_type().unwrap().is_file() {
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        // A file the live store renamed or removed since the listing (a temporary index or
+        // id table) is not part of the image.
+        let Ok(kind) = e.file_type() else { continue };
+        if e.file_name() != "LOCK" && kind.is_file() {
+            match fs::copy(e.path(), to.join(e.file_name())) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => panic!("copy {}: {err}", e.path().display()),
+            }
         }
     }
 }
