@@ -55,6 +55,16 @@ impl Shared {
         self.check_writable()?;
         let _one = self.compaction.lock();
         let _span = tracing::info_span!("compaction").entered();
+        // What makes a record removable (a delete, a truncation: metadata events, most likely
+        // in the segment being written) must be durable before its removal is: under
+        // `Durability::None` or `Buffered`, a power loss could otherwise keep the compacted
+        // segment and lose the delete, and the stream would come back with holes.
+        {
+            let mut w = self.writer.lock();
+            w.log.flush()?;
+            w.mark_synced();
+            self.counters.sync();
+        }
         let mut plan = Planner::new(self)?;
         let mut report = CompactionReport::default();
         let mut bumped = false;
