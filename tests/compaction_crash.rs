@@ -1,6 +1,7 @@
 //! Kill -9 during compaction: a child process appends, deletes and truncates streams, seals and
 //! compacts in a loop, printing each operation before it starts and once it is acknowledged; the
-//! parent kills it with SIGKILL, half the time within moments of a compaction starting, then
+//! parent kills it with SIGKILL (in one run in four the store also compacts in the background,
+//! every 10 ms), half the time within moments of a compaction starting, then
 //! opens the store with strict recovery and checks that every acknowledged live event reads at
 //! its position with its bytes, that no event below a stream's acknowledged truncation shows in
 //! any read (the stream, `$all`), and that `verify` passes.
@@ -25,6 +26,8 @@ use eventjournal::*;
 const DIR_ENV: &str = "EVJ_CCRASH_DIR";
 const SEED_ENV: &str = "EVJ_CCRASH_SEED";
 const UNSYNCED_ENV: &str = "EVJ_CCRASH_UNSYNCED";
+/// Set in the child when the store also compacts in the background (`Options::compact_when`).
+const AUTO_ENV: &str = "EVJ_CCRASH_AUTO";
 const ITERATIONS_ENV: &str = "EVJ_CRASH_ITERATIONS";
 const DEFAULT_ITERATIONS: u64 = 12;
 const STREAMS: u64 = 6;
@@ -75,7 +78,11 @@ fn compaction_crash_child() {
         rng % n
     };
     let unsynced = std::env::var_os(UNSYNCED_ENV).is_some();
-    let store = Store::open(&dir, options(unsynced)).expect("child open");
+    let mut opts = options(unsynced);
+    if std::env::var_os(AUTO_ENV).is_some() {
+        opts = opts.compact_when(1, Duration::from_millis(10));
+    }
+    let store = Store::open(&dir, opts).expect("child open");
     println!("READY");
     loop {
         let s = stream(below(STREAMS));
@@ -156,6 +163,7 @@ struct Counts {
     segments_rewritten: u64,
     events_removed: u64,
     stores: u64,
+    with_background_compaction: u64,
 }
 
 struct KillOnDrop(Child);
@@ -202,6 +210,10 @@ fn compaction_crash_kill_loop() {
         .stderr(Stdio::null());
         if unsynced {
             cmd.env(UNSYNCED_ENV, "1");
+        }
+        if iter % 4 == 1 {
+            cmd.env(AUTO_ENV, "1");
+            counts.with_background_compaction += 1;
         }
         let mut child = KillOnDrop(cmd.spawn().unwrap());
         let out = child.0.stdout.take().unwrap();
