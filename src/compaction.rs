@@ -449,6 +449,10 @@ impl Shared {
             }
         };
         disk.rename(&tmp, &path)?;
+        // The directory sync also makes durable the entries of segments the writer created
+        // since its last sync (`Durability::None`, `Buffered`): their predecessors must be whole
+        // on disk first, or a power loss would leave a later segment after a torn one.
+        self.writer.lock().log.flush()?;
         disk.sync_dir(&self.dir)?;
         let new = Segment::open(&path, seg.base, false, disk)?;
         Ok((new, removed, removed_bytes))
