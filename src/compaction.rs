@@ -9,9 +9,11 @@
 //! so that the stream, category and event-type indexes, their files and every checkpoint keep
 //! their numbers, and the index can still be rebuilt from the log alone.
 //!
-//! A segment is rewritten into `<segment>.compact.tmp`, synced, and renamed over the segment,
-//! and the directory synced: a crash leaves either the old segment or the new one, each whole
-//! (a leftover `.tmp` is deleted at open). Readers holding the old segment's map go on reading
+//! A compaction first syncs the log, so that the deletes and truncations it acts on are
+//! durable before what they hide is removed. A segment is rewritten into
+//! `<segment>.compact.tmp`, synced, and renamed over the segment, and (after the log is synced
+//! again) the directory synced: a crash leaves either the old segment or the new one, each
+//! whole (a leftover `.tmp` is deleted at open). Readers holding the old segment's map go on reading
 //! it; its blocks are freed when the last of them lets go. Each segment is a step of its own,
 //! so an interrupted compaction keeps the segments it finished, and the next one reads only
 //! the segments where something is left to remove: which those are is worked out from the
