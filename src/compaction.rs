@@ -9,9 +9,11 @@
 //! so that the stream, category and event-type indexes, their files and every checkpoint keep
 //! their numbers, and the index can still be rebuilt from the log alone.
 //!
-//! A segment is rewritten into `<segment>.compact.tmp`, synced, and renamed over the segment,
-//! and the directory synced: a crash leaves either the old segment or the new one, each whole
-//! (a leftover `.tmp` is deleted at open). Readers holding the old segment's map go on reading
+//! A compaction first syncs the log, so that the deletes and truncations it acts on are
+//! durable before what they hide is removed. A segment is rewritten into
+//! `<segment>.compact.tmp`, synced, and renamed over the segment, and (after the log is synced
+//! again) the directory synced: a crash leaves either the old segment or the new one, each
+//! whole (a leftover `.tmp` is deleted at open). Readers holding the old segment's map go on reading
 //! it; its blocks are freed when the last of them lets go. Each segment is a step of its own,
 //! so an interrupted compaction keeps the segments it finished, and the next one reads only
 //! the segments where something is left to remove: which those are is worked out from the
@@ -55,6 +57,16 @@ impl Shared {
         self.check_writable()?;
         let _one = self.compaction.lock();
         let _span = tracing::info_span!("compaction").entered();
+        // What makes a record removable (a delete, a truncation: metadata events, most likely
+        // in the segment being written) must be durable before its removal is: under
+        // `Durability::None` or `Buffered`, a power loss could otherwise keep the compacted
+        // segment and lose the delete, and the stream would come back with holes.
+        {
+            let mut w = self.writer.lock();
+            w.log.flush()?;
+            w.mark_synced();
+            self.counters.sync();
+        }
         let mut plan = Planner::new(self)?;
         let mut report = CompactionReport::default();
         let mut bumped = false;
@@ -562,6 +574,10 @@ impl Shared {
             }
         };
         disk.rename(&tmp, &path)?;
+        // The directory sync also makes durable the entries of segments the writer created
+        // since its last sync (`Durability::None`, `Buffered`): their predecessors must be whole
+        // on disk first, or a power loss would leave a later segment after a torn one.
+        self.writer.lock().log.flush()?;
         disk.sync_dir(&self.dir)?;
         let new = Segment::open(&path, seg.base, false, disk)?;
         Ok((new, removed, removed_bytes))

@@ -1470,23 +1470,37 @@ fn check_options(o: &Options) -> Result<()> {
 pub(crate) fn table_entries(seg: &Segment) -> Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    crate::log::reader::visit_records(seg, seg.data_end(), |v, bytes, pos| {
-        out.push((crate::ids::id_hash(&v.id), pos));
-        let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-        let (stream, event_type) = (text(v.stream), text(v.event_type));
+    let mut note = |stream: &str, event_type: &str, pos: u64| {
         for key in [
             Key::Stream(stream).name(),
             Key::Category(crate::subscription::category_of(stream)).name(),
             Key::EventType(event_type).name(),
         ] {
             match last.get_mut(&*key) {
-                Some(p) => *p = pos,
+                Some(p) => *p = (*p).max(pos),
                 None => {
                     last.insert(key.into_owned(), pos);
                 }
             }
         }
+    };
+    crate::log::reader::visit_records(seg, seg.data_end(), |v, bytes, pos| {
+        out.push((crate::ids::id_hash(&v.id), pos));
+        let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+        note(text(v.stream), text(v.event_type), pos);
     })?;
+    // The index files still number the records compaction removed, so the stream index looks
+    // for their keys in this segment too: the tables must lead it there. Their ids are left
+    // out, as the events are.
+    if let Some(t) = &seg.compacted {
+        for r in &t.removed {
+            note(
+                t.name(r.stream),
+                t.name(r.event_type),
+                seg.base + u64::from(r.offset),
+            );
+        }
+    }
     out.extend(last.iter().map(|(k, &p)| (persist::name_hash(k), p)));
     Ok(out)
 }
