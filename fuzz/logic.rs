@@ -1295,7 +1295,11 @@ fn compacted_golden() -> &'static CompactedGolden {
             id[15] = 0xC0;
             EventData::new(ty, vec![n as u8; 16 + (n as usize * 29) % 120])
                 .with_id(EventId(id))
-                .with_metadata(if n % 5 == 0 { vec![7; 4] } else { vec![] })
+                .with_metadata(if n.is_multiple_of(5) {
+                    vec![7; 4]
+                } else {
+                    vec![]
+                })
         };
         let streams = ["keep-1", "gone-2", "cap-3", "dead-4", "trim-5"];
         let mut n = 0u32;
@@ -1334,12 +1338,11 @@ fn compacted_golden() -> &'static CompactedGolden {
         store
             .set_stream_metadata("trim-5", ExpectedVersion::Any, md)
             .expect("truncate_before");
-        for k in 0..6 {
+        for _ in 0..6 {
             n += 1;
             store
                 .append("keep-1", ExpectedVersion::Any, [event(n, "Late")])
                 .expect("append");
-            let _ = k;
         }
         store.seal().expect("seal");
         store.compact().expect("second compaction");

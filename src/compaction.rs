@@ -328,16 +328,13 @@ impl Shared {
             let mut live_from: Option<u64> = None;
             let mut next = remove.iter().copied().peekable();
             let mut off = SEGMENT_HEADER_LEN as u64;
-            // Where the next remaining record goes: they are stored back to back.
-            let mut written = SEGMENT_HEADER_LEN as u64;
+            let mut out = Output::new(disk, &file, &tmp);
             // Copies the records at segment offsets `from..to` (no gap among them, so they lie
             // together in the old file too).
             let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
                 if let Some(a) = from.take() {
                     let at = seg.file_off(a) as usize;
-                    let run = &bytes[at..at + (to - a) as usize];
-                    disk.write_all_at(&file, &tmp, run, written)?;
-                    written += run.len() as u64;
+                    out.push(&bytes[at..at + (to - a) as usize])?;
                 }
                 Ok(())
             };
@@ -363,18 +360,23 @@ impl Shared {
                     off = end;
                     continue;
                 }
-                let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
-                    corrupt(
-                        off,
-                        match e {
-                            crate::log::format::RecordError::End => {
-                                "compaction found zeros where a record belongs".to_string()
-                            }
-                            crate::log::format::RecordError::Bad(r) => r.to_string(),
-                        },
-                    )
-                })?;
-                if next.peek().is_some_and(|&o| u64::from(o) == off) {
+                // A record that stays is copied byte for byte, checksum included, so a reader
+                // still finds any damage it holds: only a removed one, whose names and number go
+                // into the table, has its checksum checked here.
+                let removing = next.peek().is_some_and(|&o| u64::from(o) == off);
+                let v =
+                    decode_record(bytes, seg.file_off(off) as usize, removing).map_err(|e| {
+                        corrupt(
+                            off,
+                            match e {
+                                crate::log::format::RecordError::End => {
+                                    "compaction found zeros where a record belongs".to_string()
+                                }
+                                crate::log::format::RecordError::Bad(r) => r.to_string(),
+                            },
+                        )
+                    })?;
+                if removing {
                     next.next();
                     flush(&mut live_from, off)?;
                     let text =
@@ -400,6 +402,7 @@ impl Shared {
                 off += v.len as u64;
             }
             flush(&mut live_from, data_end)?;
+            let end = out.finish()?;
             if let Some(o) = next.next() {
                 return Err(corrupt(
                     u64::from(o),
@@ -408,6 +411,12 @@ impl Shared {
             }
             let table = table.finish(data_end);
             let table_at = table.table_at;
+            if end != table_at {
+                return Err(corrupt(
+                    data_end,
+                    "the records kept and the gaps do not add up to the segment".to_string(),
+                ));
+            }
             let table = table.encode();
             let header = SegmentHeader {
                 version: COMPACTED_VERSION,
@@ -442,6 +451,70 @@ impl Shared {
         disk.sync_dir(&self.dir)?;
         let new = Segment::open(&path, seg.base, false, disk)?;
         Ok((new, removed, removed_bytes))
+    }
+}
+
+/// Bytes of remaining records gathered before they are written: few large writes rather than
+/// one per run of records (a run is a single record where every other one is removed).
+const OUTPUT_BUFFER: usize = 1 << 20;
+
+/// The remaining records of a segment being rewritten, gathered into [`OUTPUT_BUFFER`]-sized
+/// writes placed back to back from the end of the header. The writeback of each write starts
+/// at once, so that the disk works while the next one is gathered and the final sync has
+/// little left to do.
+struct Output<'a> {
+    disk: &'a crate::disk::Disk,
+    file: &'a std::fs::File,
+    path: &'a std::path::Path,
+    buf: Vec<u8>,
+    /// Where `buf` goes in the file.
+    at: u64,
+}
+
+impl<'a> Output<'a> {
+    fn new(
+        disk: &'a crate::disk::Disk,
+        file: &'a std::fs::File,
+        path: &'a std::path::Path,
+    ) -> Output<'a> {
+        Output {
+            disk,
+            file,
+            path,
+            buf: Vec::with_capacity(OUTPUT_BUFFER),
+            at: SEGMENT_HEADER_LEN as u64,
+        }
+    }
+
+    fn push(&mut self, mut run: &[u8]) -> Result<()> {
+        while !run.is_empty() {
+            let n = run.len().min(OUTPUT_BUFFER - self.buf.len());
+            self.buf.extend_from_slice(&run[..n]);
+            run = &run[n..];
+            if self.buf.len() == OUTPUT_BUFFER {
+                self.write()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.disk
+            .write_all_at(self.file, self.path, &self.buf, self.at)?;
+        self.disk
+            .start_write_back(self.file, self.at, self.buf.len() as u64);
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is gathered; returns where the records end in the file.
+    fn finish(mut self) -> Result<u64> {
+        self.write()?;
+        Ok(self.at)
     }
 }
 
