@@ -96,6 +96,11 @@ impl Shared {
             // records are in the new file, synced.
             self.writer.lock().log.forget_sealed(&new);
         }
+        // The plan holds the last references to the replaced segments (readers that took theirs
+        // earlier let go when they finish). Letting go of a segment unmaps its file and, as it
+        // was renamed over, has the kernel free its cached pages and blocks: some milliseconds
+        // per segment that no caller needs to wait for.
+        release(plan);
         tracing::info!(
             segments = report.segments_rewritten,
             events = report.events_removed,
@@ -364,41 +369,43 @@ impl Shared {
                 // still finds any damage it holds: only a removed one, whose names and number go
                 // into the table, has its checksum checked here.
                 let removing = next.peek().is_some_and(|&o| u64::from(o) == off);
-                let v =
-                    decode_record(bytes, seg.file_off(off) as usize, removing).map_err(|e| {
-                        corrupt(
-                            off,
-                            match e {
-                                crate::log::format::RecordError::End => {
-                                    "compaction found zeros where a record belongs".to_string()
-                                }
-                                crate::log::format::RecordError::Bad(r) => r.to_string(),
-                            },
-                        )
-                    })?;
-                if removing {
-                    next.next();
-                    flush(&mut live_from, off)?;
-                    let text =
-                        |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-                    table.remove(
-                        off as u32,
-                        v.len as u32,
-                        text(v.stream),
-                        text(v.event_type),
-                        v.event_number,
-                    );
-                    removed += 1;
-                    removed_bytes += v.len as u64;
-                } else {
+                if !removing {
                     if next.peek().is_some_and(|&o| u64::from(o) < off) {
                         return Err(corrupt(
                             off,
                             "the index places an event where no record starts".to_string(),
                         ));
                     }
+                    // Finding the next record takes its length, checked against its trailer.
+                    let len = record_len_at(bytes, seg.file_off(off) as usize)
+                        .map_err(|reason| corrupt(off, reason.to_string()))?;
                     live_from.get_or_insert(off);
+                    off += len as u64;
+                    continue;
                 }
+                let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
+                    corrupt(
+                        off,
+                        match e {
+                            crate::log::format::RecordError::End => {
+                                "compaction found zeros where a record belongs".to_string()
+                            }
+                            crate::log::format::RecordError::Bad(r) => r.to_string(),
+                        },
+                    )
+                })?;
+                next.next();
+                flush(&mut live_from, off)?;
+                let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+                table.remove(
+                    off as u32,
+                    v.len as u32,
+                    text(v.stream),
+                    text(v.event_type),
+                    v.event_number,
+                );
+                removed += 1;
+                removed_bytes += v.len as u64;
                 off += v.len as u64;
             }
             flush(&mut live_from, data_end)?;
@@ -452,6 +459,36 @@ impl Shared {
         let new = Segment::open(&path, seg.base, false, disk)?;
         Ok((new, removed, removed_bytes))
     }
+}
+
+/// Drops `plan` on a thread of its own (or here, with the closure holding it, if no thread can
+/// be started).
+fn release(plan: Planner) {
+    let _ = std::thread::Builder::new()
+        .name("eventjournal-release".into())
+        .spawn(move || drop(plan));
+}
+
+/// The length of the record at `at` of `bytes`, with the checks that keep a walk from record to
+/// record on its records: a plausible length, inside `bytes`, repeated by the trailer, and an
+/// event kind.
+fn record_len_at(bytes: &[u8], at: usize) -> std::result::Result<usize, &'static str> {
+    use crate::log::format::{u32_at, KIND_EVENT, MIN_RECORD_LEN, RECORD_ALIGN};
+    let rest = bytes
+        .get(at..)
+        .filter(|r| r.len() >= 8)
+        .ok_or("compaction found the end of the segment where a record belongs")?;
+    let len = u32_at(rest, 0) as usize;
+    if len == 0 {
+        return Err("compaction found zeros where a record belongs");
+    }
+    if len < MIN_RECORD_LEN || !len.is_multiple_of(RECORD_ALIGN) || len > rest.len() {
+        return Err("record length out of range");
+    }
+    if rest[8] != KIND_EVENT || u32_at(rest, len - 4) as usize != len {
+        return Err("record kind or trailer out of range");
+    }
+    Ok(len)
 }
 
 /// Bytes of remaining records gathered before they are written: few large writes rather than

@@ -299,8 +299,10 @@ impl Hasher for NameHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        // The high bits mix best; hashbrown takes its control byte from the top seven.
-        self.0 ^ (self.0 >> 29)
+        // A multiplication carries only upwards, and names often share their first bytes: fold
+        // the high half of a wide product into the low bits, which pick the bucket.
+        let m = u128::from(self.0) * 0x2D35_8DCC_AA6C_78A5;
+        (m as u64) ^ ((m >> 64) as u64)
     }
 }
 
