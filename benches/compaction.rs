@@ -2,7 +2,7 @@
 //! it costs the appends and replays that run beside it, and what a stream's `max_count` costs a
 //! read. Every figure is a ratio against a peer measured in the same run.
 //!
-//! The stores: `EVJ_COMPACT_MB` MB (default 64) of 200-byte events, appended round-robin over
+//! The stores: `EVJ_COMPACT_MB` MB (default 128) of 200-byte events, appended round-robin over
 //! 1,000 streams (`Durability::None`, batches of 1,000, 16 MiB segments), synced, then a share
 //! of the streams deleted (`delete_stream`) and the last segment sealed, so that every segment
 //! is sealed and holds that share of hidden events spread evenly through it. Two shapes: 50% and
@@ -26,7 +26,7 @@
 //!
 //! ```sh
 //! cargo bench --bench compaction
-//! EVJ_COMPACT_MB=256 EVJ_COMPACT_ROUNDS=5 cargo bench --bench compaction
+//! EVJ_COMPACT_MB=512 EVJ_COMPACT_ROUNDS=5 cargo bench --bench compaction
 //! ```
 
 use std::fs::File;
@@ -332,7 +332,7 @@ fn max_count_reads(reads: u64) -> (f64, f64) {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter this program does not use.
-    let mb = env("EVJ_COMPACT_MB", 64);
+    let mb = env("EVJ_COMPACT_MB", 128);
     let repeat = env("EVJ_COMPACT_REPEAT", 2);
     let rounds = env("EVJ_COMPACT_ROUNDS", 3);
     let reads = env("EVJ_COMPACT_READS", 20_000);

@@ -495,6 +495,10 @@ fn record_len_at(bytes: &[u8], at: usize) -> std::result::Result<usize, &'static
 /// one per run of records (a run is a single record where every other one is removed).
 const OUTPUT_BUFFER: usize = 1 << 20;
 
+/// Writes of [`OUTPUT_BUFFER`] bytes whose writeback may be under way at once, besides the
+/// newest.
+const IN_FLIGHT: u64 = 1;
+
 /// The remaining records of a segment being rewritten, gathered into [`OUTPUT_BUFFER`]-sized
 /// writes placed back to back from the end of the header. The writeback of each write starts
 /// at once, so that the disk works while the next one is gathered and the final sync has
@@ -543,6 +547,15 @@ impl<'a> Output<'a> {
             .write_all_at(self.file, self.path, &self.buf, self.at)?;
         self.disk
             .start_write_back(self.file, self.at, self.buf.len() as u64);
+        // At most a few writes on their way to the disk: the store's own syncs (a durable
+        // append) queue behind what the disk has been given, and a journal commit waits for the
+        // data of files it allocates blocks to.
+        if let Some(before) = self.at.checked_sub(IN_FLIGHT * OUTPUT_BUFFER as u64) {
+            if before >= SEGMENT_HEADER_LEN as u64 {
+                self.disk
+                    .write_back(self.file, before, OUTPUT_BUFFER as u64);
+            }
+        }
         self.at += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
