@@ -922,13 +922,15 @@ fn a_deleted_actor_is_not_rebuilt_after_compaction_and_reopen() {
     assert_eq!(total(store.clone(), "gone"), 0);
 }
 
-/// Maps of this process onto files of `dir` that were deleted (replaced by a compaction).
+/// Maps of this process onto segment files of `dir` that were deleted (replaced by a
+/// compaction). Event-id files (`.ids`) are left out: their merges replace them on a schedule
+/// of their own, so a map of a merged one may outlive a compaction by a while.
 fn deleted_maps(dir: &Path) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let dir = dir.canonicalize().unwrap();
     let dir = dir.to_string_lossy();
     maps.lines()
-        .filter(|l| l.contains(dir.as_ref()) && l.ends_with("(deleted)"))
+        .filter(|l| l.contains(dir.as_ref()) && l.ends_with(".seg (deleted)"))
         .count()
 }
 
