@@ -7,6 +7,8 @@
 //! - [`open_segment`]: the input is the bytes of segment file `00000000000000000000.seg`.
 //! - [`open_index`]: the input damages the `.idx` files of a small real store.
 //! - [`ops`]: the input is a program of appends, reads and reopens, checked against a model.
+//! - [`open_compacted`]: the input damages a compacted segment (format version 2: records back
+//!   to back, then the compaction table) of a small real store.
 
 #![allow(dead_code)]
 
@@ -29,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("open_segment", open_segment),
     ("open_index", open_index),
     ("ops", ops),
+    ("open_compacted", open_compacted),
 ];
 
 /// File name of the first segment (base 0).
@@ -1266,4 +1269,376 @@ fn check_model(store: &Store, m: &Model) {
     }
     let head = m.all.last().map_or(64, |e| e.next);
     assert_eq!(store.head().0, head, "head");
+}
+
+// ---------------------------------------------------------------------------------------------
+// open_compacted
+// ---------------------------------------------------------------------------------------------
+
+/// A small real store, compacted twice (so that some segments carry removed records of an
+/// earlier compaction in their tables): its files, which of them are compacted segments, and
+/// what it shows.
+struct CompactedGolden {
+    files: Vec<(String, Vec<u8>)>,
+    compacted: Vec<String>,
+    events: Vec<Ev>,
+}
+
+fn compacted_golden() -> &'static CompactedGolden {
+    static GOLDEN: OnceLock<CompactedGolden> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let dir = tempdir();
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        let event = |n: u32, ty: &str| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            id[15] = 0xC0;
+            EventData::new(ty, vec![n as u8; 16 + (n as usize * 29) % 120])
+                .with_id(EventId(id))
+                .with_metadata(if n.is_multiple_of(5) {
+                    vec![7; 4]
+                } else {
+                    vec![]
+                })
+        };
+        let streams = ["keep-1", "gone-2", "cap-3", "dead-4", "trim-5"];
+        let mut n = 0u32;
+        for round in 0..40 {
+            let s = streams[round % streams.len()];
+            let batch: Vec<EventData> = (0..1 + round % 3)
+                .map(|k| {
+                    n += 1;
+                    event(n, ["Opened", "Moved", "Closed"][k % 3])
+                })
+                .collect();
+            store
+                .append(s, ExpectedVersion::Any, batch)
+                .expect("append");
+        }
+        store
+            .delete_stream("gone-2", ExpectedVersion::Any)
+            .expect("delete");
+        store
+            .tombstone_stream("dead-4", ExpectedVersion::Any)
+            .expect("tombstone");
+        let md = eventjournal::StreamMetadata {
+            max_count: Some(2),
+            ..Default::default()
+        };
+        store
+            .set_stream_metadata("cap-3", ExpectedVersion::Any, md)
+            .expect("max_count");
+        store.seal().expect("seal");
+        store.compact().expect("first compaction");
+        // More removed from segments compacted already: their tables carry the old entries.
+        let md = eventjournal::StreamMetadata {
+            truncate_before: Some(4),
+            ..Default::default()
+        };
+        store
+            .set_stream_metadata("trim-5", ExpectedVersion::Any, md)
+            .expect("truncate_before");
+        for _ in 0..6 {
+            n += 1;
+            store
+                .append("keep-1", ExpectedVersion::Any, [event(n, "Late")])
+                .expect("append");
+        }
+        store.seal().expect("seal");
+        store.compact().expect("second compaction");
+        let (events, clean) = read_tolerantly(&store);
+        assert!(clean, "a read of the golden store failed");
+        store.close().expect("close");
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| {
+                let e = e.expect("entry");
+                let name = e.file_name().to_string_lossy().into_owned();
+                let bytes = fs::read(e.path()).expect("read");
+                (name, bytes)
+            })
+            .filter(|(name, _)| name != "LOCK" && !name.ends_with(".tmp"))
+            .collect();
+        files.sort();
+        let compacted: Vec<String> = files
+            .iter()
+            .filter(|(n, b)| n.ends_with(".seg") && b.len() >= 64 && le_u32(b, 8) == 2)
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert!(
+            compacted.len() >= 2,
+            "the golden store should have several compacted segments"
+        );
+        CompactedGolden {
+            files,
+            compacted,
+            events,
+        }
+    })
+}
+
+/// Damages a compacted segment of a small real store as `data` says, opens the store with
+/// `Strict` and with `Salvage`, and reads everything through every read API. Nothing may panic;
+/// opening may fail only with `Corrupt` or `UnsupportedVersion`; an undamaged store shows what
+/// was written; a store that opened takes an append and reopens.
+///
+/// `data[0]` is a mode byte, `data[1]` picks the compacted segment:
+/// - bit 0: XOR the rest of the input onto the segment, as (offset: u16, byte) triples (else:
+///   replace its compaction table with the rest of the input, and its `table_len` to match);
+/// - bit 1: then make the header's and the table's checksums valid, and each record's that the
+///   records' length chain reaches;
+/// - bit 2: delete the index files, so that opening rebuilds them from the log and the tables;
+/// - bit 3: cut the segment file to the length `data[2..4]` names (before the rest applies).
+pub fn open_compacted(data: &[u8]) {
+    let g = compacted_golden();
+    let (mode, pick, rest) = match data {
+        [] => (0u8, 0u8, &[][..]),
+        [m] => (*m, 0, &[][..]),
+        [m, p, rest @ ..] => (*m, *p, rest),
+    };
+    let dir = tempdir();
+    for (name, bytes) in &g.files {
+        fs::write(dir.path().join(name), bytes).expect("restore golden file");
+    }
+    let name = &g.compacted[usize::from(pick) % g.compacted.len()];
+    let golden = &g.files.iter().find(|(n, _)| n == name).expect("golden").1;
+    let mut b = golden.clone();
+    let mut rest = rest;
+    if mode & 8 != 0 && rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        b.truncate(len);
+        rest = &rest[2..];
+    }
+    if mode & 1 != 0 {
+        for t in rest.chunks_exact(3) {
+            if b.is_empty() {
+                break;
+            }
+            let at = usize::from(u16::from_le_bytes([t[0], t[1]])) % b.len();
+            b[at] ^= t[2];
+        }
+    } else if !data.is_empty() && b.len() >= 64 {
+        let table_at = usize::try_from(le_u64(&b, 40)).unwrap_or(usize::MAX);
+        if table_at <= b.len() {
+            b.truncate(table_at);
+            b.extend_from_slice(rest);
+            let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            b[48..52].copy_from_slice(&len.to_le_bytes());
+        }
+    }
+    if mode & 2 != 0 {
+        fix_compacted_checksums(&mut b);
+    }
+    let untouched = b == *golden && mode & 4 == 0;
+    fs::write(dir.path().join(name), &b).expect("write segment");
+    if mode & 4 != 0 {
+        for (n, _) in &g.files {
+            if n.ends_with(".idx") {
+                fs::remove_file(dir.path().join(n)).expect("remove index file");
+            }
+        }
+    }
+    let mut strict_opened = false;
+    for recovery in [Recovery::Strict, Recovery::Salvage] {
+        let store = match Store::open(dir.path(), options(recovery)) {
+            Ok(store) => store,
+            Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
+                assert!(!untouched, "the undamaged store did not open");
+                continue;
+            }
+            Err(e) => panic!("opening with {recovery:?} failed with an unexpected error: {e}"),
+        };
+        let (events, clean) = read_tolerantly(&store);
+        if untouched {
+            assert!(clean, "a read of the undamaged store failed");
+            assert!(events == g.events, "the undamaged store shows other events");
+        }
+        strict_opened |= recovery == Recovery::Strict;
+        store.close().expect("close");
+    }
+    if !strict_opened {
+        return;
+    }
+    // A store that opened takes an append (to the newest segment, which is not compacted) and
+    // opens again.
+    for round in 0..2 {
+        let store = match Store::open(dir.path(), options(Recovery::Strict)) {
+            Ok(store) => store,
+            Err(Error::Corrupt { .. }) => {
+                assert!(!untouched, "the undamaged store did not reopen");
+                return;
+            }
+            Err(e) => panic!("reopening failed with an unexpected error: {e}"),
+        };
+        if round == 0 {
+            match store.append(
+                "fuzz-check",
+                ExpectedVersion::Any,
+                [EventData::new("Checked", &b"after open"[..])],
+            ) {
+                Ok(_) | Err(Error::Corrupt { .. }) => {}
+                Err(e) => panic!("append after opening failed with an unexpected error: {e}"),
+            }
+        } else {
+            let (events, clean) = read_tolerantly(&store);
+            if untouched {
+                assert!(clean, "a read of the reopened undamaged store failed");
+                assert!(
+                    events.len() == g.events.len() + 1 && events[..g.events.len()] == g.events[..],
+                    "the reopened undamaged store shows other events"
+                );
+            }
+        }
+        store.close().expect("close");
+    }
+}
+
+/// Whether a read error is one a damaged log may give.
+fn damage_error(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. })
+}
+
+/// Reads `$all` both ways, every stream both ways, every category and the streams' versions and
+/// metadata, accepting `Corrupt` anywhere (the log is damaged); returns `$all` forward as far as
+/// it read, and whether every read went through.
+fn read_tolerantly(store: &Store) -> (Vec<Ev>, bool) {
+    let mut clean = true;
+    let mut check = |r: &Error| {
+        assert!(
+            damage_error(r),
+            "a read failed with an unexpected error: {r}"
+        );
+        clean = false;
+    };
+    let mut forward = Vec::new();
+    match store.read_all_forward(Position::START, usize::MAX) {
+        Ok(events) => {
+            for r in events {
+                match r {
+                    Ok(e) => forward.push(Ev::from(&e)),
+                    Err(e) => {
+                        check(&e);
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => check(&e),
+    }
+    match store.read_all_backward(Position::END, usize::MAX) {
+        Ok(events) => {
+            for r in events {
+                if let Err(e) = r {
+                    check(&e);
+                    break;
+                }
+            }
+        }
+        Err(e) => check(&e),
+    }
+    for e in forward.iter().step_by(7) {
+        for from in [e.position, e.next] {
+            match store.read_all_backward(Position(from), 3) {
+                Ok(events) => {
+                    for r in events {
+                        if let Err(e) = r {
+                            check(&e);
+                            break;
+                        }
+                    }
+                }
+                Err(Error::InvalidPosition(_)) => {}
+                Err(e) => check(&e),
+            }
+        }
+    }
+    let names = match store.streams() {
+        Ok(names) => names,
+        Err(e) => {
+            check(&e);
+            Vec::new()
+        }
+    };
+    let mut categories: Vec<String> = Vec::new();
+    for name in &names {
+        if let Some((c, _)) = name.split_once('-') {
+            if !categories.iter().any(|x| x == c) {
+                categories.push(c.to_string());
+            }
+        }
+        for fwd in [true, false] {
+            let got = if fwd {
+                store.read_stream_forward(name, 0, usize::MAX)
+            } else {
+                store.read_stream_backward(name, u64::MAX, usize::MAX)
+            };
+            match got {
+                Ok(events) => {
+                    for r in events {
+                        if let Err(e) = r {
+                            check(&e);
+                            break;
+                        }
+                    }
+                }
+                Err(Error::InvalidInput(_) | Error::StreamDeleted { .. }) => {}
+                Err(e) => check(&e),
+            }
+        }
+        match store.stream_version(name) {
+            Ok(_) | Err(Error::InvalidInput(_)) => {}
+            Err(e) => check(&e),
+        }
+        match store.stream_metadata(name) {
+            Ok(_) | Err(Error::InvalidInput(_)) => {}
+            Err(e) => check(&e),
+        }
+    }
+    for c in &categories {
+        match store.read_category(c, 0, usize::MAX) {
+            Ok(events) => {
+                for r in events {
+                    if let Err(e) = r {
+                        check(&e);
+                        break;
+                    }
+                }
+            }
+            Err(Error::InvalidInput(_)) => {}
+            Err(e) => check(&e),
+        }
+    }
+    (forward, clean)
+}
+
+/// Makes the checksums of compacted segment `b` valid over whatever it holds: each record's that
+/// the length chain from offset 64 reaches up to `table_at`, the table's (if `table_at` and
+/// `table_len` put it inside the file), then the header's.
+pub fn fix_compacted_checksums(b: &mut [u8]) {
+    if b.len() < 64 {
+        return;
+    }
+    let table_at = usize::try_from(le_u64(b, 40)).unwrap_or(usize::MAX);
+    let table_len = le_u32(b, 48) as usize;
+    let end = b.len().min(table_at);
+    let mut off = 64;
+    while off + 8 <= end {
+        let len = le_u32(b, off) as usize;
+        if len < 64 || !len.is_multiple_of(8) || len > end - off {
+            break;
+        }
+        let crc = crc32(&b[off + 8..off + len]);
+        b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        off += len;
+    }
+    if let Some(table) = table_at
+        .checked_add(table_len)
+        .filter(|&e| e <= b.len())
+        .map(|e| &b[table_at..e])
+    {
+        let crc = crc32(table);
+        b[52..56].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
 }

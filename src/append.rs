@@ -1082,7 +1082,7 @@ impl Shared {
             .collect();
         // The streams' metadata, read before the index lock is taken (reading it may take the
         // lock); what this group's own metadata writes change is kept beside it.
-        let table = self.metadata_table().map_err(|e| e.to_string());
+        let table = self.metadata_table();
         let mut changed: HashMap<String, Arc<StreamMetadata>> = HashMap::new();
         let index = self.index.read();
         let view = self.log.view();
@@ -1113,7 +1113,20 @@ impl Shared {
                 Err(e) => {
                     outcomes.push(Outcome {
                         ticket,
-                        result: Err(Error::InvalidInput(format!("reading stream metadata: {e}"))),
+                        // Every request of the group gets the error; a damaged log stays a
+                        // `Corrupt` error, not the caller's mistake.
+                        result: Err(match e {
+                            Error::Corrupt {
+                                file,
+                                offset,
+                                reason,
+                            } => Error::Corrupt {
+                                file: file.clone(),
+                                offset: *offset,
+                                reason: format!("reading stream metadata: {reason}"),
+                            },
+                            e => Error::InvalidInput(format!("reading stream metadata: {e}")),
+                        }),
                         provisional: false,
                     });
                     continue;

@@ -108,6 +108,11 @@ impl Shared {
             // records are in the new file, synced.
             self.writer.lock().log.forget_sealed(&new);
         }
+        // The plan holds the last references to the replaced segments (readers that took theirs
+        // earlier let go when they finish). Letting go of a segment unmaps its file and, as it
+        // was renamed over, has the kernel free its cached pages and blocks: some milliseconds
+        // per segment that no caller needs to wait for.
+        release(plan);
         tracing::info!(
             segments = report.segments_rewritten,
             events = report.events_removed,
@@ -463,16 +468,13 @@ impl Shared {
             let mut live_from: Option<u64> = None;
             let mut next = remove.iter().copied().peekable();
             let mut off = SEGMENT_HEADER_LEN as u64;
-            // Where the next remaining record goes: they are stored back to back.
-            let mut written = SEGMENT_HEADER_LEN as u64;
+            let mut out = Output::new(disk, &file, &tmp);
             // Copies the records at segment offsets `from..to` (no gap among them, so they lie
             // together in the old file too).
             let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
                 if let Some(a) = from.take() {
                     let at = seg.file_off(a) as usize;
-                    let run = &bytes[at..at + (to - a) as usize];
-                    disk.write_all_at(&file, &tmp, run, written)?;
-                    written += run.len() as u64;
+                    out.push(&bytes[at..at + (to - a) as usize])?;
                 }
                 Ok(())
             };
@@ -498,6 +500,24 @@ impl Shared {
                     off = end;
                     continue;
                 }
+                // A record that stays is copied byte for byte, checksum included, so a reader
+                // still finds any damage it holds: only a removed one, whose names and number go
+                // into the table, has its checksum checked here.
+                let removing = next.peek().is_some_and(|&o| u64::from(o) == off);
+                if !removing {
+                    if next.peek().is_some_and(|&o| u64::from(o) < off) {
+                        return Err(corrupt(
+                            off,
+                            "the index places an event where no record starts".to_string(),
+                        ));
+                    }
+                    // Finding the next record takes its length, checked against its trailer.
+                    let len = record_len_at(bytes, seg.file_off(off) as usize)
+                        .map_err(|reason| corrupt(off, reason.to_string()))?;
+                    live_from.get_or_insert(off);
+                    off += len as u64;
+                    continue;
+                }
                 let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
                     corrupt(
                         off,
@@ -509,32 +529,22 @@ impl Shared {
                         },
                     )
                 })?;
-                if next.peek().is_some_and(|&o| u64::from(o) == off) {
-                    next.next();
-                    flush(&mut live_from, off)?;
-                    let text =
-                        |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-                    table.remove(
-                        off as u32,
-                        v.len as u32,
-                        text(v.stream),
-                        text(v.event_type),
-                        v.event_number,
-                    );
-                    removed += 1;
-                    removed_bytes += v.len as u64;
-                } else {
-                    if next.peek().is_some_and(|&o| u64::from(o) < off) {
-                        return Err(corrupt(
-                            off,
-                            "the index places an event where no record starts".to_string(),
-                        ));
-                    }
-                    live_from.get_or_insert(off);
-                }
+                next.next();
+                flush(&mut live_from, off)?;
+                let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+                table.remove(
+                    off as u32,
+                    v.len as u32,
+                    text(v.stream),
+                    text(v.event_type),
+                    v.event_number,
+                );
+                removed += 1;
+                removed_bytes += v.len as u64;
                 off += v.len as u64;
             }
             flush(&mut live_from, data_end)?;
+            let end = out.finish()?;
             if let Some(o) = next.next() {
                 return Err(corrupt(
                     u64::from(o),
@@ -543,6 +553,12 @@ impl Shared {
             }
             let table = table.finish(data_end);
             let table_at = table.table_at;
+            if end != table_at {
+                return Err(corrupt(
+                    data_end,
+                    "the records kept and the gaps do not add up to the segment".to_string(),
+                ));
+            }
             let table = table.encode();
             let header = SegmentHeader {
                 version: COMPACTED_VERSION,
@@ -581,6 +597,113 @@ impl Shared {
         disk.sync_dir(&self.dir)?;
         let new = Segment::open(&path, seg.base, false, disk)?;
         Ok((new, removed, removed_bytes))
+    }
+}
+
+/// Drops `plan` on a thread of its own (or here, with the closure holding it, if no thread can
+/// be started).
+fn release(plan: Planner) {
+    let _ = std::thread::Builder::new()
+        .name("eventjournal-release".into())
+        .spawn(move || drop(plan));
+}
+
+/// The length of the record at `at` of `bytes`, with the checks that keep a walk from record to
+/// record on its records: a plausible length, inside `bytes`, repeated by the trailer, and an
+/// event kind.
+fn record_len_at(bytes: &[u8], at: usize) -> std::result::Result<usize, &'static str> {
+    use crate::log::format::{u32_at, KIND_EVENT, MIN_RECORD_LEN, RECORD_ALIGN};
+    let rest = bytes
+        .get(at..)
+        .filter(|r| r.len() >= 8)
+        .ok_or("compaction found the end of the segment where a record belongs")?;
+    let len = u32_at(rest, 0) as usize;
+    if len == 0 {
+        return Err("compaction found zeros where a record belongs");
+    }
+    if len < MIN_RECORD_LEN || !len.is_multiple_of(RECORD_ALIGN) || len > rest.len() {
+        return Err("record length out of range");
+    }
+    if rest[8] != KIND_EVENT || u32_at(rest, len - 4) as usize != len {
+        return Err("record kind or trailer out of range");
+    }
+    Ok(len)
+}
+
+/// Bytes of remaining records gathered before they are written: few large writes rather than
+/// one per run of records (a run is a single record where every other one is removed).
+const OUTPUT_BUFFER: usize = 1 << 20;
+
+/// Writes of [`OUTPUT_BUFFER`] bytes whose writeback may be under way at once, besides the
+/// newest.
+const IN_FLIGHT: u64 = 1;
+
+/// The remaining records of a segment being rewritten, gathered into [`OUTPUT_BUFFER`]-sized
+/// writes placed back to back from the end of the header. The writeback of each write starts
+/// at once, so that the disk works while the next one is gathered and the final sync has
+/// little left to do.
+struct Output<'a> {
+    disk: &'a crate::disk::Disk,
+    file: &'a std::fs::File,
+    path: &'a std::path::Path,
+    buf: Vec<u8>,
+    /// Where `buf` goes in the file.
+    at: u64,
+}
+
+impl<'a> Output<'a> {
+    fn new(
+        disk: &'a crate::disk::Disk,
+        file: &'a std::fs::File,
+        path: &'a std::path::Path,
+    ) -> Output<'a> {
+        Output {
+            disk,
+            file,
+            path,
+            buf: Vec::with_capacity(OUTPUT_BUFFER),
+            at: SEGMENT_HEADER_LEN as u64,
+        }
+    }
+
+    fn push(&mut self, mut run: &[u8]) -> Result<()> {
+        while !run.is_empty() {
+            let n = run.len().min(OUTPUT_BUFFER - self.buf.len());
+            self.buf.extend_from_slice(&run[..n]);
+            run = &run[n..];
+            if self.buf.len() == OUTPUT_BUFFER {
+                self.write()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.disk
+            .write_all_at(self.file, self.path, &self.buf, self.at)?;
+        self.disk
+            .start_write_back(self.file, self.at, self.buf.len() as u64);
+        // At most a few writes on their way to the disk: the store's own syncs (a durable
+        // append) queue behind what the disk has been given, and a journal commit waits for the
+        // data of files it allocates blocks to.
+        if let Some(before) = self.at.checked_sub(IN_FLIGHT * OUTPUT_BUFFER as u64) {
+            if before >= SEGMENT_HEADER_LEN as u64 {
+                self.disk
+                    .write_back(self.file, before, OUTPUT_BUFFER as u64);
+            }
+        }
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is gathered; returns where the records end in the file.
+    fn finish(mut self) -> Result<u64> {
+        self.write()?;
+        Ok(self.at)
     }
 }
 

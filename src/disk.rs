@@ -332,6 +332,22 @@ impl Disk {
         };
     }
 
+    /// Starts writing `offset..offset + len` of the file back to disk, without waiting: a file
+    /// written in large pieces then synced once has most of its bytes on their way by the
+    /// sync. Not a durability point; a failure is left to the final sync to report.
+    pub(crate) fn start_write_back(&self, file: &File, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: a plain system call on a descriptor we own; no memory is passed.
+        let _ =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+
     pub(crate) fn set_len(&self, file: &File, path: &Path, len: u64) -> Result<()> {
         self.ask(FileOp::SetLen { path, len })
             .and_then(|_| file.set_len(len))

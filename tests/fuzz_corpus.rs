@@ -65,3 +65,8 @@ fn open_index_corpus() {
 fn ops_corpus() {
     replay("ops");
 }
+
+#[test]
+fn open_compacted_corpus() {
+    replay("open_compacted");
+}

@@ -18,6 +18,7 @@
 //! | 24+8g+24r | … | names: `n` × (`len: u16`, UTF-8 bytes), to the end of the table |
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::format::{u16_at, u32_at, u64_at, RECORD_ALIGN, SEGMENT_HEADER_LEN};
 
@@ -264,7 +265,45 @@ impl Compacted {
 #[derive(Default)]
 pub struct TableBuilder {
     table: Compacted,
-    numbers: HashMap<String, u32>,
+    numbers: HashMap<String, u32, BuildHasherDefault<NameHasher>>,
+}
+
+/// A multiply-rotate hash, a word at a time, for the name numbers of a table being built: two
+/// look-ups per removed record, where the default hasher (SipHash) took a sixth of a
+/// compaction's time. Its keys are names from one segment of the store itself, at most a few
+/// per record.
+#[derive(Default, Clone, Copy)]
+pub struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // A multiplication carries only upwards, and names often share their first bytes: fold
+        // the high half of a wide product into the low bits, which pick the bucket.
+        let m = u128::from(self.0) * 0x2D35_8DCC_AA6C_78A5;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
 }
 
 impl TableBuilder {
