@@ -384,6 +384,84 @@ impl RecordedEvent {
     }
 }
 
+/// The fields of an event kept outside the embedded store's log (a row of another backend), to
+/// make [`RecordedEvent`]s from with [`RecordedEvent::from_parts`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    /// Its stream.
+    pub stream: &'a str,
+    /// Its number in the stream.
+    pub event_number: u64,
+    /// Its position in that backend's `$all`.
+    pub position: Position,
+    /// Its id.
+    pub id: EventId,
+    /// Its type.
+    pub event_type: &'a str,
+    /// When it was recorded, in microseconds since the Unix epoch.
+    pub timestamp_micros: u64,
+    /// Its payload.
+    pub data: &'a [u8],
+    /// Its metadata.
+    pub metadata: &'a [u8],
+}
+
+impl EventParts<'_> {
+    /// How far [`RecordedEvent::next_position`] lies past the event's position: the length of its
+    /// stream name, type, data and metadata together (at least 2, as names are not empty). A
+    /// backend spaces its positions by it, as the embedded store spaces them by record sizes.
+    pub fn span(&self) -> u64 {
+        (self.stream.len() + self.event_type.len() + self.data.len() + self.metadata.len()) as u64
+    }
+}
+
+impl RecordedEvent {
+    /// Events made from another backend's rows, so that every backend hands out the same type.
+    /// Their bytes are copied into one anonymous memory map shared by the batch;
+    /// `next_position()` of each is its position plus [`EventParts::span`]. Fails only when that
+    /// map cannot be made ([`Error::Io`](crate::Error::Io)).
+    pub fn from_parts(parts: &[EventParts<'_>]) -> crate::Result<Vec<RecordedEvent>> {
+        let total: usize = parts.iter().map(|p| p.span() as usize).sum();
+        let mut buf = Vec::with_capacity(total);
+        for p in parts {
+            buf.extend_from_slice(p.stream.as_bytes());
+            buf.extend_from_slice(p.event_type.as_bytes());
+            buf.extend_from_slice(p.data);
+            buf.extend_from_slice(p.metadata);
+        }
+        let map = MapSlice::anonymous(&buf).map_err(|source| crate::Error::Io {
+            action: "mapping memory for events of",
+            path: "another backend".into(),
+            source,
+        })?;
+        let mut at = 0usize;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let len = p.span() as usize;
+                let stream_end = p.stream.len() as u32;
+                let type_end = stream_end + p.event_type.len() as u32;
+                let data_end = type_end + p.data.len() as u32;
+                let event = RecordedEvent {
+                    record: map.sub(at, len),
+                    fields: Fields {
+                        event_number: p.event_number,
+                        timestamp_micros: p.timestamp_micros,
+                        id: p.id,
+                        stream: (0, stream_end),
+                        event_type: (stream_end, type_end),
+                        data: (type_end, data_end),
+                        metadata: (data_end, len as u32),
+                    },
+                    position: p.position,
+                };
+                at += len;
+                event
+            })
+            .collect())
+    }
+}
+
 impl PartialEq for RecordedEvent {
     fn eq(&self, other: &RecordedEvent) -> bool {
         self.as_ref() == other.as_ref()

@@ -736,7 +736,7 @@ impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journale
 
 /// What the names of snapshot streams start with: a reserved name (see
 /// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)) that only the journal writes.
-pub(crate) const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
+pub const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
 
 /// The stream holding snapshots of `stream`.
 fn snapshot_stream(stream: &str) -> String {

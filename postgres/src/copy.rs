@@ -1,0 +1,1 @@
+//! Moving a store between the embedded store and PostgreSQL.
