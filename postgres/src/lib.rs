@@ -46,6 +46,7 @@ use eventjournal::{
 use postgres::types::ToSql;
 use postgres::{Config, Row};
 
+pub use copy::{copy_from_postgres, copy_to_postgres, CopyReport};
 pub use eventjournal::{AllFrom, Filter, StreamFrom, SubscriptionItem};
 pub use subscription::PgSubscription;
 
@@ -320,7 +321,13 @@ impl PgStore {
 
     /// Appends without the check for reserved names (the store's own writes and copies).
     pub(crate) fn append_unchecked(&self, writes: Vec<StreamWrite>) -> Result<Vec<AppendResult>> {
-        for w in &writes {
+        for (i, w) in writes.iter().enumerate() {
+            if writes[..i].iter().any(|o| o.stream == w.stream) {
+                return Err(Error::InvalidInput(format!(
+                    "stream `{}` appears twice in one batch",
+                    w.stream
+                )));
+            }
             check_stream_name(&w.stream)?;
             for e in &w.events {
                 check_event_type(e.event_type())?;
