@@ -188,7 +188,8 @@ impl PgSubscription {
 
     /// The next event, waiting up to `timeout` for one; `Ok(None)` if none came.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<SubscriptionItem>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add to the clock waits without end.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(e) = self.ahead.pop_front() {
                 return Ok(Some(SubscriptionItem::Event(e)));
@@ -196,7 +197,9 @@ impl PgSubscription {
             if self.read_page()? {
                 continue;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return Ok(None);
             }
@@ -280,7 +283,7 @@ impl Iterator for PgSubscription {
         if self.failed {
             return None;
         }
-        let timeout = self.timeout.unwrap_or(Duration::from_secs(u32::MAX as u64));
+        let timeout = self.timeout.unwrap_or(Duration::MAX);
         loop {
             match self.recv_timeout(timeout) {
                 Ok(Some(SubscriptionItem::Event(e))) => return Some(Ok(e)),
