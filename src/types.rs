@@ -593,3 +593,54 @@ mod time_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod parts_tests {
+    use super::{EventId, EventParts, Position, RecordedEvent};
+
+    #[test]
+    fn events_made_from_parts_read_back_as_given() {
+        let id = EventId::new_random();
+        let parts = [
+            EventParts {
+                stream: "cart-1",
+                event_number: 4,
+                position: Position(100),
+                id,
+                event_type: "Added",
+                timestamp_micros: 7,
+                data: b"{\"sku\":1}",
+                metadata: b"",
+            },
+            EventParts {
+                stream: "c",
+                event_number: 0,
+                position: Position(120),
+                id: EventId::default(),
+                event_type: "T",
+                timestamp_micros: 8,
+                data: b"",
+                metadata: b"meta",
+            },
+        ];
+        let events = RecordedEvent::from_parts(&parts).unwrap();
+        let (a, b) = (&events[0], &events[1]);
+        assert_eq!(
+            (a.stream(), a.event_type(), a.event_number()),
+            ("cart-1", "Added", 4)
+        );
+        assert_eq!(
+            (a.id(), a.timestamp_micros(), a.position()),
+            (id, 7, Position(100))
+        );
+        assert_eq!((a.data(), a.metadata()), (&b"{\"sku\":1}"[..], &b""[..]));
+        assert_eq!(&a.data_bytes()[..], a.data());
+        assert_eq!(a.next_position(), Position(100 + parts[0].span()));
+        assert_eq!(
+            (b.stream(), b.data(), b.metadata()),
+            ("c", &b""[..], &b"meta"[..])
+        );
+        assert_eq!(b.next_position(), Position(126));
+        assert!(RecordedEvent::from_parts(&[]).unwrap().is_empty());
+    }
+}
