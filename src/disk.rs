@@ -64,6 +64,8 @@ impl Disk {
     }
 
     /// This disk, refusing every change to a file (see the field).
+    // Without `fault-injection` these are all the fields; with it, the injector is kept.
+    #[allow(clippy::needless_update)]
     pub(crate) fn read_only(&self) -> Disk {
         Disk {
             read_only: true,
@@ -87,6 +89,8 @@ impl Disk {
     }
 
     /// This disk, allowed to change files: for a copy written elsewhere (a backup).
+    // Without `fault-injection` these are all the fields; with it, the injector is kept.
+    #[allow(clippy::needless_update)]
     pub(crate) fn writable(&self) -> Disk {
         Disk {
             read_only: false,

@@ -201,6 +201,12 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// A backend other than the embedded store failed (a database server's error, a lost
+    /// connection), with its message; whether a write that fails so was made is unknown, as with
+    /// [`Error::Io`]: retry it with the same event ids.
+    #[error("backend: {0}")]
+    Backend(String),
+
     /// An operating system I/O error, with the file it concerned and what was being done.
     ///
     /// Displays as a sentence, e.g. "creating segment 00000000000067108864.seg in /data/store:

@@ -54,8 +54,8 @@ pub use store::{IndexInfo, Store};
 pub use subscription::SubscriptionStream;
 pub use subscription::{category_of, AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
 pub use types::{
-    AppendResult, EventData, EventId, EventRef, ExpectedVersion, Payload, Position, RecordedEvent,
-    StreamWrite,
+    AppendResult, EventData, EventId, EventParts, EventRef, ExpectedVersion, Payload, Position,
+    RecordedEvent, StreamWrite,
 };
 
 /// The README's Rust examples, compiled and run by `cargo test --doc` so that they cannot drift

@@ -26,7 +26,7 @@ pub const METADATA_STREAM_PREFIX: &str = "$$";
 /// The prefix of consumer checkpoint streams (`$checkpoint-<consumer>`).
 pub(crate) const CHECKPOINT_STREAM_PREFIX: &str = "$checkpoint-";
 /// The prefix of journaled actors' snapshot streams (`$snapshot-<stream>`).
-pub(crate) const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
+pub const SNAPSHOT_STREAM_PREFIX: &str = "$snapshot-";
 
 /// The store's own streams whose rules are implied by their names rather than written as
 /// metadata, each found through the event type its events are written with, so compaction can

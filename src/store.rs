@@ -658,6 +658,18 @@ impl Store {
         self.shared.submit(writes)
     }
 
+    /// [`append_multi`](Self::append_multi) that may also write the names the store keeps for
+    /// itself (checkpoints, snapshots, stream metadata; see [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)):
+    /// for tools that copy a whole store in from another backend, such as
+    /// `eventjournal-postgres`'s `copy_from_postgres`. Not for an application's own events.
+    pub fn append_multi_including_reserved(
+        &self,
+        writes: Vec<StreamWrite>,
+    ) -> Result<Vec<AppendResult>> {
+        self.check_open()?;
+        self.shared.submit(writes)
+    }
+
     /// [`append`](Self::append) for async code (feature `async`): the same rules and results,
     /// but waiting for the group commit (and its `fdatasync`) does not block the thread polling
     /// the future. It needs no particular runtime: the batch joins the group-commit queue with

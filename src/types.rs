@@ -384,6 +384,84 @@ impl RecordedEvent {
     }
 }
 
+/// The fields of an event kept outside the embedded store's log (a row of another backend), to
+/// make [`RecordedEvent`]s from with [`RecordedEvent::from_parts`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    /// Its stream.
+    pub stream: &'a str,
+    /// Its number in the stream.
+    pub event_number: u64,
+    /// Its position in that backend's `$all`.
+    pub position: Position,
+    /// Its id.
+    pub id: EventId,
+    /// Its type.
+    pub event_type: &'a str,
+    /// When it was recorded, in microseconds since the Unix epoch.
+    pub timestamp_micros: u64,
+    /// Its payload.
+    pub data: &'a [u8],
+    /// Its metadata.
+    pub metadata: &'a [u8],
+}
+
+impl EventParts<'_> {
+    /// How far [`RecordedEvent::next_position`] lies past the event's position: the length of its
+    /// stream name, type, data and metadata together (at least 2, as names are not empty). A
+    /// backend spaces its positions by it, as the embedded store spaces them by record sizes.
+    pub fn span(&self) -> u64 {
+        (self.stream.len() + self.event_type.len() + self.data.len() + self.metadata.len()) as u64
+    }
+}
+
+impl RecordedEvent {
+    /// Events made from another backend's rows, so that every backend hands out the same type.
+    /// Their bytes are copied into one anonymous memory map shared by the batch;
+    /// `next_position()` of each is its position plus [`EventParts::span`]. Fails only when that
+    /// map cannot be made ([`Error::Io`](crate::Error::Io)).
+    pub fn from_parts(parts: &[EventParts<'_>]) -> crate::Result<Vec<RecordedEvent>> {
+        let total: usize = parts.iter().map(|p| p.span() as usize).sum();
+        let mut buf = Vec::with_capacity(total);
+        for p in parts {
+            buf.extend_from_slice(p.stream.as_bytes());
+            buf.extend_from_slice(p.event_type.as_bytes());
+            buf.extend_from_slice(p.data);
+            buf.extend_from_slice(p.metadata);
+        }
+        let map = MapSlice::anonymous(&buf).map_err(|source| crate::Error::Io {
+            action: "mapping memory for events of",
+            path: "another backend".into(),
+            source,
+        })?;
+        let mut at = 0usize;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let len = p.span() as usize;
+                let stream_end = p.stream.len() as u32;
+                let type_end = stream_end + p.event_type.len() as u32;
+                let data_end = type_end + p.data.len() as u32;
+                let event = RecordedEvent {
+                    record: map.sub(at, len),
+                    fields: Fields {
+                        event_number: p.event_number,
+                        timestamp_micros: p.timestamp_micros,
+                        id: p.id,
+                        stream: (0, stream_end),
+                        event_type: (stream_end, type_end),
+                        data: (type_end, data_end),
+                        metadata: (data_end, len as u32),
+                    },
+                    position: p.position,
+                };
+                at += len;
+                event
+            })
+            .collect())
+    }
+}
+
 impl PartialEq for RecordedEvent {
     fn eq(&self, other: &RecordedEvent) -> bool {
         self.as_ref() == other.as_ref()
@@ -513,5 +591,56 @@ mod time_tests {
             utc_time(1_767_225_599_999_999),
             "2025-12-31T23:59:59.999999Z"
         );
+    }
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::{EventId, EventParts, Position, RecordedEvent};
+
+    #[test]
+    fn events_made_from_parts_read_back_as_given() {
+        let id = EventId::new_random();
+        let parts = [
+            EventParts {
+                stream: "cart-1",
+                event_number: 4,
+                position: Position(100),
+                id,
+                event_type: "Added",
+                timestamp_micros: 7,
+                data: b"{\"sku\":1}",
+                metadata: b"",
+            },
+            EventParts {
+                stream: "c",
+                event_number: 0,
+                position: Position(120),
+                id: EventId::default(),
+                event_type: "T",
+                timestamp_micros: 8,
+                data: b"",
+                metadata: b"meta",
+            },
+        ];
+        let events = RecordedEvent::from_parts(&parts).unwrap();
+        let (a, b) = (&events[0], &events[1]);
+        assert_eq!(
+            (a.stream(), a.event_type(), a.event_number()),
+            ("cart-1", "Added", 4)
+        );
+        assert_eq!(
+            (a.id(), a.timestamp_micros(), a.position()),
+            (id, 7, Position(100))
+        );
+        assert_eq!((a.data(), a.metadata()), (&b"{\"sku\":1}"[..], &b""[..]));
+        assert_eq!(&a.data_bytes()[..], a.data());
+        assert_eq!(a.next_position(), Position(100 + parts[0].span()));
+        assert_eq!(
+            (b.stream(), b.data(), b.metadata()),
+            ("c", &b""[..], &b"meta"[..])
+        );
+        assert_eq!(b.next_position(), Position(126));
+        assert!(RecordedEvent::from_parts(&[]).unwrap().is_empty());
     }
 }

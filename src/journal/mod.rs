@@ -885,7 +885,7 @@ impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journale
 
 /// What the names of snapshot streams start with: a reserved name (see
 /// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)) that only the journal writes.
-pub(crate) use crate::lifecycle::SNAPSHOT_STREAM_PREFIX;
+pub use crate::lifecycle::SNAPSHOT_STREAM_PREFIX;
 
 /// The stream holding snapshots of `stream`.
 fn snapshot_stream(stream: &str) -> String {

@@ -318,6 +318,29 @@ pub struct MapSlice {
 }
 
 impl MapSlice {
+    /// `bytes`, copied into an anonymous map of their own: how events that do not come from a
+    /// segment (another backend's rows) are held, so that `RecordedEvent` keeps one shape.
+    pub(crate) fn anonymous(bytes: &[u8]) -> std::io::Result<MapSlice> {
+        // A map cannot be empty; the one spare byte is never handed out.
+        let mut map = memmap2::MmapMut::map_anon(bytes.len().max(1))?;
+        map[..bytes.len()].copy_from_slice(bytes);
+        Ok(MapSlice {
+            map: Arc::new(memmap2::MmapRaw::from(map)),
+            start: 0,
+            len: bytes.len(),
+        })
+    }
+
+    /// `len` bytes from `start` of this slice, sharing the map.
+    pub(crate) fn sub(&self, start: usize, len: usize) -> MapSlice {
+        let start = start.min(self.len);
+        MapSlice {
+            map: self.map.clone(),
+            start: self.start + start,
+            len: len.min(self.len - start),
+        }
+    }
+
     /// The bytes.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
