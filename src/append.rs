@@ -182,8 +182,9 @@ impl WriterState {
     }
 }
 
-/// Checks a stream name given by a caller.
-pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
+/// Checks a stream name given by a caller. Public for other backends of the journal, so that
+/// a name refused here is refused there too.
+pub fn check_stream_name(stream: &str) -> Result<()> {
     if stream.is_empty() {
         return Err(Error::InvalidInput("stream name is empty".into()));
     }
@@ -211,8 +212,9 @@ pub const SYSTEM_PREFIX: char = '$';
 
 /// Refuses a write by the application to a reserved stream name or with a reserved event type,
 /// except to streams starting with one of `allowed` (what a store-owned writer, such as the
-/// journal's snapshots, may write).
-pub(crate) fn check_not_reserved(writes: &[StreamWrite], allowed: &[&str]) -> Result<()> {
+/// journal's snapshots, may write). Public for other backends of the journal, so that one rule
+/// decides what an application may write on every backend.
+pub fn check_not_reserved(writes: &[StreamWrite], allowed: &[&str]) -> Result<()> {
     for w in writes {
         if allowed.iter().any(|p| w.stream.starts_with(p)) {
             continue;

@@ -38,10 +38,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use eventjournal::journal::{Backend, StoredEvent, SNAPSHOT_STREAM_PREFIX};
+use eventjournal::journal::{check_not_reserved, Backend, StoredEvent, SNAPSHOT_STREAM_PREFIX};
 use eventjournal::{
     AppendResult, Error, EventData, EventId, EventParts, ExpectedVersion, Position, RecordedEvent,
-    Result, StreamWrite, MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, SYSTEM_PREFIX,
+    Result, StreamWrite, MAX_EVENT_TYPE_LEN,
 };
 use postgres::types::ToSql;
 use postgres::{Config, Row};
@@ -165,17 +165,9 @@ fn check_schema(schema: &str) -> Result<()> {
     }
 }
 
+/// The embedded store's rules for a stream name, and one more: PostgreSQL's text cannot hold NUL.
 pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
-    if stream.is_empty() {
-        return Err(Error::InvalidInput("stream name is empty".into()));
-    }
-    if stream.len() > MAX_STREAM_NAME_LEN {
-        return Err(Error::InvalidInput(format!(
-            "stream name of {} bytes is longer than {MAX_STREAM_NAME_LEN}",
-            stream.len()
-        )));
-    }
-    // PostgreSQL's text cannot hold NUL.
+    eventjournal::journal::check_stream_name(stream)?;
     if stream.contains('\0') {
         return Err(Error::InvalidInput("stream name holds a NUL".into()));
     }
@@ -187,32 +179,6 @@ fn check_event_type(event_type: &str) -> Result<()> {
         return Err(Error::InvalidInput(format!(
             "event type must be 1 to {MAX_EVENT_TYPE_LEN} bytes without NUL"
         )));
-    }
-    Ok(())
-}
-
-/// Refuses an application's write to names the store keeps, except streams under `allowed`.
-fn check_not_reserved(writes: &[StreamWrite], allowed: &[&str]) -> Result<()> {
-    for w in writes {
-        if allowed.iter().any(|p| w.stream.starts_with(p)) {
-            continue;
-        }
-        if w.stream.starts_with(SYSTEM_PREFIX) {
-            return Err(Error::ReservedName {
-                name: w.stream.clone(),
-                what: "stream name",
-            });
-        }
-        if let Some(e) = w
-            .events
-            .iter()
-            .find(|e| e.event_type().starts_with(SYSTEM_PREFIX))
-        {
-            return Err(Error::ReservedName {
-                name: e.event_type().to_string(),
-                what: "event type",
-            });
-        }
     }
     Ok(())
 }

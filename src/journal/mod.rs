@@ -887,6 +887,8 @@ impl<S: JournalState + fmt::Debug, B: Backend, C: Codec> fmt::Debug for Journale
 /// [`SYSTEM_PREFIX`](crate::SYSTEM_PREFIX)) that only the journal writes.
 pub use crate::lifecycle::SNAPSHOT_STREAM_PREFIX;
 
+pub use crate::append::{check_not_reserved, check_stream_name};
+
 /// The stream holding snapshots of `stream`.
 fn snapshot_stream(stream: &str) -> String {
     format!("{SNAPSHOT_STREAM_PREFIX}{stream}")
