@@ -124,8 +124,19 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Rows of `position, stream, event_number, id, event_type, data, metadata, created_us` as
-/// events.
+/// A query of events from `evj_events` followed by `$rest` (its `WHERE` and `ORDER BY`): the
+/// columns in the order [`events_of`] reads them, written once.
+macro_rules! select_events {
+    ($rest:literal) => {
+        concat!(
+            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
+             FROM evj_events ",
+            $rest
+        )
+    };
+}
+
+/// Rows of the columns `select_events!` selects, as events.
 pub(crate) fn events_of(rows: &[Row]) -> Result<Vec<RecordedEvent>> {
     let mut parts = Vec::with_capacity(rows.len());
     for r in rows {
@@ -417,9 +428,10 @@ impl PgStore {
     ) -> Result<Vec<RecordedEvent>> {
         check_stream_name(stream)?;
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE stream = $1 AND event_number >= $2 \
-             ORDER BY event_number LIMIT $3",
+            select_events!(
+                "WHERE stream = $1 AND event_number >= $2 \
+             ORDER BY event_number LIMIT $3"
+            ),
             &[&stream, &to_i64(from), &to_i64(max as u64)],
         )?;
         events_of(&rows)
@@ -435,9 +447,10 @@ impl PgStore {
     ) -> Result<Vec<RecordedEvent>> {
         check_stream_name(stream)?;
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE stream = $1 AND event_number <= $2 \
-             ORDER BY event_number DESC LIMIT $3",
+            select_events!(
+                "WHERE stream = $1 AND event_number <= $2 \
+             ORDER BY event_number DESC LIMIT $3"
+            ),
             &[&stream, &to_i64(from), &to_i64(max as u64)],
         )?;
         events_of(&rows)
@@ -499,8 +512,7 @@ impl PgStore {
     pub fn read_all_forward(&self, from: Position, max: usize) -> Result<Vec<RecordedEvent>> {
         self.check_position(from)?;
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE position >= $1 ORDER BY position LIMIT $2",
+            select_events!("WHERE position >= $1 ORDER BY position LIMIT $2"),
             &[&to_i64(from.0), &to_i64(max as u64)],
         )?;
         events_of(&rows)
@@ -511,8 +523,7 @@ impl PgStore {
     pub fn read_all_backward(&self, from: Position, max: usize) -> Result<Vec<RecordedEvent>> {
         self.check_position(from)?;
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE position < $1 ORDER BY position DESC LIMIT $2",
+            select_events!("WHERE position < $1 ORDER BY position DESC LIMIT $2"),
             &[&to_i64(from.0), &to_i64(max as u64)],
         )?;
         events_of(&rows)
@@ -535,8 +546,7 @@ impl PgStore {
             )));
         }
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE category = $1 ORDER BY position OFFSET $2 LIMIT $3",
+            select_events!("WHERE category = $1 ORDER BY position OFFSET $2 LIMIT $3"),
             &[&category, &to_i64(from), &to_i64(max as u64)],
         )?;
         events_of(&rows)
@@ -551,8 +561,7 @@ impl PgStore {
     ) -> Result<Vec<RecordedEvent>> {
         check_event_type(event_type)?;
         let rows = self.query(
-            "SELECT position, stream, event_number, id, event_type, data, metadata, created_us \
-             FROM evj_events WHERE event_type = $1 ORDER BY position OFFSET $2 LIMIT $3",
+            select_events!("WHERE event_type = $1 ORDER BY position OFFSET $2 LIMIT $3"),
             &[&event_type, &to_i64(from), &to_i64(max as u64)],
         )?;
         events_of(&rows)
