@@ -6,7 +6,8 @@
 //!
 //! - [`open_segment`]: the input is the bytes of segment file `00000000000000000000.seg`.
 //! - [`open_index`]: the input damages the `.idx` files of a small real store.
-//! - [`ops`]: the input is a program of appends, reads and reopens, checked against a model.
+//! - [`ops`]: the input is a program of appends, deletes, metadata writes, seals, compactions,
+//!   reads and reopens, checked against a model.
 //! - [`open_compacted`]: the input damages a compacted segment (format version 2: records back
 //!   to back, then the compaction table) of a small real store.
 
@@ -16,11 +17,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventjournal::{
-    AppendResult, Durability, Error, EventData, EventId, ExpectedVersion, Options, Position,
-    RecordedEvent, Recovery, Store, StreamWrite, MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN,
+    category_of, metadata_stream, AppendResult, Durability, Error, EventData, EventId,
+    ExpectedVersion, Options, Position, RecordedEvent, Recovery, Store, StreamMetadata,
+    StreamWrite, MAX_EVENT_TYPE_LEN, MAX_STREAM_NAME_LEN, METADATA_EVENT_TYPE,
+    METADATA_STREAM_PREFIX, SYSTEM_PREFIX,
 };
 
 /// The body of a fuzz target.
@@ -136,7 +139,13 @@ fn copy_store_files(from: &Path, to: &Path) {
         if name == "LOCK" || name.ends_with(".tmp") || !regular {
             continue;
         }
-        fs::copy(entry.path(), to.join(&*name)).expect("copy a store file");
+        match fs::copy(entry.path(), to.join(&*name)) {
+            Ok(_) => {}
+            // The store's background work deletes files it replaced (id tables, say): a crash
+            // just then would not have left the file either.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("copy store file {name}: {e}"),
+        }
     }
 }
 
@@ -729,7 +738,15 @@ impl Input<'_> {
     }
 }
 
-/// What the model says an append does.
+/// Microseconds since the Unix epoch: the clock records are stamped with and `max_age_secs` is
+/// read against.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// What the model says an append, a delete or a metadata write does.
 #[derive(Debug, PartialEq, Eq)]
 enum Expect {
     /// Written, or answered without writing (a retry, an empty batch): the results.
@@ -742,6 +759,10 @@ enum Expect {
     TooLarge {
         size: u64,
     },
+    Deleted {
+        stream: String,
+    },
+    Reserved,
 }
 
 enum Plan {
@@ -749,21 +770,118 @@ enum Plan {
     Done(AppendResult),
 }
 
-/// The model: `$all` as a list, and each stream as indexes into it.
-#[derive(Default)]
+/// An event as the model holds it: what was written, and where (worked out from the record
+/// lengths FORMAT.md gives, backward from the head the append left).
+#[derive(Debug, Clone)]
+struct MEv {
+    stream: String,
+    event_type: String,
+    number: u64,
+    position: u64,
+    next: u64,
+    /// `None` for a metadata event until it is first read: the store gives those random ids.
+    id: Option<EventId>,
+    /// The clock before and after the append that wrote it; the timestamp itself once read.
+    ts: (u64, u64),
+    data: Vec<u8>,
+    metadata: Vec<u8>,
+    /// Removed by a compaction: never shown again, whatever the metadata says later.
+    removed: bool,
+}
+
+/// The model: `$all` as a list (hidden and removed events included), each stream as indexes
+/// into it, and the metadata in force.
 struct Model {
-    all: Vec<Ev>,
+    all: Vec<MEv>,
     order: Vec<String>,
     streams: HashMap<String, Vec<usize>>,
+    md: HashMap<String, StreamMetadata>,
+    head: u64,
+    /// The clock after the newest append returned: no record is stamped later.
+    newest: u64,
+}
+
+/// A stream name the store accepts: a metadata stream's may be longer by its prefix, so that
+/// every stream can have metadata.
+fn valid_name(name: &str) -> bool {
+    let max = if name.starts_with(METADATA_STREAM_PREFIX) {
+        MAX_STREAM_NAME_LEN + METADATA_STREAM_PREFIX.len()
+    } else {
+        MAX_STREAM_NAME_LEN
+    };
+    !name.is_empty() && name.len() <= max
+}
+
+/// A category or event type name the store reads.
+fn valid_key(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_STREAM_NAME_LEN
+}
+
+/// Bytes a record takes in the log (FORMAT.md, "Records").
+fn record_len(e: &MEv) -> u64 {
+    let raw = 56 + e.stream.len() + e.event_type.len() + e.data.len() + e.metadata.len() + 4;
+    raw.div_ceil(8) as u64 * 8
 }
 
 impl Model {
+    fn new() -> Model {
+        Model {
+            all: Vec::new(),
+            order: Vec::new(),
+            streams: HashMap::new(),
+            md: HashMap::new(),
+            head: 64,
+            newest: 0,
+        }
+    }
+
     fn stream(&self, name: &str) -> &[usize] {
         self.streams.get(name).map_or(&[], |v| v.as_slice())
     }
 
+    fn len(&self, name: &str) -> u64 {
+        self.stream(name).len() as u64
+    }
+
     fn version(&self, name: &str) -> Option<u64> {
-        (self.stream(name).len() as u64).checked_sub(1)
+        self.len(name).checked_sub(1)
+    }
+
+    fn tombstoned(&self, name: &str) -> bool {
+        self.md.get(name).is_some_and(|md| md.tombstoned)
+    }
+
+    /// The first event number of `name` a reader sees. A metadata stream shows its newest
+    /// event (the metadata in force); any other stream what its metadata leaves.
+    fn first_visible(&self, name: &str) -> u64 {
+        let len = self.len(name);
+        if name.starts_with(METADATA_STREAM_PREFIX) {
+            return len.saturating_sub(1);
+        }
+        match self.md.get(name) {
+            None => 0,
+            Some(md) if md.tombstoned => len,
+            Some(md) => {
+                let mut first = md.truncate_before.unwrap_or(0);
+                if let Some(c) = md.max_count {
+                    first = first.max(len.saturating_sub(c));
+                }
+                first.min(len)
+            }
+        }
+    }
+
+    /// Whether `$all`, stream, category and event-type reads leave event `i` out. The only ages
+    /// the fuzzer sets are 0 (every event is older: see [`settle`]) and ones no event of a run
+    /// reaches.
+    fn hidden(&self, i: usize) -> bool {
+        let e = &self.all[i];
+        e.removed
+            || e.number < self.first_visible(&e.stream)
+            || self
+                .md
+                .get(&e.stream)
+                .is_some_and(|md| md.max_age_secs == Some(0))
     }
 
     fn result_at(&self, name: &str, last: Option<u64>) -> AppendResult {
@@ -773,12 +891,24 @@ impl Model {
         }
     }
 
-    /// The expected-version rules of `Store::append`, written out.
+    /// The expected-version rules of `Store::append`, written out: a tombstoned stream takes
+    /// nothing; `NoStream` holds on a soft-deleted stream; a retry is recognised by the ids of
+    /// events compaction left (a removed event's id went with it).
     fn plan(&self, w: &StreamWrite) -> Result<Plan, Expect> {
-        let ids: Vec<EventId> = self
+        if self.tombstoned(&w.stream) {
+            return Err(Expect::Deleted {
+                stream: w.stream.clone(),
+            });
+        }
+        let floor = self
+            .md
+            .get(&w.stream)
+            .and_then(|md| md.truncate_before)
+            .unwrap_or(0);
+        let ids: Vec<Option<EventId>> = self
             .stream(&w.stream)
             .iter()
-            .map(|&i| self.all[i].id)
+            .map(|&i| Some(&self.all[i]).filter(|e| !e.removed).and_then(|e| e.id))
             .collect();
         let count = ids.len() as u64;
         let actual = count.checked_sub(1);
@@ -790,7 +920,7 @@ impl Model {
         if len == 0 {
             let ok = match w.expected {
                 ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::NoStream => count <= floor,
                 ExpectedVersion::StreamExists => actual.is_some(),
                 ExpectedVersion::Exact(n) => actual == Some(n),
             };
@@ -805,7 +935,7 @@ impl Model {
                 && w.events
                     .iter()
                     .zip(&ids[start as usize..])
-                    .all(|(e, id)| e.id() == *id);
+                    .all(|(e, id)| Some(e.id()) == *id);
             if matches {
                 Ok(Plan::Done(self.result_at(&w.stream, Some(start + len - 1))))
             } else {
@@ -816,11 +946,11 @@ impl Model {
             ExpectedVersion::Exact(n) if actual == Some(n) => Ok(Plan::Write(count)),
             ExpectedVersion::Exact(n) if actual.is_some_and(|a| a > n) => retry_from(n + 1),
             ExpectedVersion::Exact(_) => Err(wrong()),
-            ExpectedVersion::NoStream if actual.is_none() => Ok(Plan::Write(0)),
-            ExpectedVersion::NoStream => retry_from(0),
+            ExpectedVersion::NoStream if count <= floor => Ok(Plan::Write(count)),
+            ExpectedVersion::NoStream => retry_from(floor),
             ExpectedVersion::StreamExists if actual.is_none() => Err(wrong()),
             ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-                let first = w.events[0].id();
+                let first = Some(w.events[0].id());
                 match ids.iter().rposition(|id| *id == first) {
                     Some(k) => retry_from(k as u64),
                     None => Ok(Plan::Write(count)),
@@ -829,10 +959,10 @@ impl Model {
         }
     }
 
-    /// Checks a batch as the store does: input first, then every expected version.
+    /// Checks a batch as the store does: input first, then each write in turn.
     fn check(&self, writes: &[StreamWrite]) -> Result<Vec<Plan>, Expect> {
         for (i, w) in writes.iter().enumerate() {
-            if w.stream.is_empty() || w.stream.len() > MAX_STREAM_NAME_LEN {
+            if !valid_name(&w.stream) {
                 return Err(Expect::Invalid);
             }
             if writes[..i].iter().any(|o| o.stream == w.stream) {
@@ -852,15 +982,192 @@ impl Model {
         }
         writes.iter().map(|w| self.plan(w)).collect()
     }
+
+    /// What `delete_stream`/`tombstone_stream` of `name` expecting `expected` does: the
+    /// metadata it writes, or its error.
+    fn end_stream(
+        &self,
+        name: &str,
+        expected: ExpectedVersion,
+        tombstone: bool,
+    ) -> Result<StreamMetadata, Expect> {
+        self.check_target(name)?;
+        if self.tombstoned(name) {
+            return Err(Expect::Deleted {
+                stream: name.to_string(),
+            });
+        }
+        let len = self.len(name);
+        let current = self.md.get(name).cloned().unwrap_or_default();
+        let floor = current.truncate_before.unwrap_or(0);
+        let holds = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => len <= floor,
+            ExpectedVersion::StreamExists => len > 0,
+            ExpectedVersion::Exact(n) => len == n.saturating_add(1),
+        };
+        if !holds {
+            return Err(Expect::Wrong {
+                stream: name.to_string(),
+                actual: len.checked_sub(1),
+            });
+        }
+        let mut md = current;
+        md.truncate_before = Some(len.max(floor));
+        md.tombstoned = tombstone;
+        Ok(md)
+    }
+
+    /// What `set_stream_metadata` of `name` expecting `expected` (of the metadata stream) does.
+    fn set_metadata(&self, name: &str, expected: ExpectedVersion) -> Result<(), Expect> {
+        self.check_target(name)?;
+        if self.tombstoned(name) {
+            return Err(Expect::Deleted {
+                stream: name.to_string(),
+            });
+        }
+        let md_stream = metadata_stream(name);
+        let actual = self.version(&md_stream);
+        // The store's metadata events have random ids, so no retry ever matches one.
+        let holds = match expected {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual.is_none(),
+            ExpectedVersion::StreamExists => actual.is_some(),
+            ExpectedVersion::Exact(n) => actual == Some(n),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(Expect::Wrong {
+                stream: md_stream,
+                actual,
+            })
+        }
+    }
+
+    /// The checks of a name that metadata is written for.
+    fn check_target(&self, name: &str) -> Result<(), Expect> {
+        if !valid_name(name) {
+            return Err(Expect::Invalid);
+        }
+        if name.starts_with(SYSTEM_PREFIX) {
+            return Err(Expect::Reserved);
+        }
+        Ok(())
+    }
+
+    /// Places a batch's new events, written between the clock readings `clock`, by their record
+    /// lengths backward from the head the append left; adds them to the model.
+    fn push(&mut self, store: &Store, mut new: Vec<MEv>, clock: (u64, u64)) {
+        if new.is_empty() {
+            assert_eq!(store.head().0, self.head, "head moved without a write");
+            return;
+        }
+        let head = store.head().0;
+        let mut next = head;
+        for e in new.iter_mut().rev() {
+            e.next = next;
+            e.position = next - record_len(e);
+            e.ts = clock;
+            next = e.position;
+        }
+        assert!(
+            next >= self.head,
+            "a batch ending at {head} would start at {next}, before the old head {}",
+            self.head
+        );
+        self.head = head;
+        self.newest = clock.1;
+        for e in new {
+            if !self.streams.contains_key(&e.stream) {
+                self.order.push(e.stream.clone());
+            }
+            self.streams
+                .entry(e.stream.clone())
+                .or_default()
+                .push(self.all.len());
+            self.all.push(e);
+        }
+    }
+
+    /// Compares event `i` with what a read returned; learns what the model did not know (a
+    /// metadata event's id, the exact timestamp).
+    fn agree(&mut self, i: usize, got: &Ev, what: &str) {
+        let e = &mut self.all[i];
+        let want = (
+            &e.stream,
+            &e.event_type,
+            e.number,
+            e.position,
+            e.next,
+            &e.data,
+            &e.metadata,
+        );
+        let have = (
+            &got.stream,
+            &got.event_type,
+            got.number,
+            got.position,
+            got.next,
+            &got.data,
+            &got.metadata,
+        );
+        assert_eq!(have, want, "{what}");
+        match e.id {
+            Some(id) => assert_eq!(got.id, id, "{what}: id"),
+            None => e.id = Some(got.id),
+        }
+        assert!(
+            (e.ts.0..=e.ts.1).contains(&got.timestamp),
+            "{what}: timestamp {} outside the append's {:?}",
+            got.timestamp,
+            e.ts
+        );
+        e.ts = (got.timestamp, got.timestamp);
+    }
+
+    /// Compares a read's events with the model's events `want`, in that order.
+    fn agree_all(&mut self, want: &[usize], got: &[Ev], what: &str) {
+        let have: Vec<(&str, u64)> = got.iter().map(|e| (e.stream.as_str(), e.number)).collect();
+        let expected: Vec<(&str, u64)> = want
+            .iter()
+            .map(|&i| (self.all[i].stream.as_str(), self.all[i].number))
+            .collect();
+        assert_eq!(have, expected, "{what}");
+        for (&i, e) in want.iter().zip(got) {
+            self.agree(i, e, what);
+        }
+    }
+
+    fn visible(&self) -> Vec<usize> {
+        (0..self.all.len()).filter(|&i| !self.hidden(i)).collect()
+    }
+}
+
+/// Waits until the clock is past every record's timestamp, so that `max_age_secs: 0` hides all
+/// of a stream's events, exactly (a record stamped in the same microsecond as a read would be
+/// shown). A microsecond or so.
+fn settle(m: &Model) {
+    while now_micros() <= m.newest {
+        std::hint::spin_loop();
+    }
+}
+
+fn classify_err(e: Error) -> Expect {
+    match e {
+        Error::WrongExpectedVersion { stream, actual, .. } => Expect::Wrong { stream, actual },
+        Error::InvalidInput(_) => Expect::Invalid,
+        Error::EventTooLarge { size, .. } => Expect::TooLarge { size },
+        Error::StreamDeleted { stream } => Expect::Deleted { stream },
+        Error::ReservedName { .. } => Expect::Reserved,
+        e => panic!("failed unexpectedly: {e}"),
+    }
 }
 
 fn classify(r: Result<Vec<AppendResult>, Error>) -> Expect {
     match r {
         Ok(v) => Expect::Ok(v),
-        Err(Error::WrongExpectedVersion { stream, actual, .. }) => Expect::Wrong { stream, actual },
-        Err(Error::InvalidInput(_)) => Expect::Invalid,
-        Err(Error::EventTooLarge { size, .. }) => Expect::TooLarge { size },
-        Err(e) => panic!("append failed unexpectedly: {e}"),
+        Err(e) => classify_err(e),
     }
 }
 
@@ -893,6 +1200,9 @@ fn ops_options(b: u8) -> Options {
 
 const OPS_STREAMS: [&str; 4] = ["a", "b", "account-42", "c"];
 
+/// Event types the `ops` programs write, and the one the store writes metadata with.
+const OPS_TYPES: [&str; 4] = ["Deposited", "Withdrawn", "T", METADATA_EVENT_TYPE];
+
 fn pick_stream(b: u8) -> String {
     match b % 16 {
         15 => "L".repeat(MAX_STREAM_NAME_LEN),
@@ -902,11 +1212,104 @@ fn pick_stream(b: u8) -> String {
     }
 }
 
+/// A stream to read: one of [`pick_stream`]'s, or its metadata stream.
+fn pick_read(b: u8) -> String {
+    let name = pick_stream(b);
+    if b % 32 >= 16 && b < 128 {
+        metadata_stream(&name)
+    } else {
+        name
+    }
+}
+
+/// A stream to delete or write metadata for: one of [`pick_stream`]'s, or a reserved name.
+fn pick_target(b: u8) -> String {
+    if b >= 248 {
+        metadata_stream("a")
+    } else {
+        pick_stream(b)
+    }
+}
+
+/// An expected version near `version`.
+fn gen_expected(input: &mut Input<'_>, version: Option<u64>) -> ExpectedVersion {
+    match input.byte() % 7 {
+        0 | 1 => ExpectedVersion::Any,
+        2 => ExpectedVersion::NoStream,
+        3 => ExpectedVersion::StreamExists,
+        4 => version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
+        5 => ExpectedVersion::Exact(
+            version
+                .unwrap_or(0)
+                .saturating_sub(u64::from(input.byte() % 3)),
+        ),
+        _ => ExpectedVersion::Exact(u64::from(input.byte() % 8)),
+    }
+}
+
+/// Metadata drawn from the input, for a stream of `len` events: limits around its length, an
+/// age of 0 (hides everything) or one nothing reaches, now and then a tombstone, and custom
+/// keys of every JSON kind.
+fn gen_metadata(input: &mut Input<'_>, len: u64) -> StreamMetadata {
+    let b = input.byte();
+    let max_count = (b & 1 != 0).then(|| u64::from(input.byte() % 4));
+    let truncate_before = (b & 2 != 0).then(|| u64::from(input.byte()) % (len + 3));
+    let max_age_secs = match (b >> 2) % 8 {
+        1 => Some(0),
+        2 => Some(3600),
+        3 => Some(u64::MAX),
+        _ => None,
+    };
+    let mut custom = std::collections::BTreeMap::new();
+    match (b >> 5) % 4 {
+        1 => {
+            custom.insert("owner".to_string(), serde_json::json!("fuzz"));
+        }
+        2 => {
+            let n = input.byte();
+            custom.insert(
+                "n".to_string(),
+                serde_json::json!({ "n": n, "neg": -i64::from(n), "list": [1, "two", null, true] }),
+            );
+        }
+        3 => {
+            custom.insert(
+                "quote\"\\\u{0}é".to_string(),
+                serde_json::json!("\u{1F600}\n"),
+            );
+            custom.insert(String::new(), serde_json::Value::Null);
+        }
+        _ => {}
+    }
+    StreamMetadata {
+        max_count,
+        max_age_secs,
+        truncate_before,
+        tombstoned: b == 255,
+        custom,
+    }
+}
+
+/// Base of the segment being written: the newest segment file's. Compaction leaves it alone.
+fn active_base(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .expect("list store directory")
+        .filter_map(|e| {
+            let name = e.expect("directory entry").file_name();
+            let name = name.to_str()?;
+            let base = name.strip_suffix(".seg")?;
+            (base.len() == 20).then(|| base.parse::<u64>().ok())?
+        })
+        .max()
+        .expect("a segment file")
+}
+
 /// Interprets the input as a program of operations on a store and on [`Model`], and checks that
-/// they agree after every step. Ops (first byte of each, modulo 12):
-/// append, retry the last append, multi-append, read a stream forward / backward, read `$all`
-/// forward / backward, read one event, compare everything, reopen, reopen after a simulated crash
-/// (the files copied while the store is open), append with bad input.
+/// they agree after every step. Ops (first byte of each, modulo 18): append, retry the last
+/// append, multi-append, read a stream forward / backward, read `$all` forward / backward, read
+/// one event, compare everything, reopen, reopen after a simulated crash (the files copied while
+/// the store is open), append with bad input, soft delete, tombstone, write metadata, seal,
+/// compact, read a category or an event type.
 pub fn ops(data: &[u8]) {
     let mut input = Input { data, at: 0 };
     let options = ops_options(input.byte());
@@ -917,16 +1320,17 @@ pub fn ops(data: &[u8]) {
         store: Some(store),
         options,
     };
-    let mut m = Model::default();
+    let mut m = Model::new();
     let mut last: Option<Vec<StreamWrite>> = None;
     let mut counter = 0u32;
     let mut steps = 0;
     while !input.done() && steps < 200 {
         steps += 1;
-        match input.byte() % 12 {
+        match input.byte() % 18 {
             0 => {
                 let w = gen_write(&mut input, &m, &mut counter);
                 let writes = vec![w];
+                let clock = now_micros();
                 let got = s
                     .store()
                     .append(
@@ -935,13 +1339,14 @@ pub fn ops(data: &[u8]) {
                         writes[0].events.clone(),
                     )
                     .map(|r| vec![r]);
-                apply(&s, &mut m, &writes, got);
+                apply(&s, &mut m, &writes, got, (clock, now_micros()));
                 last = Some(writes);
             }
             1 => {
                 if let Some(writes) = last.clone() {
+                    let clock = now_micros();
                     let got = s.store().append_multi(writes.clone());
-                    apply(&s, &mut m, &writes, got);
+                    apply(&s, &mut m, &writes, got, (clock, now_micros()));
                 }
             }
             2 => {
@@ -949,14 +1354,15 @@ pub fn ops(data: &[u8]) {
                 let writes: Vec<StreamWrite> = (0..n)
                     .map(|_| gen_write(&mut input, &m, &mut counter))
                     .collect();
+                let clock = now_micros();
                 let got = s.store().append_multi(writes.clone());
-                apply(&s, &mut m, &writes, got);
+                apply(&s, &mut m, &writes, got, (clock, now_micros()));
                 last = Some(writes);
             }
             3 | 4 => {
                 let forward = input.byte().is_multiple_of(2);
-                let name = pick_stream(input.byte());
-                let len = m.stream(&name).len() as u64;
+                let name = pick_read(input.byte());
+                let len = m.len(&name);
                 let from = match input.byte() % 4 {
                     0 => 0,
                     1 => u64::MAX,
@@ -966,7 +1372,7 @@ pub fn ops(data: &[u8]) {
                     0 => usize::MAX,
                     k => usize::from(k) * usize::from(input.byte() % 5),
                 };
-                check_stream_read(s.store(), &m, &name, from, max, forward);
+                check_stream_read(s.store(), &mut m, &name, from, max, forward);
             }
             5 | 6 => {
                 let forward = input.byte().is_multiple_of(2);
@@ -975,29 +1381,40 @@ pub fn ops(data: &[u8]) {
                     0 => usize::MAX,
                     k => usize::from(k) * usize::from(input.byte() % 5),
                 };
-                check_all_read(s.store(), &m, from, max, forward);
+                check_all_read(s.store(), &mut m, from, max, forward);
             }
             7 => {
-                let name = pick_stream(input.byte());
+                let name = pick_read(input.byte());
                 let n = u64::from(input.byte() % 16);
+                settle(&m);
                 let got = s.store().read_event(&name, n);
-                let ids = m.stream(&name);
+                let shown = m
+                    .stream(&name)
+                    .get(n as usize)
+                    .copied()
+                    .filter(|&i| !m.hidden(i));
                 match got {
-                    Ok(e) => assert_eq!(Ev::from(&e), m.all[ids[n as usize]]),
+                    Ok(e) => {
+                        let i = shown.unwrap_or_else(|| panic!("event {n} of `{name}` read"));
+                        m.agree(i, &Ev::from(&e), "read_event");
+                    }
                     Err(Error::EventNotFound {
                         stream,
                         event_number,
                     }) => {
-                        assert!(n >= ids.len() as u64, "event {n} of `{name}` not found");
+                        assert!(shown.is_none(), "event {n} of `{name}` not found");
+                        assert!(!m.tombstoned(&name));
                         assert_eq!((stream, event_number), (name, n));
                     }
-                    Err(Error::InvalidInput(_)) => {
-                        assert!(name.is_empty() || name.len() > MAX_STREAM_NAME_LEN)
+                    Err(Error::StreamDeleted { stream }) => {
+                        assert!(m.tombstoned(&name), "`{name}` deleted");
+                        assert_eq!(stream, name);
                     }
+                    Err(Error::InvalidInput(_)) => assert!(!valid_name(&name)),
                     Err(e) => panic!("read_event: {e}"),
                 }
             }
-            8 => check_model(s.store(), &m),
+            8 => check_model(s.store(), &mut m),
             9 => {
                 s.store.take().expect("store").close().expect("close");
                 s.options = ops_options(input.byte());
@@ -1005,7 +1422,7 @@ pub fn ops(data: &[u8]) {
                     Store::open(s.dir.path(), s.options.clone())
                         .unwrap_or_else(|e| panic!("reopen failed: {e}")),
                 );
-                check_model(s.store(), &m);
+                check_model(s.store(), &mut m);
             }
             10 => {
                 // A crash: what the files hold now, without close (no index save, no sync; every
@@ -1019,9 +1436,9 @@ pub fn ops(data: &[u8]) {
                     Store::open(s.dir.path(), s.options.clone())
                         .unwrap_or_else(|e| panic!("reopen after crash failed: {e}")),
                 );
-                check_model(s.store(), &m);
+                check_model(s.store(), &mut m);
             }
-            _ => {
+            11 => {
                 let mut w = gen_write(&mut input, &m, &mut counter);
                 match input.byte() % 3 {
                     0 => w.stream = String::new(),
@@ -1032,32 +1449,140 @@ pub fn ops(data: &[u8]) {
                     )),
                 }
                 let writes = vec![w];
+                let clock = now_micros();
                 let got = s.store().append_multi(writes.clone());
-                apply(&s, &mut m, &writes, got);
+                apply(&s, &mut m, &writes, got, (clock, now_micros()));
+            }
+            op @ (12 | 13) => {
+                let tombstone = op == 13;
+                let name = pick_target(input.byte());
+                let expected = gen_expected(&mut input, m.version(&name));
+                let clock = now_micros();
+                let got = if tombstone {
+                    s.store().tombstone_stream(&name, expected)
+                } else {
+                    s.store().delete_stream(&name, expected)
+                };
+                let clock = (clock, now_micros());
+                match (got, m.end_stream(&name, expected, tombstone)) {
+                    (Ok(()), Ok(md)) => write_metadata(&s, &mut m, &name, md, clock),
+                    (Err(e), Err(want)) => {
+                        assert_eq!(classify_err(e), want, "ending `{name}` at {expected:?}")
+                    }
+                    (got, want) => panic!("ending `{name}` at {expected:?}: {got:?}, not {want:?}"),
+                }
+                check_stream_read(s.store(), &mut m, &name, 0, usize::MAX, true);
+            }
+            14 => {
+                let name = pick_target(input.byte());
+                let md = gen_metadata(&mut input, m.len(&name));
+                let md_stream = metadata_stream(&name);
+                let expected = gen_expected(&mut input, m.version(&md_stream));
+                let clock = now_micros();
+                let got = s.store().set_stream_metadata(&name, expected, md.clone());
+                let clock = (clock, now_micros());
+                match (got, m.set_metadata(&name, expected)) {
+                    (Ok(r), Ok(())) => {
+                        write_metadata(&s, &mut m, &name, md, clock);
+                        assert_eq!(r, m.result_at(&md_stream, m.version(&md_stream)));
+                    }
+                    (Err(e), Err(want)) => {
+                        assert_eq!(
+                            classify_err(e),
+                            want,
+                            "metadata of `{name}` at {expected:?}"
+                        )
+                    }
+                    (got, want) => {
+                        panic!("metadata of `{name}` at {expected:?}: {got:?}, not {want:?}")
+                    }
+                }
+                check_stream_read(s.store(), &mut m, &name, 0, usize::MAX, true);
+            }
+            15 => {
+                // Whether the segment being written holds anything is whether an event lies at
+                // or after its base.
+                let base = active_base(s.dir.path());
+                let holds = m.all.iter().any(|e| e.position >= base);
+                let sealed = s.store().seal().expect("seal");
+                assert_eq!(sealed, holds, "seal with the active segment at {base}");
+                if sealed {
+                    // The head moves to where the new segment's first record goes.
+                    let new_base = active_base(s.dir.path());
+                    assert!(new_base >= m.head, "a new segment at {new_base}");
+                    m.head = new_base + 64;
+                }
+                assert_eq!(s.store().head().0, m.head, "head after a seal");
+            }
+            16 => compact(&s, &mut m),
+            _ => {
+                let b = input.byte();
+                let from = match input.byte() % 4 {
+                    0 | 1 => 0,
+                    _ => u64::from(input.byte() % 16),
+                };
+                let max = match input.byte() % 4 {
+                    0 => usize::MAX,
+                    k => usize::from(k) * usize::from(input.byte() % 5),
+                };
+                let key = if b.is_multiple_of(2) {
+                    Key::Category(category_of(&pick_read(b / 2)).to_string())
+                } else {
+                    Key::Type(OPS_TYPES[usize::from(b / 2) % OPS_TYPES.len()].to_string())
+                };
+                check_key_read(s.store(), &mut m, &key, from, max);
             }
         }
     }
-    check_model(s.store(), &m);
+    check_model(s.store(), &mut m);
     s.store.take().expect("store").close().expect("close");
+}
+
+/// Writes the metadata event a delete, tombstone or metadata write made into the model.
+fn write_metadata(s: &Subject, m: &mut Model, name: &str, md: StreamMetadata, clock: (u64, u64)) {
+    let stream = metadata_stream(name);
+    let e = MEv {
+        number: m.len(&stream),
+        stream,
+        event_type: METADATA_EVENT_TYPE.to_string(),
+        position: 0,
+        next: 0,
+        id: None,
+        ts: clock,
+        // The store writes the metadata as serde serialises it (FORMAT.md).
+        data: serde_json::to_vec(&md).expect("metadata as JSON"),
+        metadata: Vec::new(),
+        removed: false,
+    };
+    m.push(s.store(), vec![e], clock);
+    m.md.insert(name.to_string(), md);
+}
+
+/// Compacts, and removes from the model what the store must have removed: every event readers
+/// do not see that lies in a sealed segment (before the base of the segment being written).
+fn compact(s: &Subject, m: &mut Model) {
+    settle(m);
+    let base = active_base(s.dir.path());
+    let report = s.store().compact().expect("compact");
+    let mut removed = 0;
+    for i in 0..m.all.len() {
+        if !m.all[i].removed && m.hidden(i) && m.all[i].position < base {
+            m.all[i].removed = true;
+            removed += 1;
+        }
+    }
+    assert_eq!(
+        report.events_removed, removed,
+        "events compaction removed below {base}"
+    );
+    assert_eq!(active_base(s.dir.path()), base, "compaction rolled the log");
 }
 
 /// One stream write drawn from the input: a stream, an expected version near the model's, and
 /// up to four events whose ids sometimes repeat (to exercise idempotent retries).
 fn gen_write(input: &mut Input<'_>, m: &Model, counter: &mut u32) -> StreamWrite {
     let stream = pick_stream(input.byte());
-    let version = m.version(&stream);
-    let expected = match input.byte() % 7 {
-        0 | 1 => ExpectedVersion::Any,
-        2 => ExpectedVersion::NoStream,
-        3 => ExpectedVersion::StreamExists,
-        4 => version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
-        5 => ExpectedVersion::Exact(
-            version
-                .unwrap_or(0)
-                .saturating_sub(u64::from(input.byte() % 3)),
-        ),
-        _ => ExpectedVersion::Exact(u64::from(input.byte() % 8)),
-    };
+    let expected = gen_expected(input, m.version(&stream));
     let n = input.byte() % 5;
     let events = (0..n)
         .map(|_| {
@@ -1078,7 +1603,7 @@ fn gen_write(input: &mut Input<'_>, m: &Model, counter: &mut u32) -> StreamWrite
             };
             let data: Vec<u8> = (0..len).map(|i| (i as u32 ^ *counter) as u8).collect();
             let meta = vec![0x4Du8; [0, 1, 7, 32][usize::from(input.byte() % 4)]];
-            let ty = ["Deposited", "Withdrawn", "T"][usize::from(lb % 3)];
+            let ty = OPS_TYPES[usize::from(lb % 3)];
             EventData::new(ty, data).with_id(id).with_metadata(meta)
         })
         .collect();
@@ -1091,12 +1616,14 @@ fn apply(
     m: &mut Model,
     writes: &[StreamWrite],
     got: Result<Vec<AppendResult>, Error>,
+    clock: (u64, u64),
 ) {
     let got = classify(got);
     let plans = match m.check(writes) {
         Ok(plans) => plans,
         Err(want) => {
             assert_eq!(got, want, "append outcome for {writes:?}");
+            assert_eq!(s.store().head().0, m.head, "head moved by a failed append");
             return;
         }
     };
@@ -1104,61 +1631,27 @@ fn apply(
         panic!("append failed with {got:?} where the model accepts {writes:?}");
     };
     assert_eq!(results.len(), writes.len());
-    // The events the model expects to be new, in `$all` order.
-    let mut new: Vec<Ev> = Vec::new();
+    let mut new: Vec<MEv> = Vec::new();
     for (w, plan) in writes.iter().zip(&plans) {
         if let Plan::Write(first) = plan {
             for (k, e) in w.events.iter().enumerate() {
-                new.push(Ev {
+                new.push(MEv {
                     stream: w.stream.clone(),
                     event_type: e.event_type().to_string(),
                     number: first + k as u64,
                     position: 0,
                     next: 0,
-                    id: e.id(),
-                    timestamp: 0,
+                    id: Some(e.id()),
+                    ts: clock,
                     data: e.data().to_vec(),
                     metadata: e.metadata().to_vec(),
+                    removed: false,
                 });
             }
         }
     }
-    if !new.is_empty() {
-        let store = s.store();
-        let mut read: Vec<Ev> = store
-            .read_all_backward(Position::END, new.len())
-            .expect("read_all_backward")
-            .map(|r| Ev::from(&r.expect("new event")))
-            .collect();
-        read.reverse();
-        assert_eq!(read.len(), new.len(), "new events missing from $all");
-        let prev_end = m.all.last().map_or(0, |e| e.next);
-        for (want, got) in new.iter_mut().zip(&read) {
-            want.position = got.position;
-            want.next = got.next;
-            want.timestamp = got.timestamp;
-            assert!(got.position >= prev_end, "new event before the old end");
-        }
-        assert_eq!(read, new, "new events as read back");
-        assert_eq!(store.head().0, new.last().map_or(0, |e| e.next), "head");
-    }
-    // Apply, then compare the results (which may name the new events' positions).
-    let mut it = new.into_iter();
-    for (w, plan) in writes.iter().zip(&plans) {
-        if let Plan::Write(_) = plan {
-            for _ in &w.events {
-                let e = it.next().expect("planned event");
-                if !m.streams.contains_key(&e.stream) {
-                    m.order.push(e.stream.clone());
-                }
-                m.streams
-                    .entry(e.stream.clone())
-                    .or_default()
-                    .push(m.all.len());
-                m.all.push(e);
-            }
-        }
-    }
+    let written = new.len();
+    m.push(s.store(), new, clock);
     for ((w, plan), got) in writes.iter().zip(&plans).zip(&results) {
         let want = match plan {
             Plan::Done(r) => *r,
@@ -1166,50 +1659,65 @@ fn apply(
         };
         assert_eq!(*got, want, "result for stream `{}`", w.stream);
     }
+    if written > 0 {
+        // The tail of `$all`, as far as the new events reach.
+        check_all_read(s.store(), m, 1, written + 1, false);
+    }
 }
 
-fn check_stream_read(store: &Store, m: &Model, name: &str, from: u64, max: usize, fwd: bool) {
+fn check_stream_read(store: &Store, m: &mut Model, name: &str, from: u64, max: usize, fwd: bool) {
+    settle(m);
     let got = if fwd {
         store.read_stream_forward(name, from, max)
     } else {
         store.read_stream_backward(name, from, max)
     };
+    let what = format!("read `{name}` from {from} max {max} forward={fwd}");
     let got: Vec<Ev> = match got {
-        Ok(events) => events.map(|r| Ev::from(&r.expect("stream read"))).collect(),
+        Ok(events) => {
+            assert!(!m.tombstoned(name), "{what}: tombstoned, but read");
+            events.map(|r| Ev::from(&r.expect("stream read"))).collect()
+        }
         Err(Error::InvalidInput(_)) => {
-            assert!(name.is_empty() || name.len() > MAX_STREAM_NAME_LEN);
+            assert!(!valid_name(name), "{what}: refused");
             return;
         }
-        Err(e) => panic!("stream read: {e}"),
+        Err(Error::StreamDeleted { stream }) => {
+            assert!(m.tombstoned(name), "{what}: deleted");
+            assert_eq!(stream, name);
+            return;
+        }
+        Err(e) => panic!("{what}: {e}"),
     };
-    let ids = m.stream(name);
-    let want: Vec<Ev> = if fwd {
-        ids.iter()
-            .skip(usize::try_from(from).unwrap_or(usize::MAX))
+    let shown: Vec<usize> = m
+        .stream(name)
+        .iter()
+        .copied()
+        .filter(|&i| !m.hidden(i))
+        .collect();
+    let want: Vec<usize> = if fwd {
+        shown
+            .into_iter()
+            .filter(|&i| m.all[i].number >= from)
             .take(max)
-            .map(|&i| m.all[i].clone())
             .collect()
-    } else if ids.is_empty() {
-        Vec::new()
     } else {
-        let start = from.min(ids.len() as u64 - 1) as usize;
-        ids[..=start]
-            .iter()
+        let start = from.min(m.len(name).saturating_sub(1));
+        shown
+            .into_iter()
             .rev()
+            .filter(|&i| m.all[i].number <= start)
             .take(max)
-            .map(|&i| m.all[i].clone())
             .collect()
     };
-    assert_eq!(
-        got, want,
-        "read `{name}` from {from} max {max} forward={fwd}"
-    );
+    m.agree_all(&want, &got, &what);
 }
 
-fn check_all_read(store: &Store, m: &Model, pick: u8, max: usize, fwd: bool) {
+fn check_all_read(store: &Store, m: &mut Model, pick: u8, max: usize, fwd: bool) {
+    settle(m);
     let n = m.all.len();
-    // Where to start, and the index of the first event a forward read yields (for a backward
-    // read: one past the first event it yields).
+    // Where to start, and the index of the first event a forward read may yield (for a backward
+    // read: one past the first event it may yield).
     let (from, split, valid) = match pick % 6 {
         0 => (Position::START, 0, true),
         1 => (Position::END, n, true),
@@ -1221,11 +1729,11 @@ fn check_all_read(store: &Store, m: &Model, pick: u8, max: usize, fwd: bool) {
             let i = usize::from(pick / 6) % n;
             (Position(m.all[i].next), i + 1, true)
         }
-        4 if n > 0 => {
+        4 if n > 0 && !m.all[usize::from(pick / 6) % n].removed => {
             let i = usize::from(pick / 6) % n;
             (Position(m.all[i].position + 1), 0, false)
         }
-        5 => (Position(store.head().0 + 8), 0, false),
+        5 => (Position(m.head + 8), 0, false),
         _ => (Position::START, 0, true),
     };
     let got = if fwd {
@@ -1233,42 +1741,138 @@ fn check_all_read(store: &Store, m: &Model, pick: u8, max: usize, fwd: bool) {
     } else {
         store.read_all_backward(from, max)
     };
+    let what = format!("$all from {from:?} max {max} forward={fwd}");
     let events = match got {
         Ok(events) => {
-            assert!(valid, "position {from:?} accepted");
+            assert!(valid, "{what}: accepted");
             events
         }
         Err(Error::InvalidPosition(p)) => {
-            assert!(!valid, "position {from:?} refused");
+            assert!(!valid, "{what}: refused");
             assert_eq!(p, from);
             return;
         }
-        Err(e) => panic!("$all read from {from:?}: {e}"),
+        Err(e) => panic!("{what}: {e}"),
     };
     let got: Vec<Ev> = events.map(|r| Ev::from(&r.expect("$all read"))).collect();
-    let want: Vec<Ev> = if fwd {
-        m.all[split..].iter().take(max).cloned().collect()
+    let visible = m.visible();
+    let want: Vec<usize> = if fwd {
+        visible
+            .into_iter()
+            .filter(|&i| i >= split)
+            .take(max)
+            .collect()
     } else {
-        m.all[..split].iter().rev().take(max).cloned().collect()
+        visible
+            .into_iter()
+            .rev()
+            .filter(|&i| i < split)
+            .take(max)
+            .collect()
     };
-    assert_eq!(got, want, "$all from {from:?} max {max} forward={fwd}");
+    m.agree_all(&want, &got, &what);
 }
 
-/// Compares everything the store shows with the model.
-fn check_model(store: &Store, m: &Model) {
-    let all = read_everything(store);
-    assert_eq!(all, m.all, "$all");
+/// A category or an event type.
+#[derive(Debug)]
+enum Key {
+    Category(String),
+    Type(String),
+}
+
+impl Key {
+    fn holds(&self, e: &MEv) -> bool {
+        match self {
+            Key::Category(c) => category_of(&e.stream) == c,
+            Key::Type(t) => e.event_type == *t,
+        }
+    }
+}
+
+/// Reads a category or event type from its `from`-th entry (hidden and removed events keep
+/// their entry numbers) and compares with the model; its length too.
+fn check_key_read(store: &Store, m: &mut Model, key: &Key, from: u64, max: usize) {
+    settle(m);
+    let entries: Vec<usize> = (0..m.all.len()).filter(|&i| key.holds(&m.all[i])).collect();
+    let (got, len, valid) = match key {
+        Key::Category(c) => (
+            store.read_category(c, from, max),
+            store.category_len(c),
+            valid_key(c) && !c.contains('-'),
+        ),
+        Key::Type(t) => (
+            store.read_event_type(t, from, max),
+            store.event_type_len(t),
+            valid_key(t),
+        ),
+    };
+    assert_eq!(len.expect("key length"), entries.len() as u64, "{key:?}");
+    let what = format!("{key:?} from {from} max {max}");
+    let got: Vec<Ev> = match got {
+        Ok(events) => {
+            assert!(valid, "{what}: read");
+            events.map(|r| Ev::from(&r.expect("key read"))).collect()
+        }
+        Err(Error::InvalidInput(_)) => {
+            assert!(!valid, "{what}: refused");
+            return;
+        }
+        Err(e) => panic!("{what}: {e}"),
+    };
+    let want: Vec<usize> = entries
+        .into_iter()
+        .enumerate()
+        .filter(|&(k, i)| k as u64 >= from && !m.hidden(i))
+        .map(|(_, i)| i)
+        .take(max)
+        .collect();
+    m.agree_all(&want, &got, &what);
+}
+
+/// Compares everything the store shows with the model: `$all` both ways, every stream both
+/// ways, versions, metadata, categories, event types, the stream list and the head.
+fn check_model(store: &Store, m: &mut Model) {
+    check_all_read(store, m, 0, usize::MAX, true);
+    check_all_read(store, m, 1, usize::MAX, false);
     let mut order = m.order.clone();
     order.sort();
     assert_eq!(store.streams().unwrap(), order, "streams()");
-    for name in &m.order {
-        assert_eq!(store.stream_version(name).unwrap(), m.version(name));
+    let mut names = m.order.clone();
+    names.extend(OPS_STREAMS.iter().map(|s| s.to_string()));
+    let mut categories: Vec<String> = Vec::new();
+    for name in &names {
+        check_stream_read(store, m, name, 0, usize::MAX, true);
+        check_stream_read(store, m, name, u64::MAX, usize::MAX, false);
+        assert_eq!(
+            store.stream_version(name).unwrap(),
+            m.version(name),
+            "{name}"
+        );
+        if !name.starts_with(SYSTEM_PREFIX) {
+            let want = m.md.get(name).map(|md| {
+                (
+                    m.version(&metadata_stream(name)).expect("version"),
+                    md.clone(),
+                )
+            });
+            assert_eq!(
+                store.stream_metadata(name).unwrap(),
+                want,
+                "metadata of {name}"
+            );
+        }
+        let c = category_of(name).to_string();
+        if !categories.contains(&c) {
+            categories.push(c);
+        }
     }
-    for name in OPS_STREAMS {
-        assert_eq!(store.stream_version(name).unwrap(), m.version(name));
+    for c in categories {
+        check_key_read(store, m, &Key::Category(c), 0, usize::MAX);
     }
-    let head = m.all.last().map_or(64, |e| e.next);
-    assert_eq!(store.head().0, head, "head");
+    for t in OPS_TYPES {
+        check_key_read(store, m, &Key::Type(t.to_string()), 0, usize::MAX);
+    }
+    assert_eq!(store.head().0, m.head, "head");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ use crate::types::{AppendResult, EventData, EventId, ExpectedVersion, Position, 
 
 /// Longest stream name, in bytes.
 pub const MAX_STREAM_NAME_LEN: usize = 1024;
+/// Longest name of a metadata stream (`$$<stream>`): longer than any stream name by its prefix,
+/// so that a stream of the longest name can have metadata, and so be deleted.
+pub(crate) const MAX_METADATA_STREAM_NAME_LEN: usize =
+    MAX_STREAM_NAME_LEN + METADATA_STREAM_PREFIX.len();
 /// Longest event type, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 1024;
 
@@ -182,15 +186,21 @@ impl WriterState {
     }
 }
 
-/// Checks a stream name given by a caller. Public for other backends of the journal, so that
-/// a name refused here is refused there too.
+/// Checks a stream name given by a caller: 1 to [`MAX_STREAM_NAME_LEN`] bytes, or two more for
+/// a metadata stream (`$$<stream>`). Public for other backends of the journal, so that a name
+/// refused here is refused there too.
 pub fn check_stream_name(stream: &str) -> Result<()> {
     if stream.is_empty() {
         return Err(Error::InvalidInput("stream name is empty".into()));
     }
-    if stream.len() > MAX_STREAM_NAME_LEN {
+    let max = if stream.starts_with(METADATA_STREAM_PREFIX) {
+        MAX_METADATA_STREAM_NAME_LEN
+    } else {
+        MAX_STREAM_NAME_LEN
+    };
+    if stream.len() > max {
         return Err(Error::InvalidInput(format!(
-            "stream name of {} bytes is longer than {MAX_STREAM_NAME_LEN}",
+            "stream name of {} bytes is longer than {max}",
             stream.len()
         )));
     }

@@ -836,3 +836,76 @@ fn a_long_run_of_hidden_events_is_passed_over_in_every_all_read() {
     assert_eq!(all_backward_of(&store), pairs("kept-1", 0..2));
     assert_eq!(replay_all_of(&store), pairs("kept-1", 0..2));
 }
+
+/// The metadata stream of a stream of the longest name is longer than that name by its `$$`:
+/// the store takes it, so such a stream can be deleted, and its metadata events survive a
+/// compaction (whose table keeps their names) and a reopen. Found by the `ops` fuzz target.
+#[test]
+fn a_stream_of_the_longest_name_can_have_metadata_and_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "x".repeat(eventjournal::MAX_STREAM_NAME_LEN);
+    let md_stream = eventjournal::metadata_stream(&name);
+    let store = open(dir.path());
+    fill(&store, &name, 3);
+    let keep_one = StreamMetadata {
+        max_count: Some(1),
+        ..Default::default()
+    };
+    store
+        .set_stream_metadata(&name, ExpectedVersion::NoStream, keep_one.clone())
+        .expect("metadata of the longest name");
+    assert_eq!(store.stream_metadata(&name).unwrap(), Some((0, keep_one)));
+    assert_eq!(
+        numbers(store.read_stream_forward(&name, 0, usize::MAX).unwrap()),
+        [2]
+    );
+    store
+        .delete_stream(&name, ExpectedVersion::Exact(2))
+        .expect("delete the longest name");
+    assert!(numbers(store.read_stream_forward(&name, 0, usize::MAX).unwrap()).is_empty());
+    assert_eq!(
+        numbers(
+            store
+                .read_stream_forward(&md_stream, 0, usize::MAX)
+                .unwrap()
+        ),
+        [1],
+        "the metadata stream shows the metadata in force"
+    );
+    store.seal().unwrap();
+    // The stream's three events and the replaced metadata event.
+    assert_eq!(store.compact().unwrap().events_removed, 4);
+    store.close().unwrap();
+
+    let store = open(dir.path());
+    let (version, md) = store.stream_metadata(&name).unwrap().expect("metadata");
+    assert_eq!((version, md.truncate_before), (1, Some(3)));
+    assert!(numbers(store.read_stream_forward(&name, 0, usize::MAX).unwrap()).is_empty());
+    assert_eq!(store.stream_version(&name).unwrap(), Some(2));
+    let r = store
+        .append(&name, ExpectedVersion::NoStream, [ev(3)])
+        .unwrap();
+    assert_eq!(r.version, Some(3));
+    store
+        .tombstone_stream(&name, ExpectedVersion::Exact(3))
+        .expect("tombstone the longest name");
+    assert!(matches!(
+        store.append(&name, ExpectedVersion::Any, [ev(4)]),
+        Err(Error::StreamDeleted { .. })
+    ));
+    // One byte more is not a metadata stream of any stream.
+    let too_long = format!("{md_stream}x");
+    assert!(matches!(
+        store.read_stream_forward(&too_long, 0, 1),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.set_stream_metadata(
+            &format!("{name}x"),
+            ExpectedVersion::Any,
+            StreamMetadata::default()
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    store.close().unwrap();
+}

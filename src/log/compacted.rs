@@ -31,7 +31,7 @@ const GAP_LEN: usize = 8;
 /// Bytes per removed record.
 const REMOVED_LEN: usize = 24;
 /// Longest name (stream or event type) the writer accepts; so no longer one is read.
-const MAX_NAME_LEN: usize = 1024;
+const MAX_NAME_LEN: usize = crate::append::MAX_METADATA_STREAM_NAME_LEN;
 
 /// A record compaction removed: enough to keep it in the stream, category and event-type
 /// indexes (so that event numbers and entry numbers never change), nothing of its content.
