@@ -1034,7 +1034,10 @@ impl Slices {
 /// The writers rows: each engine's events per second with T durable appenders, each appending
 /// one event per call to its own stream, and its ratio to the same engine's one writer measured
 /// in turns with it; for eventjournal also the batches per sync and the microseconds per sync cycle, which
-/// the disk's drift moves less than throughput.
+/// the disk's drift moves less than throughput. Its rows in `peers.json` also carry each
+/// engine's events at the point and in its one-writer slices, so that a count of syncs taken
+/// from outside (a one-writer append is one sync on every engine) gives any engine's appends
+/// per sync.
 fn writers(
     selected: &dyn Fn(&str) -> bool,
     engine_on: &dyn Fn(&str) -> bool,
@@ -1122,7 +1125,8 @@ fn writers(
         rows.push(format!(
             "{{\"workload\":\"writers_{t:02}\",\"eventjournal_per_s\":{},\"sqlite_per_s\":{},\
              \"tephra_per_s\":{},\"eventjournal_appends_per_sync\":{},\
-             \"eventjournal_us_per_sync\":{},\"events\":[{},{},{}]}}",
+             \"eventjournal_us_per_sync\":{},\"events\":[{},{},{}],\
+             \"one_writer_events\":[{},{},{}]}}",
             json(e),
             json(s),
             json(p),
@@ -1130,7 +1134,10 @@ fn writers(
             us_per_sync.map_or_else(|| "null".into(), |v| format!("{v:.1}")),
             at[0].events,
             at[1].events,
-            at[2].events
+            at[2].events,
+            base[0].events,
+            base[1].events,
+            base[2].events
         ));
     }
 }
