@@ -8,7 +8,7 @@
 //! (those whose name contains `replay` or `read_all`). `EVJ_PEERS_ENGINES=tephra` runs only the
 //! listed engines (comma-separated), so that syscalls counted from outside (`perf stat -e
 //! syscalls:sys_enter_fdatasync`) are one engine's. `EVJ_PEERS_10M=1` measures the memory figure
-//! on a store of 10,000,000 events instead of 1,000,000. A whole run takes about 10 minutes on
+//! on a store of 10,000,000 events instead of 1,000,000. A whole run takes about 4 minutes on
 //! the two-core machine of the README's figures.
 //!
 //! Every event has a 100-byte payload, the type `Deposited` and (on eventjournal and SQLite) a
@@ -31,8 +31,9 @@
 //! one read shape, a lending iterator of borrowed events (so `replay_contiguous_100k_iter`
 //! reads the same way as `replay_contiguous_100k` on Tephra). Tephra has no event id, so its
 //! events carry 16 bytes fewer. Tephra syncs every append and has no way not to: it is
-//! compared on the durable rows only and shows `-` on the others; its stores are filled
-//! (untimed) in appends of 10,000 events to keep the syncs of the fill few.
+//! compared on the durable and the read rows, and shows `-` on the non-durable append row; its
+//! stores for the read rows are filled (untimed) in appends of 10,000 events to keep the syncs
+//! of the fill few.
 //!
 //! Read workloads measure warm reads on every engine: after filling, one untimed read, then
 //! `READ_REPEATS` timed reads; the figure is their events over their time. eventjournal reads
