@@ -1,26 +1,53 @@
-//! eventjournal and SQLite side by side on the same event-store workloads, in one process, one
-//! after the other. Prints a table of events per second (median of several runs, each on a fresh
-//! directory) and the ratio, then the resident memory per event of a freshly opened store, and
-//! writes the rows to `target/peers.json`.
+//! eventjournal, SQLite and Tephra side by side on the same event-store workloads, in one
+//! process, one after the other. Prints a table of events per second (median of several runs,
+//! each on a fresh directory) and the ratios, then the writers rows, then the resident memory per
+//! event of a freshly opened store, and writes the rows to `target/peers.json` (in
+//! `CARGO_TARGET_DIR` if set).
 //!
-//! `cargo bench --bench peers` (all workloads); `cargo bench --bench peers -- replay` (those whose
-//! name contains `replay`). `EVJ_PEERS_10M=1` measures the memory figure on a store of
-//! 10,000,000 events instead of 1,000,000.
+//! `cargo bench --bench peers` (all workloads); `cargo bench --bench peers -- replay read_all`
+//! (those whose name contains `replay` or `read_all`). `EVJ_PEERS_ENGINES=tephra` runs only the
+//! listed engines (comma-separated), so that syscalls counted from outside (`perf stat -e
+//! syscalls:sys_enter_fdatasync`) are one engine's. `EVJ_PEERS_10M=1` measures the memory figure
+//! on a store of 10,000,000 events instead of 1,000,000. A whole run takes about 4 minutes on
+//! the two-core machine of the README's figures.
 //!
-//! Every event has a 100-byte payload, the type `Deposited` and a random 16-byte id.
+//! Every event has a 100-byte payload, the type `Deposited` and (on eventjournal and SQLite) a
+//! random 16-byte id.
 //!
 //! SQLite is used the way a user would build an event store on it: bundled library, WAL mode,
-//! `synchronous=FULL` for durable workloads and `OFF` otherwise, `busy_timeout` of 10 s, one table
+//! `synchronous=FULL` for durable workloads and `OFF` otherwise, `busy_timeout` of 60 s, one table
 //! `(position INTEGER PRIMARY KEY, stream TEXT, version INTEGER, type TEXT, id BLOB, data BLOB,
 //! UNIQUE(stream, version))`, and the expected version checked inside each append transaction,
 //! which is `BEGIN IMMEDIATE` so that concurrent appenders queue for the write lock instead of
 //! failing to upgrade a read snapshot. Concurrent appenders have a connection each.
 //!
-//! Read workloads measure warm reads on both engines: after filling, one untimed read, then
+//! Tephra (crate `tephra`, a DCB event store: events carry a type and tags, no stream) is used
+//! the way its documentation shows: a `SegmentSet` of 256 MiB segments, one `WriteCoordinator`,
+//! default `WriterConfig`, every caller appending through its `WriteHandle`. A stream is a tag
+//! (`stream:account-7`); an expected version is an `AppendCondition` on the tag's query after
+//! the stream's last position (`NoStream`: after none), which fails where eventjournal's
+//! `WrongExpectedVersion` would (`append_batch100_sync` checks that a stale one is refused);
+//! replay is a read of the tag's query and `$all` a read of `Query::all()`, through Tephra's
+//! one read shape, a lending iterator of borrowed events (so `replay_contiguous_100k_iter`
+//! reads the same way as `replay_contiguous_100k` on Tephra). Tephra has no event id, so its
+//! events carry 16 bytes fewer. Tephra syncs every append and has no way not to: it is
+//! compared on the durable and the read rows, and shows `-` on the non-durable append row; its
+//! stores for the read rows are filled (untimed) in appends of 10,000 events to keep the syncs
+//! of the fill few.
+//!
+//! Read workloads measure warm reads on every engine: after filling, one untimed read, then
 //! `READ_REPEATS` timed reads; the figure is their events over their time. eventjournal reads
 //! with `replay_stream` / `replay_all`, which hand borrowed events to a closure, as SQLite's
 //! `Row::get_ref` hands borrowed column values; `replay_contiguous_100k_iter` reads with the
 //! iterator of owned `RecordedEvent`s instead.
+//!
+//! The writers rows (`writers_01`, `writers_04`, `writers_16`, `writers_64`) run T threads, each
+//! appending one event per call to its own stream with an exact expected version, fully
+//! durable, for 3 s per engine and point, and print events per second and the ratio to the same
+//! engine's one writer. Each point runs as three 1-second slices per engine, the engines taking
+//! turns and each slice at T writers following one at one writer (the baseline of that point's
+//! ratio), so that the drift of a shared disk falls on all of them alike. For eventjournal they
+//! also print batches per sync and microseconds per sync cycle, from `Store::stats()`.
 
 mod common;
 
@@ -28,6 +55,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -36,6 +64,11 @@ use eventjournal::{
     Durability, EventData, EventId, ExpectedVersion, Options, Position, Store, StreamWrite,
 };
 use rusqlite::{params, Connection, TransactionBehavior};
+use tephra::{
+    AppendCondition, AppendError as TpAppendError, Event as TpEvent, EventType,
+    Position as TpPosition, Query, QueryItem, SegmentConfig, SegmentSet, Tag, Tags,
+    WriteCoordinator, WriteHandle, WriterConfig,
+};
 
 const RUNS: usize = 5;
 /// Runs of the workloads that fill a store of 1,000,000 events (or wait on many syncs): the
@@ -45,7 +78,9 @@ const SLOW_RUNS: usize = 3;
 const READ_REPEATS: usize = 5;
 const PAYLOAD: [u8; 100] = [0x5a; 100];
 const TYPE: &str = "Deposited";
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long enough that a connection starved by the others through a stall of a shared disk waits
+/// instead of failing the run (10 s did fail a 16-thread row).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One engine's answer to a workload: events it handled and the seconds it took.
 type Timed = (u64, f64);
@@ -56,6 +91,8 @@ struct Workload {
     /// Runs eventjournal on a fresh directory; returns (events, seconds) for the timed part.
     ej: fn(&Path) -> Timed,
     sqlite: fn(&Path) -> Timed,
+    /// `None` where Tephra cannot run the workload as stated: it syncs every append.
+    tephra: Option<fn(&Path) -> Timed>,
 }
 
 fn ids(n: u64) -> Vec<[u8; 16]> {
@@ -119,6 +156,34 @@ where
     })
 }
 
+/// Runs `per_thread(t, barrier, stop)` on `threads` threads for `span` after the barrier's
+/// release; each returns the events it appended, and stops when `stop` is set. Returns all
+/// their events and the seconds until the last thread finished.
+fn for_a_while<F>(threads: usize, span: Duration, per_thread: F) -> Timed
+where
+    F: Fn(usize, &Barrier, &AtomicBool) -> u64 + Sync,
+{
+    let barrier = Barrier::new(threads + 1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (f, barrier, stop) = (&per_thread, &barrier, &stop);
+                s.spawn(move || f(t, barrier, stop))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(span);
+        stop.store(true, Ordering::Relaxed);
+        let events = handles
+            .into_iter()
+            .map(|h| h.join().expect("appender thread"))
+            .sum();
+        (events, start.elapsed().as_secs_f64())
+    })
+}
+
 // ----- eventjournal ---------------------------------------------------------------------------
 
 fn ej_open(dir: &Path, d: Durability) -> Store {
@@ -162,6 +227,35 @@ fn ej_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
     });
     store.close().expect("close");
     (threads as u64 * per_thread, secs)
+}
+
+/// The writers rows: `threads` threads appending one event per call with `Sync` to their own
+/// streams, with exact expected versions, for `span`. Also returns the batches and syncs the
+/// store counted meanwhile.
+fn ej_writers(dir: &Path, threads: usize, span: Duration) -> (Timed, (u64, u64)) {
+    let store = ej_open(dir, Durability::Sync);
+    let before = store.stats();
+    let timed = for_a_while(threads, span, |t, barrier, stop| {
+        let stream = format!("account-{t}");
+        let mut expected = ExpectedVersion::NoStream;
+        barrier.wait();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let event = EventData::new(TYPE, &PAYLOAD[..]).with_id(EventId::new_random());
+            expected = store
+                .append(&stream, expected, [event])
+                .expect("append")
+                .next_expected_version();
+            n += 1;
+        }
+        n
+    });
+    let after = store.stats();
+    store.close().expect("close");
+    (
+        timed,
+        (after.appends - before.appends, after.syncs - before.syncs),
+    )
 }
 
 /// Fills a store with `streams` streams `account-{i}`, `per_stream` events each, interleaved
@@ -358,6 +452,23 @@ fn sq_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
     (threads as u64 * per_thread, secs)
 }
 
+fn sq_writers(dir: &Path, threads: usize, span: Duration) -> Timed {
+    drop(sq_open(dir, true));
+    for_a_while(threads, span, |t, barrier, stop| {
+        let mut c = sq_open(dir, true);
+        let stream = format!("account-{t}");
+        let mut expected = None;
+        barrier.wait();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let id = *EventId::new_random().as_bytes();
+            expected = Some(sq_append_batch(&mut c, &stream, expected, &[id]));
+            n += 1;
+        }
+        n
+    })
+}
+
 fn sq_fill(dir: &Path, streams: u64, per_stream: u64) -> Connection {
     let mut c = sq_open(dir, false);
     let tx = c.transaction().expect("begin");
@@ -484,6 +595,239 @@ fn sq_reopen(dir: &Path, stream: &str) -> f64 {
     secs
 }
 
+// ----- Tephra ---------------------------------------------------------------------------------
+
+/// Size of a Tephra log segment, the one its documentation's example uses. Segments are
+/// preallocated, so a smaller size would only add rollovers to the 1,000,000-event workloads.
+const TP_SEGMENT: usize = 256 * 1024 * 1024;
+
+/// A Tephra store: the single writer's owner and the handle every caller appends and reads
+/// through. The owner is kept so that `close` can join the writer thread.
+struct TpStore {
+    coordinator: WriteCoordinator,
+    handle: WriteHandle,
+}
+
+impl TpStore {
+    fn open(dir: &Path) -> TpStore {
+        let set = SegmentSet::open(dir, SegmentConfig::new(TP_SEGMENT)).expect("tephra open");
+        let (coordinator, handle) =
+            WriteCoordinator::start(set, WriterConfig::default()).expect("tephra start");
+        TpStore {
+            coordinator,
+            handle,
+        }
+    }
+
+    fn close(self) {
+        drop(self.handle);
+        drop(self.coordinator.shutdown());
+    }
+}
+
+/// Tephra has no streams: a stream is the events carrying its tag.
+fn tp_tags(stream: &str) -> Tags {
+    Tags::new([Tag::new(format!("stream:{stream}")).expect("tag")]).expect("tags")
+}
+
+fn tp_query(stream: &str) -> Query {
+    Query::item(QueryItem::with_tags(tp_tags(stream)))
+}
+
+fn tp_type() -> EventType {
+    EventType::new(TYPE).expect("event type")
+}
+
+/// The expected version as a DCB condition: no event of the stream's tag after the stream's
+/// last position (`None`: none at all, which is `NoStream`). It fails exactly where
+/// `WrongExpectedVersion` would.
+fn tp_expect(query: &Query, last: Option<TpPosition>) -> AppendCondition {
+    let condition = AppendCondition::new(query.clone());
+    match last {
+        Some(last) => condition.after(last),
+        None => condition,
+    }
+}
+
+/// Appends `batches` batches of `size` events to one stream, each guarded by the stream's
+/// expected version; Tephra syncs every append.
+fn tp_append(dir: &Path, batches: u64, size: u64) -> Timed {
+    let store = TpStore::open(dir);
+    let (ty, tags, query) = (tp_type(), tp_tags("account-1"), tp_query("account-1"));
+    let start = Instant::now();
+    let mut last = None;
+    for _ in 0..batches {
+        let events = (0..size)
+            .map(|_| TpEvent::new(&ty, &tags, &PAYLOAD).expect("event"))
+            .collect();
+        let range = store
+            .handle
+            .append(events, Some(tp_expect(&query, last)))
+            .expect("append");
+        last = Some(range.last);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // The mapping of expected versions is only fair if a stale one is refused: one that
+    // predates the last batch must conflict, as `WrongExpectedVersion` would.
+    let stale = last.map(|l| TpPosition::new(l.get() - size));
+    let event = TpEvent::new(&ty, &tags, &PAYLOAD).expect("event");
+    let refused = store
+        .handle
+        .append(vec![event], Some(tp_expect(&query, stale)));
+    assert!(
+        matches!(refused, Err(TpAppendError::Conflict { .. })),
+        "a stale expected version was accepted: {refused:?}"
+    );
+    store.close();
+    (batches * size, secs)
+}
+
+/// `threads` threads, each appending `per_thread` single events to its own stream, each with
+/// the stream's expected version.
+fn tp_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
+    let store = TpStore::open(dir);
+    let secs = on_threads(threads, |t, barrier| {
+        let (ty, tags, query) = tp_stream(t);
+        let mut last = None;
+        barrier.wait();
+        for _ in 0..per_thread {
+            last = Some(tp_append_one(&store.handle, &ty, &tags, &query, last));
+        }
+    });
+    store.close();
+    (threads as u64 * per_thread, secs)
+}
+
+/// The type, tags and query of thread `t`'s stream `account-{t}`.
+fn tp_stream(t: usize) -> (EventType, Tags, Query) {
+    let stream = format!("account-{t}");
+    (tp_type(), tp_tags(&stream), tp_query(&stream))
+}
+
+/// Appends one event after `last`, the stream's last position; returns the event's position.
+fn tp_append_one(
+    handle: &WriteHandle,
+    ty: &EventType,
+    tags: &Tags,
+    query: &Query,
+    last: Option<TpPosition>,
+) -> TpPosition {
+    let event = TpEvent::new(ty, tags, &PAYLOAD).expect("event");
+    handle
+        .append(vec![event], Some(tp_expect(query, last)))
+        .expect("append")
+        .last
+}
+
+fn tp_writers(dir: &Path, threads: usize, span: Duration) -> Timed {
+    let store = TpStore::open(dir);
+    let timed = for_a_while(threads, span, |t, barrier, stop| {
+        let (ty, tags, query) = tp_stream(t);
+        let mut last = None;
+        barrier.wait();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            last = Some(tp_append_one(&store.handle, &ty, &tags, &query, last));
+            n += 1;
+        }
+        n
+    });
+    store.close();
+    timed
+}
+
+/// The fill of `ej_fill`, round-robin over `streams` streams. Tephra cannot skip the sync, so
+/// the fill goes in appends of 10,000 events to keep its syncs few; it is not timed.
+fn tp_fill(dir: &Path, streams: u64, per_stream: u64) -> TpStore {
+    let store = TpStore::open(dir);
+    let ty = tp_type();
+    let tags: Vec<Tags> = (0..streams)
+        .map(|s| tp_tags(&format!("account-{s}")))
+        .collect();
+    let total = streams * per_stream;
+    for first in (0..total).step_by(10_000) {
+        let events = (first..(first + 10_000).min(total))
+            .map(|i| TpEvent::new(&ty, &tags[(i % streams) as usize], &PAYLOAD).expect("event"))
+            .collect();
+        store.handle.append(events, None).expect("fill");
+    }
+    store
+}
+
+fn tp_fill_account(dir: &Path, events: u64) -> TpStore {
+    let store = TpStore::open(dir);
+    let (ty, tags) = (tp_type(), tp_tags("account-1"));
+    for first in (0..events).step_by(1000) {
+        let batch = (first..(first + 1000).min(events))
+            .map(|i| TpEvent::new(&ty, &tags, &amount_payload(amount(i))).expect("event"))
+            .collect();
+        store.handle.append(batch, None).expect("fill");
+    }
+    store
+}
+
+/// Reads every event `query` matches through Tephra's one read shape, a lending iterator of
+/// borrowed events, handing each to `each`; returns how many there were.
+fn tp_read(store: &TpStore, query: &Query, mut each: impl FnMut(&str, &[u8])) -> u64 {
+    let mut reads = store.handle.read(query, TpPosition::ZERO, None);
+    let mut n = 0;
+    while let Some(item) = reads.next() {
+        let seq = item.expect("read");
+        each(seq.event.event_type(), seq.event.data());
+        n += 1;
+    }
+    n
+}
+
+fn tp_replay(store: &TpStore, stream: &str) -> Timed {
+    let query = tp_query(stream);
+    let start = Instant::now();
+    let mut sum = 0u64;
+    let n = tp_read(store, &query, |_, data| sum += data.len() as u64);
+    black_box(sum);
+    (n, start.elapsed().as_secs_f64())
+}
+
+fn tp_all(store: &TpStore) -> Timed {
+    let query = Query::all();
+    let start = Instant::now();
+    let mut sum = 0u64;
+    let n = tp_read(store, &query, |_, data| sum += data.len() as u64);
+    black_box(sum);
+    (n, start.elapsed().as_secs_f64())
+}
+
+fn tp_fold(store: &TpStore, stream: &str) -> Timed {
+    let query = tp_query(stream);
+    let start = Instant::now();
+    let mut state = Account::default();
+    let n = tp_read(store, &query, |ty, data| state = state.apply(ty, data));
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(state, Account::expected(n));
+    (n, secs)
+}
+
+/// Opens a closed store (the log, then the writer, which opens the tag index) and reads the
+/// stream's first event.
+fn tp_reopen(dir: &Path, stream: &str) -> f64 {
+    let start = Instant::now();
+    let store = TpStore::open(dir);
+    let mut reads = store
+        .handle
+        .read(&tp_query(stream), TpPosition::ZERO, Some(1));
+    let first = reads
+        .next()
+        .expect("first event")
+        .expect("read")
+        .event
+        .to_owned();
+    let secs = start.elapsed().as_secs_f64();
+    black_box(first);
+    drop(reads);
+    store.close();
+    secs
+}
+
 // ----- workloads ------------------------------------------------------------------------------
 
 const CONTIGUOUS: u64 = 100_000;
@@ -505,24 +849,28 @@ fn workloads() -> Vec<Workload> {
             runs: RUNS,
             ej: |d| ej_append(d, Durability::None, 50_000, 1),
             sqlite: |d| sq_append(d, false, 50_000, 1),
+            tephra: None,
         },
         Workload {
             name: "append_batch100_sync",
             runs: RUNS,
             ej: |d| ej_append(d, Durability::Sync, 500, 100),
             sqlite: |d| sq_append(d, true, 500, 100),
+            tephra: Some(|d| tp_append(d, 500, 100)),
         },
         Workload {
             name: "append_batch1_sync_1thread",
             runs: RUNS,
             ej: |d| ej_append_threads(d, 1, 1_000),
             sqlite: |d| sq_append_threads(d, 1, 1_000),
+            tephra: Some(|d| tp_append_threads(d, 1, 1_000)),
         },
         Workload {
             name: "append_batch1_sync_16threads",
             runs: SLOW_RUNS,
             ej: |d| ej_append_threads(d, 16, 500),
             sqlite: |d| sq_append_threads(d, 16, 500),
+            tephra: Some(|d| tp_append_threads(d, 16, 500)),
         },
         Workload {
             name: "replay_contiguous_100k",
@@ -535,6 +883,10 @@ fn workloads() -> Vec<Workload> {
                 let c = sq_fill(d, 1, CONTIGUOUS);
                 warm(|| sq_replay(&c, "account-0"))
             },
+            tephra: Some(|d| {
+                let s = tp_fill(d, 1, CONTIGUOUS);
+                warm(|| tp_replay(&s, "account-0"))
+            }),
         },
         Workload {
             name: "replay_contiguous_100k_iter",
@@ -547,6 +899,10 @@ fn workloads() -> Vec<Workload> {
                 let c = sq_fill(d, 1, CONTIGUOUS);
                 warm(|| sq_replay(&c, "account-0"))
             },
+            tephra: Some(|d| {
+                let s = tp_fill(d, 1, CONTIGUOUS);
+                warm(|| tp_replay(&s, "account-0"))
+            }),
         },
         Workload {
             name: "replay_interleaved_1k_of_1m",
@@ -559,6 +915,10 @@ fn workloads() -> Vec<Workload> {
                 let c = sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
                 warm(|| sq_replay(&c, "account-500"))
             },
+            tephra: Some(|d| {
+                let s = tp_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
+                warm(|| tp_replay(&s, "account-500"))
+            }),
         },
         Workload {
             name: "read_all_1m",
@@ -571,6 +931,10 @@ fn workloads() -> Vec<Workload> {
                 let c = sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
                 warm(|| sq_all(&c))
             },
+            tephra: Some(|d| {
+                let s = tp_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM);
+                warm(|| tp_all(&s))
+            }),
         },
         Workload {
             name: "fold_10k",
@@ -583,6 +947,10 @@ fn workloads() -> Vec<Workload> {
                 let c = sq_fill_account(d, FOLD_EVENTS);
                 warm(|| sq_fold(&c, "account-1"))
             },
+            tephra: Some(|d| {
+                let s = tp_fill_account(d, FOLD_EVENTS);
+                warm(|| tp_fold(&s, "account-1"))
+            }),
         },
         // This row's figure is the store's size over the time to open it and read one event
         // (events in the store / seconds), not a rate of events handled.
@@ -601,13 +969,178 @@ fn workloads() -> Vec<Workload> {
                 drop(sq_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM));
                 reopens(events, || sq_reopen(d, "account-500"))
             },
+            tephra: Some(|d| {
+                let events = INTERLEAVED_STREAMS * INTERLEAVED_PER_STREAM;
+                tp_fill(d, INTERLEAVED_STREAMS, INTERLEAVED_PER_STREAM).close();
+                reopens(events, || tp_reopen(d, "account-500"))
+            }),
         },
     ]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median; `None` for an engine that did not run.
+fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied()
+}
+
+fn shown(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |r| format!("{r:.0}"))
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn json(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "null".into(), |r| format!("{r:.0}"))
+}
+
+// ----- writers --------------------------------------------------------------------------------
+
+/// Threads of the writers rows, named `writers_01` … `writers_64` so that no name contains
+/// another and each can be selected alone.
+const WRITERS: [usize; 4] = [1, 4, 16, 64];
+/// Each engine appends at each point for `WRITERS_SLICES` slices of `WRITERS_SLICE`, the
+/// engines (and each point with its one-writer baseline) taking turns, so that a change in the
+/// disk's speed (it is shared) falls on all of them alike. Three seconds per engine and point:
+/// thousands of syncs at one writer, and all the points take about 70 s.
+const WRITERS_SLICES: u32 = 3;
+const WRITERS_SLICE: Duration = Duration::from_secs(1);
+
+/// One engine's totals at one writers point.
+#[derive(Default, Clone, Copy)]
+struct Slices {
+    events: u64,
+    secs: f64,
+    /// eventjournal's batches and syncs, from `Store::stats()`.
+    appends: u64,
+    syncs: u64,
+}
+
+impl Slices {
+    fn add(&mut self, (events, secs): Timed) {
+        self.events += events;
+        self.secs += secs;
+    }
+
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+}
+
+/// The writers rows: each engine's events per second with T durable appenders, each appending
+/// one event per call to its own stream, and its ratio to the same engine's one writer measured
+/// in turns with it; for eventjournal also the batches per sync and the microseconds per sync cycle, which
+/// the disk's drift moves less than throughput. Its rows in `peers.json` also carry each
+/// engine's events at the point and in its one-writer slices, so that a count of syncs taken
+/// from outside (a one-writer append is one sync on every engine) gives any engine's appends
+/// per sync.
+fn writers(
+    selected: &dyn Fn(&str) -> bool,
+    engine_on: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<String>,
+) {
+    let points: Vec<usize> = WRITERS
+        .into_iter()
+        .filter(|t| selected(&format!("writers_{t:02}")))
+        .collect();
+    if points.is_empty() {
+        return;
+    }
+    println!(
+        "durable writers, one event per call to its own stream, {} s per engine and point; \
+         x1 = over the same engine's one writer, measured in turns with the point",
+        WRITERS_SLICE.as_secs_f64() * f64::from(WRITERS_SLICES)
+    );
+    println!(
+        "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10}",
+        "writers",
+        "eventjournal/s",
+        "x1",
+        "appends/sync",
+        "us/sync",
+        "sqlite/s",
+        "x1",
+        "tephra/s",
+        "x1",
+        "ej/sqlite",
+        "ej/tephra"
+    );
+    let fresh = || tempfile::tempdir().expect("tempdir");
+    // One slice of each engine at `t` writers, into `into[engine]`.
+    let slice = |t: usize, into: &mut [Slices; 3]| {
+        if engine_on("eventjournal") {
+            let (timed, (appends, syncs)) = ej_writers(fresh().path(), t, WRITERS_SLICE);
+            into[0].add(timed);
+            into[0].appends += appends;
+            into[0].syncs += syncs;
+        }
+        if engine_on("sqlite") {
+            into[1].add(sq_writers(fresh().path(), t, WRITERS_SLICE));
+        }
+        if engine_on("tephra") {
+            into[2].add(tp_writers(fresh().path(), t, WRITERS_SLICE));
+        }
+    };
+    let on = [
+        engine_on("eventjournal"),
+        engine_on("sqlite"),
+        engine_on("tephra"),
+    ];
+    let rates =
+        |s: &[Slices; 3]| -> [Option<f64>; 3] { [0, 1, 2].map(|i| on[i].then(|| s[i].rate())) };
+    for t in points {
+        // The one-writer baseline of each point is measured in turns with the point itself:
+        // the disk's speed drifts between points far more than within one.
+        let (mut at, mut base) = ([Slices::default(); 3], [Slices::default(); 3]);
+        for _ in 0..WRITERS_SLICES {
+            if t > 1 {
+                slice(1, &mut base);
+            }
+            slice(t, &mut at);
+        }
+        let [e, s, p] = rates(&at);
+        let one = if t > 1 { rates(&base) } else { [e, s, p] };
+        let ej = at[0];
+        let syncs = ej.syncs.max(1) as f64;
+        let per_sync = e.map(|_| ej.appends as f64 / syncs);
+        let us_per_sync = e.map(|_| ej.secs * 1e6 / syncs);
+        println!(
+            "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10}",
+            t,
+            shown(e),
+            ratio(e, one[0]),
+            per_sync.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+            us_per_sync.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+            shown(s),
+            ratio(s, one[1]),
+            shown(p),
+            ratio(p, one[2]),
+            ratio(e, s),
+            ratio(e, p)
+        );
+        rows.push(format!(
+            "{{\"workload\":\"writers_{t:02}\",\"eventjournal_per_s\":{},\"sqlite_per_s\":{},\
+             \"tephra_per_s\":{},\"eventjournal_appends_per_sync\":{},\
+             \"eventjournal_us_per_sync\":{},\"events\":[{},{},{}],\
+             \"one_writer_events\":[{},{},{}]}}",
+            json(e),
+            json(s),
+            json(p),
+            per_sync.map_or_else(|| "null".into(), |v| format!("{v:.2}")),
+            us_per_sync.map_or_else(|| "null".into(), |v| format!("{v:.1}")),
+            at[0].events,
+            at[1].events,
+            at[2].events,
+            base[0].events,
+            base[1].events,
+            base[2].events
+        ));
+    }
 }
 
 // ----- memory ---------------------------------------------------------------------------------
@@ -702,33 +1235,60 @@ fn main() {
         memory_child(&dir);
         return;
     }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let selected = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    // `EVJ_PEERS_ENGINES=tephra` (a comma-separated list) runs only those engines, so that a
+    // count of syscalls taken from outside the process belongs to one engine.
+    let engines = std::env::var("EVJ_PEERS_ENGINES").ok();
+    let engine_on = |name: &str| {
+        engines
+            .as_deref()
+            .is_none_or(|e| e.split(',').any(|x| x == name))
+    };
     let mut rows = Vec::new();
     println!(
-        "{:<30} {:>16} {:>16} {:>8}",
-        "workload", "eventjournal/s", "sqlite/s", "ratio"
+        "{:<30} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "workload", "eventjournal/s", "sqlite/s", "tephra/s", "ej/sqlite", "ej/tephra"
     );
     for w in workloads() {
         if !selected(w.name) {
             continue;
         }
-        let (mut ej, mut sq) = (Vec::new(), Vec::new());
+        let (mut ej, mut sq, mut tp) = (Vec::new(), Vec::new(), Vec::new());
+        let rate = |engine: &str, run: Option<fn(&Path) -> Timed>, into: &mut Vec<f64>| {
+            if let Some(run) = run.filter(|_| engine_on(engine)) {
+                let d = tempfile::tempdir().expect("tempdir");
+                let (n, s) = run(d.path());
+                into.push(n as f64 / s);
+            }
+        };
         for _ in 0..w.runs {
-            let d = tempfile::tempdir().expect("tempdir");
-            let (n, s) = (w.ej)(d.path());
-            ej.push(n as f64 / s);
-            let d = tempfile::tempdir().expect("tempdir");
-            let (n, s) = (w.sqlite)(d.path());
-            sq.push(n as f64 / s);
+            rate("eventjournal", Some(w.ej), &mut ej);
+            rate("sqlite", Some(w.sqlite), &mut sq);
+            rate("tephra", w.tephra, &mut tp);
         }
-        let (e, s) = (median(ej), median(sq));
-        println!("{:<30} {:>16.0} {:>16.0} {:>7.2}x", w.name, e, s, e / s);
+        let (e, s, t) = (median(ej), median(sq), median(tp));
+        println!(
+            "{:<30} {:>14} {:>14} {:>14} {:>10} {:>10}",
+            w.name,
+            shown(e),
+            shown(s),
+            shown(t),
+            ratio(e, s),
+            ratio(e, t)
+        );
         rows.push(format!(
-            "{{\"workload\":\"{}\",\"eventjournal_per_s\":{e:.0},\"sqlite_per_s\":{s:.0}}}",
-            w.name
+            "{{\"workload\":\"{}\",\"eventjournal_per_s\":{},\"sqlite_per_s\":{},\"tephra_per_s\":{}}}",
+            w.name,
+            json(e),
+            json(s),
+            json(t)
         ));
     }
+    writers(&selected, &engine_on, &mut rows);
     println!("(reopen_1m: events in the store / seconds to open it and read one event)");
     if selected(MEMORY_ROW) {
         let (events, index, total) = memory_per_event();
@@ -741,7 +1301,13 @@ fn main() {
              \"bytes_per_event_with_log_pages\":{total:.1}}}"
         ));
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers.json");
+    // The target directory may be elsewhere (`CARGO_TARGET_DIR`), and a workspace built there
+    // has no `target/` of its own.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        Into::into,
+    );
+    let path = target.join("peers.json");
     let mut f = std::fs::File::create(&path).expect("peers.json");
     for r in rows {
         writeln!(f, "{r}").expect("write");
