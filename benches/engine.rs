@@ -13,7 +13,8 @@
 //!   with 999 other streams (1,000,000 events in the store); through `Store::replay_stream`,
 //!   which hands borrowed events to a closure.
 //! - `all`: `$all` forward over the 1,000,000-event store of `replay`, through
-//!   `Store::replay_all`.
+//!   `Store::replay_all`, in the process that wrote it (`forward_1m`) and after closing and
+//!   opening it again (`forward_1m_reopened`).
 //! - `reopen`: opening a closed store of 1,000,000 and of 10,000,000 events (about 1.9 GB) and
 //!   reading one event. The files were just written, so they are in the page cache: this is a
 //!   restart of the process, not of the machine.
@@ -426,8 +427,23 @@ fn replay_and_all(c: &mut Criterion) {
         let (_, store) = interleaved.get_or_insert_with(build_interleaved);
         b.iter(|| read_all(store));
     });
+    // The same store, closed and opened again: what an application reads of what an earlier
+    // process wrote. One untimed pass first, as for the others.
+    let mut reopened: Option<(TempDir, Store)> = None;
+    group.bench_function("forward_1m_reopened", |b| {
+        let (_, store) = reopened.get_or_insert_with(|| {
+            let (dir, store) = interleaved.take().unwrap_or_else(build_interleaved);
+            store.close().expect("close");
+            let store = Store::open(dir.path(), Options::default().durability(Durability::None))
+                .expect("reopen");
+            assert_eq!(read_all(&store), total);
+            (dir, store)
+        });
+        b.iter(|| read_all(store));
+    });
     group.finish();
     close(interleaved);
+    close(reopened);
 }
 
 /// Open-to-first-event time of a closed store of 1,000,000 and of 10,000,000 events: each
