@@ -14,7 +14,10 @@
 //!   (the files' sizes up to the data) and events/s;
 //! - `contiguous_cold`: `replay_stream` of the contiguous store's stream;
 //! - `interleaved_10_cold`: `replay_stream` of 10 of the interleaved store's streams, one after
-//!   the other (each 1/1,000 of the log, spread through all of it), events/s.
+//!   the other (each 1/1,000 of the log, spread through all of it), events/s;
+//! - `activation_5000_cold`: a bank's restart: a third store of 5,000 accounts of 100 events
+//!   (written round-robin, 100 accounts to a batch), every account replayed whole, one after the
+//!   other, as activating each journaled actor does; MB/s of the whole log and events/s.
 //!
 //! Each is run `EVJ_COLD_RUNS` times (default 3), alternating with the peer, and the medians are
 //! printed with their ratio to the peer's median.
@@ -63,6 +66,34 @@ fn build_interleaved(events: u64) -> TempDir {
             .collect();
         store.append_multi(writes).expect("append");
         i = to;
+    }
+    store.close().expect("close");
+    dir
+}
+
+/// Actors of the activation store, and events each.
+const ACTORS: u64 = 5000;
+const ACTOR_EVENTS: u64 = 100;
+
+/// The activation store: `ACTORS` streams of `ACTOR_EVENTS` events, written round-robin in
+/// batches of one event to each of 100 streams, as a bank's accounts are.
+fn build_actors() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), options()).expect("open");
+    for round in 0..ACTOR_EVENTS {
+        for first in (0..ACTORS).step_by(100) {
+            let writes = (first..first + 100)
+                .map(|a| {
+                    StreamWrite::new(
+                        format!("account-{a}"),
+                        ExpectedVersion::Any,
+                        vec![EventData::new("Deposited", PAYLOAD)],
+                    )
+                })
+                .collect();
+            store.append_multi(writes).expect("append");
+        }
+        let _ = round;
     }
     store.close().expect("close");
     dir
@@ -191,23 +222,31 @@ fn main() {
     let runs = env("EVJ_COLD_RUNS", 3).max(1) as usize;
     let interleaved = build_interleaved(events);
     let contiguous = build_contiguous(events);
+    let actors = build_actors();
     let (all_bytes, one_bytes) = (log_bytes(interleaved.path()), log_bytes(contiguous.path()));
+    let actor_bytes = log_bytes(actors.path());
     let mut peers = Vec::new();
     let mut rows: Vec<Row> = vec![
         ("all_cold", Vec::new(), Vec::new(), Vec::new()),
         ("contiguous_cold", Vec::new(), Vec::new(), Vec::new()),
         ("interleaved_10_cold", Vec::new(), Vec::new(), Vec::new()),
+        ("activation_5000_cold", Vec::new(), Vec::new(), Vec::new()),
     ];
     for _ in 0..runs {
         evict(interleaved.path());
         let (bytes, secs) = peer(interleaved.path());
         peers.push(bytes as f64 / secs / 1e6);
-        let cases: [Case; 3] = [
+        let cases: [Case; 4] = [
             (interleaved.path(), all_bytes, &replay_all),
             (contiguous.path(), one_bytes, &|s| replay(s, "account-0")),
             (interleaved.path(), 0, &|s| {
                 (0..10)
                     .map(|k| replay(s, &format!("account-{}", k * 97)))
+                    .sum()
+            }),
+            (actors.path(), actor_bytes, &|s| {
+                (0..ACTORS)
+                    .map(|a| replay(s, &format!("account-{a}")))
                     .sum()
             }),
         ];
