@@ -797,17 +797,19 @@ impl<'a> Output<'a> {
     }
 }
 
-/// Waits, for at most [`YIELD_MAX`], while a durable append's sync is under way (`syncs`, the
-/// store's count of them started and finished, is odd); returns the count.
+/// Waits, for at most [`YIELD_MAX`], until the durable append's sync under way, if any, has
+/// finished (`syncs`, the store's count of them started and finished, is odd while one is);
+/// returns the count. Only that sync: under a stream of appends the next one starts within
+/// microseconds, and waiting for none to be under way waited out `YIELD_MAX` every time.
 fn yield_to_sync(syncs: &std::sync::atomic::AtomicU64) -> u64 {
     let start = std::time::Instant::now();
-    loop {
-        let now = syncs.load(std::sync::atomic::Ordering::Acquire);
-        if now.is_multiple_of(2) || start.elapsed() >= YIELD_MAX {
-            return now;
-        }
+    let first = syncs.load(std::sync::atomic::Ordering::Acquire);
+    let mut now = first;
+    while !now.is_multiple_of(2) && now == first && start.elapsed() < YIELD_MAX {
         std::thread::sleep(std::time::Duration::from_micros(20));
+        now = syncs.load(std::sync::atomic::Ordering::Acquire);
     }
+    now
 }
 
 /// Whether a segment was sealed with much of its preallocated space unused ([`Store::seal`],
