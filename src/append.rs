@@ -887,7 +887,9 @@ impl Shared {
                     Durability::Sync => {
                         let _span = tracing::debug_span!("sync").entered();
                         let start = Instant::now();
+                        self.durable_syncs.fetch_add(1, Ordering::AcqRel);
                         let r = ws.log.sync();
+                        self.durable_syncs.fetch_add(1, Ordering::AcqRel);
                         let took = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
                         self.sync_nanos.store(took, Ordering::Relaxed);
                         self.counters.sync();

@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<Queue>,
     /// Nanoseconds the last sync of a group took.
     pub(crate) sync_nanos: std::sync::atomic::AtomicU64,
+    /// Bumped when a durable append's sync starts and again when it ends (odd: one under way),
+    /// so that compaction can hold its writeback back while appends wait on the disk.
+    pub(crate) durable_syncs: std::sync::atomic::AtomicU64,
     /// What `Store::stats` reports.
     pub(crate) counters: Counters,
     /// The metadata of the streams that have any (see `lifecycle`).
@@ -293,6 +296,7 @@ impl Store {
             writer: Mutex::new(WriterState::new(writer)),
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
+            durable_syncs: std::sync::atomic::AtomicU64::new(0),
             counters: Counters::default(),
             meta: RwLock::new(Default::default()),
             commits: Commits::default(),

@@ -266,6 +266,9 @@ impl Compacted {
 pub struct TableBuilder {
     table: Compacted,
     numbers: HashMap<String, u32, BuildHasherDefault<NameHasher>>,
+    /// The number given last to a stream name and to an event type: most removed records have
+    /// the event type of the one before, and many its stream.
+    last: [u32; 2],
 }
 
 /// A multiply-rotate hash, a word at a time, for the name numbers of a table being built: two
@@ -314,8 +317,8 @@ impl TableBuilder {
             Some(g) if g.1 == offset => g.1 = end,
             _ => self.table.gaps.push((offset, end)),
         }
-        let stream = self.name(stream);
-        let event_type = self.name(event_type);
+        let stream = self.name(stream, 0);
+        let event_type = self.name(event_type, 1);
         self.table.removed.push(Removed {
             offset,
             stream,
@@ -330,13 +333,26 @@ impl TableBuilder {
         self.remove(offset, end - offset, stream, event_type, r.event_number);
     }
 
-    fn name(&mut self, name: &str) -> u32 {
-        if let Some(&n) = self.numbers.get(name) {
-            return n;
+    fn name(&mut self, name: &str, kind: usize) -> u32 {
+        let last = self.last[kind];
+        if self
+            .table
+            .names
+            .get(last as usize)
+            .is_some_and(|n| n == name)
+        {
+            return last;
         }
-        let n = self.table.names.len() as u32;
-        self.table.names.push(name.to_string());
-        self.numbers.insert(name.to_string(), n);
+        let n = match self.numbers.get(name) {
+            Some(&n) => n,
+            None => {
+                let n = self.table.names.len() as u32;
+                self.table.names.push(name.to_string());
+                self.numbers.insert(name.to_string(), n);
+                n
+            }
+        };
+        self.last[kind] = n;
         n
     }
 
