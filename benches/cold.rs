@@ -27,6 +27,10 @@
 //! EVJ_COLD_EVENTS=10000000 cargo bench --bench cold
 //! ```
 
+#[path = "common/env.rs"]
+mod env;
+use env::env;
+
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -37,13 +41,6 @@ use tempfile::TempDir;
 
 const PAYLOAD: [u8; 100] = [0x5a; 100];
 const STREAMS: u64 = 1000;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn options() -> Options {
     Options::default().durability(Durability::None)

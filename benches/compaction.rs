@@ -31,6 +31,10 @@
 //! EVJ_COMPACT_MB=512 EVJ_COMPACT_ROUNDS=5 cargo bench --bench compaction
 //! ```
 
+#[path = "common/env.rs"]
+mod env;
+use env::env;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -47,13 +51,6 @@ use tempfile::TempDir;
 const PAYLOAD: [u8; 200] = [0x5A; 200];
 const STREAMS: u64 = 1000;
 const SEGMENT: u64 = 16 << 20;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn fill_options() -> Options {
     Options::default()

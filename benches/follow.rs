@@ -20,6 +20,10 @@
 //! cargo bench --bench follow
 //! ```
 
+#[path = "common/env.rs"]
+mod env;
+use env::env;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,13 +37,6 @@ use eventjournal::{
 const WRITER_ENV: &str = "EVJ_FOLLOW_WRITER_DIR";
 /// Set in the writer process: "sync", "small" or "none".
 const SHAPE_ENV: &str = "EVJ_FOLLOW_SHAPE";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process of the machine.
 fn now_ns() -> u64 {

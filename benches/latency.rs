@@ -24,6 +24,10 @@
 //! EVJ_LAT_SECS=10 EVJ_LAT_WRITERS=16 cargo bench --bench latency
 //! ```
 
+#[path = "common/env.rs"]
+mod env;
+use env::env;
+
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -42,13 +46,6 @@ const PAYLOAD_LEN: usize = 100;
 const ZIPF_EXPONENT: f64 = 0.99;
 const REPLAY_STREAMS: usize = 1000;
 const REPLAY_EVENTS: usize = 1000;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A small deterministic generator (xorshift64*), one per thread: the draws need no quality
 /// beyond being spread evenly, and a shared generator would add contention to what is timed.
@@ -111,38 +108,47 @@ struct Row {
     seconds: f64,
 }
 
+/// The columns after the name: their JSON keys, in table order.
+const COLUMNS: [&str; 7] = [
+    "samples",
+    "per_second",
+    "p50_us",
+    "p90_us",
+    "p99_us",
+    "p999_us",
+    "max_us",
+];
+
 impl Row {
-    fn micros(&self, q: f64) -> f64 {
-        self.h.value_at_quantile(q) as f64 / 1000.0
+    /// The row's figures, in the order of [`COLUMNS`].
+    fn figures(&self) -> [f64; 7] {
+        let us = |q: f64| self.h.value_at_quantile(q) as f64 / 1000.0;
+        [
+            self.h.len() as f64,
+            self.h.len() as f64 / self.seconds,
+            us(0.5),
+            us(0.9),
+            us(0.99),
+            us(0.999),
+            self.h.max() as f64 / 1000.0,
+        ]
     }
 
     fn print(&self) {
+        let f = self.figures();
         println!(
             "{:<14} {:>9} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.1}  {}",
-            self.name,
-            self.h.len(),
-            self.h.len() as f64 / self.seconds,
-            self.micros(0.5),
-            self.micros(0.9),
-            self.micros(0.99),
-            self.micros(0.999),
-            self.h.max() as f64 / 1000.0,
-            self.shape
+            self.name, f[0], f[1], f[2], f[3], f[4], f[5], f[6], self.shape
         );
     }
 
     fn json(&self) -> String {
-        format!(
-            "{{\"name\":\"{}\",\"samples\":{},\"per_second\":{:.0},\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
-            self.name,
-            self.h.len(),
-            self.h.len() as f64 / self.seconds,
-            self.micros(0.5),
-            self.micros(0.9),
-            self.micros(0.99),
-            self.micros(0.999),
-            self.h.max() as f64 / 1000.0
-        )
+        let fields: Vec<String> = COLUMNS
+            .iter()
+            .zip(self.figures())
+            .map(|(k, v)| format!("\"{k}\":{v:.1}"))
+            .collect();
+        format!("{{\"name\":\"{}\",{}}}", self.name, fields.join(","))
     }
 }
 

@@ -50,6 +50,10 @@
 #[path = "common/rng.rs"]
 mod rng;
 
+#[path = "common/env.rs"]
+mod env;
+use env::env;
+
 use rng::Rng;
 use std::hint::black_box;
 use std::ops::ControlFlow;
@@ -78,13 +82,6 @@ const MEMORY_CHILD_ENV: &str = "EVJ_STREAMS_MEMORY_CHILD";
 const MEMORY_STREAMS_ENV: &str = "EVJ_STREAMS_MEMORY_STREAMS";
 /// Seed of the shuffled orders: the same streams in the same order on every run.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn options() -> Options {
     Options::default().durability(Durability::None)
