@@ -26,7 +26,10 @@
 
 #[path = "common/env.rs"]
 mod env;
+#[path = "common/rng.rs"]
+mod rng;
 use env::env;
+use rng::Rng;
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -47,22 +50,9 @@ const ZIPF_EXPONENT: f64 = 0.99;
 const REPLAY_STREAMS: usize = 1000;
 const REPLAY_EVENTS: usize = 1000;
 
-/// A small deterministic generator (xorshift64*), one per thread: the draws need no quality
-/// beyond being spread evenly, and a shared generator would add contention to what is timed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A generator per thread, seeded apart: a shared one would add contention to what is timed.
+fn rng(seed: u64) -> Rng {
+    Rng(0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0x2545_F491_4F6C_DD1D))
 }
 
 /// Ranks `0..n` drawn with probability proportional to `1 / (rank + 1)^s`, by a search of the
@@ -86,7 +76,7 @@ impl Zipf {
     }
 
     fn draw(&self, rng: &mut Rng) -> usize {
-        let u = rng.next_f64();
+        let u = rng.below(1 << 53) as f64 / (1u64 << 53) as f64;
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
     }
 }
@@ -176,7 +166,7 @@ fn append_zipf(
                 barrier.clone(),
             );
             std::thread::spawn(move || {
-                let mut rng = Rng::new(w as u64 + 1);
+                let mut rng = rng(w as u64 + 1);
                 let mut h = histogram();
                 let mut data = [0x5au8; PAYLOAD_LEN];
                 barrier.wait();
@@ -299,7 +289,7 @@ fn replay(secs: f64) -> Row {
         fold(n);
     }
     let zipf = Zipf::new(REPLAY_STREAMS, ZIPF_EXPONENT);
-    let mut rng = Rng::new(7);
+    let mut rng = rng(7);
     let mut h = histogram();
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
