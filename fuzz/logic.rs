@@ -2102,6 +2102,27 @@ fn damage_error(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. })
 }
 
+/// Reads every event of `got` to the first error, which goes to `check`; an error opening the
+/// read goes to `check` too, unless `tolerated` says it is the answer the read may give.
+fn drain<I: Iterator<Item = eventjournal::Result<RecordedEvent>>>(
+    got: eventjournal::Result<I>,
+    tolerated: fn(&Error) -> bool,
+    check: &mut dyn FnMut(&Error),
+) {
+    match got {
+        Ok(events) => {
+            for r in events {
+                if let Err(e) = r {
+                    check(&e);
+                    break;
+                }
+            }
+        }
+        Err(e) if tolerated(&e) => {}
+        Err(e) => check(&e),
+    }
+}
+
 /// Reads `$all` both ways, every stream both ways, every category and the streams' versions and
 /// metadata, accepting `Corrupt` anywhere (the log is damaged); returns `$all` forward as far as
 /// it read, and whether every read went through.
@@ -2129,31 +2150,18 @@ fn read_tolerantly(store: &Store) -> (Vec<Ev>, bool) {
         }
         Err(e) => check(&e),
     }
-    match store.read_all_backward(Position::END, usize::MAX) {
-        Ok(events) => {
-            for r in events {
-                if let Err(e) = r {
-                    check(&e);
-                    break;
-                }
-            }
-        }
-        Err(e) => check(&e),
-    }
+    drain(
+        store.read_all_backward(Position::END, usize::MAX),
+        |_| false,
+        &mut check,
+    );
     for e in forward.iter().step_by(7) {
         for from in [e.position, e.next] {
-            match store.read_all_backward(Position(from), 3) {
-                Ok(events) => {
-                    for r in events {
-                        if let Err(e) = r {
-                            check(&e);
-                            break;
-                        }
-                    }
-                }
-                Err(Error::InvalidPosition(_)) => {}
-                Err(e) => check(&e),
-            }
+            drain(
+                store.read_all_backward(Position(from), 3),
+                |e| matches!(e, Error::InvalidPosition(_)),
+                &mut check,
+            );
         }
     }
     let names = match store.streams() {
@@ -2176,18 +2184,11 @@ fn read_tolerantly(store: &Store) -> (Vec<Ev>, bool) {
             } else {
                 store.read_stream_backward(name, u64::MAX, usize::MAX)
             };
-            match got {
-                Ok(events) => {
-                    for r in events {
-                        if let Err(e) = r {
-                            check(&e);
-                            break;
-                        }
-                    }
-                }
-                Err(Error::InvalidInput(_) | Error::StreamDeleted { .. }) => {}
-                Err(e) => check(&e),
-            }
+            drain(
+                got,
+                |e| matches!(e, Error::InvalidInput(_) | Error::StreamDeleted { .. }),
+                &mut check,
+            );
         }
         match store.stream_version(name) {
             Ok(_) | Err(Error::InvalidInput(_)) => {}
@@ -2199,18 +2200,11 @@ fn read_tolerantly(store: &Store) -> (Vec<Ev>, bool) {
         }
     }
     for c in &categories {
-        match store.read_category(c, 0, usize::MAX) {
-            Ok(events) => {
-                for r in events {
-                    if let Err(e) = r {
-                        check(&e);
-                        break;
-                    }
-                }
-            }
-            Err(Error::InvalidInput(_)) => {}
-            Err(e) => check(&e),
-        }
+        drain(
+            store.read_category(c, 0, usize::MAX),
+            |e| matches!(e, Error::InvalidInput(_)),
+            &mut check,
+        );
     }
     (forward, clean)
 }
