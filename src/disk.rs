@@ -400,3 +400,31 @@ impl Disk {
             .at("creating directory", path)
     }
 }
+
+/// What tells one version of a file from another without reading it: its inode, length and
+/// modification time, as `fstat` gives them. The files it is kept for are never changed in
+/// place once written (a rewrite is a new file renamed over the old one, so a new inode), so a
+/// file with the same stamp is the same bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// Inode number.
+    pub(crate) ino: u64,
+    /// Length in bytes.
+    pub(crate) len: u64,
+    /// Modification time, nanoseconds since the Unix epoch (two's complement before it).
+    pub(crate) mtime_ns: u64,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub(crate) fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: (meta.mtime() as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(meta.mtime_nsec() as u64),
+        }
+    }
+}

@@ -380,7 +380,15 @@ impl Store {
         // The id tables' first writes wait a second, behind the new writer's first syncs.
         let quiet = Duration::from_secs(1);
         let dir = shared.dir.clone();
-        match Store::assemble(dir, options.clone(), segments, index, Some(lock), quiet) {
+        match Store::assemble(
+            dir,
+            options.clone(),
+            segments,
+            index,
+            Some(lock),
+            quiet,
+            None,
+        ) {
             Ok(store) => Ok(store),
             Err(e) => match spare {
                 Ok(lock) => Store::open_locked(shared.dir.clone(), options, Some(lock)),

@@ -235,6 +235,8 @@ struct MappedTable {
     count: u64,
     /// One bit per body block: verified against its checksum.
     verified: Vec<AtomicU64>,
+    /// The file's stamp when it was opened (tables never change once renamed into place).
+    stamp: crate::disk::Stamp,
 }
 
 impl Table {
@@ -259,6 +261,14 @@ impl Table {
     }
 
     /// The file, for a written table.
+    /// The stamp of a written table's file.
+    pub(crate) fn stamp(&self) -> Option<crate::disk::Stamp> {
+        match &self.data {
+            Data::File(m) => Some(m.stamp),
+            Data::Map(..) => None,
+        }
+    }
+
     pub(crate) fn path(&self) -> Option<&Path> {
         match &self.data {
             Data::File(m) => Some(&m.path),
@@ -630,7 +640,8 @@ pub(crate) fn check_file(disk: &Disk, path: &Path) -> Result<Option<u64>> {
 /// (the blocks themselves are verified when first read). `None` for anything else.
 fn open_table(disk: &Disk, path: &Path) -> Option<Table> {
     let file = disk.open(path, false).ok()?;
-    let len = file.metadata().ok()?.len();
+    let meta = file.metadata().ok()?;
+    let len = meta.len();
     if len < IDS_HEADER_LEN as u64 {
         return None;
     }
@@ -680,6 +691,7 @@ fn open_table(disk: &Disk, path: &Path) -> Option<Table> {
             dir_bits: bits,
             count,
             verified,
+            stamp: crate::disk::Stamp::of(&meta),
         }),
         broken: AtomicBool::new(false),
     })

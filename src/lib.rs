@@ -28,6 +28,7 @@ mod index;
 pub mod journal;
 mod lifecycle;
 mod log;
+mod manifest;
 mod options;
 mod read;
 mod startup;

@@ -20,6 +20,7 @@ use crate::log::format::{
 use crate::log::reader::LogView;
 use crate::log::recovery::{self, OnBad};
 use crate::log::segment::Segment;
+use crate::manifest::{self, Manifest};
 use crate::options::{Durability, Options, Recovery};
 
 /// Name of the file that marks a directory as a store and holds its format version.
@@ -36,12 +37,19 @@ pub(crate) fn open_id_tables(
     dir: &Path,
     options: &Options,
     sealed: &[Arc<Segment>],
+    manifest: Option<&Manifest>,
 ) -> Result<IdTables> {
     let sync = options.durability != Durability::None;
     let disk = &options.disk;
     let tables = IdTables::open(dir, disk, sync, disk.is_watched(), sealed)?;
     let view = LogView::new(Arc::new(sealed.to_vec()), u64::MAX, true);
     for t in tables.snapshot().tables.iter() {
+        // A table the last clean close vouched for was checked (or written) by that store.
+        if let (Some(m), Some(stamp)) = (manifest, t.stamp()) {
+            if m.vouches_table(t.base, stamp) {
+                continue;
+            }
+        }
         let agrees = t.sample(16).iter().all(|&(hash, pos)| {
             view.event_at(pos).is_ok_and(|e| {
                 // An entry of a record compaction removed: it can match no lookup.
@@ -192,7 +200,7 @@ impl From<Error> for Pass {
 
 /// Opens the segments and builds the index: from index files where they are valid, scanning the
 /// log only past what they cover (and everything, if one disagrees with the log).
-pub(crate) fn recover(dir: &Path, options: &Options) -> Result<(Vec<Arc<Segment>>, Index)> {
+pub(crate) fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
     let _span = tracing::info_span!("recovery", dir = %dir.display()).entered();
     let salvage = options.recovery == Recovery::Salvage;
     match recover_pass(dir, options, !salvage) {
@@ -211,11 +219,11 @@ pub(crate) fn recover(dir: &Path, options: &Options) -> Result<(Vec<Arc<Segment>
     }
 }
 
-fn recover_pass(
-    dir: &Path,
-    options: &Options,
-    use_index_files: bool,
-) -> Result<(Vec<Arc<Segment>>, Index), Pass> {
+/// What opening found: the segments (the newest whole up to its data end), the index of
+/// everything in them, and the manifest of the last clean close, if one was used.
+pub(crate) type Recovered = (Vec<Arc<Segment>>, Index, Option<Manifest>);
+
+fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<Recovered, Pass> {
     let salvage = options.recovery == Recovery::Salvage;
     let sync = options.durability != Durability::None;
     let disk = &options.disk;
@@ -247,6 +255,13 @@ fn recover_pass(
             }
         }
     }
+    // What the last clean close vouched for: sealed segments whose files are still the ones it
+    // named need no spot check (see `manifest`). Not for a salvage, which checks everything.
+    let manifest = if use_index_files && !salvage {
+        Manifest::read(dir, disk)
+    } else {
+        None
+    };
     let mut index = Index::new();
     let mut secondary = KeyCache::default();
     let mut used_index_files = false;
@@ -309,14 +324,25 @@ fn recover_pass(
         if use_index_files {
             // The streams of a segment whose index file covers it (the newest: up to the file's
             // `covered_end`) are left in the file, to be looked up when first used.
-            if let Some(file) = persist::open_file(dir, base, seg.extent(), disk) {
-                if !ends_a_batch(&seg, file.covered_end) || !sample_matches(&seg, &file) {
+            // A sealed segment the manifest vouches for has its index file covering all of it,
+            // checked against it by the store that closed cleanly.
+            let vouches = |stamp, end| {
+                !is_last
+                    && manifest
+                        .as_ref()
+                        .is_some_and(|m| m.vouches(base, seg.stamp, Some(stamp), end))
+            };
+            if let Some(file) = persist::open_vouched(dir, base, seg.extent(), disk, &vouches) {
+                let end = file.covered_end;
+                let vouched = file.stamp.is_some_and(|s| vouches(s, end));
+                if !vouched && (!ends_a_batch(&seg, end) || !sample_matches(&seg, &file)) {
                     return Err(Pass::Rebuild);
                 }
-                let end = file.covered_end;
-                let more = records_after(&seg, end);
+                let more = !vouched && records_after(&seg, end);
                 if is_last || !more {
-                    file.release_pages();
+                    if !vouched {
+                        file.release_pages();
+                    }
                     if !index.add_file(base, Arc::new(file)) {
                         return Err(Pass::Rebuild);
                     }
@@ -503,7 +529,7 @@ fn recover_pass(
             disk,
         )?));
     }
-    Ok((segments, index))
+    Ok((segments, index, manifest))
 }
 
 // The checks at open read the log with positioned reads rather than through its map: a fault
@@ -641,6 +667,40 @@ pub(crate) fn blank_segment(path: &Path, disk: &Disk) -> Result<bool> {
     let header = &head[..head.len().min(SEGMENT_HEADER_LEN)];
     let no_first_record = head.iter().skip(SEGMENT_HEADER_LEN).all(|&b| b == 0);
     Ok(SegmentHeader::decode(header) == Err(HeaderError::Blank) && no_first_record)
+}
+
+/// Writes the manifest of a store closing cleanly: every sealed segment whose index file (as the
+/// index holds it) covers all of its records, with both files' stamps. Called once everything
+/// is synced; a failure only costs the next open its spot checks.
+pub(crate) fn write_manifest(
+    dir: &Path,
+    sealed: &[Arc<Segment>],
+    index: &Index,
+    ids: &IdTables,
+    disk: &Disk,
+) -> Result<()> {
+    let files = index.files();
+    let entries: Vec<manifest::Entry> = sealed
+        .iter()
+        .filter_map(|seg| {
+            let file = files.file(seg.base)?;
+            (file.covered_end == seg.data_end()).then_some(())?;
+            Some(manifest::Entry {
+                base: seg.base,
+                covered_end: file.covered_end,
+                segment: seg.current_stamp()?,
+                index: file.stamp?,
+            })
+        })
+        .collect();
+    let tables: Vec<_> = ids
+        .snapshot()
+        .tables
+        .iter()
+        .filter(|t| !t.is_broken())
+        .filter_map(|t| Some((t.base, t.stamp()?)))
+        .collect();
+    manifest::write(dir, &entries, &tables, disk)
 }
 
 /// Renames segment files out of the log (`*.salvaged`, numbered if that name is taken) and drops

@@ -246,7 +246,7 @@ impl Store {
 
     /// Opens the store in `dir` (prepared), holding `lock` (`None`: read-only).
     pub(crate) fn open_locked(dir: PathBuf, options: Options, lock: Option<File>) -> Result<Store> {
-        let (segments, index) = recover(&dir, &options)?;
+        let (segments, index, manifest) = recover(&dir, &options)?;
         Store::assemble(
             dir,
             options,
@@ -254,6 +254,7 @@ impl Store {
             index,
             lock,
             std::time::Duration::ZERO,
+            manifest,
         )
     }
 
@@ -269,6 +270,7 @@ impl Store {
         mut index: Index,
         lock: Option<File>,
         quiet: std::time::Duration,
+        manifest: Option<crate::manifest::Manifest>,
     ) -> Result<Store> {
         let read_only = lock.is_none();
         let lazy = !index.files().is_empty();
@@ -279,7 +281,7 @@ impl Store {
         };
         let visible = active.base + active.data_end();
         let sealed = &segments[..segments.len() - 1];
-        let ids = Arc::new(open_id_tables(&dir, &options, sealed)?);
+        let ids = Arc::new(open_id_tables(&dir, &options, sealed, manifest.as_ref())?);
         index.set_hints(ids.clone());
         let writer = LogWriter::new(
             dir.clone(),
@@ -541,6 +543,20 @@ pub(crate) fn shutdown(
                     &active.path,
                     from,
                     active.usable() - from,
+                );
+            }
+            if !handover {
+                // Best effort, like the index file above: without it the next open checks
+                // every sealed segment's index file against the log.
+                let segments = shared.log.segments();
+                let sealed = &segments[..segments.len().saturating_sub(1)];
+                let index = shared.index.read();
+                let _ = crate::startup::write_manifest(
+                    &shared.dir,
+                    sealed,
+                    &index,
+                    &shared.ids,
+                    &shared.options.disk,
                 );
             }
         })

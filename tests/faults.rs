@@ -50,7 +50,7 @@ impl Tally {
             self.fired += 1;
             let file = if op.file.ends_with(".seg") || op.file.ends_with(".seg.tmp") {
                 "segment"
-            } else if op.is_index_file() {
+            } else if op.is_cache_file() {
                 "index"
             } else if op.file.contains("meta") {
                 "meta"
@@ -112,7 +112,7 @@ fn run_once(
                                 batch.seq
                             ));
                         }
-                        if let Some(op) = fired_now.filter(|op| !op.is_index_file()) {
+                        if let Some(op) = fired_now.filter(|op| !op.is_cache_file()) {
                             return Err(format!(
                                 "batch {} acknowledged although {op:?} failed during it",
                                 batch.seq
@@ -142,9 +142,9 @@ fn run_once(
             } else {
                 injector.fired.lock().clone()
             };
-            // Index files, id tables and the hole `close` punches past the log's end are best
-            // effort: their failure changes no promise.
-            if let Some(op) = fired_now.filter(|op| !op.is_index_file() && op.kind != "Punch") {
+            // Index files, id tables, the manifest and the hole `close` punches past the log's
+            // end are best effort: their failure changes no promise.
+            if let Some(op) = fired_now.filter(|op| !op.is_cache_file() && op.kind != "Punch") {
                 if closed.is_ok() {
                     return Err(format!("close succeeded although {op:?} failed during it"));
                 }
@@ -215,7 +215,7 @@ fn sweep_with(run_once: Run, durability: Durability, batches: usize) -> Tally {
         assert!(ops_of(kind) > 0, "no {kind} operation in the workload");
     }
     assert!(
-        ops.iter().any(|o| o.is_index_file() && o.kind == "Write"),
+        ops.iter().any(|o| o.is_cache_file() && o.kind == "Write"),
         "no index file was saved"
     );
     assert!(
@@ -305,7 +305,7 @@ fn every_operation_of_recovery_failed_in_turn() {
         "recovery cut a tail"
     );
     assert!(
-        ops.iter().any(|o| o.kind == "Write" && o.is_index_file()),
+        ops.iter().any(|o| o.kind == "Write" && o.is_cache_file()),
         "recovery rebuilt an index file"
     );
     assert!(
@@ -486,7 +486,7 @@ fn run_with_handover(
         let before = fired().is_some();
         match submit(current, batch) {
             Ok(()) => {
-                if let Some(op) = fired().filter(|op| !before && !op.is_index_file()) {
+                if let Some(op) = fired().filter(|op| !before && !op.is_cache_file()) {
                     return Err(format!(
                         "batch {} acknowledged although {op:?} failed during it",
                         batch.seq

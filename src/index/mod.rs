@@ -374,20 +374,30 @@ impl Files {
             .map(|i| &self.list[i].1)
     }
 
-    /// A copy with `file` as the file of the segment at `base`.
-    fn with(&self, base: u64, file: Arc<IndexFile>, unread: bool) -> Files {
-        let mut list = self.list.clone();
-        match list.binary_search_by_key(&base, |(b, _)| *b) {
-            Ok(i) => list[i].1 = file,
-            Err(i) => list.insert(i, (base, file)),
+    /// Makes `file` the file of the segment at `base` (`unread`: its keys may not be held).
+    fn insert(&mut self, base: u64, file: Arc<IndexFile>, unread: bool) {
+        match self.list.binary_search_by_key(&base, |(b, _)| *b) {
+            Ok(i) => self.list[i].1 = file,
+            Err(i) => self.list.insert(i, (base, file)),
         }
-        let mut bases = self.unread.clone();
-        if let (true, Err(i)) = (unread, bases.binary_search(&base)) {
-            bases.insert(i, base);
+        if let (true, Err(i)) = (unread, self.unread.binary_search(&base)) {
+            self.unread.insert(i, base);
         }
-        Files {
-            list,
-            unread: bases,
+    }
+
+    /// [`insert`](Self::insert) into `files`: in place while no lookup holds a copy (as while
+    /// the store opens, which adds a file per segment), else into a copy that replaces it.
+    fn put(files: &mut Arc<Files>, base: u64, file: Arc<IndexFile>, unread: bool) {
+        match Arc::get_mut(files) {
+            Some(f) => f.insert(base, file, unread),
+            None => {
+                let mut copy = Files {
+                    list: files.list.clone(),
+                    unread: files.unread.clone(),
+                };
+                copy.insert(base, file, unread);
+                *files = Arc::new(copy);
+            }
         }
     }
 
@@ -705,7 +715,7 @@ impl Index {
                 e.len += u64::from(run.count);
             }
         }
-        self.files = Arc::new(self.files.with(base, file, true));
+        Files::put(&mut self.files, base, file, true);
         true
     }
 
@@ -1138,7 +1148,7 @@ impl Index {
     /// Makes `file`, just written from [`Index::segment_runs`], the index file of the sealed
     /// segment at `base`, and frees the runs in memory it holds.
     pub fn map_segment(&mut self, base: u64, file: IndexFile) {
-        self.files = Arc::new(self.files.with(base, Arc::new(file), false));
+        Files::put(&mut self.files, base, Arc::new(file), false);
         let ids = self.touched.remove(&base).unwrap_or_default();
         let mut cache = self.cache.lock();
         for id in ids {

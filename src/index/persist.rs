@@ -205,6 +205,8 @@ pub struct IndexFile {
     /// Device and inode of the file mapped, so that removing it never removes a newer file
     /// written under the same name since (a seal rewrites the active segment's file).
     identity: Option<(u64, u64)>,
+    /// The file's stamp when it was opened (index files never change once renamed into place).
+    pub(crate) stamp: Option<crate::disk::Stamp>,
 }
 
 /// Either a memory map or, for tests and tiny files, owned bytes.
@@ -226,6 +228,22 @@ impl std::ops::Deref for Bytes {
 }
 
 impl IndexFile {
+    fn new(path: PathBuf, bytes: Bytes, header: Header) -> IndexFile {
+        let layout = header.layout;
+        IndexFile {
+            path,
+            disk: Disk::default(),
+            bytes,
+            covered_end: header.covered_end,
+            layout,
+            verified: (0..layout.blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            identity: None,
+            stamp: None,
+        }
+    }
+
     /// Unmaps the pages that opening or a lookup touched, so that a store's resident memory does
     /// not grow with its index files: the kernel's page cache keeps them, and the next access
     /// maps them again.
@@ -480,11 +498,7 @@ impl IndexFile {
 /// as they are read. `None` for anything that is not a matching index file of this layout.
 #[cfg(test)]
 pub fn parse(path: PathBuf, bytes: Vec<u8>, base: u64, capacity: u64) -> Option<IndexFile> {
-    parse_bytes(path, Bytes::Owned(bytes), base, capacity)
-}
-
-fn parse_bytes(path: PathBuf, bytes: Bytes, base: u64, capacity: u64) -> Option<IndexFile> {
-    check_bytes(path, bytes, base, capacity).ok()
+    check_bytes(path, Bytes::Owned(bytes), base, capacity).ok()
 }
 
 /// Why an index file's header part was rejected: the byte offset of the check that failed, and
@@ -499,19 +513,23 @@ pub struct Rejected {
     pub stale: bool,
 }
 
-/// [`parse_bytes`], saying which check failed: the one place the header rules are written.
-fn check_bytes(
-    path: PathBuf,
-    bytes: Bytes,
-    base: u64,
-    capacity: u64,
-) -> Result<IndexFile, Rejected> {
+/// What the header of an index file says, once its checks hold.
+struct Header {
+    covered_end: u64,
+    layout: Layout,
+    /// CRC32 of the block checksum array.
+    crcs_crc: u32,
+}
+
+/// The checks of an index file's 64-byte header, for a file of `file_len` bytes of the segment
+/// at `base` whose mapped length is `capacity`: the one place the header rules are written.
+fn check_header(h: &[u8], file_len: u64, base: u64, capacity: u64) -> Result<Header, Rejected> {
     let bad = |at: usize, reason: &'static str| Rejected {
         at,
         reason,
         stale: false,
     };
-    let h = bytes
+    let h = h
         .get(..INDEX_HEADER_LEN)
         .ok_or(bad(0, "shorter than an index header"))?;
     if h[..8] != INDEX_MAGIC {
@@ -548,35 +566,52 @@ fn check_bytes(
     {
         return Err(bad(40, "more offsets than the covered records could have"));
     }
-    if layout.total != bytes.len() {
+    if layout.total as u64 != file_len {
         return Err(bad(0, "file length does not match its header"));
     }
     if h[52..HEADER_CRC_AT].iter().any(|&b| b != 0) {
         return Err(bad(52, "reserved header bytes not zero"));
     }
-    if crc32fast::hash(&bytes[layout.crcs_at..]) != u32_at(h, 48) {
-        return Err(bad(
-            layout.crcs_at,
-            "block checksum array fails its checksum",
-        ));
+    Ok(Header {
+        covered_end,
+        layout,
+        crcs_crc: u32_at(h, 48),
+    })
+}
+
+/// The checks of the rest of a file whose header passed: the block checksum array against its
+/// checksum, and the padding after the names.
+fn check_body(bytes: &[u8], layout: &Layout, crcs_crc: u32) -> Result<(), Rejected> {
+    if crc32fast::hash(&bytes[layout.crcs_at..]) != crcs_crc {
+        return Err(Rejected {
+            at: layout.crcs_at,
+            reason: "block checksum array fails its checksum",
+            stale: false,
+        });
     }
-    if bytes[layout.names_start + names_len..layout.offsets_start]
+    if bytes[layout.names_start + layout.names_len..layout.offsets_start]
         .iter()
         .any(|&b| b != 0)
     {
-        return Err(bad(layout.names_start + names_len, "padding not zero"));
+        return Err(Rejected {
+            at: layout.names_start + layout.names_len,
+            reason: "padding not zero",
+            stale: false,
+        });
     }
-    Ok(IndexFile {
-        path,
-        disk: Disk::default(),
-        bytes,
-        covered_end,
-        layout,
-        verified: (0..layout.blocks.div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-        identity: None,
-    })
+    Ok(())
+}
+
+/// Checks index file bytes whole (header and body), saying which check failed.
+fn check_bytes(
+    path: PathBuf,
+    bytes: Bytes,
+    base: u64,
+    capacity: u64,
+) -> Result<IndexFile, Rejected> {
+    let header = check_header(&bytes, bytes.len() as u64, base, capacity)?;
+    check_body(&bytes, &header.layout, header.crcs_crc)?;
+    Ok(IndexFile::new(path, bytes, header))
 }
 
 /// Opens the index file at `path`, of the segment at `base` whose mapped length is `capacity`,
@@ -616,8 +651,23 @@ pub fn open_checked(
 }
 
 /// Opens the index file of the segment at `base` for lookups, if there is one of this layout
-/// whose header matches (see [`parse_bytes`]).
+/// whose header and body pass their checks ([`check_header`], [`check_body`]).
 pub fn open_file(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<IndexFile> {
+    open_vouched(dir, base, capacity, disk, &|_, _| false)
+}
+
+/// [`open_file`], where `vouched(stamp, covered_end)` says whether the file with that stamp is one
+/// the manifest of a clean close vouches for, i.e. one that passed every check when it was first
+/// used, or was written by the store: only its header is checked again (read with one positioned
+/// read), not the rest of the file (block checksum array, padding), which would read its end and
+/// middle. Each block is still checked against its checksum when a lookup first reads it.
+pub fn open_vouched(
+    dir: &Path,
+    base: u64,
+    capacity: u64,
+    disk: &Disk,
+    vouched: &dyn Fn(crate::disk::Stamp, u64) -> bool,
+) -> Option<IndexFile> {
     let path = dir.join(index_file_name(base));
     let file = disk.open(&path, false).ok()?;
     let meta = file.metadata().ok()?;
@@ -629,13 +679,23 @@ pub fn open_file(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<In
         use std::os::unix::fs::MetadataExt;
         (meta.dev(), meta.ino())
     };
+    let stamp = crate::disk::Stamp::of(&meta);
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    disk.read_exact_at(&file, &path, &mut h, 0).ok()?;
+    let header = check_header(&h, len, base, capacity).ok()?;
+    let trusted = vouched(stamp, header.covered_end);
     // SAFETY: index files are written under a temporary name and renamed into place, never
     // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
     // or removed later keeps its old inode mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let mut file = parse_bytes(path, Bytes::Mapped(map), base, capacity)?;
+    let bytes = Bytes::Mapped(map);
+    if !trusted {
+        check_body(&bytes, &header.layout, header.crcs_crc).ok()?;
+    }
+    let mut file = IndexFile::new(path, bytes, header);
     file.disk = disk.clone();
     file.identity = Some(identity);
+    file.stamp = Some(stamp);
     Some(file)
 }
 

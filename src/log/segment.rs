@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::compacted::Compacted;
 use super::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN};
-use crate::disk::Disk;
+use crate::disk::{Disk, Stamp};
 use crate::error::{Error, IoContext, Result};
 
 /// File name suffix of segments.
@@ -51,6 +51,9 @@ pub struct Segment {
     data_end: AtomicU64,
     /// A compacted segment's table: the ranges that hold no record any more, and what was there.
     pub compacted: Option<Arc<Compacted>>,
+    /// The file's stamp when it was opened: what the manifest of a clean close is checked
+    /// against.
+    pub(crate) stamp: Stamp,
 }
 
 impl Segment {
@@ -92,7 +95,9 @@ impl Segment {
     pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
         let writable = writable && !disk.is_read_only();
         let file = disk.open(path, writable)?;
-        let file_len = file.metadata().at("reading the size of", path)?.len();
+        let meta = file.metadata().at("reading the size of", path)?;
+        let stamp = Stamp::of(&meta);
+        let file_len = meta.len();
         let mut head = vec![0u8; SEGMENT_HEADER_LEN.min(file_len as usize)];
         disk.read_exact_at(&file, path, &mut head, 0)?;
         let header = SegmentHeader::decode(&head).map_err(|e| header_error(path, e))?;
@@ -159,7 +164,14 @@ impl Segment {
                     .map_or(SEGMENT_HEADER_LEN as u64, |c| c.data_end),
             ),
             compacted,
+            stamp,
         })
+    }
+
+    /// The file's stamp as it is now (its length and modification time change while it is
+    /// written).
+    pub(crate) fn current_stamp(&self) -> Option<Stamp> {
+        self.file.metadata().ok().map(|m| Stamp::of(&m))
     }
 
     /// The gap of a compacted segment that `off` lies in: no record is there any more.

@@ -336,10 +336,12 @@ impl OpInfo {
         self.kind == "Write" || self.kind == "MapWrite"
     }
 
-    /// Whether it is on an index file, which is a cache: failing it may go unreported.
-    /// Whether the operation is on a cache of the log: a stream index file or an event-id table.
-    pub fn is_index_file(&self) -> bool {
-        self.file.contains(".idx") || self.file.contains(".ids")
+    /// Whether the operation is on a cache of the log (a stream index file, an event-id table or
+    /// the manifest), whose failure may go unreported.
+    pub fn is_cache_file(&self) -> bool {
+        self.file.contains(".idx")
+            || self.file.contains(".ids")
+            || self.file.contains("eventjournal.manifest")
     }
 }
 
