@@ -132,6 +132,7 @@ pub(crate) fn run(shared: &Shared, dest: &Path) -> Result<Backup> {
     let parts: Vec<Part> = segments
         .into_iter()
         .map(|seg| {
+            seg.check_mapped()?;
             let data_end = seg.data_end().min(seg.bytes().len() as u64);
             let len = data_end.min(end - seg.base) as usize;
             let image = compacted_image(&seg)?;

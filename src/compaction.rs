@@ -153,6 +153,7 @@ impl Shared {
             if sealed_early(&seg) {
                 bytes += allocated(&seg).saturating_sub(seg.data_end());
             }
+            seg.check_mapped()?;
             let b = seg.bytes();
             for o in offsets {
                 if seg.gap_containing(u64::from(o)).is_some() {
@@ -367,6 +368,7 @@ impl Planner {
     ) -> Result<u64> {
         let (id, len, mut next) = self.keys[i];
         let end = seg.end_base();
+        seg.check_mapped()?;
         let bytes = seg.bytes();
         while next < len {
             self.positions.clear();
@@ -483,6 +485,7 @@ impl Shared {
         let tmp = self
             .dir
             .join(format!("{}{COMPACT_SUFFIX}", segment_file_name(seg.base)));
+        seg.check_mapped()?;
         let bytes = seg.bytes();
         let data_end = seg.data_end();
         let old = seg.compacted.clone();

@@ -41,14 +41,13 @@ pub(crate) fn open_id_tables(
 ) -> Result<IdTables> {
     let sync = options.durability != Durability::None;
     let disk = &options.disk;
-    let tables = IdTables::open(dir, disk, sync, disk.is_watched(), sealed)?;
+    let vouched = |base, stamp| manifest.is_some_and(|m| m.vouches_table(base, stamp));
+    let tables = IdTables::open(dir, disk, sync, disk.is_watched(), sealed, &vouched)?;
     let view = LogView::new(Arc::new(sealed.to_vec()), u64::MAX, true);
     for t in tables.snapshot().tables.iter() {
         // A table the last clean close vouched for was checked (or written) by that store.
-        if let (Some(m), Some(stamp)) = (manifest, t.stamp()) {
-            if m.vouches_table(t.base, stamp) {
-                continue;
-            }
+        if t.stamp().is_some_and(|stamp| vouched(t.base, stamp)) {
+            continue;
         }
         let agrees = t.sample(16).iter().all(|&(hash, pos)| {
             view.event_at(pos).is_ok_and(|e| {
@@ -221,7 +220,7 @@ pub(crate) fn recover(dir: &Path, options: &Options) -> Result<Recovered> {
 
 /// What opening found: the segments (the newest whole up to its data end), the index of
 /// everything in them, and the manifest of the last clean close, if one was used.
-pub(crate) type Recovered = (Vec<Arc<Segment>>, Index, Option<Manifest>);
+pub(crate) type Recovered = (Vec<Arc<Segment>>, Index, Option<Arc<Manifest>>);
 
 fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<Recovered, Pass> {
     let salvage = options.recovery == Recovery::Salvage;
@@ -258,10 +257,16 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
     // What the last clean close vouched for: sealed segments whose files are still the ones it
     // named need no spot check (see `manifest`). Not for a salvage, which checks everything.
     let manifest = if use_index_files && !salvage {
-        Manifest::read(dir, disk)
+        Manifest::read(dir, disk).map(Arc::new)
     } else {
         None
     };
+    // With a manifest, most of opening a sealed segment is opening its two files: half of them
+    // are opened on a second thread meanwhile.
+    let mut ahead = manifest
+        .as_ref()
+        .filter(|_| listed.len() > OPEN_AHEAD_FROM)
+        .and_then(|m| OpenAhead::start(dir, &listed, m.clone(), disk));
     let mut index = Index::new();
     let mut secondary = KeyCache::default();
     let mut used_index_files = false;
@@ -284,7 +289,13 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
             // the next: the log this reader shows ends before the gap.
             break;
         }
-        let opened = Segment::open(path, base, true, disk).and_then(|seg| {
+        let (opened, index_file) = match ahead.as_mut().and_then(|a| a.take(i)) {
+            Some((seg, file)) => (seg, Some(file)),
+            // A sealed segment is mapped when first read (or scanned, below).
+            None if is_last => (Segment::open(path, base, true, disk), None),
+            None => (Segment::open_unmapped(path, base, true, disk), None),
+        };
+        let opened = opened.and_then(|seg| {
             if base == expected_base {
                 Ok(seg)
             } else {
@@ -332,7 +343,11 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
                         .as_ref()
                         .is_some_and(|m| m.vouches(base, seg.stamp, Some(stamp), end))
             };
-            if let Some(file) = persist::open_vouched(dir, base, seg.extent(), disk, &vouches) {
+            let file = match index_file {
+                Some(opened) => opened,
+                None => persist::open_vouched(dir, base, seg.extent(), disk, &vouches),
+            };
+            if let Some(file) = file {
                 let end = file.covered_end;
                 let vouched = file.stamp.is_some_and(|s| vouches(s, end));
                 if !vouched && (!ends_a_batch(&seg, end) || !sample_matches(&seg, &file)) {
@@ -387,7 +402,13 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
         };
         let mut scanned = 0u64;
         let discontinuous = std::cell::Cell::new(false);
-        let bytes = seg.all_bytes();
+        // A segment left to its index file is not mapped by opening.
+        let bytes = if covered {
+            &[][..]
+        } else {
+            seg.check_mapped()?;
+            seg.all_bytes()
+        };
         let scanned_end = if covered {
             Ok(recovery::ScanEnd {
                 end: from,
@@ -530,6 +551,74 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
         )?));
     }
     Ok((segments, index, manifest))
+}
+
+/// Segments listed, past which opening with a manifest opens half of the sealed segments and
+/// their index files on a second thread: below, starting the thread costs more than it saves.
+const OPEN_AHEAD_FROM: usize = 16;
+
+/// A sealed segment and its index file (if it has one that passes its header checks), opened
+/// ahead of the pass.
+type Opened = (Result<Segment>, Option<IndexFile>);
+
+/// The thread that opens every other sealed segment, and its index file, while the pass opens
+/// the ones between: in listing order, each as the pass would (the manifest consulted alike).
+struct OpenAhead {
+    results: std::sync::mpsc::Receiver<(usize, Opened)>,
+}
+
+impl OpenAhead {
+    /// Starts the thread on the odd positions of `listed`, but never on the newest segment
+    /// (which is not sealed, and opened with its own checks). `None` if no thread can be
+    /// started: the pass opens everything itself.
+    fn start(
+        dir: &Path,
+        listed: &[(u64, PathBuf)],
+        manifest: Arc<Manifest>,
+        disk: &Disk,
+    ) -> Option<OpenAhead> {
+        let sealed: Vec<(usize, u64, PathBuf)> = listed[..listed.len().saturating_sub(1)]
+            .iter()
+            .enumerate()
+            .skip(1)
+            .step_by(2)
+            .map(|(i, (base, path))| (i, *base, path.clone()))
+            .collect();
+        let (tx, results) = std::sync::mpsc::sync_channel(sealed.len());
+        let (dir, disk) = (dir.to_path_buf(), disk.clone());
+        std::thread::Builder::new()
+            .name("eventjournal-open".into())
+            .spawn(move || {
+                for (i, base, path) in sealed {
+                    let seg = Segment::open_unmapped(&path, base, true, &disk);
+                    let file = seg.as_ref().ok().and_then(|seg| {
+                        let vouches =
+                            |stamp, end| manifest.vouches(base, seg.stamp, Some(stamp), end);
+                        persist::open_vouched(&dir, base, seg.extent(), &disk, &vouches)
+                    });
+                    // The pass stopped early (an error, or the end of a reader's log).
+                    if tx.send((i, (seg, file))).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()
+            .map(|_| OpenAhead { results })
+    }
+
+    /// The segment at position `i` of the listing, if the thread opened it (waiting for it).
+    fn take(&mut self, i: usize) -> Option<Opened> {
+        if i.is_multiple_of(2) {
+            return None;
+        }
+        loop {
+            match self.results.recv() {
+                Ok((j, opened)) if j == i => return Some(opened),
+                Ok((j, _)) if j < i => continue,
+                _ => return None,
+            }
+        }
+    }
 }
 
 // The checks at open read the log with positioned reads rather than through its map: a fault

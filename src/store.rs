@@ -270,7 +270,7 @@ impl Store {
         mut index: Index,
         lock: Option<File>,
         quiet: std::time::Duration,
-        manifest: Option<crate::manifest::Manifest>,
+        manifest: Option<Arc<crate::manifest::Manifest>>,
     ) -> Result<Store> {
         let read_only = lock.is_none();
         let lazy = !index.files().is_empty();
@@ -281,7 +281,7 @@ impl Store {
         };
         let visible = active.base + active.data_end();
         let sealed = &segments[..segments.len() - 1];
-        let ids = Arc::new(open_id_tables(&dir, &options, sealed, manifest.as_ref())?);
+        let ids = Arc::new(open_id_tables(&dir, &options, sealed, manifest.as_deref())?);
         index.set_hints(ids.clone());
         let writer = LogWriter::new(
             dir.clone(),

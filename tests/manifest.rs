@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 const MANIFEST: &str = "eventjournal.manifest";
 
 fn options() -> Options {
-    Options::default().segment_size(32 * 1024)
+    Options::default().segment_size(8 * 1024)
 }
 
 /// Counts, per segment file, the positioned reads opening makes past its header.
@@ -60,7 +60,8 @@ fn build(dir: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
     }
     let all = listing(&store);
     store.close().unwrap();
-    assert!(segments(dir).len() >= 4, "{:?}", segments(dir));
+    // More than enough for opening to open half of them on a second thread.
+    assert!(segments(dir).len() > 16, "{:?}", segments(dir));
     assert!(
         dir.join(MANIFEST).exists(),
         "a clean close writes the manifest"

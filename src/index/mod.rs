@@ -417,22 +417,28 @@ impl Files {
         let mut runs: Vec<Run> = Vec::new();
         let mut hinted = Vec::new();
         let use_hints = hints.positions(name_hash(name), &mut hinted).is_ok();
+        hinted.sort_unstable();
+        // The files that may hold the key, by their place in the list.
+        let candidates: Vec<usize> = (0..self.list.len())
+            .filter(|&i| {
+                let base = self.list[i].0;
+                let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
+                if held.is_none() && self.unread.binary_search(&base).is_err() {
+                    return false;
+                }
+                !use_hints || !hints.covers(base) || {
+                    let at = hinted.partition_point(|&p| p < base);
+                    hinted.get(at).is_some_and(|&p| p < seg_end)
+                }
+            })
+            .collect();
+        let found = self.find_in(name, &candidates);
         let mut next = 0u64;
         let mut spans = held.map_or(&[][..], |(_, s)| s).iter().peekable();
-        for (i, (base, file)) in self.list.iter().enumerate() {
-            let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
-            if held.is_none() && self.unread.binary_search(base).is_err() {
-                continue;
-            }
-            if use_hints
-                && hints.covers(*base)
-                && !hinted.iter().any(|p| (*base..seg_end).contains(p))
-            {
-                continue;
-            }
-            let Some(e) = file
-                .find(name)
-                .map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?
+        for (&i, found) in candidates.iter().zip(found) {
+            let (base, file) = &self.list[i];
+            let Some(e) =
+                found.map_err(|d| damaged(file, d, "checksum mismatch or entry out of place"))?
             else {
                 continue;
             };
@@ -462,6 +468,36 @@ impl Files {
             return Err(self.gap(name, &runs, self.list.len(), end, next));
         }
         Ok(runs)
+    }
+
+    /// The entry of `name` in each of the files at `candidates` (places in the list). A first
+    /// lookup of a key with events in many segments (a stream written since the first) searches
+    /// one file per segment, each search a page fault or two: past [`PARALLEL_FILES`] files, half
+    /// of them are searched on a second thread.
+    fn find_in(
+        &self,
+        name: &str,
+        candidates: &[usize],
+    ) -> Vec<std::result::Result<Option<RunEntry>, Damaged>> {
+        let find = |places: &[usize]| -> Vec<_> {
+            places.iter().map(|&i| self.list[i].1.find(name)).collect()
+        };
+        if candidates.len() < PARALLEL_FILES {
+            return find(candidates);
+        }
+        let (first, second) = candidates.split_at(candidates.len() / 2);
+        std::thread::scope(|s| {
+            let other = std::thread::Builder::new()
+                .name("eventjournal-lookup".into())
+                .spawn_scoped(s, || find(second));
+            let mut out = find(first);
+            match other.map(|h| h.join()) {
+                Ok(Ok(rest)) => out.extend(rest),
+                // No thread (or it panicked, which `find` does not): searched here.
+                _ => out.extend(find(second)),
+            }
+            out
+        })
     }
 
     /// The error for runs of `name` that do not follow on (a run found at `found` where `next`
@@ -548,6 +584,10 @@ impl Files {
         Ok(())
     }
 }
+
+/// Index files past which a key's first lookup searches half of them on a second thread: a
+/// search costs some microseconds (a page fault or two), starting a thread some tens.
+const PARALLEL_FILES: usize = 64;
 
 /// How many keys' runs in index files the cache keeps: what bounds the memory a read adds beyond
 /// the key's entry (a run takes 48 bytes; a stream usually has one per segment it is in).

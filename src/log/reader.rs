@@ -82,6 +82,11 @@ impl LogView {
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
         decode_record(seg.bytes(), seg.file_off(c.off) as usize, verify).map_err(|e| match e {
+            // A sealed segment is mapped when first read: no bytes at all, if that failed.
+            super::format::RecordError::End if seg.check_mapped().is_err() => seg
+                .check_mapped()
+                .err()
+                .unwrap_or_else(|| self.corrupt(c.seg, c.off, "segment not mapped")),
             super::format::RecordError::End => self.corrupt(
                 c.seg,
                 c.off,
@@ -384,6 +389,7 @@ pub fn visit_records(
     end: u64,
     mut f: impl FnMut(&super::format::RecordView, &[u8], u64),
 ) -> Result<()> {
+    seg.check_mapped()?;
     let bytes = seg.bytes();
     let end = end.min(seg.data_end()) as usize;
     let mut off = SEGMENT_HEADER_LEN;

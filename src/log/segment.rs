@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -44,9 +44,14 @@ pub struct Segment {
     pub(crate) file: File,
     /// Where the file's operations go through.
     pub(crate) disk: Disk,
-    /// The file mapped, shared: `capacity` bytes, or fewer if the file is shorter. Only raw
-    /// pointers into it are kept; slices are made over published bytes only (see `bytes`).
-    raw: Arc<memmap2::MmapRaw>,
+    /// The file mapped, shared: `map_len` bytes. Only raw pointers into it are kept; slices are
+    /// made over published bytes only (see `bytes`). Mapped when first used (see
+    /// [`open_unmapped`](Self::open_unmapped)).
+    raw: OnceLock<Arc<memmap2::MmapRaw>>,
+    /// Bytes mapped: `capacity`, or fewer if the file is shorter.
+    map_len: u64,
+    /// Whether the map is writable (the writer's segments) or read-only (a read-only store's).
+    map_writable: bool,
     /// Offset just past the last whole batch: what readers may see of this segment.
     data_end: AtomicU64,
     /// A compacted segment's table: the ranges that hold no record any more, and what was there.
@@ -93,6 +98,17 @@ impl Segment {
     /// never grown: a file shorter than the capacity its header gives (cut, or a header that
     /// claims gigabytes) is mapped and used only as far as it goes.
     pub fn open(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
+        let seg = Segment::open_unmapped(path, base, writable, disk)?;
+        seg.check_mapped()?;
+        Ok(seg)
+    }
+
+    /// [`open`](Self::open), leaving the file to be mapped when it is first read: opening a store
+    /// maps none of its sealed segments, of which a first read may need only one. Whatever reads
+    /// a segment whole (recovery's scan, compaction, backup, verification, the id tables'
+    /// rebuild) calls [`check_mapped`](Self::check_mapped) first, which reports a failure to map;
+    /// a read of a record through a segment that cannot be mapped finds no record there and fails.
+    pub fn open_unmapped(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
         let writable = writable && !disk.is_read_only();
         let file = disk.open(path, writable)?;
         let meta = file.metadata().at("reading the size of", path)?;
@@ -137,27 +153,15 @@ impl Segment {
             }
         };
         let map_len = header.capacity.min(file_len);
-        // The directory lock keeps other eventjournal openers out, and this crate never leaves a
-        // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
-        // before anything reads or writes past the cut), so the mapped range stays backed by the
-        // file.
-        let mut map = memmap2::MmapOptions::new();
-        map.len(map_len as usize);
-        // A read-only store opens its files read-only, so its maps must be too (it never
-        // writes through them: appends are refused before they reach the writer).
-        let mapped = if writable {
-            map.map_raw(&file)
-        } else {
-            map.map_raw_read_only(&file)
-        };
-        let raw = Arc::new(mapped.at("memory-mapping", path)?);
         Ok(Segment {
             base,
             capacity: header.capacity,
             path: path.to_path_buf(),
             file,
             disk: disk.clone(),
-            raw,
+            raw: OnceLock::new(),
+            map_len,
+            map_writable: writable,
             data_end: AtomicU64::new(
                 compacted
                     .as_ref()
@@ -166,6 +170,44 @@ impl Segment {
             compacted,
             stamp,
         })
+    }
+
+    /// The map, made now if it was not yet; `Err` if the file cannot be mapped.
+    fn map(&self) -> Result<&Arc<memmap2::MmapRaw>> {
+        if let Some(raw) = self.raw.get() {
+            return Ok(raw);
+        }
+        // The directory lock keeps other eventjournal openers out, and this crate never leaves a
+        // segment shorter than `map_len` while it is mapped (recovery cuts and re-extends it
+        // before anything reads or writes past the cut), so the mapped range stays backed by the
+        // file.
+        let mut map = memmap2::MmapOptions::new();
+        map.len(self.map_len as usize);
+        // A read-only store opens its files read-only, so its maps must be too (it never
+        // writes through them: appends are refused before they reach the writer).
+        let mapped = if self.map_writable {
+            map.map_raw(&self.file)
+        } else {
+            map.map_raw_read_only(&self.file)
+        };
+        let raw = Arc::new(mapped.at("memory-mapping", &self.path)?);
+        // Two threads may map it at once: one map is kept, the other unmapped.
+        Ok(self.raw.get_or_init(|| raw))
+    }
+
+    /// Maps the file if it is not yet: the error, if it cannot be.
+    pub(crate) fn check_mapped(&self) -> Result<()> {
+        self.map().map(|_| ())
+    }
+
+    /// The map's start and length; a null start and no length if the file cannot be mapped
+    /// (see [`open_unmapped`](Self::open_unmapped)).
+    #[inline]
+    fn raw_parts(&self) -> (*mut u8, usize) {
+        match self.map() {
+            Ok(raw) => (raw.as_mut_ptr(), raw.len()),
+            Err(_) => (std::ptr::null_mut(), 0),
+        }
     }
 
     /// The file's stamp as it is now (its length and modification time change while it is
@@ -190,7 +232,7 @@ impl Segment {
     /// bounds check, never dereferenced.
     #[inline(always)]
     pub(crate) fn address_of(&self, off: u64) -> *const u8 {
-        self.raw.as_ptr().wrapping_add(off as usize)
+        self.raw_parts().0.wrapping_add(off as usize)
     }
 
     /// How far its records reach as positions count (what an index file of it may cover):
@@ -204,7 +246,7 @@ impl Segment {
 
     /// How far the segment can be written: its capacity, or less if its file is shorter.
     pub fn usable(&self) -> u64 {
-        self.raw.len() as u64
+        self.map_len
     }
 
     /// Offset just past the last whole batch.
@@ -237,41 +279,49 @@ impl Segment {
             None => self.data_end(),
             Some(c) => c.table_at,
         };
-        let end = (end as usize).min(self.raw.len());
-        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; bytes below
+        let (ptr, len) = self.raw_parts();
+        if ptr.is_null() {
+            return &[];
+        }
+        let end = (end as usize).min(len);
+        // SAFETY: the map is `len` bytes long and lives as long as `self`; bytes below
         // `data_end` are written before `data_end` is stored with release ordering (loaded here
         // with acquire ordering) and never written again.
-        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), end) }
+        unsafe { std::slice::from_raw_parts(ptr, end) }
     }
 
     /// Every mapped byte, for recovery, which runs before any writer of this process exists.
     /// (A read-only store, beside a writer in another process, scans a copy instead: see
     /// [`copy_out`](Self::copy_out).)
     pub fn all_bytes(&self) -> &[u8] {
-        // SAFETY: the map is `raw.len()` bytes long and lives as long as `self`; recovery reads it
+        let (ptr, len) = self.raw_parts();
+        if ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the map is `len` bytes long and lives as long as `self`; recovery reads it
         // before a writer for the store exists, so nothing writes to it while borrowed. (A
         // read-only open's recovery may read bytes a writer elsewhere is writing past its
         // published end: they are untrusted input, bounds-checked and checksummed; the batches
         // taken are whole ones, which no writer changes.)
-        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
     /// A copy of `off..off + len` (cut at the end of the map), read through raw pointers: for
     /// a read-only store's look past its end, at bytes a writer in another process may be
     /// changing. The copy is then read alone, so what is checksummed is what is used.
     pub(crate) fn copy_out(&self, off: u64, len: u64) -> Vec<u8> {
-        let map_len = self.raw.len() as u64;
+        let (ptr, map_len) = self.raw_parts();
+        if ptr.is_null() {
+            return Vec::new();
+        }
+        let map_len = map_len as u64;
         let start = off.min(map_len);
         let n = len.min(map_len - start) as usize;
         let mut out = vec![0u8; n];
-        // SAFETY: `start + n <= raw.len()`; no reference to the source range is made, and the
+        // SAFETY: `start + n <= len`; no reference to the source range is made, and the
         // destination is a new buffer of `n` bytes.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.raw.as_ptr().add(start as usize),
-                out.as_mut_ptr(),
-                n,
-            );
+            std::ptr::copy_nonoverlapping(ptr.add(start as usize), out.as_mut_ptr(), n);
         }
         out
     }
@@ -280,8 +330,11 @@ impl Segment {
     /// `None` unless the range lies below `data_end`.
     pub fn slice(&self, off: usize, len: usize) -> Option<MapSlice> {
         let end = off.checked_add(len)?;
-        (end <= self.bytes().len()).then(|| MapSlice {
-            map: self.raw.clone(),
+        if end > self.bytes().len() {
+            return None;
+        }
+        Some(MapSlice {
+            map: self.map().ok()?.clone(),
             start: off,
             len,
         })
@@ -290,9 +343,10 @@ impl Segment {
     /// Copies `bytes` into the map at `off`, past `data_end`, for the writer.
     pub(crate) fn write_through_map(&self, bytes: &[u8], off: u64) -> Result<()> {
         let off = usize::try_from(off).unwrap_or(usize::MAX);
+        let raw = self.map()?;
         let fits = off
             .checked_add(bytes.len())
-            .is_some_and(|end| end <= self.raw.len());
+            .is_some_and(|end| end <= raw.len());
         if !fits || (off as u64) < self.data_end() {
             return Err(Error::InvalidInput(
                 "internal: write outside the writable part of a segment".into(),
@@ -306,11 +360,7 @@ impl Segment {
         // reference exists (`bytes()` ends at `data_end`, `all_bytes()` is used before a writer
         // exists); only the store's single writer, holding the writer lock, writes here.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.raw.as_mut_ptr().add(off),
-                bytes.len(),
-            );
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), raw.as_mut_ptr().add(off), bytes.len());
         }
         match failure {
             None => Ok(()),
