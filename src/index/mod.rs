@@ -335,6 +335,10 @@ pub trait Hints {
     fn positions(&self, hash: u64, out: &mut Vec<u64>) -> Result<()>;
     /// Whether the hints cover the segment at `base`.
     fn covers(&self, base: u64) -> bool;
+    /// Whether a search of many index files may use a second thread (see [`Files::runs`]).
+    fn parallel(&self) -> bool {
+        true
+    }
 }
 
 /// What gives the index its [`Hints`] of the moment.
@@ -351,6 +355,11 @@ impl Hints for NoHints {
         Ok(())
     }
     fn covers(&self, _: u64) -> bool {
+        false
+    }
+    /// Opening resolves every key of the log it scans, without hints: one thread, since after
+    /// the first key the files' pages are mapped and a search costs less than starting a thread.
+    fn parallel(&self) -> bool {
         false
     }
 }
@@ -432,7 +441,7 @@ impl Files {
                 }
             })
             .collect();
-        let found = self.find_in(name, &candidates);
+        let found = self.find_in(name, &candidates, hints.parallel());
         let mut next = 0u64;
         let mut spans = held.map_or(&[][..], |(_, s)| s).iter().peekable();
         for (&i, found) in candidates.iter().zip(found) {
@@ -478,11 +487,12 @@ impl Files {
         &self,
         name: &str,
         candidates: &[usize],
+        parallel: bool,
     ) -> Vec<std::result::Result<Option<RunEntry>, Damaged>> {
         let find = |places: &[usize]| -> Vec<_> {
             places.iter().map(|&i| self.list[i].1.find(name)).collect()
         };
-        if candidates.len() < PARALLEL_FILES {
+        if !parallel || candidates.len() < PARALLEL_FILES {
             return find(candidates);
         }
         let (first, second) = candidates.split_at(candidates.len() / 2);
