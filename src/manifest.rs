@@ -52,9 +52,10 @@ const ENTRY_LEN: usize = 64;
 const TABLE_ENTRY_LEN: usize = 32;
 /// The trailing CRC32.
 const TRAILER_LEN: usize = 4;
-/// Most entries a manifest may claim: far past any store (a segment is at least a few KiB of a
-/// 64-bit position space), and small enough that its size cannot overflow.
-const MAX_ENTRIES: usize = 1 << 24;
+/// Most entries of each kind a manifest may claim: far past any store a process keeps open (4M
+/// segments, 256 TiB of 64 MiB segments, each holding a file descriptor), and small enough that
+/// its size cannot overflow even in 32 bits.
+const MAX_ENTRIES: usize = 1 << 22;
 
 /// What a clean close vouched for of one sealed segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,12 +81,16 @@ pub(crate) struct Manifest {
 impl Manifest {
     /// The directory's manifest, if it has one that is whole: a missing, short, damaged or
     /// foreign file is no manifest (nothing is skipped), never an error.
-    pub(crate) fn read(dir: &Path, disk: &Disk) -> Option<Manifest> {
+    ///
+    /// A manifest names at most one entry of each kind per segment: one longer than that for the
+    /// `segments` listed is not read.
+    pub(crate) fn read(dir: &Path, segments: usize, disk: &Disk) -> Option<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let file = disk.open(&path, false).ok()?;
         let len = file.metadata().ok()?.len();
-        let most = HEADER_LEN + MAX_ENTRIES * (ENTRY_LEN + TABLE_ENTRY_LEN) + TRAILER_LEN;
-        if len < (HEADER_LEN + TRAILER_LEN) as u64 || len > most as u64 {
+        let most = (segments.min(MAX_ENTRIES) as u64) * (ENTRY_LEN + TABLE_ENTRY_LEN) as u64
+            + (HEADER_LEN + TRAILER_LEN) as u64;
+        if len < (HEADER_LEN + TRAILER_LEN) as u64 || len > most {
             return None;
         }
         let mut bytes = vec![0u8; len as usize];
@@ -106,8 +111,12 @@ impl Manifest {
         }
         let count = u32_at(12)? as usize;
         let tables = u32_at(16)? as usize;
+        if count > MAX_ENTRIES || tables > MAX_ENTRIES || u32_at(20)? != 0 {
+            return None;
+        }
+        // Within bounds on any target, with both counts at most `MAX_ENTRIES`.
         let size = HEADER_LEN + count * ENTRY_LEN + tables * TABLE_ENTRY_LEN + TRAILER_LEN;
-        if count > MAX_ENTRIES || tables > MAX_ENTRIES || u32_at(20)? != 0 || bytes.len() != size {
+        if bytes.len() != size {
             return None;
         }
         let body = bytes.len() - TRAILER_LEN;

@@ -49,21 +49,34 @@ pub(crate) fn open_id_tables(
         if t.stamp().is_some_and(|stamp| vouched(t.base, stamp)) {
             continue;
         }
-        let agrees = t.sample(16).iter().all(|&(hash, pos)| {
-            view.event_at(pos).is_ok_and(|e| {
-                // An entry of a record compaction removed: it can match no lookup.
-                let Some(e) = e else { return true };
-                let stream = e.stream();
-                crate::ids::id_hash(&e.id()) == hash
-                    || [
-                        Key::Stream(stream).name(),
-                        Key::Category(crate::subscription::category_of(stream)).name(),
-                        Key::EventType(e.event_type()).name(),
-                    ]
-                    .iter()
-                    .any(|k| persist::name_hash(k) == hash)
-            })
-        });
+        let mut agrees = true;
+        for &(hash, pos) in &t.sample(16) {
+            let e = match view.event_at(pos) {
+                Ok(e) => e,
+                // A segment that cannot be mapped says nothing of the table: the open fails, as
+                // it would if that segment were mapped when opened.
+                Err(e @ Error::Io { .. }) => return Err(e),
+                Err(_) => {
+                    agrees = false;
+                    break;
+                }
+            };
+            // An entry of a record compaction removed: it can match no lookup.
+            let Some(e) = e else { continue };
+            let stream = e.stream();
+            let matches = crate::ids::id_hash(&e.id()) == hash
+                || [
+                    Key::Stream(stream).name(),
+                    Key::Category(crate::subscription::category_of(stream)).name(),
+                    Key::EventType(e.event_type()).name(),
+                ]
+                .iter()
+                .any(|k| persist::name_hash(k) == hash);
+            if !matches {
+                agrees = false;
+                break;
+            }
+        }
         if !agrees {
             tables.drop_broken(t);
         }
@@ -257,7 +270,7 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
     // What the last clean close vouched for: sealed segments whose files are still the ones it
     // named need no spot check (see `manifest`). Not for a salvage, which checks everything.
     let manifest = if use_index_files && !salvage {
-        Manifest::read(dir, disk).map(Arc::new)
+        Manifest::read(dir, listed.len(), disk).map(Arc::new)
     } else {
         None
     };
@@ -523,6 +536,12 @@ fn recover_pass(dir: &Path, options: &Options, use_index_files: bool) -> Result<
             break;
         }
         i += 1;
+    }
+    if let Some(newest) = segments.last() {
+        // The newest segment is appended to, or followed past its end, through its map: one
+        // that cannot be mapped fails the open (a reader's newest may be one left unmapped above,
+        // where a gap in the listing ended its log).
+        newest.check_mapped()?;
     }
     if segments.is_empty() && disk.is_read_only() {
         return Err(Pass::Failed(Error::NotAStore {

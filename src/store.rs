@@ -545,9 +545,11 @@ pub(crate) fn shutdown(
                     active.usable() - from,
                 );
             }
-            if !handover {
+            if !handover && shared.options.durability != Durability::None {
                 // Best effort, like the index file above: without it the next open checks
-                // every sealed segment's index file against the log.
+                // every sealed segment's index file against the log. Not under `None`, whose
+                // index files and id tables are written without a sync: the manifest names
+                // only files a power loss keeps.
                 let segments = shared.log.segments();
                 let sealed = &segments[..segments.len().saturating_sub(1)];
                 let index = shared.index.read();

@@ -232,3 +232,29 @@ fn a_compacted_segment_is_checked_whatever_the_manifest_says() {
         "{checked:?}"
     );
 }
+
+#[test]
+fn a_store_closed_under_durability_none_vouches_for_nothing() {
+    // Its index files and id tables are written without a sync: a power loss could keep their
+    // names and stamps and lose their bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let unsynced = || options().durability(Durability::None);
+    let store = Store::open(dir.path(), unsynced()).unwrap();
+    for i in 0..600u64 {
+        let stream = format!("acct-{}", i % 30);
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                [EventData::new("Moved", vec![7u8; 250])],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    assert!(segments(dir.path()).len() > 16);
+    assert!(!dir.path().join(MANIFEST).exists());
+    // The same store closed under `Sync` gets one.
+    let synced = Store::open(dir.path(), options()).unwrap();
+    synced.close().unwrap();
+    assert!(dir.path().join(MANIFEST).exists());
+}

@@ -82,8 +82,9 @@ impl LogView {
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
         decode_record(seg.bytes(), seg.file_off(c.off) as usize, verify).map_err(|e| match e {
-            // A sealed segment is mapped when first read: no bytes at all, if that failed.
-            super::format::RecordError::End if seg.check_mapped().is_err() => seg
+            // A sealed segment is mapped when first read: it has no bytes at all if that failed,
+            // which is that failure, not damage.
+            _ if seg.check_mapped().is_err() => seg
                 .check_mapped()
                 .err()
                 .unwrap_or_else(|| self.corrupt(c.seg, c.off, "segment not mapped")),
