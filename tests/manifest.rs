@@ -43,12 +43,10 @@ fn segments(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A store of several sealed segments, 30 streams, closed cleanly; returns every stream's
-/// events as read.
-fn build(dir: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let store = Store::open(dir, options()).unwrap();
+/// Appends 600 events of about 230 bytes to `streams` streams named `<prefix>-<n>`.
+fn fill(store: &Store, prefix: &str, streams: u64) {
     for i in 0..600u64 {
-        let stream = format!("acct-{}", i % 30);
+        let stream = format!("{prefix}-{}", i % streams);
         let data = format!("{stream} event {i} {}", "x".repeat(200));
         store
             .append(
@@ -58,6 +56,13 @@ fn build(dir: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
             )
             .unwrap();
     }
+}
+
+/// A store of several sealed segments, 30 streams, closed cleanly; returns every stream's
+/// events as read.
+fn build(dir: &Path) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let store = Store::open(dir, options()).unwrap();
+    fill(&store, "acct", 30);
     let all = listing(&store);
     store.close().unwrap();
     // More than enough for opening to open half of them on a second thread.
@@ -183,17 +188,7 @@ fn an_index_file_put_in_from_another_store_is_caught_and_rebuilt() {
     let other = tempfile::tempdir().unwrap();
     {
         let store = Store::open(other.path(), options()).unwrap();
-        for i in 0..600u64 {
-            let stream = format!("other-{}", i % 7);
-            let data = format!("{stream} event {i} {}", "y".repeat(200));
-            store
-                .append(
-                    &stream,
-                    ExpectedVersion::Any,
-                    [EventData::new("Moved", data.into_bytes())],
-                )
-                .unwrap();
-        }
+        fill(&store, "other", 7);
         store.close().unwrap();
     }
     let segs = segments(dir.path());
@@ -240,16 +235,7 @@ fn a_store_closed_under_durability_none_vouches_for_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let unsynced = || options().durability(Durability::None);
     let store = Store::open(dir.path(), unsynced()).unwrap();
-    for i in 0..600u64 {
-        let stream = format!("acct-{}", i % 30);
-        store
-            .append(
-                &stream,
-                ExpectedVersion::Any,
-                [EventData::new("Moved", vec![7u8; 250])],
-            )
-            .unwrap();
-    }
+    fill(&store, "acct", 30);
     store.close().unwrap();
     assert!(segments(dir.path()).len() > 16);
     assert!(!dir.path().join(MANIFEST).exists());
