@@ -180,6 +180,12 @@ impl WriterState {
         }
     }
 
+    /// Notes that the active segment's index file, at `base`, covers its records up to
+    /// `covered`: the next checkpoint comes a [`CHECKPOINT_FRACTION`] of the segment later.
+    pub(crate) fn set_checkpointed(&mut self, base: u64, covered: u64) {
+        self.checkpointed = Some((base, covered));
+    }
+
     /// Notes a sync done outside an append (by the background flusher).
     pub(crate) fn mark_synced(&mut self) {
         self.last_sync = Instant::now();

@@ -362,6 +362,17 @@ impl Store {
         let Ok(active) = Segment::open(&newest.path, newest.base, true, &disk) else {
             return self.reopen(lock, disk);
         };
+        // Where the old writer last saved the active segment's index file (this follower may
+        // know only an older one): its checkpoints go on from there, rather than the new
+        // writer's first group writing and syncing the whole file, inside the write gap.
+        let checkpointed = crate::index::persist::covered_end_on_disk(
+            &shared.dir,
+            active.base,
+            active.extent(),
+            &disk,
+        )
+        .filter(|&c| c <= newest.data_end())
+        .map(|c| (active.base, c));
         active.set_data_end(newest.data_end());
         segments.push(Arc::new(active));
         shutdown(shared, &self.life, None)?;
@@ -389,7 +400,12 @@ impl Store {
             quiet,
             None,
         ) {
-            Ok(store) => Ok(store),
+            Ok(store) => {
+                if let Some((base, covered)) = checkpointed {
+                    store.shared.writer.lock().set_checkpointed(base, covered);
+                }
+                Ok(store)
+            }
             Err(e) => match spare {
                 Ok(lock) => Store::open_locked(shared.dir.clone(), options, Some(lock)),
                 Err(_) => Err(e),

@@ -640,3 +640,55 @@ fn a_too_late_handover_is_refused_and_a_close_during_it_leaves_no_listener() {
     let reopened = open_after_close(dir.path(), small()).unwrap();
     assert_eq!(reopened.stream_version("acct-1").unwrap(), Some(3));
 }
+
+/// Records the index files the store creates.
+#[derive(Default)]
+struct IndexWrites(Mutex<Vec<String>>);
+
+impl eventjournal::fault::FaultInjector for IndexWrites {
+    fn before(&self, op: &eventjournal::fault::FileOp<'_>) -> Option<eventjournal::fault::Fault> {
+        if let eventjournal::fault::FileOp::Create { path } = op {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.contains(".idx") {
+                self.0.lock().unwrap().push(name);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn the_new_writer_keeps_the_old_writers_checkpoints_of_the_active_segment() {
+    // 1 MiB segments: the active segment's index file is saved every 128 KiB.
+    let options = || Options::default().segment_size(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let old = Store::open(dir.path(), options()).unwrap();
+    let data = vec![7u8; 1000];
+    let append = |s: &Store, n: usize| {
+        for _ in 0..n {
+            s.append(
+                "acct",
+                ExpectedVersion::Any,
+                [EventData::new("E", data.clone())],
+            )
+            .unwrap();
+        }
+    };
+    append(&old, 50);
+    let writes = Arc::new(IndexWrites::default());
+    let follower =
+        Store::open_read_only(dir.path(), options().fault_injector(writes.clone())).unwrap();
+    // Past two checkpoints after the follower opened: the index file it knows is behind the
+    // one on disk by more than a checkpoint's worth.
+    append(&old, 300);
+    let new = follower.take_over(Duration::from_secs(10)).unwrap();
+    writes.0.lock().unwrap().clear();
+    // Its first appends save no index file: the next checkpoint is 128 KiB after the old
+    // writer's last one, not at once.
+    append(&new, 5);
+    assert_eq!(*writes.0.lock().unwrap(), Vec::<String>::new());
+    // And the checkpoints go on.
+    append(&new, 300);
+    assert!(!writes.0.lock().unwrap().is_empty());
+    drop(old);
+}

@@ -699,6 +699,19 @@ pub fn open_vouched(
     Some(file)
 }
 
+/// The `covered_end` of the index file of the segment at `base` as it is on disk now (its header
+/// read and checked, nothing else), if there is one of this layout.
+pub fn covered_end_on_disk(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<u64> {
+    let path = dir.join(index_file_name(base));
+    let file = disk.open(&path, false).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    disk.read_exact_at(&file, &path, &mut h, 0).ok()?;
+    check_header(&h, len, base, capacity)
+        .ok()
+        .map(|h| h.covered_end)
+}
+
 /// Opens the index file of the segment at `base` and reads its whole directory, if the file is
 /// whole and matching.
 pub fn open(
