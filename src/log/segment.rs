@@ -202,8 +202,19 @@ impl Segment {
 
     /// The map's start and length; a null start and no length if the file cannot be mapped
     /// (see [`open_unmapped`](Self::open_unmapped)).
-    #[inline]
+    #[inline(always)]
     fn raw_parts(&self) -> (*mut u8, usize) {
+        // Every read of a record comes here: the map, once made, is one load away.
+        match self.raw.get() {
+            Some(raw) => (raw.as_mut_ptr(), raw.len()),
+            None => self.raw_parts_first(),
+        }
+    }
+
+    /// [`raw_parts`](Self::raw_parts) before the map is made: out of the readers' way.
+    #[cold]
+    #[inline(never)]
+    fn raw_parts_first(&self) -> (*mut u8, usize) {
         match self.map() {
             Ok(raw) => (raw.as_mut_ptr(), raw.len()),
             Err(_) => (std::ptr::null_mut(), 0),
