@@ -260,7 +260,6 @@ impl Table {
         matches!(self.data, Data::File(_))
     }
 
-    /// The file, for a written table.
     /// The stamp of a written table's file.
     pub(crate) fn stamp(&self) -> Option<crate::disk::Stamp> {
         match &self.data {
@@ -269,6 +268,7 @@ impl Table {
         }
     }
 
+    /// The file, for a written table.
     pub(crate) fn path(&self) -> Option<&Path> {
         match &self.data {
             Data::File(m) => Some(&m.path),

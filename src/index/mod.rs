@@ -303,7 +303,7 @@ const ENTRY_CHUNK: usize = 1 << 16;
 /// The index files of the store's segments, by base (a segment has at most one; the active one
 /// has the one its last `close` wrote, if any). Replaced as a whole when a segment's file is
 /// added, so that a lookup can work on a copy without the index's lock.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Files {
     list: Vec<(u64, Arc<IndexFile>)>,
     /// The bases of the files that may hold keys the index does not hold: those left unread
@@ -397,17 +397,7 @@ impl Files {
     /// [`insert`](Self::insert) into `files`: in place while no lookup holds a copy (as while
     /// the store opens, which adds a file per segment), else into a copy that replaces it.
     fn put(files: &mut Arc<Files>, base: u64, file: Arc<IndexFile>, unread: bool) {
-        match Arc::get_mut(files) {
-            Some(f) => f.insert(base, file, unread),
-            None => {
-                let mut copy = Files {
-                    list: files.list.clone(),
-                    unread: files.unread.clone(),
-                };
-                copy.insert(base, file, unread);
-                *files = Arc::new(copy);
-            }
-        }
+        Arc::make_mut(files).insert(base, file, unread);
     }
 
     /// The runs of the key `name` in the index files, in order. With `held`, the key's number of

@@ -668,21 +668,12 @@ pub fn open_vouched(
     disk: &Disk,
     vouched: &dyn Fn(crate::disk::Stamp, u64) -> bool,
 ) -> Option<IndexFile> {
-    let path = dir.join(index_file_name(base));
-    let file = disk.open(&path, false).ok()?;
-    let meta = file.metadata().ok()?;
-    let len = meta.len();
-    if len < INDEX_HEADER_LEN as u64 {
-        return None;
-    }
+    let (path, file, meta, header) = read_header(dir, base, capacity, disk)?;
     let identity = {
         use std::os::unix::fs::MetadataExt;
         (meta.dev(), meta.ino())
     };
     let stamp = crate::disk::Stamp::of(&meta);
-    let mut h = [0u8; INDEX_HEADER_LEN];
-    disk.read_exact_at(&file, &path, &mut h, 0).ok()?;
-    let header = check_header(&h, len, base, capacity).ok()?;
     let trusted = vouched(stamp, header.covered_end);
     // SAFETY: index files are written under a temporary name and renamed into place, never
     // modified in place; the directory lock keeps other eventjournal openers out. A file replaced
@@ -702,14 +693,27 @@ pub fn open_vouched(
 /// The `covered_end` of the index file of the segment at `base` as it is on disk now (its header
 /// read and checked, nothing else), if there is one of this layout.
 pub fn covered_end_on_disk(dir: &Path, base: u64, capacity: u64, disk: &Disk) -> Option<u64> {
+    read_header(dir, base, capacity, disk).map(|(.., h)| h.covered_end)
+}
+
+/// The index file of the segment at `base`, opened, with its metadata and its checked header
+/// (one 64-byte positioned read), if there is one of this layout.
+fn read_header(
+    dir: &Path,
+    base: u64,
+    capacity: u64,
+    disk: &Disk,
+) -> Option<(PathBuf, std::fs::File, std::fs::Metadata, Header)> {
     let path = dir.join(index_file_name(base));
     let file = disk.open(&path, false).ok()?;
-    let len = file.metadata().ok()?.len();
+    let meta = file.metadata().ok()?;
+    if meta.len() < INDEX_HEADER_LEN as u64 {
+        return None;
+    }
     let mut h = [0u8; INDEX_HEADER_LEN];
     disk.read_exact_at(&file, &path, &mut h, 0).ok()?;
-    check_header(&h, len, base, capacity)
-        .ok()
-        .map(|h| h.covered_end)
+    let header = check_header(&h, meta.len(), base, capacity).ok()?;
+    Some((path, file, meta, header))
 }
 
 /// Opens the index file of the segment at `base` and reads its whole directory, if the file is
