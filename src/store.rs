@@ -43,6 +43,9 @@ pub(crate) struct Shared {
     /// Bumped when a durable append's sync starts and again when it ends (odd: one under way),
     /// so that compaction can hold its writeback back while appends wait on the disk.
     pub(crate) durable_syncs: std::sync::atomic::AtomicU64,
+    /// Bumped each time a group's appenders are handed their results, so that appenders
+    /// waiting for theirs can watch it without taking the queue's lock.
+    pub(crate) groups_done: std::sync::atomic::AtomicU64,
     /// What `Store::stats` reports.
     pub(crate) counters: Counters,
     /// The metadata of the streams that have any (see `lifecycle`).
@@ -299,6 +302,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             sync_nanos: std::sync::atomic::AtomicU64::new(0),
             durable_syncs: std::sync::atomic::AtomicU64::new(0),
+            groups_done: std::sync::atomic::AtomicU64::new(0),
             counters: Counters::default(),
             meta: RwLock::new(Default::default()),
             commits: Commits::default(),
