@@ -63,6 +63,8 @@ pub(crate) struct Queue {
     recent: [Vec<ThreadId>; 2],
     /// A leader waiting for more appenders to join its group.
     gatherer: Option<Thread>,
+    /// When leaders gather (see [`Shared::gather`]).
+    gathering: GatherPace,
     /// The wakers of async appends not answered yet, by ticket.
     #[cfg(feature = "async")]
     wakers: HashMap<u64, std::task::Waker>,
@@ -133,6 +135,10 @@ impl Queue {
 /// so that waiting can never cost more than the syncs it saves.
 const MAX_GATHER: Duration = Duration::from_micros(200);
 
+/// Most groups led without gathering after gathers that ran out of time, before one gathers
+/// again to see whether waiting pays once more.
+const MAX_GATHER_SKIPS: u32 = 64;
+
 /// Times an appender waiting on a group without a sync yields before it sleeps.
 const SPIN_YIELDS: u32 = 64;
 
@@ -144,6 +150,39 @@ const SPIN_SYNCS: u32 = 3;
 /// Bounds of that wait.
 const SPIN_MIN: Duration = Duration::from_micros(20);
 const SPIN_MAX: Duration = Duration::from_millis(1);
+
+/// Whether leaders gather. A gather that runs out of time shows that the appenders take longer
+/// to come back than a sync: while a group syncs they queue for the next one, and waiting for
+/// them only idles the disk. So gathering stops for a while, for twice as long after each gather
+/// that runs out of time (up to [`MAX_GATHER_SKIPS`] groups), and is tried again then.
+#[derive(Default, Debug, PartialEq)]
+struct GatherPace {
+    /// Groups still to lead without gathering.
+    skip: u32,
+    /// How many were skipped after the last gather.
+    backoff: u32,
+}
+
+impl GatherPace {
+    /// Whether the next group gathers (counts it off if not).
+    fn next_gathers(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Notes how a gather ended.
+    fn gathered(&mut self, ran_out: bool) {
+        if ran_out {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_GATHER_SKIPS);
+            self.skip = self.backoff;
+        } else {
+            self.backoff = 0;
+        }
+    }
+}
 
 /// What only the leader touches.
 pub(crate) struct WriterState {
@@ -853,6 +892,11 @@ impl Shared {
     /// turns: the appenders of one group are still returning when the next leader takes the
     /// queue. Waiting for them (a small part of one sync, and only while more threads have been
     /// appending than are queued) lets one sync carry them all. A single appender never waits.
+    ///
+    /// That pays only while they come back within the wait. When there are more of them than
+    /// the cores can bring back in a sync's time (64 one-event appenders on 2 cores), two groups
+    /// taking turns keep the disk busy: each queues while the other syncs. Measured, 64 threads:
+    /// 21× one writer's rate against 16× when every group waited.
     fn gather(&self, q: &mut MutexGuard<'_, Queue>) {
         if self.options.durability != Durability::Sync {
             return;
@@ -873,6 +917,9 @@ impl Shared {
         if expected.len() <= 1 || !wanted(q) {
             return;
         }
+        if !q.gathering.next_gathers() {
+            return;
+        }
         let wait = self
             .writer_sync_cost()
             .map_or(MAX_GATHER, |c| c.min(MAX_GATHER));
@@ -886,6 +933,8 @@ impl Shared {
             MutexGuard::unlocked(q, || std::thread::park_timeout(deadline - now));
         }
         q.gatherer = None;
+        let ran_out = wanted(q);
+        q.gathering.gathered(ran_out);
     }
 
     /// What the last sync took.
@@ -1476,5 +1525,41 @@ impl Drop for Submission<'_> {
                 q.abandoned.insert(ticket);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{GatherPace, MAX_GATHER_SKIPS};
+
+    /// Groups led without a gather before the next gather, given how each gather ends.
+    fn skips_after(ends: &[bool]) -> Vec<u32> {
+        let mut pace = GatherPace::default();
+        let mut out = Vec::new();
+        for &ran_out in ends {
+            pace.gathered(ran_out);
+            let mut skipped = 0;
+            while !pace.next_gathers() {
+                skipped += 1;
+            }
+            out.push(skipped);
+        }
+        out
+    }
+
+    #[test]
+    fn gathers_that_run_out_of_time_are_skipped_for_longer_each_time_and_tried_again() {
+        assert_eq!(
+            skips_after(&[true, true, true, false, true]),
+            vec![1, 2, 4, 0, 1]
+        );
+        let many = skips_after(&[true; 10]);
+        assert_eq!(*many.last().unwrap(), MAX_GATHER_SKIPS);
+        assert!(many.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn gathers_that_complete_keep_every_group_gathering() {
+        assert_eq!(skips_after(&[false; 5]), vec![0; 5]);
     }
 }
