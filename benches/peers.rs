@@ -47,7 +47,9 @@
 //! engine's one writer. Each point runs as three 1-second slices per engine, the engines taking
 //! turns and each slice at T writers following one at one writer (the baseline of that point's
 //! ratio), so that the drift of a shared disk falls on all of them alike. For eventjournal they
-//! also print batches per sync and microseconds per sync cycle, from `Store::stats()`.
+//! also print batches per sync and microseconds per sync cycle, from `Store::stats()`, and for
+//! eventjournal and Tephra the 99th percentile of an append's latency at T writers (each call
+//! timed, over the point's three slices).
 
 mod common;
 
@@ -56,7 +58,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Account;
@@ -232,22 +234,26 @@ fn ej_append_threads(dir: &Path, threads: usize, per_thread: u64) -> Timed {
 /// The writers rows: `threads` threads appending one event per call with `Sync` to their own
 /// streams, with exact expected versions, for `span`. Also returns the batches and syncs the
 /// store counted meanwhile.
-fn ej_writers(dir: &Path, threads: usize, span: Duration) -> (Timed, (u64, u64)) {
+fn ej_writers(dir: &Path, threads: usize, span: Duration) -> (Timed, (u64, u64), Vec<u32>) {
     let store = ej_open(dir, Durability::Sync);
     let before = store.stats();
+    let latencies = Mutex::new(Vec::new());
     let timed = for_a_while(threads, span, |t, barrier, stop| {
         let stream = format!("account-{t}");
         let mut expected = ExpectedVersion::NoStream;
+        let mut took = Vec::new();
         barrier.wait();
-        let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
             let event = EventData::new(TYPE, &PAYLOAD[..]).with_id(EventId::new_random());
+            let start = Instant::now();
             expected = store
                 .append(&stream, expected, [event])
                 .expect("append")
                 .next_expected_version();
-            n += 1;
+            took.push(micros(start));
         }
+        let n = took.len() as u64;
+        latencies.lock().expect("latencies").append(&mut took);
         n
     });
     let after = store.stats();
@@ -255,7 +261,19 @@ fn ej_writers(dir: &Path, threads: usize, span: Duration) -> (Timed, (u64, u64))
     (
         timed,
         (after.appends - before.appends, after.syncs - before.syncs),
+        latencies.into_inner().expect("latencies"),
     )
+}
+
+/// Microseconds since `start`, for the writers rows' latencies.
+fn micros(start: Instant) -> u32 {
+    start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
+}
+
+/// The 99th percentile of `v`, sorting it.
+fn p99_of(v: &mut [u32]) -> Option<u32> {
+    v.sort_unstable();
+    v.get(v.len().checked_sub(1)? * 99 / 100).copied()
 }
 
 /// Fills a store with `streams` streams `account-{i}`, `per_stream` events each, interleaved
@@ -719,21 +737,25 @@ fn tp_append_one(
         .last
 }
 
-fn tp_writers(dir: &Path, threads: usize, span: Duration) -> Timed {
+fn tp_writers(dir: &Path, threads: usize, span: Duration) -> (Timed, Vec<u32>) {
     let store = TpStore::open(dir);
+    let latencies = Mutex::new(Vec::new());
     let timed = for_a_while(threads, span, |t, barrier, stop| {
         let (ty, tags, query) = tp_stream(t);
         let mut last = None;
+        let mut took = Vec::new();
         barrier.wait();
-        let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
             last = Some(tp_append_one(&store.handle, &ty, &tags, &query, last));
-            n += 1;
+            took.push(micros(start));
         }
+        let n = took.len() as u64;
+        latencies.lock().expect("latencies").append(&mut took);
         n
     });
     store.close();
-    timed
+    (timed, latencies.into_inner().expect("latencies"))
 }
 
 /// The fill of `ej_fill`, round-robin over `streams` streams. Tephra cannot skip the sync, so
@@ -1057,7 +1079,7 @@ fn writers(
         WRITERS_SLICE.as_secs_f64() * f64::from(WRITERS_SLICES)
     );
     println!(
-        "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10}",
+        "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10}",
         "writers",
         "eventjournal/s",
         "x1",
@@ -1068,22 +1090,28 @@ fn writers(
         "tephra/s",
         "x1",
         "ej/sqlite",
-        "ej/tephra"
+        "ej/tephra",
+        "ej p99 us",
+        "tp p99 us"
     );
     let fresh = || tempfile::tempdir().expect("tempdir");
-    // One slice of each engine at `t` writers, into `into[engine]`.
-    let slice = |t: usize, into: &mut [Slices; 3]| {
+    // One slice of each engine at `t` writers, into `into[engine]`, with the latencies of
+    // eventjournal's and Tephra's appends into `lat`.
+    let slice = |t: usize, into: &mut [Slices; 3], lat: &mut [Vec<u32>; 2]| {
         if engine_on("eventjournal") {
-            let (timed, (appends, syncs)) = ej_writers(fresh().path(), t, WRITERS_SLICE);
+            let (timed, (appends, syncs), mut took) = ej_writers(fresh().path(), t, WRITERS_SLICE);
             into[0].add(timed);
             into[0].appends += appends;
             into[0].syncs += syncs;
+            lat[0].append(&mut took);
         }
         if engine_on("sqlite") {
             into[1].add(sq_writers(fresh().path(), t, WRITERS_SLICE));
         }
         if engine_on("tephra") {
-            into[2].add(tp_writers(fresh().path(), t, WRITERS_SLICE));
+            let (timed, mut took) = tp_writers(fresh().path(), t, WRITERS_SLICE);
+            into[2].add(timed);
+            lat[1].append(&mut took);
         }
     };
     let on = [
@@ -1097,20 +1125,23 @@ fn writers(
         // The one-writer baseline of each point is measured in turns with the point itself:
         // the disk's speed drifts between points far more than within one.
         let (mut at, mut base) = ([Slices::default(); 3], [Slices::default(); 3]);
+        let (mut lat, mut base_lat) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         for _ in 0..WRITERS_SLICES {
             if t > 1 {
-                slice(1, &mut base);
+                slice(1, &mut base, &mut base_lat);
             }
-            slice(t, &mut at);
+            slice(t, &mut at, &mut lat);
         }
+        let [ej_p99, tp_p99] = lat.each_mut().map(|v| p99_of(v));
         let [e, s, p] = rates(&at);
         let one = if t > 1 { rates(&base) } else { [e, s, p] };
         let ej = at[0];
         let syncs = ej.syncs.max(1) as f64;
         let per_sync = e.map(|_| ej.appends as f64 / syncs);
         let us_per_sync = e.map(|_| ej.secs * 1e6 / syncs);
+        let us = |v: Option<u32>| v.map_or_else(|| "-".into(), |v| v.to_string());
         println!(
-            "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10}",
+            "{:<8} {:>14} {:>7} {:>12} {:>9} {:>10} {:>7} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10}",
             t,
             shown(e),
             ratio(e, one[0]),
@@ -1121,13 +1152,15 @@ fn writers(
             shown(p),
             ratio(p, one[2]),
             ratio(e, s),
-            ratio(e, p)
+            ratio(e, p),
+            us(ej_p99),
+            us(tp_p99)
         );
         rows.push(format!(
             "{{\"workload\":\"writers_{t:02}\",\"eventjournal_per_s\":{},\"sqlite_per_s\":{},\
              \"tephra_per_s\":{},\"eventjournal_appends_per_sync\":{},\
              \"eventjournal_us_per_sync\":{},\"events\":[{},{},{}],\
-             \"one_writer_events\":[{},{},{}]}}",
+             \"one_writer_events\":[{},{},{}],\"p99_us\":[{},{}]}}",
             json(e),
             json(s),
             json(p),
@@ -1138,7 +1171,9 @@ fn writers(
             at[2].events,
             base[0].events,
             base[1].events,
-            base[2].events
+            base[2].events,
+            ej_p99.map_or_else(|| "null".into(), |v| v.to_string()),
+            tp_p99.map_or_else(|| "null".into(), |v| v.to_string())
         ));
     }
 }
