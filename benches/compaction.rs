@@ -33,10 +33,10 @@
 
 #[path = "common/env.rs"]
 mod env;
+#[path = "common/peer.rs"]
+mod peer;
 use env::env;
 
-use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -118,20 +118,8 @@ fn segment_bytes(dir: &Path) -> u64 {
 
 /// Seconds to write `bytes` to a fresh file in `dir` in 1 MiB writes, then `fdatasync` it.
 fn peer_write(dir: &Path, bytes: u64) -> f64 {
-    let path = dir.join("peer-write");
-    let chunk = vec![0xA5u8; 1 << 20];
-    let start = Instant::now();
-    let mut f = File::create(&path).expect("create");
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n]).expect("write");
-        left -= n as u64;
-    }
-    f.sync_data().expect("fdatasync");
-    let secs = start.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(&path).expect("remove");
+    let mut chunk = vec![0xA5u8; 1 << 20];
+    let secs = peer::sequential_write(&dir.join("peer-write"), bytes, &mut chunk);
     sync_all();
     secs
 }

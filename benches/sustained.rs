@@ -25,13 +25,14 @@
 
 #[path = "common/env.rs"]
 mod env;
+#[path = "common/peer.rs"]
+mod peer;
 #[path = "common/rng.rs"]
 mod rng;
 
 use env::env;
 use rng::Rng;
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
@@ -58,29 +59,12 @@ fn disk_written(dir: &Path) -> Option<u64> {
 
 /// Seconds to write `bytes` of random data to a fresh file in `dir` and sync it.
 fn peer_write(dir: &Path, bytes: u64) -> f64 {
-    let path = dir.join("peer.bin");
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut block = vec![0u8; 1 << 20];
     for chunk in block.chunks_mut(8) {
         chunk.copy_from_slice(&rng.below(u64::MAX).to_le_bytes());
     }
-    let start = Instant::now();
-    let mut f = std::fs::File::create(&path).expect("peer file");
-    let mut left = bytes;
-    let mut n = 0u64;
-    while left > 0 {
-        // A different block each time, so that nothing below the file system can share them.
-        block[..8].copy_from_slice(&n.to_le_bytes());
-        n += 1;
-        let len = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..len]).expect("peer write");
-        left -= len as u64;
-    }
-    f.sync_data().expect("peer sync");
-    let secs = start.elapsed().as_secs_f64();
-    drop(f);
-    let _ = std::fs::remove_file(&path);
-    secs
+    peer::sequential_write(&dir.join("peer.bin"), bytes, &mut block)
 }
 
 fn main() {
