@@ -81,19 +81,20 @@ impl LogView {
     #[inline(always)]
     fn decode(&self, c: Cursor, verify: bool) -> Result<RecordView> {
         let seg = &self.segs[c.seg];
-        decode_record(seg.bytes(), seg.file_off(c.off) as usize, verify).map_err(|e| match e {
+        decode_record(seg.bytes(), seg.file_off(c.off) as usize, verify).map_err(|e| {
             // A sealed segment is mapped when first read: it has no bytes at all if that failed,
             // which is that failure, not damage.
-            _ if seg.check_mapped().is_err() => seg
-                .check_mapped()
-                .err()
-                .unwrap_or_else(|| self.corrupt(c.seg, c.off, "segment not mapped")),
-            super::format::RecordError::End => self.corrupt(
-                c.seg,
-                c.off,
-                "expected a record, found the end of the segment",
-            ),
-            super::format::RecordError::Bad(reason) => self.corrupt(c.seg, c.off, reason),
+            if let Err(unmapped) = seg.check_mapped() {
+                return unmapped;
+            }
+            match e {
+                super::format::RecordError::End => self.corrupt(
+                    c.seg,
+                    c.off,
+                    "expected a record, found the end of the segment",
+                ),
+                super::format::RecordError::Bad(reason) => self.corrupt(c.seg, c.off, reason),
+            }
         })
     }
 
