@@ -111,7 +111,8 @@ impl LogView {
         })
     }
 
-    #[inline]
+    /// Always inlined, as `decode_record` is, for the same reason.
+    #[inline(always)]
     fn event_ref(&self, c: Cursor, v: &RecordView) -> EventRef<'_> {
         let seg = &self.segs[c.seg];
         let off = seg.file_off(c.off) as usize;
