@@ -366,7 +366,9 @@ where
     let mut hider = crate::lifecycle::Hider::new(shared)?;
     let mut handed = 0u64;
     while let Some((e, next)) = view.next_forward_ref(cursor)? {
-        if hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros()) {
+        if hider.may_hide(e.stream_bytes())
+            && hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros())
+        {
             cursor = next;
             continue;
         }
