@@ -11,6 +11,7 @@
 //! - `replay-iter` — the same through `read_stream_forward`;
 //! - `replay-interleaved` — `replay_stream` over one stream of 1,000 events among 1,000,000;
 //! - `all` — `replay_all` over those 1,000,000 events;
+//! - `all-iter` — the same through `read_all_forward`;
 //! - `append` — one-event appends with `Durability::None` and exact expected versions;
 //! - `append-sync-100` — 100-event appends with `Durability::Sync`;
 //! - `sync-threads-N` — N threads, each appending one event at a time with `Sync` to its own
@@ -48,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(dir.path(), Options::default().durability(durability))?;
     match mode.as_str() {
         "replay" | "replay-iter" => fill(&store, 1, 100_000)?,
-        "replay-interleaved" | "all" => fill(&store, 1_000, 1_000)?,
+        "replay-interleaved" | "all" | "all-iter" => fill(&store, 1_000, 1_000)?,
         _ => {}
     }
     let start = Instant::now();
@@ -78,6 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     bytes += e.data().len();
                     ControlFlow::Continue(())
                 })?;
+            }
+            "all-iter" => {
+                for e in store.read_all_forward(Position::START, usize::MAX)? {
+                    bytes += e?.data().len();
+                    events += 1;
+                }
             }
             "append" | "append-sync-100" => {
                 let size = if mode == "append" { 1 } else { 100 };

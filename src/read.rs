@@ -214,12 +214,14 @@ impl Iterator for StreamEvents<'_> {
                     continue;
                 }
                 if let Some(h) = &mut self.hider {
-                    if h.hides(
-                        self.shared,
-                        e.stream(),
-                        e.event_number(),
-                        e.timestamp_micros(),
-                    ) {
+                    if h.may_hide(e.stream_bytes())
+                        && h.hides(
+                            self.shared,
+                            e.stream(),
+                            e.event_number(),
+                            e.timestamp_micros(),
+                        )
+                    {
                         continue;
                     }
                 }
@@ -430,12 +432,13 @@ impl Iterator for AllEvents {
                 Ok(Some((event, cursor))) => {
                     self.cursor = cursor;
                     if let Some((shared, h)) = &mut self.hider {
-                        let hidden = h.hides(
-                            shared,
-                            event.stream(),
-                            event.event_number(),
-                            event.timestamp_micros(),
-                        );
+                        let hidden = h.may_hide(event.stream_bytes())
+                            && h.hides(
+                                shared,
+                                event.stream(),
+                                event.event_number(),
+                                event.timestamp_micros(),
+                            );
                         if hidden {
                             continue;
                         }

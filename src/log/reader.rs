@@ -98,6 +98,7 @@ impl LogView {
         })
     }
 
+    #[inline(always)]
     fn event(&self, c: Cursor, v: &RecordView) -> Result<RecordedEvent> {
         let seg = &self.segs[c.seg];
         let off = seg.file_off(c.off) as usize;
@@ -172,6 +173,11 @@ impl LogView {
 
     /// The event whose record starts at `pos`, a position taken from the index; `None` if
     /// compaction removed it.
+    ///
+    /// Always inlined, with `event`, for `decode_record`'s reason: called, the event and the
+    /// view it is built from went through memory. Measured: `read_stream_forward` over one
+    /// stream, 9.4M to 18M events/s (the `workload` example's `replay-iter`).
+    #[inline(always)]
     pub fn event_at(&self, pos: u64) -> Result<Option<RecordedEvent>> {
         let c = self
             .locate(pos)
@@ -228,6 +234,7 @@ impl LogView {
     }
 
     /// The event at `c` and the cursor after it, or `None` at the visible end.
+    #[inline(always)]
     pub fn next_forward(&self, c: Cursor) -> Result<Option<(RecordedEvent, Cursor)>> {
         match self.record_forward(c)? {
             Some((at, v, next)) => Ok(Some((self.event(at, &v)?, next))),
