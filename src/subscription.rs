@@ -258,6 +258,9 @@ enum Target {
         view: LogView,
         /// The visible end when a read last found nothing: new events are past it.
         seen_end: u64,
+        /// The retention rules the last reads applied (boxed: a subscription is moved around,
+        /// and they are several times its size).
+        rules: Option<Box<Rules>>,
     },
     Stream {
         name: String,
@@ -312,6 +315,7 @@ impl Subscription {
                 since_item: 0,
                 seen_end: 0,
                 view,
+                rules: None,
             },
             timeout: None,
             failed: false,
@@ -414,6 +418,7 @@ impl Subscription {
                 since_item,
                 view,
                 seen_end,
+                rules,
             } => poll_all(
                 &self.shared,
                 view,
@@ -422,6 +427,7 @@ impl Subscription {
                 last,
                 filter.as_ref(),
                 since_item,
+                rules,
             ),
             Target::Stream { name, next, ahead } => {
                 if ahead.is_empty() {
@@ -481,6 +487,22 @@ impl Subscription {
     }
 }
 
+/// The retention rules a `$all` subscription applies, kept from one read to the next while
+/// nothing is committed: made for every read, as they were, the metadata table's look-up and
+/// the clock were a fifth of a catch-up's time (one read per event).
+struct Rules {
+    hider: crate::lifecycle::Hider,
+    /// The visible end of the log before they were made. Every change of the rules (metadata,
+    /// deletes, a stream's length for `max_count`) is a commit, which moves it.
+    visible: u64,
+    /// Reads since they were made.
+    reads: u32,
+}
+
+/// Reads after which a subscription's rules are made again though nothing was committed, so
+/// that `max_age` is measured against a clock at most this many events old.
+const RULES_READS: u32 = 256;
+
 /// Reads `$all` from `cursor` for the next event `filter` accepts; passes over the others,
 /// reporting a checkpoint every `checkpoint_every` of them.
 #[allow(clippy::too_many_arguments)]
@@ -492,9 +514,26 @@ fn poll_all(
     last: &mut Option<Position>,
     filter: Option<&Filter>,
     since_item: &mut u64,
+    rules: &mut Option<Box<Rules>>,
 ) -> Result<Option<SubscriptionItem>> {
     let mut renewed = false;
-    let mut hider = crate::lifecycle::Hider::new(shared)?;
+    let visible = shared.log.visible();
+    if rules
+        .as_ref()
+        .is_none_or(|r| r.visible != visible || r.reads >= RULES_READS)
+    {
+        *rules = None;
+    }
+    let kept = match rules {
+        Some(r) => r,
+        None => rules.insert(Box::new(Rules {
+            hider: crate::lifecycle::Hider::new(shared)?,
+            visible,
+            reads: 0,
+        })),
+    };
+    kept.reads += 1;
+    let hider = &mut kept.hider;
     loop {
         // Decoded once; made owned (sharing the map, no copy) only if delivered.
         let step = view.next_forward_if(*cursor, |e| {

@@ -909,3 +909,66 @@ fn a_stream_of_the_longest_name_can_have_metadata_and_be_deleted() {
     ));
     store.close().unwrap();
 }
+
+/// A `$all` subscription keeps the retention rules it applies from one read to the next while
+/// nothing is committed; a rule set in the middle of its catch-up (a commit) applies to the very
+/// next event it delivers, though those events were already in the log it was reading.
+#[test]
+fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options::default().durability(eventjournal::Durability::None),
+    )
+    .expect("open");
+    for i in 0..600 {
+        for s in ["gone-1", "capped-1", "kept-1"] {
+            store
+                .append(s, ExpectedVersion::Any, [ev(i)])
+                .expect("append");
+        }
+    }
+    let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
+    let mut next = || match sub.try_recv().expect("read") {
+        Some(eventjournal::SubscriptionItem::Event(e)) => {
+            Some((e.stream().to_string(), e.event_number()))
+        }
+        Some(eventjournal::SubscriptionItem::Checkpoint(_)) => {
+            unreachable!("no filter, no checkpoints")
+        }
+        None => None,
+    };
+    // Far enough in for the rules to have been kept over many reads.
+    for _ in 0..300 {
+        next().expect("an event");
+    }
+    store
+        .delete_stream("gone-1", ExpectedVersion::Any)
+        .expect("delete");
+    store
+        .set_stream_metadata(
+            "capped-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                max_count: Some(5),
+                ..Default::default()
+            },
+        )
+        .expect("metadata");
+    let mut rest = Vec::new();
+    while let Some(e) = next() {
+        rest.push(e);
+    }
+    assert!(
+        !rest.iter().any(|(s, _)| s == "gone-1"),
+        "a deleted stream's events were delivered after its delete"
+    );
+    let capped: Vec<u64> = rest
+        .iter()
+        .filter(|(s, _)| s == "capped-1")
+        .map(|&(_, n)| n)
+        .collect();
+    assert_eq!(capped, [595, 596, 597, 598, 599]);
+    let kept = rest.iter().filter(|(s, _)| s == "kept-1").count();
+    assert_eq!(kept, 500, "the stream without rules lost events");
+}

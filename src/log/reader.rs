@@ -274,7 +274,7 @@ impl LogView {
 
     /// The record at or after `c` (moving to the next segment at the end of one), where it is,
     /// and the cursor after it.
-    #[inline]
+    #[inline(always)]
     fn record_forward(&self, mut c: Cursor) -> Result<Option<(Cursor, RecordView, Cursor)>> {
         loop {
             let seg = &self.segs[c.seg];
