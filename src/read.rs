@@ -328,6 +328,15 @@ where
         if !view.covers(last) {
             view = shared.log.view();
         }
+        // The chunk's first events have none `PREFETCH_AHEAD` before them to ask for them: a
+        // journaled actor's replay is often one short chunk.
+        if let [a, b, ..] = chunk[..] {
+            if b - a > SPREAD / PREFETCH_AHEAD as u64 {
+                for &p in chunk.iter().take(PREFETCH_AHEAD) {
+                    view.prefetch_located(p);
+                }
+            }
+        }
         for (i, &pos) in chunk.iter().enumerate() {
             if let Some(&ahead) = chunk.get(i + PREFETCH_AHEAD) {
                 // Only for a stream spread among others: the hardware prefetcher already

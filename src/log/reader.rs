@@ -163,11 +163,21 @@ impl LogView {
     #[inline(always)]
     pub fn prefetch(&self, pos: u64, hint: usize) {
         if let Some(s) = self.segs.get(hint).filter(|s| s.compacted.is_none()) {
-            // Outside this segment the address is wrong, and the hint merely useless. Two lines:
-            // a record of a hundred bytes or so usually spans two.
+            // Outside this segment the address is wrong, and the hint merely useless. Four
+            // lines: a record of 100-byte data is 176 bytes, and spans three or four (with two,
+            // reading its trailer missed the cache: journaled actors' activation, +8 to 15%).
             let at = s.address_of(pos.wrapping_sub(s.base));
             prefetch_line(at);
             prefetch_line(at.wrapping_add(64));
+            prefetch_line(at.wrapping_add(128));
+            prefetch_line(at.wrapping_add(192));
+        }
+    }
+
+    /// [`prefetch`](Self::prefetch), for a record in any segment.
+    pub fn prefetch_located(&self, pos: u64) {
+        if let Some(c) = self.locate(pos) {
+            self.prefetch(pos, c.seg);
         }
     }
 
