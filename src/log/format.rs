@@ -256,8 +256,21 @@ pub fn encode_record(out: &mut Vec<u8>, f: &RecordFields<'_>) {
     out.extend_from_slice(f.metadata);
     out.resize(start + len - RECORD_TRAILER_LEN, 0);
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    let crc = crc32fast::hash(&out[start + 8..start + len]);
+    let crc = record_crc(&out[start + 8..start + len]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The checksum of a record's bytes after its checksum field. Cloned from a hasher made once:
+/// `crc32fast::hash` sets up a hasher on every call, finding out which instructions the CPU
+/// has; without that, one stream's replay went from 26.8M to 29.8M events/s, `$all` from 30.3M
+/// to 32.7M (the `workload` example).
+#[inline(always)]
+pub(crate) fn record_crc(bytes: &[u8]) -> u32 {
+    static HASHER: std::sync::LazyLock<crc32fast::Hasher> =
+        std::sync::LazyLock::new(crc32fast::Hasher::new);
+    let mut h = HASHER.clone();
+    h.update(bytes);
+    h.finalize()
 }
 
 /// Decodes the record that starts at `off` in `buf`, checking every bound and, if `verify`, the
@@ -311,7 +324,7 @@ pub fn decode_record(buf: &[u8], off: usize, verify: bool) -> Result<RecordView,
     if record_len(stream_len, type_len, data_len, meta_len) != len {
         return Err(RecordError::Bad("record field lengths do not add up"));
     }
-    if verify && crc32fast::hash(&r[8..]) != u32_at(r, 4) {
+    if verify && record_crc(&r[8..]) != u32_at(r, 4) {
         return Err(RecordError::Bad("record checksum mismatch"));
     }
     let mut id = [0u8; 16];
