@@ -302,6 +302,7 @@ pub(crate) struct Fields {
     pub(crate) metadata: (u32, u32),
 }
 
+#[inline]
 fn text(bytes: &[u8], range: (u32, u32)) -> &str {
     // Checked as UTF-8 when the record was decoded.
     std::str::from_utf8(&bytes[range.0 as usize..range.1 as usize]).unwrap_or_default()
@@ -309,78 +310,92 @@ fn text(bytes: &[u8], range: (u32, u32)) -> &str {
 
 impl RecordedEvent {
     /// The stream the event belongs to.
+    #[inline]
     pub fn stream(&self) -> &str {
         text(self.record.as_slice(), self.fields.stream)
     }
 
     /// The stream name's bytes.
+    #[inline]
     pub(crate) fn stream_bytes(&self) -> &[u8] {
         let (a, b) = self.fields.stream;
         &self.record.as_slice()[a as usize..b as usize]
     }
 
     /// The event's type.
+    #[inline]
     pub fn event_type(&self) -> &str {
         text(self.record.as_slice(), self.fields.event_type)
     }
 
     /// Its number inside its stream, from 0.
+    #[inline]
     pub fn event_number(&self) -> u64 {
         self.fields.event_number
     }
 
     /// Its global position (`$all` order).
+    #[inline]
     pub fn position(&self) -> Position {
         self.position
     }
 
     /// The position just after this event: reading `$all` forward from it continues after this
     /// event, reading backward from it starts with this event.
+    #[inline]
     pub fn next_position(&self) -> Position {
         Position(self.position.0 + self.record.as_slice().len() as u64)
     }
 
     /// Its id.
+    #[inline]
     pub fn id(&self) -> EventId {
         self.fields.id
     }
 
     /// When the store recorded it, in microseconds since the Unix epoch.
+    #[inline]
     pub fn timestamp_micros(&self) -> u64 {
         self.fields.timestamp_micros
     }
 
     /// When the store recorded it, as an RFC 3339 time in UTC with microseconds
     /// (`2026-12-04T03:10:04.096651Z`).
+    #[inline]
     pub fn time_utc(&self) -> String {
         utc_time(self.fields.timestamp_micros)
     }
 
     /// The payload, borrowed from the memory map.
+    #[inline]
     pub fn data(&self) -> &[u8] {
         let (a, b) = self.fields.data;
         &self.record.as_slice()[a as usize..b as usize]
     }
 
     /// The payload as an owned handle on the same memory: no copy.
+    #[inline]
     pub fn data_bytes(&self) -> Bytes {
         let (a, b) = self.fields.data;
         self.record.to_bytes(a as usize..b as usize)
     }
 
     /// The metadata, borrowed from the memory map.
+    #[inline]
     pub fn metadata(&self) -> &[u8] {
         let (a, b) = self.fields.metadata;
         &self.record.as_slice()[a as usize..b as usize]
     }
 
     /// The metadata as an owned handle on the same memory: no copy.
+    #[inline]
     pub fn metadata_bytes(&self) -> Bytes {
         let (a, b) = self.fields.metadata;
         self.record.to_bytes(a as usize..b as usize)
     }
 
     /// The same event, borrowed.
+    #[inline]
     pub fn as_ref(&self) -> EventRef<'_> {
         EventRef {
             record: self.record.as_slice(),
@@ -495,53 +510,63 @@ pub struct EventRef<'a> {
 
 impl<'a> EventRef<'a> {
     /// The stream the event belongs to.
+    #[inline]
     pub fn stream(&self) -> &'a str {
         text(self.record, self.fields.stream)
     }
 
     /// The stream name's bytes.
+    #[inline]
     pub(crate) fn stream_bytes(&self) -> &'a [u8] {
         let (a, b) = self.fields.stream;
         &self.record[a as usize..b as usize]
     }
 
     /// The event's type.
+    #[inline]
     pub fn event_type(&self) -> &'a str {
         text(self.record, self.fields.event_type)
     }
 
     /// Its number inside its stream, from 0.
+    #[inline]
     pub fn event_number(&self) -> u64 {
         self.fields.event_number
     }
 
     /// Its global position (`$all` order).
+    #[inline]
     pub fn position(&self) -> Position {
         self.position
     }
 
     /// The position just after this event.
+    #[inline]
     pub fn next_position(&self) -> Position {
         Position(self.position.0 + self.record.len() as u64)
     }
 
     /// Its id.
+    #[inline]
     pub fn id(&self) -> EventId {
         self.fields.id
     }
 
     /// When the store recorded it, in microseconds since the Unix epoch.
+    #[inline]
     pub fn timestamp_micros(&self) -> u64 {
         self.fields.timestamp_micros
     }
 
     /// The payload.
+    #[inline]
     pub fn data(&self) -> &'a [u8] {
         let (a, b) = self.fields.data;
         &self.record[a as usize..b as usize]
     }
 
     /// The metadata.
+    #[inline]
     pub fn metadata(&self) -> &'a [u8] {
         let (a, b) = self.fields.metadata;
         &self.record[a as usize..b as usize]
