@@ -29,6 +29,8 @@ pub struct StreamEvents<'a> {
     forward: bool,
     chunk: Vec<u64>,
     at: usize,
+    /// Whether the chunk's events lie spread out, and are prefetched.
+    spread: bool,
     view: LogView,
     /// Whether `name` is a category or event type key rather than a stream.
     keyed: bool,
@@ -111,6 +113,7 @@ impl<'a> StreamEvents<'a> {
             forward,
             chunk: Vec::new(),
             at: 0,
+            spread: false,
             view: shared.log.view(),
             keyed: is_key_name(stream),
             floor: 0,
@@ -168,6 +171,15 @@ impl StreamEvents<'_> {
             }
         }
         let pos = self.chunk[self.at];
+        // As a replay does: a stream or key spread among others has each event on its own cache
+        // line, often its own page.
+        if self.at == 0 {
+            self.spread = prefetch_start(&self.view, &self.chunk);
+        } else if self.spread {
+            if let Some(&ahead) = self.chunk.get(self.at + PREFETCH_AHEAD) {
+                self.view.prefetch_located(ahead);
+            }
+        }
         self.at += 1;
         if !self.view.covers(pos) {
             self.view = self.shared.log.view();
@@ -262,6 +274,20 @@ const PREFETCH_AHEAD: usize = 8;
 /// Bytes between an event and the one `PREFETCH_AHEAD` later above which they are prefetched.
 const SPREAD: u64 = PREFETCH_AHEAD as u64 * 1024;
 
+/// Asks for the first events of a chunk of positions if they lie spread out (they have none
+/// `PREFETCH_AHEAD` before them to ask for them: a journaled actor's replay is often one short
+/// chunk); returns whether they do.
+fn prefetch_start(view: &LogView, chunk: &[u64]) -> bool {
+    let [a, b, ..] = *chunk else { return false };
+    let spread = a.abs_diff(b) > SPREAD / PREFETCH_AHEAD as u64;
+    if spread {
+        for &p in chunk.iter().take(PREFETCH_AHEAD) {
+            view.prefetch_located(p);
+        }
+    }
+    spread
+}
+
 /// Byte equality without a library call: stream names are short, and a call to `memcmp` per
 /// event was a tenth of a replay's time.
 #[inline(always)]
@@ -328,15 +354,7 @@ where
         if !view.covers(last) {
             view = shared.log.view();
         }
-        // The chunk's first events have none `PREFETCH_AHEAD` before them to ask for them: a
-        // journaled actor's replay is often one short chunk.
-        if let [a, b, ..] = chunk[..] {
-            if b - a > SPREAD / PREFETCH_AHEAD as u64 {
-                for &p in chunk.iter().take(PREFETCH_AHEAD) {
-                    view.prefetch_located(p);
-                }
-            }
-        }
+        prefetch_start(&view, &chunk);
         for (i, &pos) in chunk.iter().enumerate() {
             if let Some(&ahead) = chunk.get(i + PREFETCH_AHEAD) {
                 // Only for a stream spread among others: the hardware prefetcher already
