@@ -226,7 +226,8 @@ pub(crate) struct Hider {
     /// Lengths of the streams with `max_count`, looked up once per reader (at most
     /// `MAX_LENS` of them at a time: a read of `$all` meets every actor's snapshot stream).
     lens: HashMap<String, u64>,
-    now: u64,
+    /// The clock `max_age` is measured against, read when a rule first needs it.
+    now: Option<u64>,
 }
 
 /// Stream lengths a [`Hider`] keeps before it starts again.
@@ -237,8 +238,14 @@ impl Hider {
         Ok(Hider {
             table: shared.metadata_table()?,
             lens: HashMap::new(),
-            now: now_micros(),
+            now: None,
         })
+    }
+
+    /// Starts another read with these rules (kept by a subscription): the clock `max_age` is
+    /// measured against is read again when a rule first needs it.
+    pub(crate) fn next_read(&mut self) {
+        self.now = None;
     }
 
     /// Whether some event of the stream named `stream` may be hidden. Most streams have no
@@ -266,19 +273,27 @@ impl Hider {
         let len = if md.max_count.is_some() {
             match self.lens.get(stream) {
                 Some(&l) => l,
-                None => {
-                    let l = shared.stream_len(stream).map_or(0, |(_, l)| l);
-                    if self.lens.len() >= MAX_LENS {
-                        self.lens.clear();
+                None => match shared.stream_len(stream) {
+                    Ok((_, l)) => {
+                        if self.lens.len() >= MAX_LENS {
+                            self.lens.clear();
+                        }
+                        self.lens.insert(stream.to_string(), l);
+                        l
                     }
-                    self.lens.insert(stream.to_string(), l);
-                    l
-                }
+                    // Not kept: the next event asks again.
+                    Err(_) => 0,
+                },
             }
         } else {
             u64::MAX
         };
-        number < md.first_visible(len) || ts < md.oldest_visible(self.now)
+        if number < md.first_visible(len) {
+            return true;
+        }
+        // The clock is read once per read, and only if some stream met has a `max_age`.
+        md.max_age_secs.is_some()
+            && ts < md.oldest_visible(*self.now.get_or_insert_with(now_micros))
     }
 }
 

@@ -489,19 +489,14 @@ impl Subscription {
 
 /// The retention rules a `$all` subscription applies, kept from one read to the next while
 /// nothing is committed: made for every read, as they were, the metadata table's look-up and
-/// the clock were a fifth of a catch-up's time (one read per event).
+/// the clock were a fifth of a catch-up's time (one read per event). The clock `max_age` is
+/// measured against is still read once per read, when a rule needs it.
 struct Rules {
     hider: crate::lifecycle::Hider,
     /// The visible end of the log before they were made. Every change of the rules (metadata,
     /// deletes, a stream's length for `max_count`) is a commit, which moves it.
     visible: u64,
-    /// Reads since they were made.
-    reads: u32,
 }
-
-/// Reads after which a subscription's rules are made again though nothing was committed, so
-/// that `max_age` is measured against a clock at most this many events old.
-const RULES_READS: u32 = 256;
 
 /// Reads `$all` from `cursor` for the next event `filter` accepts; passes over the others,
 /// reporting a checkpoint every `checkpoint_every` of them.
@@ -517,11 +512,11 @@ fn poll_all(
     rules: &mut Option<Box<Rules>>,
 ) -> Result<Option<SubscriptionItem>> {
     let mut renewed = false;
+    // Kept rules skip the metadata table's look-up, which failed once the store was handed over
+    // to another process: this check does it instead.
+    shared.check_index()?;
     let visible = shared.log.visible();
-    if rules
-        .as_ref()
-        .is_none_or(|r| r.visible != visible || r.reads >= RULES_READS)
-    {
+    if rules.as_ref().is_none_or(|r| r.visible != visible) {
         *rules = None;
     }
     let kept = match rules {
@@ -529,10 +524,9 @@ fn poll_all(
         None => rules.insert(Box::new(Rules {
             hider: crate::lifecycle::Hider::new(shared)?,
             visible,
-            reads: 0,
         })),
     };
-    kept.reads += 1;
+    kept.hider.next_read();
     let hider = &mut kept.hider;
     loop {
         // Decoded once; made owned (sharing the map, no copy) only if delivered.

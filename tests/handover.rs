@@ -692,3 +692,39 @@ fn the_new_writer_keeps_the_old_writers_checkpoints_of_the_active_segment() {
     assert!(!writes.0.lock().unwrap().is_empty());
     drop(old);
 }
+
+/// A `$all` subscription on a follower that then takes over reads through the follower's own
+/// index, which the new writer took: its next read fails with `Error::Closed`, as every other
+/// read of that handle does, rather than go on from what it had seen.
+#[test]
+fn a_subscription_of_a_follower_that_took_over_fails_at_its_next_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Store::open(dir.path(), small()).unwrap();
+    for i in 0..300 {
+        old.append(
+            &format!("acct-{}", i % 7),
+            ExpectedVersion::Any,
+            events("acct", i, 1),
+        )
+        .unwrap();
+    }
+    let follower = Store::open_read_only(dir.path(), small()).unwrap();
+    let mut sub = follower.subscribe_to_all(AllFrom::Start, None).unwrap();
+    for _ in 0..10 {
+        match sub.try_recv().unwrap() {
+            Some(SubscriptionItem::Event(_)) => {}
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let new = follower.take_over(Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(sub.try_recv(), Err(Error::Closed)),
+        "the old handle's subscription read on"
+    );
+    assert_eq!(
+        new.read_all_forward(Position::START, usize::MAX)
+            .unwrap()
+            .count(),
+        300
+    );
+}

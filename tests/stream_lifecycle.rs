@@ -972,3 +972,65 @@ fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
     let kept = rest.iter().filter(|(s, _)| s == "kept-1").count();
     assert_eq!(kept, 500, "the stream without rules lost events");
 }
+
+/// A subscription that keeps its rules between reads still measures `max_age` against the clock
+/// of each read: events that age past it while the subscriber pauses are not delivered.
+#[test]
+fn events_that_age_while_a_subscriber_pauses_are_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        Options::default().durability(eventjournal::Durability::None),
+    )
+    .expect("open");
+    store
+        .set_stream_metadata(
+            "aging-1",
+            ExpectedVersion::NoStream,
+            StreamMetadata {
+                max_age_secs: Some(1),
+                ..Default::default()
+            },
+        )
+        .expect("metadata");
+    for i in 0..100 {
+        for s in ["aging-1", "kept-1"] {
+            store
+                .append(s, ExpectedVersion::Any, [ev(i)])
+                .expect("append");
+        }
+    }
+    let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
+    let mut next = || match sub.try_recv().expect("read") {
+        Some(eventjournal::SubscriptionItem::Event(e)) => {
+            Some((e.stream().to_string(), e.event_number()))
+        }
+        Some(eventjournal::SubscriptionItem::Checkpoint(_)) => {
+            unreachable!("no filter, no checkpoints")
+        }
+        None => None,
+    };
+    let mut before = Vec::new();
+    for _ in 0..10 {
+        before.push(next().expect("an event"));
+    }
+    assert!(
+        before.iter().any(|(s, _)| s == "aging-1"),
+        "young events are delivered: {before:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1_200));
+    let mut after = Vec::new();
+    while let Some(e) = next() {
+        after.push(e);
+    }
+    assert!(
+        !after.iter().any(|(s, _)| s == "aging-1"),
+        "events past their max_age were delivered"
+    );
+    let kept = before
+        .iter()
+        .chain(&after)
+        .filter(|(s, _)| s == "kept-1")
+        .count();
+    assert_eq!(kept, 100, "the stream without rules lost events");
+}
