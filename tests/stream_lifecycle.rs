@@ -910,26 +910,28 @@ fn a_stream_of_the_longest_name_can_have_metadata_and_be_deleted() {
     store.close().unwrap();
 }
 
-/// A `$all` subscription keeps the retention rules it applies from one read to the next while
-/// nothing is committed; a rule set in the middle of its catch-up (a commit) applies to the very
-/// next event it delivers, though those events were already in the log it was reading.
-#[test]
-fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
+fn open_unsynced(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
         Options::default().durability(eventjournal::Durability::None),
     )
-    .expect("open");
-    for i in 0..600 {
-        for s in ["gone-1", "capped-1", "kept-1"] {
+    .expect("open")
+}
+
+/// `n` events in each of `streams`, taking turns.
+fn round_robin(store: &Store, streams: &[&str], n: u64) {
+    for i in 0..n {
+        for s in streams {
             store
                 .append(s, ExpectedVersion::Any, [ev(i)])
                 .expect("append");
         }
     }
-    let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
-    let mut next = || match sub.try_recv().expect("read") {
+}
+
+/// The next event of an unfiltered subscription, as its stream and number, if one is there now.
+fn next_of(sub: &mut eventjournal::Subscription) -> Option<(String, u64)> {
+    match sub.try_recv().expect("read") {
         Some(eventjournal::SubscriptionItem::Event(e)) => {
             Some((e.stream().to_string(), e.event_number()))
         }
@@ -937,7 +939,19 @@ fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
             unreachable!("no filter, no checkpoints")
         }
         None => None,
-    };
+    }
+}
+
+/// A `$all` subscription keeps the retention rules it applies from one read to the next while
+/// nothing is committed; a rule set in the middle of its catch-up (a commit) applies to the very
+/// next event it delivers, though those events were already in the log it was reading.
+#[test]
+fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unsynced(dir.path());
+    round_robin(&store, &["gone-1", "capped-1", "kept-1"], 600);
+    let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
+    let mut next = || next_of(&mut sub);
     // Far enough in for the rules to have been kept over many reads.
     for _ in 0..300 {
         next().expect("an event");
@@ -978,11 +992,7 @@ fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
 #[test]
 fn events_that_age_while_a_subscriber_pauses_are_not_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Options::default().durability(eventjournal::Durability::None),
-    )
-    .expect("open");
+    let store = open_unsynced(dir.path());
     store
         .set_stream_metadata(
             "aging-1",
@@ -993,23 +1003,9 @@ fn events_that_age_while_a_subscriber_pauses_are_not_delivered() {
             },
         )
         .expect("metadata");
-    for i in 0..100 {
-        for s in ["aging-1", "kept-1"] {
-            store
-                .append(s, ExpectedVersion::Any, [ev(i)])
-                .expect("append");
-        }
-    }
+    round_robin(&store, &["aging-1", "kept-1"], 100);
     let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
-    let mut next = || match sub.try_recv().expect("read") {
-        Some(eventjournal::SubscriptionItem::Event(e)) => {
-            Some((e.stream().to_string(), e.event_number()))
-        }
-        Some(eventjournal::SubscriptionItem::Checkpoint(_)) => {
-            unreachable!("no filter, no checkpoints")
-        }
-        None => None,
-    };
+    let mut next = || next_of(&mut sub);
     let mut before = Vec::new();
     for _ in 0..10 {
         before.push(next().expect("an event"));
