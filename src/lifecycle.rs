@@ -259,11 +259,9 @@ impl Hider {
                 .is_some_and(|&b| char::from(b) == crate::SYSTEM_PREFIX)
     }
 
-    /// Whether event `number` of `stream`, stamped `timestamp`, is hidden.
+    /// Whether event `number` of `stream`, stamped `timestamp`, is hidden. Readers ask
+    /// [`may_hide`](Self::may_hide) first, which spares most events this.
     pub(crate) fn hides(&mut self, shared: &Shared, stream: &str, number: u64, ts: u64) -> bool {
-        if !self.may_hide(stream.as_bytes()) {
-            return false;
-        }
         let Some(md) = rules_of(stream, self.table.get(stream).map(|(_, md)| &**md)) else {
             return false;
         };
