@@ -248,20 +248,20 @@ impl Hider {
         self.now = None;
     }
 
-    /// Whether some event of the stream named `stream` may be hidden. Most streams have no
-    /// rules: when no stream has metadata, one byte of the name tells, and the name needs no
-    /// UTF-8 check (which was a twentieth of a read of `$all`).
+    /// Whether event `e` is hidden. Most streams have no rules: when no stream has metadata,
+    /// one byte of the name tells, before the name is needed as text (its UTF-8 check was a
+    /// twentieth of a read of `$all`).
     #[inline]
-    pub(crate) fn may_hide(&self, stream: &[u8]) -> bool {
-        !self.table.is_empty()
-            || stream
+    pub(crate) fn hides(&mut self, shared: &Shared, e: &crate::types::EventRef<'_>) -> bool {
+        let may = !self.table.is_empty()
+            || e.stream_bytes()
                 .first()
-                .is_some_and(|&b| char::from(b) == crate::SYSTEM_PREFIX)
+                .is_some_and(|&b| char::from(b) == crate::SYSTEM_PREFIX);
+        may && self.hides_by_rules(shared, e.stream(), e.event_number(), e.timestamp_micros())
     }
 
-    /// Whether event `number` of `stream`, stamped `timestamp`, is hidden. Readers ask
-    /// [`may_hide`](Self::may_hide) first, which spares most events this.
-    pub(crate) fn hides(&mut self, shared: &Shared, stream: &str, number: u64, ts: u64) -> bool {
+    /// Whether event `number` of `stream`, stamped `ts`, is hidden by the stream's rules.
+    fn hides_by_rules(&mut self, shared: &Shared, stream: &str, number: u64, ts: u64) -> bool {
         let Some(md) = rules_of(stream, self.table.get(stream).map(|(_, md)| &**md)) else {
             return false;
         };

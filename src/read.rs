@@ -175,7 +175,8 @@ impl StreamEvents<'_> {
         // line, often its own page.
         if self.at == 0 {
             self.spread = prefetch_start(&self.view, &self.chunk);
-        } else if self.spread {
+        }
+        if self.spread {
             if let Some(&ahead) = self.chunk.get(self.at + PREFETCH_AHEAD) {
                 self.view.prefetch_located(ahead);
             }
@@ -226,14 +227,7 @@ impl Iterator for StreamEvents<'_> {
                     continue;
                 }
                 if let Some(h) = &mut self.hider {
-                    if h.may_hide(e.stream_bytes())
-                        && h.hides(
-                            self.shared,
-                            e.stream(),
-                            e.event_number(),
-                            e.timestamp_micros(),
-                        )
-                    {
+                    if h.hides(self.shared, &e.as_ref()) {
                         continue;
                     }
                 }
@@ -271,15 +265,19 @@ fn check_key(shared: &Shared, e: &EventRef<'_>, name: &str, expected: u64, pos: 
 
 /// How many events ahead a stream replay asks the CPU to load (see `LogView::prefetch`).
 const PREFETCH_AHEAD: usize = 8;
-/// Bytes between an event and the one `PREFETCH_AHEAD` later above which they are prefetched.
-const SPREAD: u64 = PREFETCH_AHEAD as u64 * 1024;
+/// Average bytes between a chunk's consecutive events above which they are prefetched: the
+/// hardware prefetcher already follows a stream whose events lie close together.
+const SPREAD: u64 = 1024;
 
-/// Asks for the first events of a chunk of positions if they lie spread out (they have none
-/// `PREFETCH_AHEAD` before them to ask for them: a journaled actor's replay is often one short
-/// chunk); returns whether they do.
+/// Whether the events of a chunk of positions lie spread out, to be prefetched
+/// `PREFETCH_AHEAD` ahead as they are read; if so, asks for the first ones, which have none that
+/// far before them to ask for them (a journaled actor's replay is often one short chunk).
 fn prefetch_start(view: &LogView, chunk: &[u64]) -> bool {
-    let [a, b, ..] = *chunk else { return false };
-    let spread = a.abs_diff(b) > SPREAD / PREFETCH_AHEAD as u64;
+    let (Some(&first), Some(&last)) = (chunk.first(), chunk.last()) else {
+        return false;
+    };
+    let gaps = chunk.len() as u64 - 1;
+    let spread = gaps > 0 && first.abs_diff(last) / gaps > SPREAD;
     if spread {
         for &p in chunk.iter().take(PREFETCH_AHEAD) {
             view.prefetch_located(p);
@@ -354,12 +352,10 @@ where
         if !view.covers(last) {
             view = shared.log.view();
         }
-        prefetch_start(&view, &chunk);
+        let spread = prefetch_start(&view, &chunk);
         for (i, &pos) in chunk.iter().enumerate() {
-            if let Some(&ahead) = chunk.get(i + PREFETCH_AHEAD) {
-                // Only for a stream spread among others: the hardware prefetcher already
-                // follows one whose events lie close together.
-                if ahead - pos > SPREAD {
+            if spread {
+                if let Some(&ahead) = chunk.get(i + PREFETCH_AHEAD) {
                     view.prefetch(ahead, hint);
                 }
             }
@@ -395,9 +391,7 @@ where
     let mut hider = crate::lifecycle::Hider::new(shared)?;
     let mut handed = 0u64;
     while let Some((e, next)) = view.next_forward_ref(cursor)? {
-        if hider.may_hide(e.stream_bytes())
-            && hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros())
-        {
+        if hider.hides(shared, &e) {
             cursor = next;
             continue;
         }
@@ -459,14 +453,7 @@ impl Iterator for AllEvents {
                 Ok(Some((event, cursor))) => {
                     self.cursor = cursor;
                     if let Some((shared, h)) = &mut self.hider {
-                        let hidden = h.may_hide(event.stream_bytes())
-                            && h.hides(
-                                shared,
-                                event.stream(),
-                                event.event_number(),
-                                event.timestamp_micros(),
-                            );
-                        if hidden {
+                        if h.hides(shared, &event.as_ref()) {
                             continue;
                         }
                     }

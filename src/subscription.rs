@@ -531,9 +531,7 @@ fn poll_all(
     loop {
         // Decoded once; made owned (sharing the map, no copy) only if delivered.
         let step = view.next_forward_if(*cursor, |e| {
-            filter.is_none_or(|f| f.matches(e.stream(), e.event_type()))
-                && !(hider.may_hide(e.stream_bytes())
-                    && hider.hides(shared, e.stream(), e.event_number(), e.timestamp_micros()))
+            filter.is_none_or(|f| f.matches(e.stream(), e.event_type())) && !hider.hides(shared, e)
         })?;
         let Some((owned, pos, next)) = step else {
             if renewed {

@@ -315,13 +315,6 @@ impl RecordedEvent {
         text(self.record.as_slice(), self.fields.stream)
     }
 
-    /// The stream name's bytes.
-    #[inline]
-    pub(crate) fn stream_bytes(&self) -> &[u8] {
-        let (a, b) = self.fields.stream;
-        &self.record.as_slice()[a as usize..b as usize]
-    }
-
     /// The event's type.
     #[inline]
     pub fn event_type(&self) -> &str {
