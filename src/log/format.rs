@@ -3,6 +3,7 @@
 //! Every integer is little-endian. Nothing read from a file is trusted: each length is checked
 //! against the bytes that are really there before it is used.
 
+use super::checksum::record_crc;
 use crate::types::EventId;
 
 /// First eight bytes of every segment file.
@@ -258,19 +259,6 @@ pub fn encode_record(out: &mut Vec<u8>, f: &RecordFields<'_>) {
     out.extend_from_slice(&(len as u32).to_le_bytes());
     let crc = record_crc(&out[start + 8..start + len]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// The checksum of a record's bytes after its checksum field. Cloned from a hasher made once:
-/// `crc32fast::hash` sets up a hasher on every call, finding out which instructions the CPU
-/// has; without that, one stream's replay went from 26.8M to 29.8M events/s, `$all` from 30.3M
-/// to 32.7M (the `workload` example).
-#[inline(always)]
-pub(crate) fn record_crc(bytes: &[u8]) -> u32 {
-    static HASHER: std::sync::LazyLock<crc32fast::Hasher> =
-        std::sync::LazyLock::new(crc32fast::Hasher::new);
-    let mut h = HASHER.clone();
-    h.update(bytes);
-    h.finalize()
 }
 
 /// Decodes the record that starts at `off` in `buf`, checking every bound and, if `verify`, the

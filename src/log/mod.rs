@@ -1,12 +1,14 @@
 //! The log: segment files of records, appended by one writer and read through memory maps.
 //!
 //! - [`format`]: the byte layout of segments and records;
+//! - `checksum`: the records' CRC-32, on a wide path where the CPU allows;
 //! - [`segment`]: one segment file;
 //! - [`writer`]: the append side (positioned writes, fsync, segment rolling);
 //! - [`reader`]: the read side (records at positions, `$all` cursors);
 //! - [`recovery`]: finding the segments and the last whole batch when a store opens;
 //! - [`compacted`]: what a segment rewritten by compaction says of the records it no longer holds.
 
+pub(crate) mod checksum;
 pub mod compacted;
 pub mod format;
 pub mod reader;

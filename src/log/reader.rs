@@ -358,7 +358,7 @@ impl LogView {
                 // check out, the header's length is what is damaged.
                 let (a, b) = (file_start, end as usize);
                 let body_intact = bytes.get(a + 4..a + 8).is_some_and(|crc| {
-                    u32_at(crc, 0) == super::format::record_crc(&bytes[a + 8..b])
+                    u32_at(crc, 0) == super::checksum::record_crc(&bytes[a + 8..b])
                 });
                 return Err(if body_intact {
                     self.corrupt(c.seg, start.off, "record length disagrees with its trailer")
