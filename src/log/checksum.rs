@@ -254,12 +254,30 @@ mod tests {
         }
     }
 
-    /// The wide path itself, where the CPU has it (the dispatch above would fall back silently).
+    /// Whether the wide path can be tested on this CPU (saying so if not: the dispatch would
+    /// fall back silently).
+    #[cfg(target_arch = "x86_64")]
+    fn wide_here() -> bool {
+        let here = *wide::AVAILABLE;
+        if !here {
+            eprintln!("this CPU lacks AVX-512 or VPCLMULQDQ: the wide path is not used here");
+        }
+        here
+    }
+
+    /// The wide path's checksum of `input`, of a length it takes, where [`wide_here`].
+    #[cfg(target_arch = "x86_64")]
+    fn wide_crc(input: &[u8]) -> u32 {
+        assert!(*wide::AVAILABLE && wide::takes(input.len()));
+        // SAFETY: just checked.
+        unsafe { wide::crc(input) }
+    }
+
+    /// The wide path itself, where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn wide_path_matches_crc32fast() {
-        if !*wide::AVAILABLE {
-            eprintln!("this CPU lacks AVX-512 or VPCLMULQDQ: the wide path is not used here");
+        if !wide_here() {
             return;
         }
         for seed in 1..40 {
@@ -267,9 +285,7 @@ mod tests {
             for len in (8..=WIDE_MAX).step_by(8) {
                 let off = (seed as usize * 5) % 64;
                 let b = &buf[off..off + len];
-                // SAFETY: checked `AVAILABLE`; `takes` holds for multiples of 8 in this range.
-                assert!(wide::takes(len));
-                assert_eq!(unsafe { wide::crc(b) }, crc32fast::hash(b), "length {len}");
+                assert_eq!(wide_crc(b), crc32fast::hash(b), "length {len}");
             }
         }
         assert!(!wide::takes(WIDE_MAX + 8));
@@ -282,24 +298,20 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn wide_path_is_the_crc_on_a_basis() {
-        if !*wide::AVAILABLE {
-            eprintln!("this CPU lacks AVX-512 or VPCLMULQDQ: the wide path is not used here");
+        if !wide_here() {
             return;
         }
         let mut b = vec![0u8; WIDE_MAX];
         for len in (8..=WIDE_MAX).step_by(8) {
             let input = &mut b[..len];
-            // SAFETY: checked `AVAILABLE`; `takes` holds for multiples of 8 in this range.
-            assert_eq!(
-                unsafe { wide::crc(input) },
-                crc32fast::hash(input),
-                "zeros, {len}"
-            );
+            assert_eq!(wide_crc(input), crc32fast::hash(input), "zeros, {len}");
             for bit in 0..len * 8 {
                 input[bit / 8] = 1 << (bit % 8);
-                // SAFETY: as above.
-                let got = unsafe { wide::crc(input) };
-                assert_eq!(got, crc32fast::hash(input), "bit {bit} of {len}");
+                assert_eq!(
+                    wide_crc(input),
+                    crc32fast::hash(input),
+                    "bit {bit} of {len}"
+                );
                 input[bit / 8] = 0;
             }
         }
@@ -310,8 +322,7 @@ mod tests {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
     fn wide_path_reads_nothing_around_its_input() {
-        if !*wide::AVAILABLE {
-            eprintln!("this CPU lacks AVX-512 or VPCLMULQDQ: the wide path is not used here");
+        if !wide_here() {
             return;
         }
         const PAGE: usize = 4096;
@@ -340,8 +351,7 @@ mod tests {
         page.copy_from_slice(&bytes(PAGE, 5));
         for len in (8..=WIDE_MAX).step_by(8) {
             for input in [&page[..len], &page[PAGE - len..]] {
-                // SAFETY: checked `AVAILABLE`; `takes` holds for multiples of 8 in this range.
-                assert_eq!(unsafe { wide::crc(input) }, crc32fast::hash(input), "{len}");
+                assert_eq!(wide_crc(input), crc32fast::hash(input), "{len}");
             }
         }
         // SAFETY: the mapping made above, no longer referred to.
