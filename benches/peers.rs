@@ -123,7 +123,6 @@ impl Account {
     }
 }
 
-/// One untimed read, then `READ_REPEATS` timed ones: their events over their seconds.
 /// Lets the file system finish what the engine run before left it (its writeback, the removal
 /// of its files) before the next engine's run starts, so that no engine is timed while another's
 /// leftovers take a core. Before this, eventjournal's contiguous replay fell to 23M–29M events/s
@@ -134,6 +133,7 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
+/// One untimed read, then `READ_REPEATS` timed ones: their events over their seconds.
 fn warm(mut read: impl FnMut() -> Timed) -> Timed {
     black_box(read());
     let (mut events, mut secs) = (0, 0.0);
