@@ -1,6 +1,6 @@
 //! eventjournal, SQLite and Tephra side by side on the same event-store workloads, in one
 //! process, one after the other. Prints a table of events per second (median of several runs,
-//! each on a fresh directory) and the ratios, then the writers rows, then the resident memory per
+//! each on a fresh directory, after a file-system sync and a 100 ms pause) and the ratios, then the writers rows, then the resident memory per
 //! event of a freshly opened store, and writes the rows to `target/peers.json` (in
 //! `CARGO_TARGET_DIR` if set).
 //!
