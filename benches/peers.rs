@@ -126,7 +126,7 @@ impl Account {
 /// Lets the file system finish what the engine run before left it (its writeback, the removal
 /// of its files) before the next engine's run starts, so that no engine is timed while another's
 /// leftovers take a core. Before this, eventjournal's contiguous replay fell to 23M–29M events/s
-/// (from 34M–37M) in some runs beside SQLite's, and in none of eight runs beside Tephra's only.
+/// (from 34M–37M) in some runs beside SQLite's, and in none of four runs beside Tephra's only.
 fn settle() {
     // SAFETY: `sync` takes no arguments and cannot fail.
     unsafe { libc::sync() };
