@@ -19,18 +19,24 @@ fn small() -> Options {
     Options::default().segment_size(16 * 1024)
 }
 
+/// Appends events `range` of `prefix` one at a time, round-robin over streams `acct-0..acct-6`.
+fn round_robin(store: &Store, prefix: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        store
+            .append(
+                &format!("acct-{}", i % 7),
+                ExpectedVersion::Any,
+                events(prefix, i, 1),
+            )
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_follower_takes_over_a_writer_and_the_old_one_refuses_appends() {
     let dir = tempfile::tempdir().unwrap();
     let old = Store::open(dir.path(), small()).unwrap();
-    for i in 0..200 {
-        old.append(
-            &format!("acct-{}", i % 7),
-            ExpectedVersion::Any,
-            events("acct", i, 1),
-        )
-        .unwrap();
-    }
+    round_robin(&old, "acct", 0..200);
     // Written by the old writer, retried through the new one.
     let once = EventData::new("Once", "x").with_id(EventId([7; 16]));
     let first = old
@@ -46,14 +52,7 @@ fn a_follower_takes_over_a_writer_and_the_old_one_refuses_appends() {
         .unwrap();
     assert!(reading.next().unwrap().is_ok());
     // Appends the follower has not seen yet when it asks.
-    for i in 200..230 {
-        old.append(
-            &format!("acct-{}", i % 7),
-            ExpectedVersion::Any,
-            events("acct", i, 1),
-        )
-        .unwrap();
-    }
+    round_robin(&old, "acct", 200..230);
     let before = listing(&old);
     let new = follower.take_over(Duration::from_secs(5)).unwrap();
     let refused = old.append("acct-1", ExpectedVersion::Any, events("acct", 999, 1));
@@ -104,14 +103,7 @@ fn a_follower_takes_over_a_writer_and_the_old_one_refuses_appends() {
         new.append("once-1", ExpectedVersion::Any, [e]).unwrap(),
         first
     );
-    for i in 0..300 {
-        new.append(
-            &format!("acct-{}", i % 7),
-            ExpectedVersion::Any,
-            events("more", i, 1),
-        )
-        .unwrap();
-    }
+    round_robin(&new, "more", 0..300);
     let after = listing(&new);
     assert_eq!(&after[..before.len()], &before[..]);
     old.close().unwrap();
@@ -700,14 +692,7 @@ fn the_new_writer_keeps_the_old_writers_checkpoints_of_the_active_segment() {
 fn a_subscription_of_a_follower_that_took_over_fails_at_its_next_read() {
     let dir = tempfile::tempdir().unwrap();
     let old = Store::open(dir.path(), small()).unwrap();
-    for i in 0..300 {
-        old.append(
-            &format!("acct-{}", i % 7),
-            ExpectedVersion::Any,
-            events("acct", i, 1),
-        )
-        .unwrap();
-    }
+    round_robin(&old, "acct", 0..300);
     let follower = Store::open_read_only(dir.path(), small()).unwrap();
     let mut sub = follower.subscribe_to_all(AllFrom::Start, None).unwrap();
     for _ in 0..10 {

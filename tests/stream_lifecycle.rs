@@ -942,6 +942,16 @@ fn next_of(sub: &mut eventjournal::Subscription) -> Option<(String, u64)> {
     }
 }
 
+/// The next `n` events of an unfiltered subscription (all of them there now).
+fn take_of(sub: &mut eventjournal::Subscription, n: usize) -> Vec<(String, u64)> {
+    (0..n).map(|_| next_of(sub).expect("an event")).collect()
+}
+
+/// Every event an unfiltered subscription has for now.
+fn rest_of(sub: &mut eventjournal::Subscription) -> Vec<(String, u64)> {
+    std::iter::from_fn(|| next_of(sub)).collect()
+}
+
 /// A `$all` subscription keeps the retention rules it applies from one read to the next while
 /// nothing is committed; a rule set in the middle of its catch-up (a commit) applies to the very
 /// next event it delivers, though those events were already in the log it was reading.
@@ -951,11 +961,8 @@ fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
     let store = open_unsynced(dir.path());
     round_robin(&store, &["gone-1", "capped-1", "kept-1"], 600);
     let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
-    let mut next = || next_of(&mut sub);
     // Far enough in for the rules to have been kept over many reads.
-    for _ in 0..300 {
-        next().expect("an event");
-    }
+    take_of(&mut sub, 300);
     store
         .delete_stream("gone-1", ExpectedVersion::Any)
         .expect("delete");
@@ -969,10 +976,7 @@ fn rules_set_while_a_subscription_catches_up_apply_to_its_next_event() {
             },
         )
         .expect("metadata");
-    let mut rest = Vec::new();
-    while let Some(e) = next() {
-        rest.push(e);
-    }
+    let rest = rest_of(&mut sub);
     assert!(
         !rest.iter().any(|(s, _)| s == "gone-1"),
         "a deleted stream's events were delivered after its delete"
@@ -1005,20 +1009,13 @@ fn events_that_age_while_a_subscriber_pauses_are_not_delivered() {
         .expect("metadata");
     round_robin(&store, &["aging-1", "kept-1"], 100);
     let mut sub = store.subscribe_to_all(AllFrom::Start, None).unwrap();
-    let mut next = || next_of(&mut sub);
-    let mut before = Vec::new();
-    for _ in 0..10 {
-        before.push(next().expect("an event"));
-    }
+    let before = take_of(&mut sub, 10);
     assert!(
         before.iter().any(|(s, _)| s == "aging-1"),
         "young events are delivered: {before:?}"
     );
     std::thread::sleep(Duration::from_millis(1_200));
-    let mut after = Vec::new();
-    while let Some(e) = next() {
-        after.push(e);
-    }
+    let after = rest_of(&mut sub);
     assert!(
         !after.iter().any(|(s, _)| s == "aging-1"),
         "events past their max_age were delivered"
