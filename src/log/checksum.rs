@@ -10,7 +10,7 @@
 //! record's end, four blocks per instruction, and the products are summed; one Barrett
 //! reduction ends it. Measured with the `workload` example on 184-byte records (100-byte data,
 //! AMD EPYC, Zen 4; the builds before and after alternated): replay of one stream 26–31M to
-//! 34–36M events/s, `replay_all` 35–37M to 44–49M. Other CPUs and longer records use
+//! 34–36M events/s, `replay_all` 35–37M to 43–49M. Other CPUs and longer records use
 //! `crc32fast`. Both give the same value for every input: the wide path is affine in its input
 //! bits, as the CRC is, and the tests check it on the zero input and every one-bit input of
 //! every length it takes, which determines it.
