@@ -23,7 +23,10 @@
 //! - `replay/{N}`, `replay/1000`: `replay_stream` of `hot-0`'s 1,000 events (warm).
 //! - `hash_floor/{N}`, `hash_floor/1000`: a lookup of a random name in a `HashMap<String, u64>`
 //!   of N names, and of 1,000: the gap between the two is what reaching one random entry of a
-//!   structure of N keys costs on this machine, the floor under any first use of a stream.
+//!   structure of N keys costs on this machine, the floor under any first use of a stream. That
+//!   map reaches two places per lookup (its slot, then the name's own allocation); so
+//!   `probe_floor/{N}`, `probe_floor/1000`: the same lookup in an open-addressing table of the
+//!   names' 64-bit hashes (at most half full, linear probing), one place per lookup.
 //!
 //! "Cold" means not yet looked up by this `Store` since it was opened: the files were just
 //! written and are in the page cache, so this is the cost of the store's own index, not of the
@@ -390,6 +393,70 @@ fn floor_group(c: &mut Criterion, stores: &Stores<'_>) {
     group.finish();
 }
 
+/// The one-place floor: a table of names' 64-bit hashes and their values, side by side, in a
+/// power-of-two array at most half full, probed linearly from the hash. A lookup hashes the
+/// name and reads one slot (rarely the next): what any index reaching a stream's entry in one
+/// memory access pays.
+struct ProbeTable {
+    slots: Vec<(u64, u64)>,
+    mask: usize,
+}
+
+impl ProbeTable {
+    fn hash(name: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        // Never 0, which marks an empty slot.
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(name)
+            | 1
+    }
+
+    fn new(streams: u64) -> ProbeTable {
+        let len = (streams as usize * 2).next_power_of_two();
+        let mut t = ProbeTable {
+            slots: vec![(0, 0); len],
+            mask: len - 1,
+        };
+        for i in 0..streams {
+            let h = Self::hash(&stream(i));
+            let mut at = h as usize & t.mask;
+            while t.slots[at].0 != 0 {
+                at = (at + 1) & t.mask;
+            }
+            t.slots[at] = (h, i);
+        }
+        t
+    }
+
+    fn get(&self, name: &str) -> Option<u64> {
+        let h = Self::hash(name);
+        let mut at = h as usize & self.mask;
+        loop {
+            match self.slots[at] {
+                (0, _) => return None,
+                (k, v) if k == h => return Some(v),
+                _ => at = (at + 1) & self.mask,
+            }
+        }
+    }
+}
+
+fn probe_floor_group(c: &mut Criterion, stores: &Stores<'_>) {
+    let mut group = c.benchmark_group("probe_floor");
+    group.throughput(Throughput::Elements(1));
+    for (label, _, streams) in stores.both() {
+        let table = ProbeTable::new(streams);
+        let mut rng = Rng(SEED);
+        group.bench_function(label, |b| {
+            b.iter_batched(
+                || stream(rng.below(streams)),
+                |name| black_box(table.get(&name)),
+                criterion::BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 /// Appends one event to stream `s`, whose version is `v`, and returns the time the append took.
 fn timed_append(store: &Store, s: u64, v: &mut u64) -> Duration {
     let (name, batch) = (stream(s), vec![event()]);
@@ -594,5 +661,6 @@ fn main() {
     replay_group(&mut c, &stores);
     append_groups(&mut c, &stores);
     floor_group(&mut c, &stores);
+    probe_floor_group(&mut c, &stores);
     c.final_summary();
 }
