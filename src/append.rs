@@ -1133,7 +1133,7 @@ impl Shared {
         }
         self.stream_id(&sw.stream)?;
         if w.keys.cached_category(&sw.stream).is_none() {
-            let category = crate::subscription::category_of(&sw.stream);
+            let category = crate::types::category_of(&sw.stream);
             self.key_id(&Key::Category(category).name())?;
         }
         for e in &sw.events {

@@ -20,7 +20,7 @@ use crate::log::format::RecordView;
 use crate::log::recovery;
 use crate::log::segment::{segment_file_name, Segment};
 use crate::store::Shared;
-use crate::subscription::category_of;
+use crate::types::category_of;
 
 /// Records indexed under one hold of the index lock, at most (whole batches, so a larger batch
 /// is taken in one hold): readers wait for no more than that.

@@ -53,10 +53,10 @@ pub use store::{IndexInfo, Store};
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use subscription::SubscriptionStream;
-pub use subscription::{category_of, AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
+pub use subscription::{AllFrom, Filter, StreamFrom, Subscription, SubscriptionItem};
 pub use types::{
-    AppendResult, EventData, EventId, EventParts, EventRef, ExpectedVersion, Payload, Position,
-    RecordedEvent, StreamWrite,
+    category_of, AppendResult, EventData, EventId, EventParts, EventRef, ExpectedVersion, Payload,
+    Position, RecordedEvent, StreamWrite,
 };
 
 /// The README's Rust examples, compiled and run by `cargo test --doc` so that they cannot drift

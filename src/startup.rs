@@ -67,7 +67,7 @@ pub(crate) fn open_id_tables(
             let matches = crate::ids::id_hash(&e.id()) == hash
                 || [
                     Key::Stream(stream).name(),
-                    Key::Category(crate::subscription::category_of(stream)).name(),
+                    Key::Category(crate::types::category_of(stream)).name(),
                     Key::EventType(e.event_type()).name(),
                 ]
                 .iter()

@@ -1471,7 +1471,7 @@ fn check_category(category: &str) -> Result<()> {
         return Err(Error::InvalidInput(format!(
             "`{category}` cannot be a category: a category is the part of a stream name before \
              its first `-` (`{}` for `{category}`)",
-            crate::subscription::category_of(category)
+            crate::types::category_of(category)
         )));
     }
     Ok(())
@@ -1511,7 +1511,7 @@ pub(crate) fn table_entries(seg: &Segment) -> Result<Vec<(u64, u64)>> {
     let mut note = |stream: &str, event_type: &str, pos: u64| {
         for key in [
             Key::Stream(stream).name(),
-            Key::Category(crate::subscription::category_of(stream)).name(),
+            Key::Category(crate::types::category_of(stream)).name(),
             Key::EventType(event_type).name(),
         ] {
             match last.get_mut(&*key) {

@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 use crate::log::reader::{Cursor, LogView};
 use crate::store::Shared;
-use crate::types::{Position, RecordedEvent};
+use crate::types::{category_of, Position, RecordedEvent};
 
 /// Wakes subscribers when a batch is committed, or the store closes.
 #[derive(Default)]
@@ -132,12 +132,6 @@ impl Default for Filter {
     fn default() -> Filter {
         Filter::new()
     }
-}
-
-/// The category of a stream: the part of its name before the first `-` (the whole name if it
-/// has none), as EventStoreDB's `$by_category` projection takes it.
-pub fn category_of(stream: &str) -> &str {
-    stream.split_once('-').map_or(stream, |(c, _)| c)
 }
 
 impl Filter {

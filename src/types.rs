@@ -21,6 +21,17 @@ pub enum ExpectedVersion {
     Exact(u64),
 }
 
+/// The category of a stream: the part of its name before the first `-` (the whole name if it
+/// has none), as EventStoreDB's `$by_category` projection takes it.
+///
+/// ```
+/// assert_eq!(eventjournal::category_of("account-42"), "account");
+/// assert_eq!(eventjournal::category_of("settings"), "settings");
+/// ```
+pub fn category_of(stream: &str) -> &str {
+    stream.split_once('-').map_or(stream, |(c, _)| c)
+}
+
 /// A global address in the log: events in `$all` order have strictly increasing positions.
 ///
 /// A position is the byte address of an event's record; positions are not dense.

@@ -109,7 +109,7 @@ impl<'a> Key<'a> {
     pub fn holds(&self, stream: &str, event_type: &str, event_number: u64, n: u64) -> bool {
         match *self {
             Key::Stream(s) => s == stream && event_number == n,
-            Key::Category(c) => crate::subscription::category_of(stream) == c,
+            Key::Category(c) => crate::types::category_of(stream) == c,
             Key::EventType(t) => t == event_type,
         }
     }
@@ -1356,12 +1356,12 @@ impl KeyCache {
     /// The category key id of `stream`'s category, if seen before.
     pub fn cached_category(&mut self, stream: &str) -> Option<StreamId> {
         self.categories
-            .get(crate::subscription::category_of(stream))
+            .get(crate::types::category_of(stream))
     }
 
     /// The category key id of `stream`'s category, looked up or created if needed.
     pub fn category(&mut self, index: &mut Index, stream: &str) -> Result<StreamId> {
-        let category = crate::subscription::category_of(stream);
+        let category = crate::types::category_of(stream);
         self.categories
             .get_or_resolve(index, category, Key::Category(category))
     }
