@@ -29,6 +29,7 @@ pub mod journal;
 mod lifecycle;
 mod log;
 mod manifest;
+mod mapping;
 mod options;
 mod read;
 mod startup;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::log::segment::MapSlice;
+use crate::mapping::MapSlice;
 
 /// What the caller believes a stream's version to be when appending.
 ///

@@ -1355,8 +1355,7 @@ pub struct KeyCache {
 impl KeyCache {
     /// The category key id of `stream`'s category, if seen before.
     pub fn cached_category(&mut self, stream: &str) -> Option<StreamId> {
-        self.categories
-            .get(crate::types::category_of(stream))
+        self.categories.get(crate::types::category_of(stream))
     }
 
     /// The category key id of `stream`'s category, looked up or created if needed.
