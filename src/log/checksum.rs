@@ -10,19 +10,29 @@
 //! record's end, four blocks per instruction, and the products are summed; one Barrett
 //! reduction ends it. Measured with the `workload` example on 184-byte records (100-byte data,
 //! AMD EPYC, Zen 4; the builds before and after alternated): replay of one stream 26–31M to
-//! 34–36M events/s, `replay_all` 35–37M to 43–49M. Other CPUs and longer records use
-//! `crc32fast`. Both give the same value for every input: the wide path is affine in its input
-//! bits, as the CRC is, and the tests check it on the zero input and every one-bit input of
-//! every length it takes, which determines it.
+//! 34–36M events/s, `replay_all` 35–37M to 43–49M. CPUs with `VPCLMULQDQ` and AVX2 but not
+//! AVX-512 (Zen 3, Intel's client cores) take the same path with 256-bit registers, two blocks
+//! per instruction; on the same machine with the 512-bit function switched off (a scratch
+//! build, alternated with the others, two runs), replay 31.7–34.4M and `replay_all` 41.8–42.0M,
+//! against 29.6–30.0M and 35.6–36.2M with `crc32fast` (which there takes its own AVX-512
+//! path) and 35.8–37.8M and 48.6–49.4M with 512-bit registers. Other CPUs and longer records
+//! use `crc32fast`. All give the same value for every input: the wide path is affine in its
+//! input bits, as the CRC is, and the tests check both of its functions (where the CPU runs
+//! them) on the zero input and every one-bit input of every length they take, which
+//! determines them.
 
 /// The checksum of `bytes` (a record after its checksum field).
 #[inline(always)]
 pub(crate) fn record_crc(bytes: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
-    if wide::takes(bytes.len()) && *wide::AVAILABLE {
-        // SAFETY: the CPU has the features `wide::crc` is compiled for (checked once, at
-        // `AVAILABLE`), and `takes` holds for the length.
-        return unsafe { wide::crc(bytes) };
+    if wide::takes(bytes.len()) {
+        // SAFETY: the CPU has the features each function is compiled for (checked once, at
+        // `LEVEL`), and `takes` holds for the length.
+        match *wide::LEVEL {
+            wide::Level::Zmm => return unsafe { wide::crc(bytes) },
+            wide::Level::Ymm => return unsafe { wide::crc_ymm(bytes) },
+            wide::Level::None => {}
+        }
     }
     portable(bytes)
 }
@@ -51,14 +61,45 @@ mod wide {
     /// Blocks of 16 bytes in the longest input taken ([`super::WIDE_MAX`] bytes).
     pub(super) const BLOCKS: usize = 64;
 
-    /// Whether this CPU has the instructions [`crc`] uses. Asked once.
-    pub(super) static AVAILABLE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("vpclmulqdq")
+    /// Which of the wide path's functions this CPU can run.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Level {
+        /// [`crc`]: AVX-512 (F, BW) and `VPCLMULQDQ`.
+        Zmm,
+        /// [`crc_ymm`]: AVX2 and `VPCLMULQDQ`, without AVX-512 (Zen 3, Intel's client cores).
+        Ymm,
+        /// Neither: `crc32fast`.
+        None,
+    }
+
+    /// The wide path this CPU takes. Asked once.
+    pub(super) static LEVEL: std::sync::LazyLock<Level> = std::sync::LazyLock::new(|| {
+        let base = is_x86_feature_detected!("vpclmulqdq")
             && is_x86_feature_detected!("pclmulqdq")
-            && is_x86_feature_detected!("sse4.1")
+            && is_x86_feature_detected!("sse4.1");
+        if base && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            Level::Zmm
+        } else if base && is_x86_feature_detected!("avx2") {
+            Level::Ymm
+        } else {
+            Level::None
+        }
     });
+
+    /// One of the wide path's functions.
+    #[cfg(test)]
+    pub(super) type Crc = unsafe fn(&[u8]) -> u32;
+
+    /// The wide path's functions this CPU can run, by name: both where it has AVX-512 (which
+    /// comes with AVX2), so that the tests check the 256-bit one too.
+    #[cfg(test)]
+    pub(super) fn runnable() -> Vec<(&'static str, Crc)> {
+        match *LEVEL {
+            Level::Zmm => vec![("zmm", crc as _), ("ymm", crc_ymm as _)],
+            Level::Ymm => vec![("ymm", crc_ymm as _)],
+            Level::None => Vec::new(),
+        }
+    }
 
     /// Whether [`crc`] takes an input of `len` bytes: records are whole multiples of 8 bytes
     /// (`RECORD_ALIGN`), so an input is a run of 16-byte blocks, perhaps after one of 8.
@@ -208,11 +249,84 @@ mod wide {
             _mm512_castsi512_si256(sum),
             _mm512_extracti64x4_epi64(sum, 1),
         );
-        // The input times x^32, as 96 bits congruent to it mod `P`.
-        let x = _mm_xor_si128(
+        reduce(_mm_xor_si128(
             _mm256_castsi256_si128(half),
             _mm256_extracti128_si256(half, 1),
+        ))
+    }
+
+    /// [`crc`] with 256-bit registers, for CPUs without AVX-512: two blocks per instruction,
+    /// loads masked by eight-byte lanes (the input's length and its virtual zeros are whole
+    /// lanes).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, `VPCLMULQDQ`, `PCLMULQDQ` and SSE4.1 ([`ymm_here`]), and [`takes`]
+    /// holds for `bytes.len()`.
+    #[target_feature(
+        enable = "avx2",
+        enable = "vpclmulqdq",
+        enable = "pclmulqdq",
+        enable = "sse4.1"
+    )]
+    pub(super) unsafe fn crc_ymm(bytes: &[u8]) -> u32 {
+        let len = bytes.len();
+        debug_assert!(takes(len));
+        let p = bytes.as_ptr();
+        let (base, first, init) = if len % 16 == 8 {
+            (p.wrapping_sub(8), 8usize, INIT_BEFORE_8_ZEROS as i32)
+        } else {
+            (p, 0usize, -1i32)
+        };
+        let blocks = (first + len) / 16;
+        let end = first + len;
+        let mut init = _mm256_zextsi128_si256(_mm_cvtsi32_si128(init));
+        let mut sum = _mm256_setzero_si256();
+        // Lane `i` of a load at `at` holds bytes `at + 8i..at + 8i + 8` from `base`: read only
+        // if they are the input's, `first <= at + 8i < end` (a mask lane's sign bit admits it).
+        let (first_v, end_v) = (
+            _mm256_set1_epi64x(first as i64),
+            _mm256_set1_epi64x(end as i64),
         );
+        let mut lanes = _mm256_set_epi64x(24, 16, 8, 0);
+        let step = _mm256_set1_epi64x(32);
+        let mut at = 0usize;
+        while at < end {
+            let mask = _mm256_andnot_si256(
+                _mm256_cmpgt_epi64(first_v, lanes),
+                _mm256_cmpgt_epi64(end_v, lanes),
+            );
+            lanes = _mm256_add_epi64(lanes, step);
+            // SAFETY: the mask admits only lanes of `bytes`; a masked-off lane is not read
+            // (`VPMASKMOVQ` neither reads nor faults there), so a `base` before `bytes` is not
+            // read.
+            let x = unsafe { _mm256_maskload_epi64(base.wrapping_add(at) as *const i64, mask) };
+            let x = _mm256_xor_si256(x, init);
+            init = _mm256_setzero_si256();
+            // SAFETY: as in `crc`: the two entries from `BLOCKS - blocks + at / 16` end within
+            // the table.
+            let k = unsafe {
+                _mm256_loadu_si256(CARRY.as_ptr().add(BLOCKS - blocks + at / 16) as *const _)
+            };
+            sum = _mm256_xor_si256(
+                sum,
+                _mm256_xor_si256(
+                    _mm256_clmulepi64_epi128(x, k, 0x00),
+                    _mm256_clmulepi64_epi128(x, k, 0x11),
+                ),
+            );
+            at += 32;
+        }
+        reduce(_mm_xor_si128(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        ))
+    }
+
+    /// The CRC from the sum of the carried blocks: the input times x^32, as 96 bits congruent
+    /// to it mod `P`, reduced by Barrett's method.
+    #[target_feature(enable = "pclmulqdq", enable = "sse4.1")]
+    #[inline]
+    fn reduce(x: __m128i) -> u32 {
         let barrett = _mm_set_epi64x(BARRETT_P as i64, BARRETT_MU as i64);
         let t = _mm_clmulepi64_si128(x, barrett, 0x00);
         let t = _mm_clmulepi64_si128(t, barrett, 0x10);
@@ -254,38 +368,41 @@ mod tests {
         }
     }
 
-    /// Whether the wide path can be tested on this CPU (saying so if not: the dispatch would
-    /// fall back silently).
+    /// The wide path's functions that can be tested on this CPU (saying so if none: the
+    /// dispatch would fall back silently), each as a safe function of an input of a length the
+    /// wide path takes.
     #[cfg(target_arch = "x86_64")]
-    fn wide_here() -> bool {
-        let here = *wide::AVAILABLE;
-        if !here {
-            eprintln!("this CPU lacks AVX-512 or VPCLMULQDQ: the wide path is not used here");
+    fn wide_paths() -> Vec<(&'static str, impl Fn(&[u8]) -> u32)> {
+        let paths = wide::runnable();
+        if paths.is_empty() {
+            eprintln!("this CPU lacks VPCLMULQDQ or AVX2: the wide path is not used here");
         }
-        here
-    }
-
-    /// The wide path's checksum of `input`, of a length it takes, where [`wide_here`].
-    #[cfg(target_arch = "x86_64")]
-    fn wide_crc(input: &[u8]) -> u32 {
-        assert!(*wide::AVAILABLE && wide::takes(input.len()));
-        // SAFETY: just checked.
-        unsafe { wide::crc(input) }
+        paths
+            .into_iter()
+            .map(|(name, f)| {
+                let safe = move |input: &[u8]| {
+                    assert!(wide::takes(input.len()));
+                    // SAFETY: `runnable` lists only what this CPU runs; the length was just
+                    // checked.
+                    unsafe { f(input) }
+                };
+                (name, safe)
+            })
+            .collect()
     }
 
     /// The wide path itself, where the CPU has it.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn wide_path_matches_crc32fast() {
-        if !wide_here() {
-            return;
-        }
-        for seed in 1..40 {
-            let buf = bytes(WIDE_MAX + 64, seed);
-            for len in (8..=WIDE_MAX).step_by(8) {
-                let off = (seed as usize * 5) % 64;
-                let b = &buf[off..off + len];
-                assert_eq!(wide_crc(b), crc32fast::hash(b), "length {len}");
+        for (name, wide_crc) in wide_paths() {
+            for seed in 1..40 {
+                let buf = bytes(WIDE_MAX + 64, seed);
+                for len in (8..=WIDE_MAX).step_by(8) {
+                    let off = (seed as usize * 5) % 64;
+                    let b = &buf[off..off + len];
+                    assert_eq!(wide_crc(b), crc32fast::hash(b), "{name}, length {len}");
+                }
             }
         }
         assert!(!wide::takes(WIDE_MAX + 8));
@@ -298,21 +415,24 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn wide_path_is_the_crc_on_a_basis() {
-        if !wide_here() {
-            return;
-        }
-        let mut b = vec![0u8; WIDE_MAX];
-        for len in (8..=WIDE_MAX).step_by(8) {
-            let input = &mut b[..len];
-            assert_eq!(wide_crc(input), crc32fast::hash(input), "zeros, {len}");
-            for bit in 0..len * 8 {
-                input[bit / 8] = 1 << (bit % 8);
+        for (name, wide_crc) in wide_paths() {
+            let mut b = vec![0u8; WIDE_MAX];
+            for len in (8..=WIDE_MAX).step_by(8) {
+                let input = &mut b[..len];
                 assert_eq!(
                     wide_crc(input),
                     crc32fast::hash(input),
-                    "bit {bit} of {len}"
+                    "{name}, zeros, {len}"
                 );
-                input[bit / 8] = 0;
+                for bit in 0..len * 8 {
+                    input[bit / 8] = 1 << (bit % 8);
+                    assert_eq!(
+                        wide_crc(input),
+                        crc32fast::hash(input),
+                        "{name}, bit {bit} of {len}"
+                    );
+                    input[bit / 8] = 0;
+                }
             }
         }
     }
@@ -322,7 +442,8 @@ mod tests {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     #[test]
     fn wide_path_reads_nothing_around_its_input() {
-        if !wide_here() {
+        let paths = wide_paths();
+        if paths.is_empty() {
             return;
         }
         const PAGE: usize = 4096;
@@ -349,9 +470,11 @@ mod tests {
         // SAFETY: the middle page is readable and writable, and only this slice refers to it.
         let page = unsafe { std::slice::from_raw_parts_mut(base.add(PAGE), PAGE) };
         page.copy_from_slice(&bytes(PAGE, 5));
-        for len in (8..=WIDE_MAX).step_by(8) {
-            for input in [&page[..len], &page[PAGE - len..]] {
-                assert_eq!(wide_crc(input), crc32fast::hash(input), "{len}");
+        for (name, wide_crc) in &paths {
+            for len in (8..=WIDE_MAX).step_by(8) {
+                for input in [&page[..len], &page[PAGE - len..]] {
+                    assert_eq!(wide_crc(input), crc32fast::hash(input), "{name}, {len}");
+                }
             }
         }
         // SAFETY: the mapping made above, no longer referred to.
