@@ -735,6 +735,15 @@ fn respond_is_usable_without_the_server() {
     let res = web::respond(&store, &head);
     assert!(res.headers().contains_key("content-length"));
     assert!(matches!(res.body(), Body::Full(b) if b.is_empty()));
+    // Refused by negotiation, a `HEAD` still has no body.
+    let head = http::Request::head("/")
+        .header("accept", "image/png")
+        .body(())
+        .unwrap();
+    let res = web::respond(&store, &head);
+    assert_eq!(res.status(), 406);
+    assert!(res.headers().contains_key("content-length"));
+    assert!(matches!(res.body(), Body::Full(b) if b.is_empty()));
     // An event stream ends when its store closes, at once rather than at its timeout.
     let live = http::Request::get("/live")
         .header("accept", "text/event-stream")

@@ -257,6 +257,9 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
             ),
         );
         vary(&mut res);
+        if head {
+            head_only(&mut res);
+        }
         return res;
     };
     let last_event_id = header(req, http::header::HeaderName::from_static("last-event-id"));
@@ -283,15 +286,20 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
     };
     vary(&mut res);
     if head {
-        // The length GET would send, without the body; an event stream has none to announce.
-        if let Body::Full(b) = res.body() {
-            let len = b.len();
-            res.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, len.into());
-        }
-        *res.body_mut() = Body::Full(Vec::new());
+        head_only(&mut res);
     }
     res
+}
+
+/// The answer to a `HEAD`: the length `GET` would send, without the body; an event stream has
+/// none to announce.
+fn head_only(res: &mut http::Response<Body>) {
+    if let Body::Full(b) = res.body() {
+        let len = b.len();
+        res.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, len.into());
+    }
+    *res.body_mut() = Body::Full(Vec::new());
 }
 
 fn header(req: &http::Request<()>, name: impl http::header::AsHeaderName) -> Option<String> {
