@@ -2,7 +2,8 @@
 //!
 //! Each target in `fuzz/fuzz_targets/` and the ordinary test `tests/fuzz_corpus.rs` (which replays
 //! `fuzz/corpus/*/`) include this file with `#[path = ...] mod logic;`. It uses only the public API
-//! of `eventjournal`, `tempfile` and `std`, so it builds without libFuzzer.
+//! of `eventjournal` (with its `http` feature), `http`, `serde_json`, `tempfile` and `std`, so it
+//! builds without libFuzzer.
 //!
 //! - [`open_segment`]: the input is the bytes of segment file `00000000000000000000.seg`.
 //! - [`open_index`]: the input damages the `.idx` files of a small real store.
@@ -10,6 +11,10 @@
 //!   reads and reopens, checked against a model.
 //! - [`open_compacted`]: the input damages a compacted segment (format version 2: records back
 //!   to back, then the compaction table) of a small real store.
+//! - [`open_ids`]: the input damages or forges the id tables (`.ids`) of a small real store.
+//! - [`open_manifest`]: the input is the manifest of a small real store, and damage to a file it
+//!   may vouch for.
+//! - [`web`]: the input is HTTP requests, answered by the HTTP view of a small real store.
 
 #![allow(dead_code)]
 
@@ -35,6 +40,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("open_index", open_index),
     ("ops", ops),
     ("open_compacted", open_compacted),
+    ("open_ids", open_ids),
+    ("open_manifest", open_manifest),
+    ("web", web),
 ];
 
 /// File name of the first segment (base 0).
@@ -569,14 +577,36 @@ enum Tolerate {
     /// deleted (and rebuilt at the next open); what the read returned before must be exact, and
     /// so must be everything the directories say (the streams, their versions).
     DamagedRun,
-    /// Forged index files (valid checksums over wrong content, which only a buggy writer
-    /// makes). Opening spot-checks runs against the log but cannot check every offset without
-    /// reading the whole log: a read may end in `Corrupt` (naming the index file, or the store
-    /// when the record found is not the event the index promised), a stream may look shorter or
-    /// be missing, and `streams()` may list a name that was never written (a forged run that
-    /// open did not sample), but a read may never return an event that differs from what was
-    /// written.
+    /// Forged index files or id tables (valid checksums over wrong content, which only a buggy
+    /// writer makes). Opening spot-checks runs and id table entries against the log but cannot
+    /// check every offset without reading the whole log: a read may end in `Corrupt` (naming
+    /// the index file, or the store when the record found is not the event the index
+    /// promised), a stream may look shorter or be missing, or have a version past its last
+    /// event (reading that event fails), and `streams()` may list a name that was never written
+    /// (a forged run that open did not sample), but a read may never return an event that
+    /// differs from what was written.
     Forged,
+}
+
+/// Whether a read may end with `e`: a `Corrupt` error that `tolerate` allows. A damaged index
+/// file that a read reports is gone afterwards.
+fn tolerates(tolerate: Tolerate, e: &Error) -> bool {
+    let Error::Corrupt { file, .. } = e else {
+        return false;
+    };
+    let names_index_file = file.extension().is_some_and(|x| x == "idx");
+    if names_index_file {
+        assert!(
+            !file.exists(),
+            "index file {} reported damaged but not removed",
+            file.display()
+        );
+    }
+    match tolerate {
+        Tolerate::Nothing => false,
+        Tolerate::DamagedRun => names_index_file,
+        Tolerate::Forged => true,
+    }
 }
 
 /// Checks that `store` holds exactly `events`, reading each stream through the index, up to
@@ -584,26 +614,7 @@ enum Tolerate {
 /// the one written, and `$all` from the start (which does not use the index) is exact.
 fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
     let forged = tolerate == Tolerate::Forged;
-    // Whether a read may end with `e`: a `Corrupt` error that `tolerate` allows. A damaged index
-    // file that a read reports is gone afterwards.
-    let tolerated = |e: &Error| -> bool {
-        let Error::Corrupt { file, .. } = e else {
-            return false;
-        };
-        let names_index_file = file.extension().is_some_and(|x| x == "idx");
-        if names_index_file {
-            assert!(
-                !file.exists(),
-                "index file {} reported damaged but not removed",
-                file.display()
-            );
-        }
-        match tolerate {
-            Tolerate::Nothing => false,
-            Tolerate::DamagedRun => names_index_file,
-            Tolerate::Forged => true,
-        }
-    };
+    let tolerated = |e: &Error| tolerates(tolerate, e);
     let mut names: Vec<String> = Vec::new();
     for e in events {
         if !names.contains(&e.stream) {
@@ -652,10 +663,16 @@ fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
         let want: Vec<&Ev> = events.iter().filter(|e| &e.stream == name).collect();
         let mut got: Vec<Ev> = Vec::new();
         let mut cut = false;
-        for r in store
-            .read_stream_forward(name, 0, usize::MAX)
-            .expect("read_stream_forward")
-        {
+        let read = match store.read_stream_forward(name, 0, usize::MAX) {
+            Ok(read) => Some(read),
+            // Looking the stream up in the index files can meet their damage too.
+            Err(e) if tolerated(&e) => {
+                cut = true;
+                None
+            }
+            Err(e) => panic!("read_stream_forward({name}) ({tolerate:?}): {e}"),
+        };
+        for r in read.into_iter().flatten() {
             match r {
                 Ok(e) => got.push(Ev::from(&e)),
                 Err(e) if tolerated(&e) => {
@@ -682,10 +699,20 @@ fn check_golden(store: &Store, events: &[Ev], tolerate: Tolerate) {
             Err(e) => panic!("stream_version({name}) ({tolerate:?}): {e}"),
         };
         if forged {
-            assert!(
-                version <= Some(want.len() as u64 - 1),
-                "stream `{name}` version"
-            );
+            // A forged run can claim more events than its stream has (its count is checked
+            // against its offsets and the log only when a read uses it): the version is then
+            // past the last event, and reading that event must fail.
+            if let Some(v) = version.filter(|&v| v > want.len() as u64 - 1) {
+                match store.read_event(name, v) {
+                    Err(e) if tolerated(&e) => {}
+                    Err(Error::EventNotFound { .. }) => {}
+                    Ok(e) => panic!(
+                        "stream `{name}` has event {v}, never written: {}",
+                        Ev::from(&e).position
+                    ),
+                    Err(e) => panic!("read_event({name}, {v}) ({tolerate:?}): {e}"),
+                }
+            }
             continue;
         }
         assert_eq!(
@@ -2239,4 +2266,1125 @@ pub fn fix_compacted_checksums(b: &mut [u8]) {
     }
     let crc = crc32(&b[..60]);
     b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The store files of `dir`, sorted by name: every regular file but `LOCK` and temporaries.
+fn store_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .expect("list store directory")
+        .map(|e| e.expect("directory entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| name != "LOCK" && !name.ends_with(".tmp"))
+        .map(|(name, path)| {
+            let bytes = fs::read(&path).expect("read store file");
+            (name, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Writes `files` into `dir`.
+fn restore(dir: &Path, files: &[(String, Vec<u8>)]) {
+    for (name, bytes) in files {
+        fs::write(dir.join(name), bytes).expect("restore golden file");
+    }
+}
+
+/// XORs `patches` (offset: u16 little-endian, byte) onto `b`, offsets taken modulo its length.
+fn xor_patches(b: &mut [u8], patches: &[u8]) {
+    for t in patches.chunks_exact(3) {
+        if b.is_empty() {
+            return;
+        }
+        let at = usize::from(u16::from_le_bytes([t[0], t[1]])) % b.len();
+        b[at] ^= t[2];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// open_ids, open_manifest
+// ---------------------------------------------------------------------------------------------
+
+/// Sealed segments of the tables golden store: the first four's id tables are merged into one
+/// of level 1, the next two keep tables of level 0.
+const TABLES_SEALED: usize = 6;
+
+/// A small real store with every sealed segment's id table written (one merged), closed cleanly
+/// with a manifest: its files, what it shows, and the batches written (to send again as
+/// retries).
+struct TablesGolden {
+    /// The store's files, the manifest left out.
+    files: Vec<(String, Vec<u8>)>,
+    /// The manifest its clean close wrote (stamps of the directory it was written in).
+    manifest: Vec<u8>,
+    events: Vec<Ev>,
+    /// Each batch appended, with what the append returned.
+    batches: Vec<(String, Vec<EventData>, AppendResult)>,
+}
+
+/// The file names of `files` with extension `ext`, in order.
+fn named<'a>(files: &'a [(String, Vec<u8>)], ext: &str) -> Vec<&'a String> {
+    files
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with(ext))
+        .collect()
+}
+
+/// `(base, end, level)` of each id table file in `dir`, by base; `None` while one is being
+/// written (a temporary file) or does not read.
+fn id_tables_in(dir: &Path) -> Option<Vec<(u64, u64, u32)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            return None;
+        }
+        if name.ends_with(".ids") {
+            let b = fs::read(e.path()).ok()?;
+            if b.len() < 64 {
+                return None;
+            }
+            out.push((le_u64(&b, 16), le_u64(&b, 24), le_u32(&b, 40)));
+        }
+    }
+    out.sort_unstable();
+    Some(out)
+}
+
+/// Whether `tables` cover the log up to `active` (the newest segment's base), one after the
+/// other, with no four adjacent tables of one level left to merge.
+fn tables_settled(tables: &[(u64, u64, u32)], active: u64) -> bool {
+    let mut at = 0;
+    for &(base, end, _) in tables {
+        if base != at {
+            return false;
+        }
+        at = end;
+    }
+    at == active && !tables.windows(4).any(|w| w.iter().all(|t| t.2 == w[0].2))
+}
+
+fn tables_golden() -> &'static TablesGolden {
+    static GOLDEN: OnceLock<TablesGolden> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let dir = tempdir();
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        let segments = |dir: &Path| {
+            fs::read_dir(dir)
+                .expect("list store directory")
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                })
+                .count()
+        };
+        let mut batches = Vec::new();
+        let mut n = 0u32;
+        let mut event = |ty: &str, id: Option<EventId>| {
+            n += 1;
+            let id = id.unwrap_or_else(|| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&n.to_le_bytes());
+                id[15] = 0x1D;
+                EventId(id)
+            });
+            EventData::new(ty, vec![n as u8; 8 + (n as usize * 41) % 140])
+                .with_id(id)
+                .with_metadata(if n.is_multiple_of(6) {
+                    vec![1; 5]
+                } else {
+                    vec![]
+                })
+        };
+        let streams = ["acct-1", "acct-2", "cart-1", "solo"];
+        let types = ["Opened", "Moved", "Closed"];
+        let mut round = 0usize;
+        // Past the sealed segments wanted, a few batches into the newest one.
+        let mut extra = 0;
+        while extra < 4 {
+            if segments(dir.path()) > TABLES_SEALED {
+                extra += 1;
+            }
+            // Streams used throughout, and one stream per few batches (so that most segments
+            // hold a stream's events and others do not: the tables' key entries say which).
+            let stream = if round % 3 == 2 {
+                format!("once-{}", round / 3)
+            } else {
+                streams[round % streams.len()].to_string()
+            };
+            // Now and then an event with the id of an earlier one, in another stream: not a
+            // retry, a second event with that id.
+            let reused = if round % 11 == 10 {
+                batches
+                    .iter()
+                    .find(|(s, _, _): &&(String, Vec<EventData>, AppendResult)| *s != stream)
+                    .map(|(_, b, _)| b[0].id())
+            } else {
+                None
+            };
+            let batch: Vec<EventData> = (0..1 + round % 3)
+                .map(|k| event(types[(round + k) % 3], if k == 0 { reused } else { None }))
+                .collect();
+            let r = store
+                .append(&stream, ExpectedVersion::Any, batch.clone())
+                .expect("append");
+            batches.push((stream, batch, r));
+            round += 1;
+        }
+        let events = read_everything(&store);
+        store.close().expect("close");
+        // Reopened with a durability that writes a manifest at close, once the background
+        // thread has written every table and merged what it merges.
+        let store = Store::open(
+            dir.path(),
+            options(Recovery::Strict).durability(Durability::Sync),
+        )
+        .expect("reopen");
+        let active = {
+            let segs = named(&store_files(dir.path()), ".seg")
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>();
+            segs.last()
+                .and_then(|s| s.strip_suffix(".seg"))
+                .and_then(|d| d.parse::<u64>().ok())
+                .expect("a newest segment")
+        };
+        let started = std::time::Instant::now();
+        while !id_tables_in(dir.path()).is_some_and(|t| tables_settled(&t, active)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the id tables of the golden store did not settle: {:?}",
+                id_tables_in(dir.path())
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(read_everything(&store), events);
+        store.close().expect("close");
+        let tables = id_tables_in(dir.path()).expect("id tables");
+        assert!(
+            tables_settled(&tables, active) && tables.iter().any(|t| t.2 > 0),
+            "the golden store should have a merged id table: {tables:?}"
+        );
+        let mut files = store_files(dir.path());
+        let at = files
+            .iter()
+            .position(|(n, _)| n == MANIFEST_FILE)
+            .expect("a clean close writes a manifest");
+        let manifest = files.remove(at).1;
+        // The manifest re-stamped for the very directory it was written in is itself.
+        assert_eq!(
+            restamp_manifest(&manifest, dir.path()).as_deref(),
+            Some(&manifest[..]),
+            "re-stamping the golden manifest changes it"
+        );
+        TablesGolden {
+            files,
+            manifest,
+            events,
+            batches,
+        }
+    })
+}
+
+/// File name of the manifest.
+pub const MANIFEST_FILE: &str = "eventjournal.manifest";
+
+/// The stamp of a file as the manifest records it: inode, length, modification time (ns).
+fn stamp_of(path: &Path) -> [u64; 3] {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).expect("stat store file");
+    [
+        m.ino(),
+        m.len(),
+        (m.mtime() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(m.mtime_nsec() as u64),
+    ]
+}
+
+/// `manifest` (layout 1, see FORMAT.md) with the stamps of its entries replaced by those of the
+/// files in `dir` of the same base, and its checksum made valid again: the manifest a clean
+/// close of the store in `dir` would have written. `None` if it is not one this code reads.
+fn restamp_manifest(manifest: &[u8], dir: &Path) -> Option<Vec<u8>> {
+    if manifest.len() < 28 || manifest[..8] != *b"EVJLMANF" {
+        return None;
+    }
+    let segments = le_u32(manifest, 12) as usize;
+    let tables = le_u32(manifest, 16) as usize;
+    if manifest.len() != 28 + 64 * segments + 32 * tables {
+        return None;
+    }
+    let mut b = manifest.to_vec();
+    let put = |b: &mut [u8], at: usize, stamp: [u64; 3]| {
+        for (k, v) in stamp.iter().enumerate() {
+            b[at + 8 * k..at + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    for i in 0..segments {
+        let at = 24 + 64 * i;
+        let base = le_u64(&b, at);
+        put(
+            &mut b,
+            at + 16,
+            stamp_of(&dir.join(format!("{base:020}.seg"))),
+        );
+        put(
+            &mut b,
+            at + 40,
+            stamp_of(&dir.join(format!("{base:020}.idx"))),
+        );
+    }
+    for i in 0..tables {
+        let at = 24 + 64 * segments + 32 * i;
+        let base = le_u64(&b, at);
+        put(
+            &mut b,
+            at + 8,
+            stamp_of(&dir.join(format!("{base:020}.ids"))),
+        );
+    }
+    fix_manifest_checksum(&mut b);
+    Some(b)
+}
+
+/// Makes the trailing CRC of manifest `b` valid over whatever it holds.
+pub fn fix_manifest_checksum(b: &mut [u8]) {
+    if b.len() >= 4 {
+        let body = b.len() - 4;
+        let crc = crc32(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Makes the checksums of id table `b` (layout 2) valid over whatever it holds, as a buggy writer
+/// would: the block checksums of the body (entries and directory), as far as `count` and
+/// `dir_bits` put them inside the file; the CRC of the block checksums; the header's. Lengths
+/// are left as they are: a file whose length disagrees with its header is still refused.
+pub fn forge_ids_checksums(b: &mut [u8]) {
+    const HEADER: u64 = 64;
+    const BLOCK: u64 = 512;
+    if b.len() < HEADER as usize {
+        return;
+    }
+    let count = le_u64(b, 32);
+    let bits = le_u32(b, 12);
+    let body_len = (bits < 64)
+        .then(|| 1u64 << bits)
+        .and_then(|buckets| {
+            count
+                .checked_mul(16)?
+                .checked_add(buckets.checked_add(1)?.checked_mul(8)?)
+        })
+        .filter(|&len| len <= b.len() as u64 - HEADER);
+    if let Some(body_len) = body_len {
+        let (body_len, file_len) = (body_len as usize, b.len());
+        let crcs_at = HEADER as usize + body_len;
+        for (k, start) in (HEADER as usize..crcs_at)
+            .step_by(BLOCK as usize)
+            .enumerate()
+        {
+            let end = (start + BLOCK as usize).min(crcs_at);
+            let at = crcs_at + 4 * k;
+            if at + 4 > file_len {
+                break;
+            }
+            let crc = crc32(&b[start..end]);
+            b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32(&b[crcs_at..]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Makes the checksums of index file `b` (layout 4) valid over whatever it holds, as a buggy
+/// writer would: each run's offsets checksum, where its directory entry and offsets array lie
+/// inside the file; the block checksums of the directory and names, as far as they lie inside
+/// it; the CRC of the block checksums; the header's. Lengths are left as they are.
+pub fn forge_index_checksums_v4(b: &mut [u8]) {
+    const HEADER: usize = 64;
+    const ENTRY: usize = 40;
+    if b.len() < HEADER {
+        return;
+    }
+    let runs = le_u32(b, 12) as usize;
+    let layout = (|| {
+        let names_end = runs
+            .checked_mul(ENTRY)?
+            .checked_add(HEADER)?
+            .checked_add(usize::try_from(le_u64(b, 32)).ok()?)?;
+        let offsets_at = names_end.checked_next_multiple_of(4)?;
+        let crcs_at =
+            offsets_at.checked_add(usize::try_from(le_u64(b, 40)).ok()?.checked_mul(4)?)?;
+        Some((offsets_at, crcs_at))
+    })();
+    if let Some((offsets_at, crcs_at)) = layout.filter(|&(_, crcs_at)| crcs_at <= b.len()) {
+        for i in 0..runs.min((b.len() - HEADER) / ENTRY) {
+            let e = HEADER + i * ENTRY;
+            let n = le_u32(b, e + 16) as usize;
+            let first = le_u32(b, e + 28) as usize;
+            let array = (|| {
+                let from = offsets_at.checked_add(first.checked_mul(4)?)?;
+                Some((from, from.checked_add(n.checked_mul(4)?)?))
+            })();
+            if let Some((from, to)) = array.filter(|&(_, to)| to <= b.len()) {
+                let crc = crc32(&b[from..to]);
+                b[e + 32..e + 36].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        for (k, start) in (HEADER..offsets_at).step_by(512).enumerate() {
+            let end = (start + 512).min(offsets_at);
+            let at = crcs_at + 4 * k;
+            if at + 4 > b.len() {
+                break;
+            }
+            let crc = crc32(&b[start..end]);
+            b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32(&b[crcs_at..]);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Damages the id table files of the tables golden store as `data` says, opens it and checks
+/// what it shows, twice (see [`check_tables_store`]): id tables are a cache, so whatever they
+/// hold, the store opens, every read shows what was written, a retry of a batch written is
+/// recognised as one and a new batch never is.
+///
+/// `data[0]` is a mode byte:
+/// - bits 0-1: which id table files: 0 the merged one (level 1, the first four sealed
+///   segments), 1 the last, 2 all, 3 the one `data[1]` picks;
+/// - bit 2: XOR the rest of the input onto the file, as (offset: u16, byte) triples (else:
+///   replace the file with it);
+/// - bit 3: then make the file's checksums valid, as a buggy writer would (see
+///   [`forge_ids_checksums`]);
+/// - bit 4: delete the files instead;
+/// - bit 5: write the result under the name of the sealed segment `data[1]` picks, keeping the
+///   file it came from (a table in the wrong place, or one inside another).
+pub fn open_ids(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let g = tables_golden();
+    let dir = tempdir();
+    restore(dir.path(), &g.files);
+    let ids = named(&g.files, ".ids");
+    let segs = named(&g.files, ".seg");
+    let pick = rest.first().copied().unwrap_or(0);
+    let (chosen, payload): (Vec<&String>, &[u8]) = match mode & 3 {
+        0 => (vec![ids[0]], rest),
+        1 => (vec![ids[ids.len() - 1]], rest),
+        2 => (ids.clone(), rest),
+        _ => (
+            vec![ids[usize::from(pick) % ids.len()]],
+            rest.get(1..).unwrap_or(&[]),
+        ),
+    };
+    let forged = mode & 8 != 0;
+    let mut changed = false;
+    for name in chosen {
+        let path = dir.path().join(name);
+        if mode & 16 != 0 {
+            fs::remove_file(&path).expect("remove id table");
+            changed = true;
+            continue;
+        }
+        let golden = fs::read(&path).expect("read id table");
+        let mut bytes = if mode & 4 != 0 {
+            let mut b = golden.clone();
+            xor_patches(&mut b, payload);
+            b
+        } else {
+            payload.to_vec()
+        };
+        if forged {
+            forge_ids_checksums(&mut bytes);
+        }
+        changed |= bytes != golden;
+        let to = if mode & 32 != 0 {
+            let seg = segs[usize::from(pick) % (segs.len() - 1)];
+            let target = dir.path().join(seg.replace(".seg", ".ids"));
+            changed |= target != path;
+            target
+        } else {
+            path
+        };
+        fs::write(&to, &bytes).expect("write id table");
+    }
+    let tolerate = if forged && changed {
+        Tolerate::Forged
+    } else {
+        Tolerate::Nothing
+    };
+    check_tables_store(dir.path(), g, tolerate);
+}
+
+/// Opens the tables golden store in `dir` (its id tables or manifest damaged or forged) twice,
+/// and checks it each time with [`check_golden`], which `tolerate` tells what a damaged or forged
+/// file may make it get wrong; the first time, it also sends batches written before again, which
+/// must be recognised as retries (unless files with valid checksums over wrong content may have
+/// hidden them: then they may be written again, as new), and new batches, which must be written
+/// as new, even those whose first event id another stream has.
+///
+/// With forged files, what follows those appends is checked less: a forged id table that leaves
+/// out a stream's key entry for a segment hides that segment's events of the stream from the
+/// stream index (opening compares only a sample of each table's entries with the log, and no
+/// sample finds an entry that is not there), so the stream looks shorter or absent, as
+/// [`Tolerate::Forged`] allows, and an append to it numbers its events on from what it shows:
+/// the stream then holds two events of one number. Likewise a forged index file whose run claims
+/// more events than its stream has (with `Any`, the append numbers its events on from there).
+/// Only `$all` from the start, which does not use the index, must still show exactly what was
+/// written, and every other read may fail only with `Corrupt`. And the next open, which checks
+/// the numbering of every stream it scans, refuses the store with `Corrupt`, with `Strict` and
+/// with `Salvage` alike (the store wrote a log it no longer opens: see `fuzz/README.md`, "Runs").
+fn check_tables_store(dir: &Path, g: &TablesGolden, tolerate: Tolerate) {
+    let mut events = g.events.clone();
+    for round in 0..2 {
+        let store = match Store::open(dir, options(Recovery::Strict)) {
+            Ok(store) => store,
+            Err(Error::Corrupt { .. }) if round == 1 && misnumbered(&events) => {
+                assert_eq!(tolerate, Tolerate::Forged, "a stream misnumbered");
+                match Store::open(dir, options(Recovery::Salvage)) {
+                    Ok(store) => store.close().expect("close"),
+                    Err(Error::Corrupt { .. }) => {}
+                    Err(e) => panic!("salvaging the store failed with an unexpected error: {e}"),
+                }
+                return;
+            }
+            Err(e) => {
+                panic!("opening with damaged id tables or manifest (round {round}) failed: {e}")
+            }
+        };
+        if round == 0 {
+            check_golden(&store, &events, tolerate);
+            retries_and_new_batches(&store, g, tolerate, &mut events);
+        }
+        if tolerate == Tolerate::Forged {
+            let (all, _) = read_tolerantly(&store);
+            assert!(all == events, "$all after appends (round {round})");
+        } else {
+            check_golden(&store, &events, tolerate);
+        }
+        store.close().expect("close");
+    }
+}
+
+/// Whether some stream's events in `events` (`$all` order) are not numbered 0, 1, 2, ...
+fn misnumbered(events: &[Ev]) -> bool {
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    !events.iter().all(|e| {
+        let n = next.entry(&e.stream).or_insert(0);
+        *n += 1;
+        e.number == *n - 1
+    })
+}
+
+/// Sends some of the golden store's batches again (retries) and a few new ones; adds the events
+/// written to `events`.
+fn retries_and_new_batches(
+    store: &Store,
+    g: &TablesGolden,
+    tolerate: Tolerate,
+    events: &mut Vec<Ev>,
+) {
+    let forged = tolerate == Tolerate::Forged;
+    let head = |store: &Store| store.head();
+    // The first batch, one from the middle, the last batch written into each of the last
+    // segments, all of them every seventh.
+    let picks: Vec<usize> = (0..g.batches.len())
+        .filter(|&i| i == 0 || i == g.batches.len() - 1 || i % 7 == 3)
+        .collect();
+    for i in picks {
+        let (stream, batch, original) = &g.batches[i];
+        let before = head(store);
+        let got = match store.append(stream, ExpectedVersion::Any, batch.clone()) {
+            Ok(r) => r,
+            // The stream's lookup met the damaged index file, or a forged file.
+            Err(e) if tolerates(tolerate, &e) => continue,
+            // A forged file that makes the stream look shorter than the batch: its first event
+            // is there, the others are not, so it is not a whole retry.
+            Err(Error::WrongExpectedVersion { .. }) if forged => continue,
+            Err(e) => panic!("retry of batch {i} to `{stream}` failed: {e}"),
+        };
+        if got == *original {
+            assert_eq!(head(store), before, "a retry of batch {i} wrote something");
+            continue;
+        }
+        // Only a table with valid checksums over wrong content can hide a batch written: it is
+        // then written again, as new.
+        assert!(
+            forged,
+            "batch {i} to `{stream}` sent again: {got:?}, not its original {original:?}"
+        );
+        written_since(store, before, events);
+        assert_eq!(
+            got.position.map(|p| p.0),
+            events.last().map(|e| e.position),
+            "batch {i} sent again"
+        );
+    }
+    // New batches: a fresh id, and the id of an event of another stream.
+    let fresh = EventId([0xF5; 16]);
+    let other = g
+        .batches
+        .iter()
+        .rfind(|(s, _, _)| s.starts_with("once-"))
+        .map(|(_, b, _)| b[0].id())
+        .expect("a batch of another stream");
+    assert!(
+        !g.events
+            .iter()
+            .any(|e| e.id == other && e.stream == "acct-1"),
+        "the id of another stream's event is also one of `acct-1`"
+    );
+    for (k, id) in [fresh, other].into_iter().enumerate() {
+        let before = head(store);
+        let version = store.stream_version("acct-1");
+        let r = store.append(
+            "acct-1",
+            ExpectedVersion::Any,
+            [EventData::new("Checked", vec![k as u8; 3]).with_id(id)],
+        );
+        let r = match r {
+            Ok(r) => r,
+            Err(e) if tolerates(tolerate, &e) => continue,
+            Err(e) => panic!("new batch {k} failed: {e}"),
+        };
+        written_since(store, before, events);
+        let last = events.last().expect("the new event");
+        assert!(
+            last.position >= before.0 && last.id == id && last.stream == "acct-1",
+            "new batch {k} was taken for a retry: {r:?}; last {last:?}, before {before:?}"
+        );
+        assert_eq!(r.position, Some(Position(last.position)));
+        if let Ok(Some(v)) = version {
+            assert_eq!(r.version, Some(v + 1), "new batch {k}");
+        }
+    }
+}
+
+/// Adds the events of `$all` from `from` to `events`.
+fn written_since(store: &Store, from: Position, events: &mut Vec<Ev>) {
+    for r in store
+        .read_all_forward(from, usize::MAX)
+        .expect("read_all_forward(the head before an append)")
+    {
+        events.push(Ev::from(&r.expect("$all after an append")));
+    }
+}
+
+/// Writes a manifest into the tables golden store as `data` says, perhaps after damaging one of
+/// its index files or id tables in place (so that the manifest vouches for the damaged file, as
+/// it would for a file changed in place within a clock tick of a clean close), opens it and
+/// checks what it shows, twice (see [`check_tables_store`]). A manifest only lets opening skip
+/// checks of files it vouches for: whatever it holds, the store opens, and reads show exactly
+/// what was written unless a vouched-for file was damaged (then a read may end in `Corrupt`
+/// naming an index file; with checksums forged over wrong content, what [`Tolerate::Forged`]
+/// allows).
+///
+/// `data[0]` is a mode byte, `data[1]` picks the file to damage, `data[2]` is the number of
+/// (offset: u16, byte) triples that XOR it, and the rest of the input is for the manifest:
+/// - bits 0-1: the manifest: 0 the golden one re-stamped for this directory (vouching for
+///   every file), 1 the rest of the input, 2 the re-stamped one with the rest of the input
+///   XORed onto it as (offset: u16, byte) triples, 3 the golden one as it was written (the
+///   stamps of another directory: a manifest restored from elsewhere), XORed likewise;
+/// - bit 2: then make the manifest's checksum valid;
+/// - bit 3: first damage the index file or id table `data[1]` picks with the triples;
+/// - bit 4: then make that file's checksums valid, as a buggy writer would;
+/// - bit 5: leave no manifest at all.
+pub fn open_manifest(data: &[u8]) {
+    let g = tables_golden();
+    let (mode, pick, count, rest) = match data {
+        [] => (0u8, 0u8, 0u8, &[][..]),
+        [m] => (*m, 0, 0, &[][..]),
+        [m, p] => (*m, *p, 0, &[][..]),
+        [m, p, c, rest @ ..] => (*m, *p, *c, rest),
+    };
+    let patches_len = (usize::from(count) * 3).min(rest.len());
+    let (patches, payload) = rest.split_at(patches_len);
+    let dir = tempdir();
+    restore(dir.path(), &g.files);
+    let mut tolerate = Tolerate::Nothing;
+    if mode & 8 != 0 {
+        let candidates: Vec<&String> = g
+            .files
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.ends_with(".idx") || n.ends_with(".ids"))
+            .collect();
+        let name = candidates[usize::from(pick) % candidates.len()];
+        let path = dir.path().join(name);
+        let golden = fs::read(&path).expect("read file to damage");
+        let mut b = golden.clone();
+        xor_patches(&mut b, patches);
+        let forge = mode & 16 != 0;
+        if forge {
+            if name.ends_with(".ids") {
+                forge_ids_checksums(&mut b);
+            } else {
+                forge_index_checksums_v4(&mut b);
+            }
+        }
+        if b != golden {
+            // In place: the same inode, the same length.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &b))
+                .expect("damage file in place");
+            tolerate = if forge {
+                Tolerate::Forged
+            } else if name.ends_with(".idx") {
+                Tolerate::DamagedRun
+            } else {
+                // A damaged id table is dropped when its checksums fail: reads never see it.
+                Tolerate::Nothing
+            };
+        }
+    }
+    let manifest = match mode & 3 {
+        0 => restamp_manifest(&g.manifest, dir.path()).expect("the golden manifest"),
+        1 => payload.to_vec(),
+        2 => {
+            let mut b = restamp_manifest(&g.manifest, dir.path()).expect("the golden manifest");
+            xor_patches(&mut b, payload);
+            b
+        }
+        _ => {
+            let mut b = g.manifest.clone();
+            xor_patches(&mut b, payload);
+            b
+        }
+    };
+    let mut manifest = manifest;
+    if mode & 4 != 0 {
+        fix_manifest_checksum(&mut manifest);
+    }
+    if mode & 32 == 0 {
+        fs::write(dir.path().join(MANIFEST_FILE), &manifest).expect("write manifest");
+    }
+    check_tables_store(dir.path(), g, tolerate);
+}
+
+// ---------------------------------------------------------------------------------------------
+// web
+// ---------------------------------------------------------------------------------------------
+
+/// Text planted in the web store's stream names, event types and data: an HTML page may show it
+/// only escaped.
+const PLANTED: &str = "<x-evj";
+
+/// Requests answered per input, at most.
+const WEB_MAX_REQUESTS: usize = 16;
+
+/// Links followed per input, at most (each is a request of its own).
+const WEB_MAX_FOLLOWED: usize = 6;
+
+/// A small real store with every kind of stream the HTTP view shows differently, open read-only
+/// (as `eventjournal serve` opens it) for the life of the process, and its visible events by
+/// position, with their data.
+struct WebStore {
+    store: Store,
+    events: HashMap<u64, Ev>,
+}
+
+fn web_store() -> &'static WebStore {
+    static STORE: OnceLock<WebStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = tempdir();
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        let mut n = 0usize;
+        let mut append = |stream: &str, count: usize| {
+            let types = ["Opened", "Deposited", "<x-evj-type> ü/x", "Closed"];
+            let events: Vec<EventData> = (0..count)
+                .map(|_| {
+                    n += 1;
+                    let ty = types[n % types.len()];
+                    match n % 4 {
+                        0 => EventData::new(ty, vec![0u8, 159, 146, 150, n as u8]),
+                        1 => EventData::new(ty, format!("{{\"n\":{n},\"s\":{stream:?}}}"))
+                            .with_metadata("{\"by\":\"<x-evj-meta>\"}"),
+                        2 => EventData::new(ty, Vec::new()).with_metadata(vec![0xFF, 0]),
+                        _ => EventData::new(ty, format!("\"{PLANTED}-data {n}\"")),
+                    }
+                })
+                .collect();
+            store
+                .append(stream, ExpectedVersion::Any, events)
+                .expect("append");
+        };
+        append("order-7", 45);
+        append("order-8", 3);
+        for (i, name) in [
+            "<x-evj>-1",
+            "a/b c-2",
+            "ünï-3",
+            "100%-4",
+            "-lead",
+            "nodash",
+            "q\"&'-5",
+            "?x=1#frag",
+        ]
+        .iter()
+        .enumerate()
+        {
+            append(name, 1 + i % 3);
+        }
+        for c in 0..12 {
+            append(&format!("cat{c}-1"), 1 + c % 2);
+        }
+        append("gone-1", 3);
+        store
+            .delete_stream("gone-1", ExpectedVersion::Any)
+            .expect("delete");
+        append("dead-1", 2);
+        store
+            .tombstone_stream("dead-1", ExpectedVersion::Any)
+            .expect("tombstone");
+        append("cut-1", 30);
+        let md = |f: fn(&mut StreamMetadata)| {
+            let mut md = StreamMetadata::default();
+            f(&mut md);
+            md
+        };
+        store
+            .set_stream_metadata(
+                "cut-1",
+                ExpectedVersion::Any,
+                md(|m| m.truncate_before = Some(7)),
+            )
+            .expect("truncate_before");
+        append("cap-1", 10);
+        store
+            .set_stream_metadata("cap-1", ExpectedVersion::Any, md(|m| m.max_count = Some(3)))
+            .expect("max_count");
+        append("old-1", 2);
+        store
+            .set_stream_metadata(
+                "old-1",
+                ExpectedVersion::Any,
+                md(|m| m.max_age_secs = Some(0)),
+            )
+            .expect("max_age_secs");
+        append("order-7", 2);
+        let last = store
+            .read_all_backward(Position::END, 1)
+            .expect("read_all_backward")
+            .next()
+            .expect("an event")
+            .expect("the last event");
+        store
+            .save_checkpoint("fuzz", last.position())
+            .expect("save_checkpoint");
+        store.close().expect("close");
+        // Read-only and not following a writer: nothing runs in the background, and nothing
+        // opens a file of the directory once the store is open, so the directory goes now
+        // (a store kept for the life of the process would otherwise leave it behind).
+        let store = Store::open_read_only(dir.path(), options(Recovery::Strict).follow(None))
+            .expect("open the web store read-only");
+        drop(dir);
+        let events = store
+            .read_all_forward(Position::START, usize::MAX)
+            .expect("read_all_forward")
+            .map(|r| {
+                let e = Ev::from(&r.expect("$all"));
+                (e.position, e)
+            })
+            .collect();
+        WebStore { store, events }
+    })
+}
+
+/// What answering one input's requests has left to do: the links still to follow.
+struct WebRun<'a> {
+    store: &'a Store,
+    golden: &'a WebStore,
+    followed: std::collections::HashSet<String>,
+}
+
+/// Answers the requests of `data` with the HTTP view (`web::respond`, the whole view but the
+/// server's sockets) of a small real store, and checks each answer.
+///
+/// The input is text in the shape of HTTP/1.1 requests: each request a line `METHOD TARGET`
+/// (anything after a further space is left out, as `HTTP/1.1` would be), then header lines
+/// `Name: value`, then an empty line. Bytes need not be UTF-8. A request whose method, target
+/// or a header the `http` crate does not take is left out (the server answers it `400` before
+/// the view sees it).
+///
+/// Checks: nothing panics; a method other than `GET`/`HEAD` is `405` with `Allow`; everything
+/// else is `200`, `400`, `404`, `406` or `410` (never `500`: the store is sound) with `Vary:
+/// Accept`; a `HEAD` answer has no body and the `Content-Length` of the `GET` answer; a body is
+/// HTML or JSON as its `Content-Type` says (an error in JSON has its status), an HTML page shows
+/// no planted markup unescaped, and links to paths; every event a JSON page or a Server-Sent
+/// Events frame shows is the one written at its position, with its data; every link of a JSON
+/// page is served (`200`), up to [`WEB_MAX_FOLLOWED`] per input.
+pub fn web(data: &[u8]) {
+    let golden = web_store();
+    let mut run = WebRun {
+        store: &golden.store,
+        golden,
+        followed: std::collections::HashSet::new(),
+    };
+    let mut lines = data.split(|&b| b == b'\n').peekable();
+    for _ in 0..WEB_MAX_REQUESTS {
+        if lines.peek().is_none() {
+            break;
+        }
+        let mut request: Vec<&[u8]> = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            request.push(line);
+        }
+        if let Some(req) = web_request(&request) {
+            run.check(&req, None);
+        }
+    }
+}
+
+/// The request of `lines` (see [`web`]) as the server would hand it to the view.
+fn web_request(lines: &[&[u8]]) -> Option<http::Request<()>> {
+    let (first, headers) = lines.split_first()?;
+    let mut parts = first.splitn(3, |&b| b == b' ');
+    let method = http::Method::from_bytes(parts.next()?).ok()?;
+    let target = parts.next().unwrap_or(b"/");
+    let mut b = http::Request::builder().method(method).uri(target);
+    for h in headers {
+        let at = h.iter().position(|&b| b == b':')?;
+        let value = h[at + 1..].trim_ascii_start();
+        b = b.header(&h[..at], value);
+    }
+    b.body(()).ok()
+}
+
+impl WebRun<'_> {
+    /// Answers `req` and checks the answer; `linked_from` is the request whose answer linked to
+    /// it, if it did (it must then be served).
+    fn check(&mut self, req: &http::Request<()>, linked_from: Option<&str>) {
+        use eventjournal::web::{self, Body};
+        let res = web::respond(self.store, req);
+        let what = format!("{} {}", req.method(), req.uri());
+        let status = res.status().as_u16();
+        let (parts, body) = res.into_parts();
+        if let Some(from) = linked_from {
+            assert_eq!(status, 200, "{from} links to {what}, which is not served");
+        }
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| v.to_str().expect("a header value of text").to_string())
+        };
+        let (get, head) = (
+            req.method() == http::Method::GET,
+            req.method() == http::Method::HEAD,
+        );
+        if !get && !head {
+            assert_eq!(status, 405, "{what}");
+            assert_eq!(header("allow").as_deref(), Some("GET, HEAD"), "{what}");
+            return;
+        }
+        assert!(
+            matches!(status, 200 | 400 | 404 | 406 | 410),
+            "{what}: status {status}"
+        );
+        assert_eq!(header("vary").as_deref(), Some("Accept"), "{what}");
+        let content_type = header("content-type").unwrap_or_default();
+        let length = header("content-length");
+        if status == 406 {
+            assert!(
+                content_type.starts_with("text/plain"),
+                "{what}: {content_type}"
+            );
+        } else {
+            assert!(
+                header("cache-control").is_some(),
+                "{what}: no Cache-Control"
+            );
+        }
+        let bytes = match body {
+            Body::Events(events) => {
+                assert!(
+                    status == 200 && !head,
+                    "{what}: an event stream with {status}"
+                );
+                assert!(
+                    content_type.starts_with("text/event-stream"),
+                    "{what}: {content_type}"
+                );
+                self.check_frames(&what, events);
+                return;
+            }
+            Body::Full(bytes) => bytes,
+        };
+        if head {
+            assert!(bytes.is_empty(), "{what}: HEAD with a body ({status})");
+            let mut get = http::Request::new(());
+            *get.uri_mut() = req.uri().clone();
+            *get.headers_mut() = req.headers().clone();
+            let res = web::respond(self.store, &get);
+            assert_eq!(res.status().as_u16(), status, "{what}: GET and HEAD");
+            match res.into_body() {
+                // `/live` as Server-Sent Events: no length to announce.
+                Body::Events(_) => assert_eq!(length, None, "{what}: Content-Length"),
+                // The home page counts the keys reads have loaded: its length may move.
+                Body::Full(_) if req.uri().path().trim_start_matches('/').is_empty() => {
+                    assert!(length.is_some(), "{what}: no Content-Length")
+                }
+                Body::Full(body) => {
+                    assert_eq!(
+                        length,
+                        Some(body.len().to_string()),
+                        "{what}: Content-Length"
+                    )
+                }
+            }
+            return;
+        }
+        if status == 406 {
+            let text = String::from_utf8(bytes).expect("406 as text");
+            assert!(
+                text.contains("text/html") && text.contains("application/json"),
+                "{what}"
+            );
+            return;
+        }
+        if content_type.starts_with("application/json") {
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
+            if status != 200 {
+                assert_eq!(v["error"]["status"], status, "{what}: {v}");
+                assert!(v["error"]["message"].is_string(), "{what}: {v}");
+                return;
+            }
+            let mut links = Vec::new();
+            self.check_json(&what, &v, &mut links);
+            for l in links {
+                assert!(l.starts_with('/'), "{what} links to `{l}`");
+                if self.followed.len() >= WEB_MAX_FOLLOWED || !self.followed.insert(l.clone()) {
+                    continue;
+                }
+                let follow = http::Request::get(l.as_str())
+                    .header("accept", "application/json")
+                    .body(())
+                    .unwrap_or_else(|e| panic!("{what} links to `{l}`, not a request target: {e}"));
+                self.check(&follow, Some(&what));
+            }
+        } else if content_type.starts_with("text/html") {
+            let text = String::from_utf8(bytes).expect("HTML as UTF-8");
+            assert!(text.starts_with("<!DOCTYPE html>"), "{what}");
+            assert!(!text.contains(PLANTED), "{what} shows markup unescaped");
+            assert!(
+                header("content-security-policy").is_some_and(|c| c.contains("default-src 'none'")),
+                "{what}: no Content-Security-Policy"
+            );
+            for href in text.split("href=\"").skip(1) {
+                let href = href.split_once('"').map_or(href, |(h, _)| h);
+                assert!(href.starts_with('/'), "{what} links to `{href}`");
+            }
+        } else {
+            panic!("{what}: Content-Type `{content_type}`");
+        }
+    }
+
+    /// Checks every event a JSON page shows against the store's, and gathers its links.
+    fn check_json(&self, what: &str, v: &serde_json::Value, links: &mut Vec<String>) {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                // An event: `position`, `stream`, `number` (a stream page has no `position`).
+                if let (Some(p), true, true) = (
+                    m.get("position").and_then(Value::as_u64),
+                    m.contains_key("stream"),
+                    m.contains_key("number"),
+                ) {
+                    self.check_event(what, p, m);
+                }
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("links", Value::Object(l)) => {
+                            links.extend(l.values().filter_map(|l| l.as_str().map(String::from)));
+                        }
+                        ("data" | "metadata", _) => {}
+                        _ => self.check_json(what, v, links),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.check_json(what, v, links);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks an event the view shows (at `position`, as JSON) against the one written there.
+    fn check_event(
+        &self,
+        what: &str,
+        position: u64,
+        m: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        let e =
+            self.golden.events.get(&position).unwrap_or_else(|| {
+                panic!("{what} shows an event at {position}, where none is read")
+            });
+        assert_eq!(m["stream"], e.stream.as_str(), "{what}");
+        assert_eq!(m["number"], e.number, "{what}");
+        assert_eq!(m["type"], e.event_type.as_str(), "{what}");
+        assert_eq!(m["id"], e.id.to_string(), "{what}");
+        for (field, bytes) in [("data", &e.data), ("metadata", &e.metadata)] {
+            let Some(shown) = m.get(field) else { continue };
+            let encoding = &m[&format!("{field}Encoding")];
+            if encoding == "json" {
+                let want: serde_json::Value =
+                    serde_json::from_slice(bytes).expect("the event's JSON");
+                assert_eq!(*shown, want, "{what}: {field}");
+            } else {
+                assert_eq!(encoding, "hex", "{what}: {field}");
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                assert_eq!(*shown, hex, "{what}: {field}");
+            }
+        }
+    }
+
+    /// Checks the frames a live view has ready now (the events after the position it was asked
+    /// to start after), up to a few.
+    fn check_frames(&self, what: &str, mut events: eventjournal::web::EventStream) {
+        let mut last = None;
+        for _ in 0..4 {
+            let Some(frame) = events.next_event(Duration::ZERO) else {
+                break;
+            };
+            let text = String::from_utf8(frame).expect("a frame as UTF-8");
+            let rest = text.strip_prefix("id: ").expect("a frame with an id");
+            let (id, rest) = rest.split_once('\n').expect("a frame's id line");
+            let data = rest
+                .strip_prefix("data: ")
+                .and_then(|d| d.strip_suffix("\n\n"))
+                .expect("a frame's data line");
+            let position: u64 = id.parse().expect("an id that is a position");
+            assert!(last < Some(position), "{what}: frames out of order");
+            last = Some(position);
+            let v: serde_json::Value = serde_json::from_str(data).expect("a frame of JSON");
+            let m = v.as_object().expect("a frame of a JSON object");
+            assert_eq!(m["position"], position, "{what}");
+            self.check_event(what, position, m);
+        }
+        assert!(
+            !events.is_ended(),
+            "{what}: the live view ended with the store open"
+        );
+    }
 }

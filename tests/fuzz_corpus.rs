@@ -70,3 +70,18 @@ fn ops_corpus() {
 fn open_compacted_corpus() {
     replay("open_compacted");
 }
+
+#[test]
+fn open_ids_corpus() {
+    replay("open_ids");
+}
+
+#[test]
+fn open_manifest_corpus() {
+    replay("open_manifest");
+}
+
+#[test]
+fn web_corpus() {
+    replay("web");
+}
