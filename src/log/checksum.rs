@@ -188,10 +188,26 @@ mod wide {
         r
     };
 
+    /// The input as whole 16-byte blocks: where they start (eight virtual zero bytes before
+    /// the input if its length is an odd number of eight-byte words), where the input starts
+    /// and ends from there, the initial register to add to the first four bytes, and the
+    /// number of blocks.
+    #[inline(always)]
+    fn blocks_of(bytes: &[u8]) -> (*const u8, usize, usize, i32, usize) {
+        let (len, p) = (bytes.len(), bytes.as_ptr());
+        let (base, first, init) = if len % 16 == 8 {
+            (p.wrapping_sub(8), 8usize, INIT_BEFORE_8_ZEROS as i32)
+        } else {
+            (p, 0usize, -1i32)
+        };
+        (base, first, first + len, init, (first + len) / 16)
+    }
+
     /// The CRC-32 of `bytes`.
     ///
     /// # Safety
-    /// The CPU has the features [`AVAILABLE`] asks for, and [`takes`] holds for `bytes.len()`.
+    /// The CPU has the features [`Level::Zmm`] stands for, and [`takes`] holds for
+    /// `bytes.len()`.
     #[target_feature(
         enable = "avx512f",
         enable = "avx512bw",
@@ -200,18 +216,9 @@ mod wide {
         enable = "sse4.1"
     )]
     pub(super) unsafe fn crc(bytes: &[u8]) -> u32 {
-        let len = bytes.len();
-        debug_assert!(takes(len));
-        let p = bytes.as_ptr();
-        // The input as whole blocks from `base`: after eight virtual zero bytes if its length
-        // is an odd number of eight-byte words. Loads are masked to the input's own bytes.
-        let (base, first, init) = if len % 16 == 8 {
-            (p.wrapping_sub(8), 8usize, INIT_BEFORE_8_ZEROS as i32)
-        } else {
-            (p, 0usize, -1i32)
-        };
-        let blocks = (first + len) / 16;
-        let end = first + len;
+        debug_assert!(takes(bytes.len()));
+        // Loads are masked to the input's own bytes.
+        let (base, first, end, init, blocks) = blocks_of(bytes);
         let mut init = _mm512_castsi128_si512(_mm_cvtsi32_si128(init));
         let mut sum = _mm512_setzero_si512();
         let mut at = 0usize;
@@ -260,8 +267,8 @@ mod wide {
     /// lanes).
     ///
     /// # Safety
-    /// The CPU has AVX2, `VPCLMULQDQ`, `PCLMULQDQ` and SSE4.1 ([`ymm_here`]), and [`takes`]
-    /// holds for `bytes.len()`.
+    /// The CPU has AVX2, `VPCLMULQDQ`, `PCLMULQDQ` and SSE4.1 (so at [`Level::Zmm`] and
+    /// [`Level::Ymm`]), and [`takes`] holds for `bytes.len()`.
     #[target_feature(
         enable = "avx2",
         enable = "vpclmulqdq",
@@ -269,16 +276,8 @@ mod wide {
         enable = "sse4.1"
     )]
     pub(super) unsafe fn crc_ymm(bytes: &[u8]) -> u32 {
-        let len = bytes.len();
-        debug_assert!(takes(len));
-        let p = bytes.as_ptr();
-        let (base, first, init) = if len % 16 == 8 {
-            (p.wrapping_sub(8), 8usize, INIT_BEFORE_8_ZEROS as i32)
-        } else {
-            (p, 0usize, -1i32)
-        };
-        let blocks = (first + len) / 16;
-        let end = first + len;
+        debug_assert!(takes(bytes.len()));
+        let (base, first, end, init, blocks) = blocks_of(bytes);
         let mut init = _mm256_zextsi128_si256(_mm_cvtsi32_si128(init));
         let mut sum = _mm256_setzero_si256();
         // Lane `i` of a load at `at` holds bytes `at + 8i..at + 8i + 8` from `base`: read only
