@@ -2,7 +2,7 @@
 //! opening the store, in one place.
 //!
 //! With the `fault-injection` feature, each of them first asks the store's
-//! [`FaultInjector`](crate::fault::FaultInjector) whether to fail, so that tests can fail any write,
+//! [`crate::fault::FaultInjector`] whether to fail, so that tests can fail any write,
 //! sync, rename or read on demand and can watch every change to the files to simulate a power
 //! loss. Without the feature the seam compiles to the plain calls.
 

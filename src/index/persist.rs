@@ -7,7 +7,7 @@
 //! name ([`name_hash`]), so a stream's run is found by a search that touches a few entries, and
 //! opening a store reads no directory at all: it checks each file's header and the small array
 //! of block checksums, and a stream's runs are looked up in the files when it is first used
-//! (see [`super::Lazy`]). The directory and names are checksummed in blocks of [`BLOCK_LEN`]
+//! (see [`super::Files`]). The directory and names are checksummed in blocks of [`BLOCK_LEN`]
 //! bytes, each verified the first time a search touches it; each offsets array carries its own
 //! checksum, verified the first time the array is used.
 

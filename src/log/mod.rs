@@ -1,6 +1,6 @@
 //! The log: segment files of records, appended by one writer and read through memory maps.
 //!
-//! - [`format`]: the byte layout of segments and records;
+//! - [`format`](mod@format): the byte layout of segments and records;
 //! - `checksum`: the records' CRC-32, on a wide path where the CPU allows;
 //! - [`segment`]: one segment file;
 //! - [`writer`]: the append side (positioned writes, fsync, segment rolling);
