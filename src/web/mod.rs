@@ -237,6 +237,17 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
         );
         return res;
     }
+    // Every answer from here varies by `Accept`, and a `HEAD` gets each without its body.
+    let mut res = negotiated(store, req);
+    vary(&mut res);
+    if head {
+        head_only(&mut res);
+    }
+    res
+}
+
+/// The answer to a `GET` in the format `Accept` allows (`406` if none).
+fn negotiated(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
     let accept = header(req, http::header::ACCEPT);
     let route = pages::route(req.uri().path());
     let offered: &[Format] = if matches!(route, Ok(pages::Route::Live)) {
@@ -245,7 +256,7 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
         &[Format::Html, Format::Json]
     };
     let Some(format) = negotiate::choose(accept.as_deref(), offered) else {
-        let mut res = plain(
+        return plain(
             http::StatusCode::NOT_ACCEPTABLE,
             &format!(
                 "this resource is available as {}\n",
@@ -256,18 +267,13 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
                     .join(", ")
             ),
         );
-        vary(&mut res);
-        if head {
-            head_only(&mut res);
-        }
-        return res;
     };
     let last_event_id = header(req, http::header::HeaderName::from_static("last-event-id"));
     let outcome = route.and_then(|route| {
         let query = Query::parse(req.uri().query())?;
         pages::build(store, route, &query, format, last_event_id.as_deref())
     });
-    let mut res = match outcome {
+    match outcome {
         Ok(Outcome::Page(r)) => render(http::StatusCode::OK, r, format),
         Ok(Outcome::Events(stream)) => {
             let mut res = http::Response::new(Body::Events(stream));
@@ -283,12 +289,7 @@ pub fn respond(store: &Store, req: &http::Request<()>) -> http::Response<Body> {
             res
         }
         Err(p) => render(p.status, pages::problem(&p), format),
-    };
-    vary(&mut res);
-    if head {
-        head_only(&mut res);
     }
-    res
 }
 
 /// The answer to a `HEAD`: the length `GET` would send, without the body; an event stream has
