@@ -2561,13 +2561,27 @@ pub fn fix_manifest_checksum(b: &mut [u8]) {
     }
 }
 
+/// Writes, from `crcs_at` on, the checksum of each 512-byte block of `b[from..to]` (the last one
+/// shorter), as far as the array lies inside `b`: the block checksums of id tables and index
+/// files.
+fn sign_blocks(b: &mut [u8], from: usize, to: usize, crcs_at: usize) {
+    for (k, start) in (from..to).step_by(512).enumerate() {
+        let end = (start + 512).min(to);
+        let at = crcs_at + 4 * k;
+        if at + 4 > b.len() {
+            break;
+        }
+        let crc = crc32(&b[start..end]);
+        b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 /// Makes the checksums of id table `b` (layout 2) valid over whatever it holds, as a buggy writer
 /// would: the block checksums of the body (entries and directory), as far as `count` and
 /// `dir_bits` put them inside the file; the CRC of the block checksums; the header's. Lengths
 /// are left as they are: a file whose length disagrees with its header is still refused.
 pub fn forge_ids_checksums(b: &mut [u8]) {
     const HEADER: u64 = 64;
-    const BLOCK: u64 = 512;
     if b.len() < HEADER as usize {
         return;
     }
@@ -2582,20 +2596,8 @@ pub fn forge_ids_checksums(b: &mut [u8]) {
         })
         .filter(|&len| len <= b.len() as u64 - HEADER);
     if let Some(body_len) = body_len {
-        let (body_len, file_len) = (body_len as usize, b.len());
-        let crcs_at = HEADER as usize + body_len;
-        for (k, start) in (HEADER as usize..crcs_at)
-            .step_by(BLOCK as usize)
-            .enumerate()
-        {
-            let end = (start + BLOCK as usize).min(crcs_at);
-            let at = crcs_at + 4 * k;
-            if at + 4 > file_len {
-                break;
-            }
-            let crc = crc32(&b[start..end]);
-            b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
-        }
+        let crcs_at = HEADER as usize + body_len as usize;
+        sign_blocks(b, HEADER as usize, crcs_at, crcs_at);
         let crc = crc32(&b[crcs_at..]);
         b[44..48].copy_from_slice(&crc.to_le_bytes());
     }
@@ -2638,15 +2640,7 @@ pub fn forge_index_checksums_v4(b: &mut [u8]) {
                 b[e + 32..e + 36].copy_from_slice(&crc.to_le_bytes());
             }
         }
-        for (k, start) in (HEADER..offsets_at).step_by(512).enumerate() {
-            let end = (start + 512).min(offsets_at);
-            let at = crcs_at + 4 * k;
-            if at + 4 > b.len() {
-                break;
-            }
-            let crc = crc32(&b[start..end]);
-            b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
-        }
+        sign_blocks(b, HEADER, offsets_at, crcs_at);
         let crc = crc32(&b[crcs_at..]);
         b[48..52].copy_from_slice(&crc.to_le_bytes());
     }
