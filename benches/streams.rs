@@ -21,6 +21,11 @@
 //! - `cold_append_sync/{N}` against `append_sync/1000`: the same with `Durability::Sync` (the
 //!   default), where each append waits for its `fdatasync`.
 //! - `replay/{N}`, `replay/1000`: `replay_stream` of `hot-0`'s 1,000 events (warm).
+//! - `seal/one_event_streams` against `seal/1000_streams`: `Store::seal` of an active segment
+//!   holding 300,000 events, each of its own stream, and of one holding as many events over 1,000
+//!   streams (each store built fresh, untimed): what sealing costs per run of the index, which
+//!   a store of millions of streams pays for about every event it appends to a stream not yet
+//!   in the segment.
 //! - `hash_floor/{N}`, `hash_floor/1000`: a lookup of a random name in a `HashMap<String, u64>`
 //!   of N names, and of 1,000: the gap between the two is what reaching one random entry of a
 //!   structure of N keys costs on this machine, the floor under any first use of a stream. That
@@ -634,6 +639,52 @@ fn print_table(figures: &[Figures]) {
     row("RssFile after touching K", &|f| mb(f.rss[2].1));
 }
 
+/// Events in the segment `seal` seals: one 64 MiB segment holds about 365,000 of them.
+const SEAL_EVENTS: u64 = 300_000;
+
+fn seal_group(c: &mut Criterion) {
+    let mut group = c.benchmark_group("seal");
+    group
+        .sample_size(10)
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(SEAL_EVENTS));
+    for (label, streams) in [("one_event_streams", SEAL_EVENTS), ("1000_streams", SMALL)] {
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = TempDir::new().expect("temp dir");
+                    let store = open(dir.path());
+                    let mut i = 0;
+                    while i < SEAL_EVENTS {
+                        // One event per stream per batch: `streams` streams, round robin.
+                        let end = (i + streams.min(BUILD_BATCH)).min(SEAL_EVENTS);
+                        let writes = (i..end)
+                            .map(|k| {
+                                StreamWrite::new(
+                                    stream(k % streams),
+                                    ExpectedVersion::Any,
+                                    vec![event()],
+                                )
+                            })
+                            .collect();
+                        store.append_multi(writes).expect("fill");
+                        i = end;
+                    }
+                    let t = Instant::now();
+                    assert!(store.seal().expect("seal"), "the segment had records");
+                    timed += t.elapsed();
+                    store.close().expect("close");
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     if let Ok(dir) = std::env::var(MEMORY_CHILD_ENV) {
         memory_child(&dir, env(MEMORY_STREAMS_ENV, SMALL));
@@ -662,5 +713,6 @@ fn main() {
     append_groups(&mut c, &stores);
     floor_group(&mut c, &stores);
     probe_floor_group(&mut c, &stores);
+    seal_group(&mut c);
     c.final_summary();
 }

@@ -1156,7 +1156,7 @@ impl Shared {
             return;
         };
         for (hash, pos) in keys {
-            w.ids.insert(hash, pos);
+            w.ids.insert_dense(hash, pos);
         }
         let sealed = w.ids.seal(seg.end_base());
         self.ids.add_sealed(

@@ -1411,7 +1411,7 @@ impl Shared {
                     .iter()
                     .filter_map(|r| {
                         let last = r.offsets.last()?;
-                        Some((persist::name_hash(&r.stream), seg.base + u64::from(*last)))
+                        Some((r.hash(), seg.base + u64::from(*last)))
                     })
                     .collect();
                 (persist::encode(seg.base, seg.data_end(), &runs), keys)

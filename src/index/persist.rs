@@ -61,10 +61,64 @@ pub fn name_hash(name: &str) -> u64 {
 pub struct RunToSave<'a> {
     /// Stream name.
     pub stream: Cow<'a, str>,
+    /// [`name_hash`] of `stream`, computed once (by [`RunToSave::new`]), for the directory's
+    /// order, its entry and the id table's key entry.
+    hash: u64,
     /// Event number of the first event of the run.
     pub first_event: u64,
     /// Offsets of the events inside the segment, in event-number order.
-    pub offsets: Cow<'a, [u32]>,
+    pub offsets: RunOffsets<'a>,
+}
+
+/// The offsets of a [`RunToSave`]: one held inline (a seal of a segment written by many streams
+/// has a run of one event per stream, and allocates nothing for it), or any number.
+pub enum RunOffsets<'a> {
+    /// A run of one event.
+    One([u32; 1]),
+    /// Any run.
+    Many(Cow<'a, [u32]>),
+}
+
+impl std::ops::Deref for RunOffsets<'_> {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            RunOffsets::One(o) => o,
+            RunOffsets::Many(o) => o,
+        }
+    }
+}
+
+impl<'a> From<Cow<'a, [u32]>> for RunOffsets<'a> {
+    fn from(o: Cow<'a, [u32]>) -> RunOffsets<'a> {
+        RunOffsets::Many(o)
+    }
+}
+
+impl<'a> RunToSave<'a> {
+    /// The run of `stream` from `first_event` at `offsets`.
+    pub fn new(
+        stream: Cow<'a, str>,
+        first_event: u64,
+        offsets: impl Into<RunOffsets<'a>>,
+    ) -> RunToSave<'a> {
+        RunToSave {
+            hash: name_hash(&stream),
+            stream,
+            first_event,
+            offsets: offsets.into(),
+        }
+    }
+
+    /// The stream name's [`name_hash`].
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The directory's order: name hash, then name.
+    pub fn key(&self) -> (u64, &str) {
+        (self.hash, &self.stream)
+    }
 }
 
 /// Where the parts of a file with `count` runs, `names_len` bytes of names and `offsets_count`
@@ -111,15 +165,10 @@ impl Layout {
 /// Encodes the index file bytes for the segment at `base`. The runs may come in any order: the
 /// directory is sorted by name hash (then name).
 pub fn encode(base: u64, covered_end: u64, runs: &[RunToSave<'_>]) -> Vec<u8> {
-    let mut order: Vec<(u64, usize)> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (name_hash(&r.stream), i))
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| runs[a.1].stream.cmp(&runs[b.1].stream))
-    });
+    // Usually in order already ([`Index::segment_runs`](super::Index::segment_runs) sorts),
+    // which the sort finds in one pass.
+    let mut order: Vec<(u64, usize)> = runs.iter().enumerate().map(|(i, r)| (r.hash, i)).collect();
+    order.sort_unstable_by(|a, b| runs[a.1].key().cmp(&runs[b.1].key()));
     let names_len: usize = runs.iter().map(|r| r.stream.len()).sum();
     let offsets_count: usize = runs.iter().map(|r| r.offsets.len()).sum();
     let Some(l) = Layout::new(runs.len(), names_len, offsets_count) else {
@@ -764,16 +813,8 @@ mod tests {
 
     fn runs() -> Vec<RunToSave<'static>> {
         vec![
-            RunToSave {
-                stream: "account-1".into(),
-                first_event: 3,
-                offsets: Cow::Borrowed(&[64, 200, 400]),
-            },
-            RunToSave {
-                stream: "b".into(),
-                first_event: 0,
-                offsets: Cow::Borrowed(&[128]),
-            },
+            RunToSave::new("account-1".into(), 3, Cow::Borrowed(&[64u32, 200, 400][..])),
+            RunToSave::new("b".into(), 0, RunOffsets::One([128])),
         ]
     }
 
@@ -810,11 +851,7 @@ mod tests {
         let offsets = [64u32];
         let runs: Vec<RunToSave<'_>> = names
             .iter()
-            .map(|n| RunToSave {
-                stream: n.as_str().into(),
-                first_event: 0,
-                offsets: Cow::Borrowed(&offsets),
-            })
+            .map(|n| RunToSave::new(n.as_str().into(), 0, Cow::Borrowed(&offsets[..])))
             .collect();
         let bytes = encode(0, 1 << 20, &runs);
         (names, bytes)
