@@ -19,7 +19,8 @@
 //! - `append p99`: one thread appends one 100-byte event at a time with the default durability
 //!   (a sync per append) to a 50%-shape store, first for as long as the compaction took in the
 //!   round before (1 s in the first round) with nothing else running, then while `compact` runs
-//!   on the same store; p99 of each, over `EVJ_COMPACT_ROUNDS` stores (default 3).
+//!   on the same store; p99 of each, over `EVJ_COMPACT_ROUNDS` stores (default 3), and how long
+//!   each of those compactions took.
 //! - `replay`: the same, with one thread reading `$all` from the start over and over (events
 //!   per second).
 //! - `max_count read`: reading a stream of 20,000 events whose `max_count` is 100, against reading
@@ -371,9 +372,11 @@ fn main() {
     println!("| --- | --- | --- | --- |");
     let mut baseline = Duration::from_secs(1);
     let (mut quiet, mut busy) = (Vec::new(), Vec::new());
+    let mut took_under_appends = Vec::new();
     for _ in 0..rounds {
         let (mut p, took) = round(mb, baseline, append_probe);
         baseline = took.max(Duration::from_millis(200));
+        took_under_appends.push(took);
         quiet.append(&mut p.latencies[BASELINE as usize]);
         busy.append(&mut p.latencies[COMPACTING as usize]);
     }
@@ -384,6 +387,14 @@ fn main() {
         q.as_secs_f64() * 1e3,
         b.as_secs_f64() * 1e3,
         b.as_secs_f64() / q.as_secs_f64()
+    );
+    let took: Vec<String> = took_under_appends
+        .iter()
+        .map(|t| format!("{:.3} s", t.as_secs_f64()))
+        .collect();
+    println!(
+        "| compaction's time under the append probe | | {} | |",
+        took.join(", ")
     );
     let (mut quiet, mut busy) = ((0u64, 0f64), (0u64, 0f64));
     for _ in 0..rounds {
