@@ -58,22 +58,66 @@ pub struct Compacted {
     shift: Vec<u64>,
     /// Byte ranges with no record, ascending, apart (two gaps never touch).
     pub gaps: Vec<(u32, u32)>,
+    /// Where to start looking among `gaps` for an offset (see [`GapIndex`]).
+    index: GapIndex,
     /// The removed records, ascending by offset.
     pub removed: Vec<Removed>,
     /// The stream names and event types the removed records name.
     pub names: Vec<String>,
 }
 
+/// For each window of `2^shift` segment offsets, the first gap that ends past the window's
+/// start: a reader walking a compacted segment looks up every record's offset (is it in a gap,
+/// and where is it in the file), and a search of all the gaps there, two or three per record,
+/// made `$all` over a segment with every other record removed 1.5 to 1.8 times slower than over
+/// the same segment before compaction. The windows are about as many as the gaps, so a lookup
+/// searches one or two.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GapIndex {
+    shift: u32,
+    first: Vec<u32>,
+}
+
+/// Smallest window of [`GapIndex`]: a record takes a few dozen bytes at least.
+const MIN_WINDOW_SHIFT: u32 = 9;
+
+impl GapIndex {
+    fn new(gaps: &[(u32, u32)], data_end: u64) -> GapIndex {
+        let per_gap = data_end / (gaps.len() as u64).max(1);
+        let shift = (u64::BITS - 1 - per_gap.max(1).leading_zeros()).max(MIN_WINDOW_SHIFT);
+        let windows = (data_end >> shift) as usize + 1;
+        let mut first = Vec::with_capacity(windows);
+        let mut i = 0usize;
+        for w in 0..windows as u64 {
+            let start = w << shift;
+            while i < gaps.len() && u64::from(gaps[i].1) <= start {
+                i += 1;
+            }
+            first.push(i as u32);
+        }
+        GapIndex { shift, first }
+    }
+}
+
 impl Compacted {
+    /// The number of the first gap that ends past `off` (`gaps.len()` if none does).
+    #[inline]
+    fn first_gap_after(&self, off: u64) -> usize {
+        let w = (off >> self.index.shift) as usize;
+        let (lo, hi) = match (self.index.first.get(w), self.index.first.get(w + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, (hi as usize + 1).min(self.gaps.len())),
+            (Some(&lo), None) => (lo as usize, self.gaps.len()),
+            _ => (0, self.gaps.len()),
+        };
+        let lo = lo.min(hi);
+        lo + self.gaps[lo..hi].partition_point(|&(_, end)| u64::from(end) <= off)
+    }
+
     /// The gap that `off` lies in, if any.
     #[inline]
     pub fn gap_containing(&self, off: u64) -> Option<(u64, u64)> {
-        let i = self
-            .gaps
-            .partition_point(|&(start, _)| u64::from(start) <= off)
-            .checked_sub(1)?;
-        let (start, end) = self.gaps[i];
-        (off < u64::from(end)).then_some((u64::from(start), u64::from(end)))
+        let &(start, end) = self.gaps.get(self.first_gap_after(off))?;
+        (u64::from(start) <= off).then_some((u64::from(start), u64::from(end)))
     }
 
     /// Where in the file segment offset `off` (the start or the end of a record still there)
@@ -81,8 +125,7 @@ impl Compacted {
     /// end at or before it.
     #[inline]
     pub fn file_off(&self, off: u64) -> u64 {
-        let i = self.gaps.partition_point(|&(_, end)| u64::from(end) <= off);
-        off - self.shift[i]
+        off - self.shift[self.first_gap_after(off)]
     }
 
     /// The removed record at `off`, if one was there.
@@ -254,6 +297,7 @@ impl Compacted {
             data_end,
             table_at,
             shift,
+            index: GapIndex::new(&gaps, data_end),
             gaps,
             removed,
             names,
@@ -367,6 +411,7 @@ impl TableBuilder {
                 Some(*t)
             }))
             .collect();
+        self.table.index = GapIndex::new(&self.table.gaps, data_end);
         self.table
     }
 }
@@ -374,6 +419,54 @@ impl TableBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_through_the_gap_index_agree_with_a_search_of_every_gap() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // Records of 8 to 2,048 bytes, each removed with odds from none to all, and clustered
+        // layouts (a removed run in one part of the segment only).
+        for case in 0..60u64 {
+            let odds = case % 6;
+            let mut b = TableBuilder::default();
+            let mut off = SEGMENT_HEADER_LEN as u32;
+            let records = 1 + next(3000);
+            for k in 0..records {
+                let len = 8 * (1 + next(if case % 2 == 0 { 34 } else { 256 })) as u32;
+                let clustered = case % 5 == 0 && k > records / 3;
+                if !clustered && next(5) < odds {
+                    b.remove(off, len, "s", "t", k);
+                }
+                off += len;
+            }
+            let t = b.finish(u64::from(off));
+            let naive_gap = |o: u64| {
+                t.gaps
+                    .iter()
+                    .find(|&&(a, e)| u64::from(a) <= o && o < u64::from(e))
+                    .map(|&(a, e)| (u64::from(a), u64::from(e)))
+            };
+            let naive_file = |o: u64| {
+                o - t
+                    .gaps
+                    .iter()
+                    .filter(|&&(_, e)| u64::from(e) <= o)
+                    .map(|&(a, e)| u64::from(e - a))
+                    .sum::<u64>()
+            };
+            for o in (0..u64::from(off) + 4096).step_by(8) {
+                assert_eq!(t.gap_containing(o), naive_gap(o), "case {case} offset {o}");
+                assert_eq!(t.file_off(o), naive_file(o), "case {case} offset {o}");
+            }
+            let back = Compacted::decode(&t.encode(), t.data_end, t.table_at);
+            assert_eq!(back.as_ref(), Ok(&t), "case {case}");
+        }
+    }
 
     #[test]
     fn table_round_trips_and_rejects_damage() {
