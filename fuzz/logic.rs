@@ -453,8 +453,9 @@ fn golden() -> &'static Golden {
 /// - bits 0-1: which index files: 0 the first (whose runs are too many to be all spot-checked
 ///   at open), 1 the last, 2 all, 3 the one `data[1]` picks;
 /// - bit 2: XOR the rest of the input onto the file (else: replace the file with it);
-/// - bit 3: then make the file's checksums valid, as a buggy writer would (see
-///   [`forge_index_checksums`]);
+/// - bit 3: then make the file's checksums valid, as a buggy writer would, in the layout its
+///   header names (see [`forge_index_checksums_v4`], for the files this build writes, and
+///   [`forge_index_checksums`], for layout 2);
 /// - bit 4: delete the files instead;
 /// - bit 5: with bit 3, leave the runs' offsets checksums as they are (only the directory and
 ///   header checksums are made valid).
@@ -502,7 +503,12 @@ pub fn open_index(data: &[u8]) {
             payload.to_vec()
         };
         if forged {
-            forge_index_checksums(&mut bytes, mode & 32 == 0);
+            // Forged in the layout the file says it has: files this build writes are layout 4.
+            if bytes.get(8..12) == Some(&4u32.to_le_bytes()[..]) {
+                forge_index_checksums_v4(&mut bytes, mode & 32 == 0);
+            } else {
+                forge_index_checksums(&mut bytes, mode & 32 == 0);
+            }
         }
         fs::write(&path, bytes).expect("write index file");
     }
@@ -2606,18 +2612,18 @@ pub fn forge_ids_checksums(b: &mut [u8]) {
 }
 
 /// Makes the checksums of index file `b` (layout 4) valid over whatever it holds, as a buggy
-/// writer would: each run's offsets checksum, where its directory entry and offsets array lie
-/// inside the file; the block checksums of the directory and names, as far as they lie inside
-/// it; the CRC of the block checksums; the header's. Lengths are left as they are.
-pub fn forge_index_checksums_v4(b: &mut [u8]) {
+/// writer would: with `runs`, each run's offsets checksum, where its directory entry and offsets
+/// array lie inside the file; the block checksums of the directory and names, as far as they lie
+/// inside it; the CRC of the block checksums; the header's. Lengths are left as they are.
+pub fn forge_index_checksums_v4(b: &mut [u8], runs: bool) {
     const HEADER: usize = 64;
     const ENTRY: usize = 40;
     if b.len() < HEADER {
         return;
     }
-    let runs = le_u32(b, 12) as usize;
+    let count = le_u32(b, 12) as usize;
     let layout = (|| {
-        let names_end = runs
+        let names_end = count
             .checked_mul(ENTRY)?
             .checked_add(HEADER)?
             .checked_add(usize::try_from(le_u64(b, 32)).ok()?)?;
@@ -2627,7 +2633,12 @@ pub fn forge_index_checksums_v4(b: &mut [u8]) {
         Some((offsets_at, crcs_at))
     })();
     if let Some((offsets_at, crcs_at)) = layout.filter(|&(_, crcs_at)| crcs_at <= b.len()) {
-        for i in 0..runs.min((b.len() - HEADER) / ENTRY) {
+        let signed = if runs {
+            count.min((b.len() - HEADER) / ENTRY)
+        } else {
+            0
+        };
+        for i in 0..signed {
             let e = HEADER + i * ENTRY;
             let n = le_u32(b, e + 16) as usize;
             let first = le_u32(b, e + 28) as usize;
@@ -2924,7 +2935,7 @@ pub fn open_manifest(data: &[u8]) {
             if name.ends_with(".ids") {
                 forge_ids_checksums(&mut b);
             } else {
-                forge_index_checksums_v4(&mut b);
+                forge_index_checksums_v4(&mut b, true);
             }
         }
         if b != golden {
