@@ -677,14 +677,14 @@ const YIELD_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 /// each after the sync under way, if any, has finished.
 ///
 /// The writes themselves defer to durable appends the same way: while an append's sync is under
-/// way, what is gathered is written in pieces of [`YIELD_PIECE`], each after that sync has
-/// finished. A write copies into the page cache inside one system call, which a kernel without
-/// preemption does not interrupt: a mebibyte of it, begun while the append synced, kept the
-/// appender from its core once the sync was done. Measured with `cargo bench --bench
+/// way, what is gathered is written in pieces of at most [`YIELD_PIECE`], each after that sync
+/// has finished. A write copies into the page cache inside one system call, which a kernel
+/// without preemption does not interrupt: a mebibyte of it, begun while the append synced, kept
+/// the appender from its core once the sync was done. Measured with `cargo bench --bench
 /// compaction` (durable append p99 during a compaction over without): 1.49 to 1.97 in twelve
-/// runs, against 2.40 to 3.46 in ten of the build before, and 2.44 to 2.94 in three where the
-/// writes only waited for the sync without being cut into pieces; a compaction under that
-/// probe takes about twice as long (0.33 to 0.57 s against 0.17 to 0.25 s).
+/// runs of a first version of this, against 2.40 to 3.46 in ten of the build before, and 2.44
+/// to 2.94 in three where 1 MiB writes only waited for the sync (README, "Compaction
+/// performance", for the version here).
 struct Output<'a> {
     disk: &'a crate::disk::Disk,
     file: &'a std::fs::File,
@@ -720,12 +720,17 @@ impl<'a> Output<'a> {
 
     fn push(&mut self, mut run: &[u8]) -> Result<()> {
         while !run.is_empty() {
-            let n = run.len().min(OUTPUT_BUFFER - self.buf.len());
-            self.buf.extend_from_slice(&run[..n]);
-            run = &run[n..];
-            if self.buf.len() == OUTPUT_BUFFER
-                || (self.buf.len() >= YIELD_PIECE as usize && self.appending_now())
-            {
+            let limit = if self.appending_now() {
+                YIELD_PIECE as usize
+            } else {
+                OUTPUT_BUFFER
+            };
+            if self.buf.len() < limit {
+                let n = run.len().min(limit - self.buf.len());
+                self.buf.extend_from_slice(&run[..n]);
+                run = &run[n..];
+            }
+            if self.buf.len() >= limit {
                 self.write()?;
             }
         }
@@ -746,7 +751,8 @@ impl<'a> Output<'a> {
             return Ok(());
         }
         if self.appending_now() {
-            self.seen = yield_to_sync(self.syncs);
+            // `seen` is left as it was: that sync still counts for the writeback's pacing.
+            yield_to_sync(self.syncs);
         }
         self.disk
             .write_all_at(self.file, self.path, &self.buf, self.at)?;

@@ -1021,3 +1021,82 @@ fn a_follower_lets_go_of_the_segments_the_writer_compacted() {
     assert_eq!(all(&follower), all(&store));
     assert!(stream(&follower, "gone-1").is_empty());
 }
+
+#[test]
+fn a_compaction_under_durable_appends_keeps_every_event_where_it_was() {
+    // Runs of kept records longer than the pieces the compaction writes in while an append
+    // syncs, removed records few and far between, and a thread appending durably throughout.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |d: Durability| Options::default().segment_size(1 << 20).durability(d);
+    let mut gone = 0;
+    {
+        let store = Store::open(dir.path(), opts(Durability::None)).unwrap();
+        for i in 0..2400u64 {
+            let data = format!("keep-1:{i}:{}", "k".repeat(4000));
+            store
+                .append(
+                    "keep-1",
+                    ExpectedVersion::Any,
+                    [EventData::new("Kept", data)],
+                )
+                .unwrap();
+            if i % 97 == 0 {
+                store
+                    .append(
+                        "gone-1",
+                        ExpectedVersion::Any,
+                        [EventData::new("Gone", "g")],
+                    )
+                    .unwrap();
+                gone += 1;
+            }
+        }
+        store.delete_stream("gone-1", ExpectedVersion::Any).unwrap();
+        store.seal().unwrap();
+        store.close().unwrap();
+    }
+    let store = std::sync::Arc::new(Store::open(dir.path(), opts(Durability::Sync)).unwrap());
+    let before = all(&store);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let appender = {
+        let (store, stop, done) = (store.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while n < 20 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let expected = match n {
+                    0 => ExpectedVersion::NoStream,
+                    n => ExpectedVersion::Exact(n - 1),
+                };
+                store
+                    .append("probe-1", expected, [EventData::new("P", n.to_string())])
+                    .unwrap();
+                n += 1;
+                done.store(n, std::sync::atomic::Ordering::SeqCst);
+            }
+            n
+        })
+    };
+    // Syncs under way from the start of the compaction on.
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        std::thread::yield_now();
+    }
+    let report = store.compact().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let probes = appender.join().unwrap();
+    assert_eq!(report.events_removed, gone, "{report:?}");
+    assert!(report.segments_rewritten >= 6, "{report:?}");
+    let check = |store: &Store| {
+        let rows = all(store);
+        let (probe, rest): (Vec<AllRow>, Vec<AllRow>) =
+            rows.into_iter().partition(|r| r.1 == "probe-1");
+        assert_eq!(rest, before);
+        let numbers: Vec<u64> = probe.iter().map(|r| r.2).collect();
+        assert_eq!(numbers, (0..probes).collect::<Vec<_>>());
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(dir.path(), opts(Durability::Sync)).unwrap();
+    check(&store);
+    store.close().unwrap();
+}
