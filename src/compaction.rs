@@ -24,6 +24,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
+use tracing::Span;
 
 use crate::error::{Error, Result};
 use crate::index::StreamId;
@@ -62,7 +63,41 @@ const COMPACT_SUFFIX: &str = ".compact.tmp";
 
 impl Shared {
     /// Compacts every sealed segment that holds records no reader sees any more.
+    ///
+    /// The work runs on a thread of its own, [`Options::compaction_niceness`] nicer than the
+    /// caller, and the caller waits for it: a compaction is all CPU while the segments are in
+    /// the page cache, and an appender woken from its sync must not wait for a core behind it.
+    /// Measured with `cargo bench --bench compaction` while another thread kept a core busy:
+    /// durable append p99 during a compaction over without it 3.9 to 6.2 at the caller's
+    /// priority, 1.7 to 1.8 ten steps nicer (one run of six 3.4; README, "Compaction
+    /// performance").
+    ///
+    /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
     pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        // The caller's subscriber and span go along, so that its traces show the compaction
+        // where they would have.
+        let (dispatch, span) = (
+            tracing::dispatcher::get_default(Clone::clone),
+            Span::current(),
+        );
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new()
+                .name("evj-compact".into())
+                .spawn_scoped(s, || {
+                    lower_priority(self.options.compaction_niceness);
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        span.in_scope(|| self.compact_here())
+                    })
+                });
+            match worker {
+                Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                // No thread to be had: the caller does the work.
+                Err(_) => self.compact_here(),
+            }
+        })
+    }
+
+    fn compact_here(&self) -> Result<CompactionReport> {
         self.check_writable()?;
         let _one = self.compaction.lock();
         let _span = tracing::info_span!("compaction").entered();
@@ -845,6 +880,29 @@ fn yield_to_sync(syncs: &std::sync::atomic::AtomicU64) -> u64 {
     now
 }
 
+/// Makes the calling thread `by` steps nicer (Unix niceness, at most 19) than it is.
+///
+/// Linux applies `setpriority` to the one thread whose id it is given. A thread may always make
+/// itself nicer; a failure leaves it as it was, which only costs the appends some latency.
+fn lower_priority(by: u8) {
+    if by == 0 {
+        return;
+    }
+    // SAFETY: gettid, getpriority and setpriority take and return plain integers, and errno is
+    // the calling thread's own.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        // getpriority returns -1 both for niceness -1 and for a failure: errno tells them apart.
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return;
+        }
+        let nicer = (now + i32::from(by)).min(19);
+        libc::setpriority(libc::PRIO_PROCESS, tid, nicer);
+    }
+}
+
 /// Whether a segment was sealed with much of its preallocated space unused ([`Store::seal`],
 /// or a batch too large for what was left): rewriting it gives that space back.
 ///
@@ -872,7 +930,10 @@ impl crate::Store {
     /// Appends, reads, subscriptions and backups go on while it runs; one compaction runs at a
     /// time. The segment being written is not compacted. Each rewritten segment is synced and
     /// renamed into place, so a crash loses nothing and a later call goes on where this one
-    /// stopped, reading only segments with something left to remove.
+    /// stopped, reading only segments with something left to remove. The work runs on a
+    /// thread of the store at a lower CPU priority than the caller's
+    /// ([`Options::compaction_niceness`](crate::Options::compaction_niceness)); the call
+    /// returns when it is done.
     ///
     /// Fails with [`Error::ReadOnly`] on a store opened read-only.
     ///
@@ -918,5 +979,41 @@ impl crate::Store {
     pub fn seal(&self) -> Result<bool> {
         self.check_open()?;
         self.shared.seal_active()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lower_priority;
+
+    fn niceness() -> i32 {
+        // SAFETY: as in `lower_priority`.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::getpriority(libc::PRIO_PROCESS, tid)
+        }
+    }
+
+    #[test]
+    fn a_thread_made_nicer_is_nicer_by_that_much_and_never_past_19() {
+        std::thread::spawn(|| {
+            let start = niceness();
+            lower_priority(0);
+            assert_eq!(niceness(), start);
+            lower_priority(3);
+            assert_eq!(niceness(), (start + 3).min(19));
+            lower_priority(30);
+            assert_eq!(niceness(), 19);
+            lower_priority(1);
+            assert_eq!(niceness(), 19);
+        })
+        .join()
+        .expect("thread");
+        // Only the thread that asked is nicer.
+        let here = niceness();
+        std::thread::spawn(move || lower_priority(5))
+            .join()
+            .expect("thread");
+        assert_eq!(niceness(), here);
     }
 }

@@ -37,6 +37,7 @@ pub struct Options {
     pub(crate) recovery: Recovery,
     pub(crate) follow: Option<Duration>,
     pub(crate) auto_compact: Option<(u64, Duration)>,
+    pub(crate) compaction_niceness: u8,
     pub(crate) disk: Disk,
 }
 
@@ -55,6 +56,7 @@ impl Default for Options {
             recovery: Recovery::Strict,
             follow: Some(Duration::from_millis(1)),
             auto_compact: None,
+            compaction_niceness: 10,
             disk: Disk::default(),
         }
     }
@@ -107,6 +109,16 @@ impl Options {
     /// default. No effect on a read-only store.
     pub fn compact_when(mut self, reclaimable_bytes: u64, checked_every: Duration) -> Options {
         self.auto_compact = Some((reclaimable_bytes, checked_every));
+        self
+    }
+
+    /// How many steps of Unix niceness below the calling thread's CPU priority a compaction
+    /// runs (default 10; the result is at most 19, the lowest). On a machine whose cores are
+    /// busy, the appends and reads then get a core first and the compaction what is left: at 10
+    /// it still gets about a tenth of a core against one busy thread of normal priority, at
+    /// 19 about a fiftieth. 0 runs it at the caller's priority.
+    pub fn compaction_niceness(mut self, steps: u8) -> Options {
+        self.compaction_niceness = steps;
         self
     }
 

@@ -744,3 +744,64 @@ fn a_retry_of_removed_events_is_the_same_with_tables_rebuilt() {
         "with the tables rebuilt from the compacted log"
     );
 }
+
+/// Niceness of the calling thread.
+fn niceness() -> i32 {
+    // SAFETY: gettid and getpriority take and return plain integers.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::getpriority(libc::PRIO_PROCESS, tid)
+    }
+}
+
+/// Records the niceness of the threads that write the compacted segments' files.
+#[derive(Default)]
+struct NicenessOfWrites(parking_lot::Mutex<Vec<i32>>);
+
+impl FaultInjector for NicenessOfWrites {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        if let FileOp::Write { path, .. } = op {
+            if path.to_string_lossy().ends_with(".compact.tmp") {
+                self.0.lock().push(niceness());
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn a_compaction_works_at_a_lower_cpu_priority_than_its_caller() {
+    let t = template(Durability::Sync, 6);
+    for steps in [0u8, 4, 10] {
+        let dir = copy_store(t.dir.path());
+        let seen = Arc::new(NicenessOfWrites::default());
+        let store = Store::open(
+            dir.path(),
+            options(Durability::Sync)
+                .compaction_niceness(steps)
+                .fault_injector(seen.clone()),
+        )
+        .unwrap();
+        // In a thread of its own, as the caller's niceness is what the compaction's is relative to.
+        let (caller, report, after) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let before = niceness();
+                let report = store.compact().unwrap();
+                (before, report, niceness())
+            })
+            .join()
+            .unwrap()
+        });
+        // The caller's own priority is left as it was.
+        assert_eq!(after, caller);
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        let writes = seen.0.lock().clone();
+        assert!(!writes.is_empty());
+        let expected = (caller + i32::from(steps)).min(19);
+        assert!(
+            writes.iter().all(|&n| n == expected),
+            "steps {steps}: caller at {caller}, writes at {writes:?}"
+        );
+        assert_eq!(snapshot(&store).unwrap(), t.snap);
+    }
+}
