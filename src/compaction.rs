@@ -28,7 +28,7 @@ use tracing::Span;
 
 use crate::error::{Error, Result};
 use crate::index::StreamId;
-use crate::log::compacted::TableBuilder;
+use crate::log::compacted::{Compacted, TableBuilder};
 use crate::log::format::{
     decode_record, CompactedHeader, SegmentHeader, COMPACTED_VERSION, SEGMENT_HEADER_LEN,
 };
@@ -490,12 +490,45 @@ impl Planner {
                 self.advance(shared, w)?;
             }
             if !offsets.is_empty() || sealed_early(&seg) {
-                offsets.sort_unstable();
+                sort_offsets(&mut offsets);
                 offsets.dedup();
                 return Ok(Some((seg, offsets)));
             }
         }
         Ok(None)
+    }
+}
+
+/// Sorts a segment's offsets of removed records: a radix sort, 12 bits a pass (two passes for
+/// a segment under 16 MiB). The planner gathers them stream by stream, tens of thousands per
+/// segment where every other record goes, and a comparison sort of them took a twentieth of
+/// the compaction's time.
+fn sort_offsets(v: &mut Vec<u32>) {
+    const BITS: u32 = 12;
+    if v.len() < 1024 {
+        v.sort_unstable();
+        return;
+    }
+    let max = v.iter().copied().max().unwrap_or(0);
+    let mut out = vec![0u32; v.len()];
+    let mut shift = 0;
+    while shift < u32::BITS && max >> shift != 0 {
+        let digit = |x: u32| ((x >> shift) & ((1 << BITS) - 1)) as usize;
+        let mut start = vec![0u32; 1 << BITS];
+        for &x in v.iter() {
+            start[digit(x)] += 1;
+        }
+        let mut sum = 0;
+        for c in start.iter_mut() {
+            (*c, sum) = (sum, sum + *c);
+        }
+        for &x in v.iter() {
+            let d = digit(x);
+            out[start[d] as usize] = x;
+            start[d] += 1;
+        }
+        std::mem::swap(v, &mut out);
+        shift += BITS;
     }
 }
 
@@ -530,7 +563,7 @@ impl Shared {
             reason,
         };
         let file = disk.create(&tmp)?;
-        let result = (|| -> Result<(u64, u64)> {
+        let result = (|| -> Result<(u64, u64, Compacted)> {
             let mut table = TableBuilder::default();
             let mut removed = 0u64;
             let mut removed_bytes = 0u64;
@@ -632,15 +665,15 @@ impl Shared {
                     "the index places an event past the segment's records".to_string(),
                 ));
             }
-            let table = table.finish(data_end);
-            let table_at = table.table_at;
+            let built = table.finish(data_end);
+            let table_at = built.table_at;
             if end != table_at {
                 return Err(corrupt(
                     data_end,
                     "the records kept and the gaps do not add up to the segment".to_string(),
                 ));
             }
-            let table = table.encode();
+            let table = built.encode();
             let header = SegmentHeader {
                 version: COMPACTED_VERSION,
                 base: seg.base,
@@ -661,10 +694,10 @@ impl Shared {
             // Always synced, whatever the durability mode: the old records it replaces were
             // durable, and must stay so.
             disk.sync_all(&file, &tmp)?;
-            Ok((removed, removed_bytes))
+            Ok((removed, removed_bytes, built))
         })();
         drop(file);
-        let (removed, removed_bytes) = match result {
+        let (removed, removed_bytes, built) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = disk.remove(&tmp);
@@ -672,7 +705,7 @@ impl Shared {
             }
         };
         disk.rename(&tmp, &path)?;
-        let new = Segment::open(&path, seg.base, false, disk)?;
+        let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
         Ok((new, removed, removed_bytes))
     }
 }
@@ -991,6 +1024,73 @@ mod tests {
         unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             libc::getpriority(libc::PRIO_PROCESS, tid)
+        }
+    }
+
+    #[test]
+    fn offsets_sort_as_a_comparison_sort_sorts_them() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for (len, bits) in [
+            (0, 8),
+            (5, 30),
+            (1023, 20),
+            (1024, 24),
+            (30_000, 24),
+            (5000, 32),
+        ] {
+            let mut v: Vec<u32> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> (64 - bits)) as u32 & !7
+                })
+                .collect();
+            // Runs of a stream's offsets, already in order, as the planner gathers them.
+            v[..len / 2].sort_unstable();
+            let mut expected = v.clone();
+            expected.sort_unstable();
+            super::sort_offsets(&mut v);
+            assert_eq!(v, expected, "{len} offsets of {bits} bits");
+        }
+    }
+
+    #[test]
+    fn a_compacted_segment_keeps_the_table_it_was_written_with_as_its_file_decodes() {
+        use crate::{EventData, ExpectedVersion, Options, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Options::default().segment_size(16 << 10)).unwrap();
+        for i in 0..600u32 {
+            let stream = format!("s-{}", i % 7);
+            let event = EventData::new(["A", "B", "C"][i as usize % 3], vec![i as u8; 40]);
+            store
+                .append(&stream, ExpectedVersion::Any, [event])
+                .unwrap();
+        }
+        // The second round compacts segments compacted in the first: their tables carry the
+        // first round's removed records.
+        for gone in [["s-2", "s-5"], ["s-3", "s-6"]] {
+            for stream in gone {
+                store.delete_stream(stream, ExpectedVersion::Any).unwrap();
+            }
+            store.seal().unwrap();
+            let report = store.compact().unwrap();
+            assert!(report.segments_rewritten >= 2, "{report:?}");
+            let mut compared = 0;
+            for seg in store.shared.log.segments() {
+                let Some(kept) = &seg.compacted else { continue };
+                let disk = &store.shared.options.disk;
+                let fresh = crate::log::segment::Segment::open(&seg.path, seg.base, false, disk)
+                    .expect("reopen the compacted file");
+                assert_eq!(
+                    fresh.compacted.as_deref(),
+                    Some(&**kept),
+                    "{}",
+                    seg.path.display()
+                );
+                compared += 1;
+            }
+            assert!(compared >= report.segments_rewritten);
         }
     }
 

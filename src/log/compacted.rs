@@ -143,31 +143,34 @@ impl Compacted {
 
     /// The table's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            TABLE_HEADER_LEN
-                + GAP_LEN * self.gaps.len()
-                + REMOVED_LEN * self.removed.len()
-                + self.names.iter().map(|n| 2 + n.len()).sum::<usize>(),
-        );
-        out.extend_from_slice(&TABLE_MAGIC);
-        out.extend_from_slice(&(self.gaps.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.removed.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        for &(start, end) in &self.gaps {
-            out.extend_from_slice(&start.to_le_bytes());
-            out.extend_from_slice(&end.to_le_bytes());
+        let removed_at = TABLE_HEADER_LEN + GAP_LEN * self.gaps.len();
+        let names_at = removed_at + REMOVED_LEN * self.removed.len();
+        let len = names_at + self.names.iter().map(|n| 2 + n.len()).sum::<usize>();
+        // Filled in place, entry by entry: tens of thousands of them per segment, where pushing
+        // each field took a twentieth of a compaction's time.
+        let mut out = vec![0u8; len];
+        out[..8].copy_from_slice(&TABLE_MAGIC);
+        out[8..12].copy_from_slice(&(self.gaps.len() as u32).to_le_bytes());
+        out[12..16].copy_from_slice(&(self.removed.len() as u32).to_le_bytes());
+        out[16..20].copy_from_slice(&(self.names.len() as u32).to_le_bytes());
+        let gaps = out[TABLE_HEADER_LEN..removed_at].chunks_exact_mut(GAP_LEN);
+        for (b, &(start, end)) in gaps.zip(&self.gaps) {
+            b[..4].copy_from_slice(&start.to_le_bytes());
+            b[4..].copy_from_slice(&end.to_le_bytes());
         }
-        for r in &self.removed {
-            out.extend_from_slice(&r.offset.to_le_bytes());
-            out.extend_from_slice(&r.stream.to_le_bytes());
-            out.extend_from_slice(&r.event_type.to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            out.extend_from_slice(&r.event_number.to_le_bytes());
+        let removed = out[removed_at..names_at].chunks_exact_mut(REMOVED_LEN);
+        for (b, r) in removed.zip(&self.removed) {
+            b[..4].copy_from_slice(&r.offset.to_le_bytes());
+            b[4..8].copy_from_slice(&r.stream.to_le_bytes());
+            b[8..12].copy_from_slice(&r.event_type.to_le_bytes());
+            // 12..16 reserved, zero.
+            b[16..].copy_from_slice(&r.event_number.to_le_bytes());
         }
+        let mut at = names_at;
         for n in &self.names {
-            out.extend_from_slice(&(n.len() as u16).to_le_bytes());
-            out.extend_from_slice(n.as_bytes());
+            out[at..at + 2].copy_from_slice(&(n.len() as u16).to_le_bytes());
+            out[at + 2..at + 2 + n.len()].copy_from_slice(n.as_bytes());
+            at += 2 + n.len();
         }
         out
     }
@@ -333,9 +336,7 @@ impl Hasher for NameHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+            self.0 = (self.0.rotate_left(5) ^ short_word(rest)).wrapping_mul(K);
         }
     }
 
@@ -351,6 +352,24 @@ impl Hasher for NameHasher {
         let m = u128::from(self.0) * 0x2D35_8DCC_AA6C_78A5;
         (m as u64) ^ ((m >> 64) as u64)
     }
+}
+
+/// The 1 to 7 bytes of `b` as one word, each byte counted once, in two overlapping loads
+/// rather than a copy of a variable length (a call into the C library that took most of a
+/// name's hashing, and hashing a fifth of a compaction's time).
+#[inline]
+fn short_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    let (lo, hi) = if n >= 4 {
+        (
+            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            u64::from(u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]])),
+        )
+    } else {
+        let (a, m, z) = (b[0], b[n / 2], b[n - 1]);
+        (u64::from(a) | u64::from(m) << 8 | u64::from(z) << 16, 0)
+    };
+    lo | hi << 32 | (n as u64) << 61
 }
 
 impl TableBuilder {

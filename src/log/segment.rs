@@ -109,6 +109,30 @@ impl Segment {
     /// rebuild) calls [`check_mapped`](Self::check_mapped) first, which reports a failure to map;
     /// a read of a record through a segment that cannot be mapped finds no record there and fails.
     pub fn open_unmapped(path: &Path, base: u64, writable: bool, disk: &Disk) -> Result<Segment> {
+        Segment::open_with(path, base, writable, disk, None)
+    }
+
+    /// [`open`](Self::open) of a segment just compacted into `path`, whose `table` is in hand:
+    /// it is taken as it is when the file's header places a table where it ends, instead of
+    /// being read back and decoded again.
+    pub fn open_compacted(
+        path: &Path,
+        base: u64,
+        disk: &Disk,
+        table: Arc<Compacted>,
+    ) -> Result<Segment> {
+        let seg = Segment::open_with(path, base, false, disk, Some(table))?;
+        seg.check_mapped()?;
+        Ok(seg)
+    }
+
+    fn open_with(
+        path: &Path,
+        base: u64,
+        writable: bool,
+        disk: &Disk,
+        known: Option<Arc<Compacted>>,
+    ) -> Result<Segment> {
         let writable = writable && !disk.is_read_only();
         let file = disk.open(path, writable)?;
         let meta = file.metadata().at("reading the size of", path)?;
@@ -129,6 +153,13 @@ impl Segment {
         }
         let compacted = match header.compacted {
             None => None,
+            Some(c)
+                if known
+                    .as_ref()
+                    .is_some_and(|t| t.table_at == c.table_at && t.data_end == c.data_end) =>
+            {
+                known
+            }
             Some(c) => {
                 let corrupt = |offset: u64, reason: &str| Error::Corrupt {
                     file: path.to_path_buf(),
