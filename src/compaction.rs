@@ -28,7 +28,7 @@ use tracing::Span;
 
 use crate::error::{Error, Result};
 use crate::index::StreamId;
-use crate::log::compacted::{Compacted, TableBuilder};
+use crate::log::compacted::{name_fits, Compacted, TableBuilder};
 use crate::log::format::{
     decode_record, CompactedHeader, SegmentHeader, COMPACTED_VERSION, SEGMENT_HEADER_LEN,
 };
@@ -63,41 +63,7 @@ const COMPACT_SUFFIX: &str = ".compact.tmp";
 
 impl Shared {
     /// Compacts every sealed segment that holds records no reader sees any more.
-    ///
-    /// The work runs on a thread of its own, [`Options::compaction_niceness`] nicer than the
-    /// caller, and the caller waits for it: a compaction is all CPU while the segments are in
-    /// the page cache, and an appender woken from its sync must not wait for a core behind it.
-    /// Measured with `cargo bench --bench compaction` while another thread kept a core busy:
-    /// durable append p99 during a compaction over without it 3.9 to 6.2 at the caller's
-    /// priority, 1.7 to 1.8 ten steps nicer (one run of six 3.4; README, "Compaction
-    /// performance").
-    ///
-    /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
     pub(crate) fn compact(&self) -> Result<CompactionReport> {
-        // The caller's subscriber and span go along, so that its traces show the compaction
-        // where they would have.
-        let (dispatch, span) = (
-            tracing::dispatcher::get_default(Clone::clone),
-            Span::current(),
-        );
-        std::thread::scope(|s| {
-            let worker = std::thread::Builder::new()
-                .name("evj-compact".into())
-                .spawn_scoped(s, || {
-                    lower_priority(self.options.compaction_niceness);
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        span.in_scope(|| self.compact_here())
-                    })
-                });
-            match worker {
-                Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                // No thread to be had: the caller does the work.
-                Err(_) => self.compact_here(),
-            }
-        })
-    }
-
-    fn compact_here(&self) -> Result<CompactionReport> {
         self.check_writable()?;
         let _one = self.compaction.lock();
         let _span = tracing::info_span!("compaction").entered();
@@ -142,7 +108,7 @@ impl Shared {
                 bumped = true;
             }
             let before = allocated(&seg);
-            let (new, removed, bytes) = self.rewrite(&seg, &fresh)?;
+            let (new, removed, bytes) = self.rewrite_nicer(&seg, &fresh)?;
             report.disk_bytes_before += before;
             report.disk_bytes_after += allocated(&new);
             report.segments_rewritten += 1;
@@ -543,6 +509,45 @@ impl Shared {
         self.options.disk.sync_dir(&self.dir)
     }
 
+    /// [`rewrite`](Self::rewrite) on a thread of its own, [`Options::compaction_niceness`]
+    /// steps nicer than the caller, who waits for it. A rewrite is all CPU while the segments
+    /// are in the page cache, and an appender woken from its sync must not wait for a core
+    /// behind it. Only the rewrite: the planning, and the steps that take the store's locks
+    /// (the writer's, the index's), stay on the caller's thread, so that appends never wait for
+    /// a lock held by a thread the scheduler puts last. Measured with `cargo bench --bench
+    /// compaction` while another thread kept a core busy: durable append p99 during a
+    /// compaction over without it 3.9 to 6.2 at the caller's priority, 1.7 to 1.8 ten steps
+    /// nicer (one run of six 3.4; README, "Compaction performance").
+    ///
+    /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
+    fn rewrite_nicer(&self, seg: &Segment, remove: &[u32]) -> Result<(Segment, u64, u64)> {
+        let steps = self.options.compaction_niceness;
+        if steps == 0 {
+            return self.rewrite(seg, remove);
+        }
+        // The caller's subscriber and span go along, so that its traces show the rewrite where
+        // they would have.
+        let (dispatch, span) = (
+            tracing::dispatcher::get_default(Clone::clone),
+            Span::current(),
+        );
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new()
+                .name("evj-compact".into())
+                .spawn_scoped(s, || {
+                    lower_priority(steps);
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        span.in_scope(|| self.rewrite(seg, remove))
+                    })
+                });
+            match worker {
+                Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                // No thread to be had: the caller does the work.
+                Err(_) => self.rewrite(seg, remove),
+            }
+        })
+    }
+
     /// Writes `seg` again without the records at `remove` (sorted segment offsets, none removed
     /// before), synced, renames it into place (the directory is left to
     /// [`sync_renames`](Self::sync_renames)) and opens it; returns it with the records and bytes
@@ -646,13 +651,15 @@ impl Shared {
                 next.next();
                 flush(&mut live_from, off)?;
                 let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-                table.remove(
-                    off as u32,
-                    v.len as u32,
-                    text(v.stream),
-                    text(v.event_type),
-                    v.event_number,
-                );
+                let (stream, event_type) = (text(v.stream), text(v.event_type));
+                if !name_fits(stream.len()) || !name_fits(event_type.len()) {
+                    return Err(corrupt(
+                        off,
+                        "a removed record's stream name or event type is empty or too long"
+                            .to_string(),
+                    ));
+                }
+                table.remove(off as u32, v.len as u32, stream, event_type, v.event_number);
                 removed += 1;
                 removed_bytes += v.len as u64;
                 off += v.len as u64;
@@ -744,15 +751,17 @@ const YIELD_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 /// started since the last piece, or under way), pieces of [`YIELD_PIECE`] go one at a time,
 /// each after the sync under way, if any, has finished.
 ///
-/// The writes themselves defer to durable appends the same way: while an append's sync is under
-/// way, what is gathered is written in pieces of at most [`YIELD_PIECE`], each after that sync
-/// has finished. A write copies into the page cache inside one system call, which a kernel
-/// without preemption does not interrupt: a mebibyte of it, begun while the append synced, kept
-/// the appender from its core once the sync was done. Measured with `cargo bench --bench
-/// compaction` (durable append p99 during a compaction over without): 1.49 to 1.97 in twelve
-/// runs of a first version of this, against 2.40 to 3.46 in ten of the build before, and 2.44
-/// to 2.94 in three where 1 MiB writes only waited for the sync (README, "Compaction
-/// performance", for the version here).
+/// The writes themselves defer to durable appends the same way: while they run (a sync under
+/// way, or one started since the last write), what is gathered is written in pieces of at most
+/// [`YIELD_PIECE`], each after the sync under way, if any, has finished. A write copies into
+/// the page cache inside one system call, which a kernel without preemption does not interrupt:
+/// a mebibyte of it, begun while the append synced, kept the appender from its core once the
+/// sync was done; and copies into the page cache made while an append syncs slow that sync
+/// down (written during every sync on purpose, in an experiment: p99 eleven times as long).
+/// Measured with `cargo bench --bench compaction` (durable append p99 during a compaction over
+/// without): 1.49 to 1.97 in twelve runs of a first version of this, against 2.40 to 3.46 in ten
+/// of the build before, and 2.44 to 2.94 in three where 1 MiB writes only waited for the sync
+/// (README, "Compaction performance", for the version here).
 struct Output<'a> {
     disk: &'a crate::disk::Disk,
     file: &'a std::fs::File,
@@ -765,6 +774,8 @@ struct Output<'a> {
     /// The store's count of durable syncs started and finished, and its value at the last piece.
     syncs: &'a std::sync::atomic::AtomicU64,
     seen: u64,
+    /// That count when the last write was made.
+    written_at: u64,
 }
 
 impl<'a> Output<'a> {
@@ -783,12 +794,13 @@ impl<'a> Output<'a> {
             in_flight: std::collections::VecDeque::new(),
             syncs,
             seen: syncs.load(std::sync::atomic::Ordering::Acquire),
+            written_at: syncs.load(std::sync::atomic::Ordering::Acquire),
         }
     }
 
     fn push(&mut self, mut run: &[u8]) -> Result<()> {
         while !run.is_empty() {
-            let limit = if self.appending_now() {
+            let limit = if self.appends_about() {
                 YIELD_PIECE as usize
             } else {
                 OUTPUT_BUFFER
@@ -805,13 +817,21 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Whether a durable append's sync is under way now: then what is gathered goes out in
-    /// pieces of [`YIELD_PIECE`], each once that sync has finished (see [`Output`]).
+    /// Whether a durable append's sync is under way now: a write waits for it to finish.
     fn appending_now(&self) -> bool {
         !self
             .syncs
             .load(std::sync::atomic::Ordering::Acquire)
             .is_multiple_of(2)
+    }
+
+    /// Whether durable appends run (a sync is under way, or one started since the last write):
+    /// then what is gathered goes out in pieces of [`YIELD_PIECE`] (see [`Output`]). A sync
+    /// under way at the moment of asking was the test before: a mebibyte gathered between two
+    /// syncs was then still written in one go, into the next one.
+    fn appends_about(&self) -> bool {
+        let now = self.syncs.load(std::sync::atomic::Ordering::Acquire);
+        !now.is_multiple_of(2) || now != self.written_at
     }
 
     fn write(&mut self) -> Result<()> {
@@ -828,6 +848,7 @@ impl<'a> Output<'a> {
         self.write_back(self.at, end);
         self.at = end;
         self.buf.clear();
+        self.written_at = self.syncs.load(std::sync::atomic::Ordering::Acquire);
         Ok(())
     }
 
@@ -963,10 +984,10 @@ impl crate::Store {
     /// Appends, reads, subscriptions and backups go on while it runs; one compaction runs at a
     /// time. The segment being written is not compacted. Each rewritten segment is synced and
     /// renamed into place, so a crash loses nothing and a later call goes on where this one
-    /// stopped, reading only segments with something left to remove. The work runs on a
-    /// thread of the store at a lower CPU priority than the caller's
-    /// ([`Options::compaction_niceness`](crate::Options::compaction_niceness)); the call
-    /// returns when it is done.
+    /// stopped, reading only segments with something left to remove. Each segment is written
+    /// again by a thread of the store at a lower CPU priority than the caller's
+    /// ([`Options::compaction_niceness`](crate::Options::compaction_niceness)), which the
+    /// call waits for.
     ///
     /// Fails with [`Error::ReadOnly`] on a store opened read-only.
     ///
@@ -1092,6 +1113,68 @@ mod tests {
             }
             assert!(compared >= report.segments_rewritten);
         }
+    }
+
+    #[test]
+    fn a_removed_record_whose_names_no_table_can_hold_fails_the_compaction_and_loses_nothing() {
+        use crate::log::format::{u16_at, u32_at, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+        use crate::{Error, EventData, ExpectedVersion, Options, Store};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = || Options::default().segment_size(16 << 10);
+        let store = Store::open(dir.path(), options()).unwrap();
+        store
+            .append(
+                "victim",
+                ExpectedVersion::Any,
+                [EventData::new("T", [1; 40])],
+            )
+            .unwrap();
+        for i in 0..600u32 {
+            let event = EventData::new("A", vec![i as u8; 40]);
+            store
+                .append(&format!("s-{}", i % 5), ExpectedVersion::Any, [event])
+                .unwrap();
+        }
+        store.close().unwrap();
+        // The first record's event type made empty (its byte counted as data), with a checksum
+        // that matches: a record the store never writes.
+        let path = dir.path().join(crate::log::segment::segment_file_name(0));
+        let mut b = std::fs::read(&path).unwrap();
+        let at = SEGMENT_HEADER_LEN;
+        let len = u32_at(&b, at) as usize;
+        let stream_len = u16_at(&b, at + 10) as usize;
+        let name = at + RECORD_HEADER_LEN;
+        assert_eq!(&b[name..name + stream_len], b"victim");
+        assert_eq!(u16_at(&b, at + 12), 1);
+        b[at + 12..at + 14].copy_from_slice(&0u16.to_le_bytes());
+        let data_len = u32_at(&b, at + 48) + 1;
+        b[at + 48..at + 52].copy_from_slice(&data_len.to_le_bytes());
+        let crc = crate::log::checksum::record_crc(&b[at + 8..at + len]);
+        b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &b).unwrap();
+
+        let read = |store: &Store| -> Vec<Vec<u8>> {
+            (0..5)
+                .flat_map(|k| store.read_stream_forward(&format!("s-{k}"), 0, usize::MAX))
+                .flatten()
+                .map(|e| e.unwrap().data().to_vec())
+                .collect()
+        };
+        let store = Store::open(dir.path(), options()).unwrap();
+        let before = read(&store);
+        assert_eq!(before.len(), 600);
+        store.delete_stream("victim", ExpectedVersion::Any).unwrap();
+        store.seal().unwrap();
+        match store.compact() {
+            Err(Error::Corrupt { reason, .. }) => {
+                assert!(reason.contains("event type"), "{reason}")
+            }
+            other => panic!("compaction of a damaged record: {other:?}"),
+        }
+        assert_eq!(read(&store), before);
+        store.close().unwrap();
+        let store = Store::open(dir.path(), options()).expect("reopen");
+        assert_eq!(read(&store), before);
     }
 
     #[test]

@@ -113,10 +113,13 @@ impl Options {
     }
 
     /// How many steps of Unix niceness below the calling thread's CPU priority a compaction
-    /// runs (default 10; the result is at most 19, the lowest). On a machine whose cores are
-    /// busy, the appends and reads then get a core first and the compaction what is left: at 10
-    /// it still gets about a tenth of a core against one busy thread of normal priority, at
-    /// 19 about a fiftieth. 0 runs it at the caller's priority.
+    /// rewrites segments (default 10; the result is at most 19, the lowest). On a machine whose
+    /// cores are busy, the application's appends and reads then get a core first and the
+    /// compaction what is left: at 10 it still gets about a tenth of a core against one busy
+    /// thread of normal priority, at 19 about a fiftieth. 0 rewrites at the caller's priority.
+    /// The planning, and whatever takes the store's locks, stays at the caller's priority.
+    /// Niceness ranks the threads of one scheduling group (a cgroup, or with Linux's
+    /// autogroup a session): the application's own threads, not other processes'.
     pub fn compaction_niceness(mut self, steps: u8) -> Options {
         self.compaction_niceness = steps;
         self

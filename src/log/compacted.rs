@@ -33,6 +33,13 @@ const REMOVED_LEN: usize = 24;
 /// Longest name (stream or event type) the writer accepts; so no longer one is read.
 const MAX_NAME_LEN: usize = crate::append::MAX_METADATA_STREAM_NAME_LEN;
 
+/// Whether a name (stream or event type) `len` bytes long can be in a table: every name the
+/// store writes can; a record naming another is damaged, and is not removed into a table that
+/// the next open would refuse.
+pub fn name_fits(len: usize) -> bool {
+    (1..=MAX_NAME_LEN).contains(&len)
+}
+
 /// A record compaction removed: enough to keep it in the stream, category and event-type
 /// indexes (so that event numbers and entry numbers never change), nothing of its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +283,7 @@ impl Compacted {
             let bytes = b
                 .get(at + 2..at + 2 + len)
                 .ok_or("compaction table names cut short")?;
-            if len == 0 || len > MAX_NAME_LEN {
+            if !name_fits(len) {
                 return Err("compaction table name length out of range");
             }
             let name = std::str::from_utf8(bytes).map_err(|_| "compaction table name not UTF-8")?;
@@ -354,9 +361,11 @@ impl Hasher for NameHasher {
     }
 }
 
-/// The 1 to 7 bytes of `b` as one word, each byte counted once, in two overlapping loads
-/// rather than a copy of a variable length (a call into the C library that took most of a
-/// name's hashing, and hashing a fifth of a compaction's time).
+/// The 1 to 7 bytes of `b` as one word, from two loads that overlap when there are fewer than
+/// eight, rather than a copy of a variable length (a call into the C library that took most of
+/// a name's hashing, and hashing a fifth of a compaction's time). Names of different lengths can
+/// give the same word (the length's bits overlap a 7-byte name's last byte): the map compares
+/// the names themselves, so that costs a comparison, never a wrong number.
 #[inline]
 fn short_word(b: &[u8]) -> u64 {
     let n = b.len();
