@@ -516,8 +516,8 @@ impl Shared {
     /// (the writer's, the index's), stay on the caller's thread, so that appends never wait for
     /// a lock held by a thread the scheduler puts last. Measured with `cargo bench --bench
     /// compaction` while another thread kept a core busy: durable append p99 during a
-    /// compaction over without it 3.0 to 6.2 at the caller's priority, 1.4 to 2.1 ten steps
-    /// nicer (ten runs each; one more at 3.4; README, "Compaction performance").
+    /// compaction over without it 3.0 to 6.2 at the caller's priority (ten runs), 1.4 to 2.1 ten
+    /// steps nicer (nine runs of ten; 3.4 in one; README, "Compaction performance").
     ///
     /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
     fn rewrite_nicer(&self, seg: &Segment, remove: &[u32]) -> Result<(Segment, u64, u64)> {
