@@ -751,17 +751,17 @@ const YIELD_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 /// started since the last piece, or under way), pieces of [`YIELD_PIECE`] go one at a time,
 /// each after the sync under way, if any, has finished.
 ///
-/// The writes themselves defer to durable appends the same way: while they run (a sync under
-/// way, or one started since the last write), what is gathered is written in pieces of at most
-/// [`YIELD_PIECE`], each after the sync under way, if any, has finished. A write copies into
-/// the page cache inside one system call, which a kernel without preemption does not interrupt:
-/// a mebibyte of it, begun while the append synced, kept the appender from its core once the
-/// sync was done; and copies into the page cache made while an append syncs slow that sync
-/// down (written during every sync on purpose, in an experiment: p99 eleven times as long).
-/// Measured with `cargo bench --bench compaction` (durable append p99 during a compaction over
-/// without): 1.49 to 1.97 in twelve runs of a first version of this, against 2.40 to 3.46 in ten
-/// of the build before, and 2.44 to 2.94 in three where 1 MiB writes only waited for the sync
-/// (README, "Compaction performance", for the version here).
+/// The writes themselves defer to durable appends the same way: while an append's sync is under
+/// way, what is gathered is written in pieces of at most [`YIELD_PIECE`], each after that sync
+/// has finished. A write copies into the page cache inside one system call, which a kernel
+/// without preemption does not interrupt: a mebibyte of it, begun while the append synced, kept
+/// the appender from its core once the sync was done; and copies into the page cache made while
+/// an append syncs slow that sync down (written during every sync on purpose, in an experiment:
+/// p99 eleven times as long). Measured with `cargo bench --bench compaction` (durable append
+/// p99 during a compaction over without): 1.49 to 1.97 in twelve runs of a first version of
+/// this, against 2.40 to 3.46 in ten of the build before, and 2.44 to 2.94 in three where 1 MiB
+/// writes only waited for the sync (README, "Compaction performance", for the version here;
+/// pieces whenever appends run, not only while a sync is under way, were tried and not kept).
 struct Output<'a> {
     disk: &'a crate::disk::Disk,
     file: &'a std::fs::File,
@@ -774,8 +774,6 @@ struct Output<'a> {
     /// The store's count of durable syncs started and finished, and its value at the last piece.
     syncs: &'a std::sync::atomic::AtomicU64,
     seen: u64,
-    /// That count when the last write was made.
-    written_at: u64,
 }
 
 impl<'a> Output<'a> {
@@ -794,13 +792,12 @@ impl<'a> Output<'a> {
             in_flight: std::collections::VecDeque::new(),
             syncs,
             seen: syncs.load(std::sync::atomic::Ordering::Acquire),
-            written_at: syncs.load(std::sync::atomic::Ordering::Acquire),
         }
     }
 
     fn push(&mut self, mut run: &[u8]) -> Result<()> {
         while !run.is_empty() {
-            let limit = if self.appends_about() {
+            let limit = if self.appending_now() {
                 YIELD_PIECE as usize
             } else {
                 OUTPUT_BUFFER
@@ -817,21 +814,13 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
-    /// Whether a durable append's sync is under way now: a write waits for it to finish.
+    /// Whether a durable append's sync is under way now: then what is gathered goes out in
+    /// pieces of [`YIELD_PIECE`], each once that sync has finished (see [`Output`]).
     fn appending_now(&self) -> bool {
         !self
             .syncs
             .load(std::sync::atomic::Ordering::Acquire)
             .is_multiple_of(2)
-    }
-
-    /// Whether durable appends run (a sync is under way, or one started since the last write):
-    /// then what is gathered goes out in pieces of [`YIELD_PIECE`] (see [`Output`]). A sync
-    /// under way at the moment of asking was the test before: a mebibyte gathered between two
-    /// syncs was then still written in one go, into the next one.
-    fn appends_about(&self) -> bool {
-        let now = self.syncs.load(std::sync::atomic::Ordering::Acquire);
-        !now.is_multiple_of(2) || now != self.written_at
     }
 
     fn write(&mut self) -> Result<()> {
@@ -848,7 +837,6 @@ impl<'a> Output<'a> {
         self.write_back(self.at, end);
         self.at = end;
         self.buf.clear();
-        self.written_at = self.syncs.load(std::sync::atomic::Ordering::Acquire);
         Ok(())
     }
 
