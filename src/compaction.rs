@@ -26,7 +26,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use tracing::Span;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::index::StreamId;
 use crate::log::compacted::{name_fits, Compacted, TableBuilder};
 use crate::log::format::{
@@ -108,7 +108,7 @@ impl Shared {
                 bumped = true;
             }
             let before = allocated(&seg);
-            let (new, removed, bytes) = self.rewrite_nicer(&seg, &fresh)?;
+            let (new, removed, bytes) = self.rewrite(&seg, &fresh)?;
             report.disk_bytes_before += before;
             report.disk_bytes_after += allocated(&new);
             report.segments_rewritten += 1;
@@ -509,42 +509,45 @@ impl Shared {
         self.options.disk.sync_dir(&self.dir)
     }
 
-    /// [`rewrite`](Self::rewrite) on a thread of its own, [`Options::compaction_niceness`]
-    /// steps nicer than the caller, who waits for it. A rewrite is all CPU while the segments
-    /// are in the page cache, and an appender woken from its sync must not wait for a core
-    /// behind it. Only the rewrite: the planning, and the steps that take the store's locks
-    /// (the writer's, the index's), stay on the caller's thread, so that appends never wait for
-    /// a lock held by a thread the scheduler puts last. Measured with `cargo bench --bench
-    /// compaction` while another thread kept a core busy: durable append p99 during a
-    /// compaction over without it 3.0 to 6.2 at the caller's priority (ten runs), 1.4 to 2.1 ten
-    /// steps nicer (nine runs of ten; 3.4 in one; README, "Compaction performance").
+    /// `work` on a thread of its own, [`Options::compaction_niceness`] steps nicer than the
+    /// caller, who waits for it: the copy of a segment being rewritten, which is all CPU while
+    /// the segments are in the page cache, and an appender woken from its sync must not wait
+    /// for a core behind it. Only that copy: the planning, and the steps that take the store's
+    /// locks (the writer's, the index's) or the kernel's (creating, renaming and mapping a
+    /// file), stay on the caller's thread, so that appends never wait for a lock held by a
+    /// thread the scheduler puts last. Measured with `cargo bench --bench compaction` while
+    /// another thread kept a core busy: durable append p99 during a compaction over without it
+    /// 3.0 to 6.2 at the caller's priority (ten runs), 1.4 to 2.1 ten steps nicer (nine runs of
+    /// ten; 3.4 in one; README, "Compaction performance").
     ///
     /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
-    fn rewrite_nicer(&self, seg: &Segment, remove: &[u32]) -> Result<(Segment, u64, u64)> {
+    fn nicer<T: Send>(
+        &self,
+        file: &std::path::Path,
+        work: impl FnOnce() -> Result<T> + Send,
+    ) -> Result<T> {
         let steps = self.options.compaction_niceness;
         if steps == 0 {
-            return self.rewrite(seg, remove);
+            return work();
         }
-        // The caller's subscriber and span go along, so that its traces show the rewrite where
+        // The caller's subscriber and span go along, so that its traces show the work where
         // they would have.
         let (dispatch, span) = (
             tracing::dispatcher::get_default(Clone::clone),
             Span::current(),
         );
         std::thread::scope(|s| {
-            let worker = std::thread::Builder::new()
+            // With no thread to be had, this segment stays as it is, and a later compaction goes
+            // on from it.
+            std::thread::Builder::new()
                 .name("evj-compact".into())
                 .spawn_scoped(s, || {
                     lower_priority(steps);
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        span.in_scope(|| self.rewrite(seg, remove))
-                    })
-                });
-            match worker {
-                Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                // No thread to be had: the caller does the work.
-                Err(_) => self.rewrite(seg, remove),
-            }
+                    tracing::dispatcher::with_default(&dispatch, || span.in_scope(work))
+                })
+                .at("starting the thread that writes", file)?
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 
@@ -568,7 +571,9 @@ impl Shared {
             reason,
         };
         let file = disk.create(&tmp)?;
-        let result = (|| -> Result<(u64, u64, Compacted)> {
+        // The copy, on a thread nicer than the caller's; creating, renaming and opening the
+        // file (the directory's lock, the process's map) stay here.
+        let result = self.nicer(&tmp, || -> Result<(u64, u64, Compacted)> {
             let mut table = TableBuilder::default();
             let mut removed = 0u64;
             let mut removed_bytes = 0u64;
@@ -702,7 +707,7 @@ impl Shared {
             // durable, and must stay so.
             disk.sync_all(&file, &tmp)?;
             Ok((removed, removed_bytes, built))
-        })();
+        });
         drop(file);
         let (removed, removed_bytes, built) = match result {
             Ok(r) => r,

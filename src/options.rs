@@ -117,7 +117,9 @@ impl Options {
     /// cores are busy, the application's appends and reads then get a core first and the
     /// compaction what is left: at 10 it still gets about a tenth of a core against one busy
     /// thread of normal priority, at 19 about a fiftieth. 0 rewrites at the caller's priority.
-    /// The planning, and whatever takes the store's locks, stays at the caller's priority.
+    /// Only the copy of the records that stay, and its sync, runs nicer: the planning, and
+    /// whatever takes the store's locks or the kernel's (creating, renaming, mapping files),
+    /// stays at the caller's priority.
     /// Niceness ranks the threads of one scheduling group (a cgroup, or with Linux's
     /// autogroup a session): the application's own threads, not other processes'.
     pub fn compaction_niceness(mut self, steps: u8) -> Options {
