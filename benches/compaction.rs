@@ -155,8 +155,8 @@ fn rewrite(mb: u64, delete_every: u64) -> Rewrite {
     let store = Store::open(dir.path(), fill_options()).expect("open");
     let before_guess = segment_bytes(dir.path()) * (delete_every - 1) / delete_every;
     let peer_before = peer_write(&bench_root(), before_guess);
-    // The store rewrites each segment in a thread of its own (`perf report --comm evj-compact`
-    // shows the rewrites alone; the planning runs on this thread).
+    // The store copies each segment's records in a thread of its own (`perf report --comm
+    // evj-compact` shows the copies alone; the planning runs on this thread).
     let (start, cpu) = (Instant::now(), process_cpu());
     let report = store.compact().expect("compact");
     let (secs, cpu_secs) = (start.elapsed().as_secs_f64(), process_cpu() - cpu);

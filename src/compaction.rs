@@ -517,8 +517,8 @@ impl Shared {
     /// file), stay on the caller's thread, so that appends never wait for a lock held by a
     /// thread the scheduler puts last. Measured with `cargo bench --bench compaction` while
     /// another thread kept a core busy: durable append p99 during a compaction over without it
-    /// 3.0 to 6.2 at the caller's priority (ten runs), 1.4 to 2.1 ten steps nicer (nine runs of
-    /// ten; 3.4 in one; README, "Compaction performance").
+    /// 3.0 to 6.2 at the caller's priority (thirteen runs), 1.4 to 2.5 ten steps nicer
+    /// (thirteen runs of fourteen; 3.4 in one; README, "Compaction performance").
     ///
     /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
     fn nicer<T: Send>(
