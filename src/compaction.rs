@@ -26,7 +26,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use tracing::Span;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::index::StreamId;
 use crate::log::compacted::{name_fits, Compacted, TableBuilder};
 use crate::log::format::{
@@ -83,49 +83,71 @@ impl Shared {
         // Renames not yet made durable by a directory sync, and when the last one was.
         let mut renamed = false;
         let mut dir_synced = std::time::Instant::now();
-        while let Some((seg, offsets)) = plan.next_segment(self)? {
-            self.check_open()?;
-            // The segment as it is now (a view's may be older).
-            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == seg.base) else {
-                continue;
-            };
-            // Incremental: what an earlier compaction removed is in the segment's table, and a
-            // segment with nothing new to remove is not read.
-            let fresh: Vec<u32> = offsets
-                .into_iter()
-                .filter(|&o| seg.gap_containing(u64::from(o)).is_none())
-                .collect();
-            if fresh.is_empty() && !sealed_early(&seg) {
-                continue;
-            }
-            if !bumped {
-                // Builds that know only version 1 must refuse the store untouched, before they
-                // reach a compacted segment: the meta file says version 2 first.
-                let disk = &self.options.disk;
-                if crate::startup::meta_version(&self.dir, disk)? < COMPACTED_VERSION {
-                    crate::startup::write_meta(&self.dir, COMPACTED_VERSION, disk)?;
+        let most = self.copies_at_once();
+        let syncs = &self.durable_syncs;
+        let mut syncs_seen = syncs.load(std::sync::atomic::Ordering::Acquire);
+        let gate = parking_lot::Mutex::new(());
+        std::thread::scope(|s| -> Result<()> {
+            // Copies under way, oldest segment first; each is renamed into place in that order.
+            let mut flight = std::collections::VecDeque::new();
+            let mut more = true;
+            let mut failed = None;
+            loop {
+                // A second copy only while no durable append syncs: then the appends have a
+                // core to themselves, and the copies would only take turns at the disk.
+                let now = syncs.load(std::sync::atomic::Ordering::Acquire);
+                let appending = now != syncs_seen || !now.is_multiple_of(2);
+                syncs_seen = now;
+                let width = if appending { 1 } else { most };
+                while failed.is_none() && more && flight.len() < width {
+                    let next = self.next_rewrite(&mut plan, &mut bumped).and_then(|n| {
+                        n.map(|(seg, fresh)| self.start_copy(s, seg, fresh, &gate))
+                            .transpose()
+                    });
+                    match next {
+                        Ok(Some(copy)) => flight.push_back(copy),
+                        Ok(None) => more = false,
+                        Err(e) => failed = Some(e),
+                    }
                 }
-                bumped = true;
+                let Some(copy) = flight.pop_front() else {
+                    break;
+                };
+                if failed.is_some() {
+                    // Waited for, and its file removed: an error stops the compaction there.
+                    copy.abandon(&self.options.disk);
+                    continue;
+                }
+                let before = allocated(&copy.seg);
+                let (new, removed, bytes) = match self.finish_copy(copy) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failed = Some(e);
+                        continue;
+                    }
+                };
+                report.disk_bytes_before += before;
+                report.disk_bytes_after += allocated(&new);
+                report.segments_rewritten += 1;
+                report.events_removed += removed;
+                report.bytes_removed += bytes;
+                let new = Arc::new(new);
+                self.log.replace_segment(new.clone());
+                self.ids.replace_segment(&new);
+                // The old file's unsynced writes (`Durability::None`) need no sync any more:
+                // its records are in the new file, synced.
+                self.writer.lock().log.forget_sealed(&new);
+                renamed = true;
+                if dir_synced.elapsed() >= DIR_SYNC_EVERY {
+                    if let Err(e) = self.sync_renames() {
+                        failed = Some(e);
+                        continue;
+                    }
+                    (renamed, dir_synced) = (false, std::time::Instant::now());
+                }
             }
-            let before = allocated(&seg);
-            let (new, removed, bytes) = self.rewrite(&seg, &fresh)?;
-            report.disk_bytes_before += before;
-            report.disk_bytes_after += allocated(&new);
-            report.segments_rewritten += 1;
-            report.events_removed += removed;
-            report.bytes_removed += bytes;
-            let new = Arc::new(new);
-            self.log.replace_segment(new.clone());
-            self.ids.replace_segment(&new);
-            // The old file's unsynced writes (`Durability::None`) need no sync any more: its
-            // records are in the new file, synced.
-            self.writer.lock().log.forget_sealed(&new);
-            renamed = true;
-            if dir_synced.elapsed() >= DIR_SYNC_EVERY {
-                self.sync_renames()?;
-                (renamed, dir_synced) = (false, std::time::Instant::now());
-            }
-        }
+            failed.map_or(Ok(()), Err)
+        })?;
         if renamed {
             self.sync_renames()?;
         }
@@ -509,10 +531,60 @@ impl Shared {
         self.options.disk.sync_dir(&self.dir)
     }
 
-    /// `work` on a thread of its own, [`Options::compaction_niceness`] steps nicer than the
-    /// caller, who waits for it: the copy of a segment being rewritten, which is all CPU while
-    /// the segments are in the page cache, and an appender woken from its sync must not wait
-    /// for a core behind it. Only that copy: the planning, and the steps that take the store's
+    /// How many segments are copied at once while no durable append runs: two where the
+    /// machine has two cores or more, so that a compaction of an otherwise idle store uses them
+    /// both (each copy is bound by the CPU while the segments are in the page cache); one on a
+    /// single core, and one when a fault injector watches the disk, so that every run of a
+    /// test makes the same file operations in the same order.
+    fn copies_at_once(&self) -> usize {
+        if self.options.disk.is_watched() {
+            return 1;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    }
+
+    /// The next sealed segment to rewrite and the offsets of its records to remove that no
+    /// earlier compaction removed; `None` when no segment is left.
+    fn next_rewrite(
+        &self,
+        plan: &mut Planner,
+        bumped: &mut bool,
+    ) -> Result<Option<(Arc<Segment>, Vec<u32>)>> {
+        while let Some((seg, offsets)) = plan.next_segment(self)? {
+            self.check_open()?;
+            // The segment as it is now (a view's may be older).
+            let Some(seg) = self.log.segments().into_iter().find(|s| s.base == seg.base) else {
+                continue;
+            };
+            // Incremental: what an earlier compaction removed is in the segment's table, and a
+            // segment with nothing new to remove is not read.
+            let fresh: Vec<u32> = offsets
+                .into_iter()
+                .filter(|&o| seg.gap_containing(u64::from(o)).is_none())
+                .collect();
+            if fresh.is_empty() && !sealed_early(&seg) {
+                continue;
+            }
+            if !*bumped {
+                // Builds that know only version 1 must refuse the store untouched, before they
+                // reach a compacted segment: the meta file says version 2 first.
+                let disk = &self.options.disk;
+                if crate::startup::meta_version(&self.dir, disk)? < COMPACTED_VERSION {
+                    crate::startup::write_meta(&self.dir, COMPACTED_VERSION, disk)?;
+                }
+                *bumped = true;
+            }
+            return Ok(Some((seg, fresh)));
+        }
+        Ok(None)
+    }
+
+    /// Creates the file `seg` is rewritten into and starts copying into it what stays of `seg`
+    /// without the records at `remove` (sorted segment offsets, none removed before): on a
+    /// thread of `s`, [`Options::compaction_niceness`] steps nicer than the caller, or here if
+    /// the copy is to run at the caller's priority and alone. The copy is all CPU while the
+    /// segments are in the page cache, and an appender woken from its sync must not wait for
+    /// a core behind it. Only the copy: the planning, and the steps that take the store's
     /// locks (the writer's, the index's) or the kernel's (creating, renaming and mapping a
     /// file), stay on the caller's thread, so that appends never wait for a lock held by a
     /// thread the scheduler puts last. Measured with `cargo bench --bench compaction` while
@@ -521,14 +593,27 @@ impl Shared {
     /// (thirteen runs of fourteen; 3.4 in one; README, "Compaction performance").
     ///
     /// [`Options::compaction_niceness`]: crate::Options::compaction_niceness
-    fn nicer<T: Send>(
-        &self,
-        file: &std::path::Path,
-        work: impl FnOnce() -> Result<T> + Send,
-    ) -> Result<T> {
+    fn start_copy<'s>(
+        &'s self,
+        s: &'s std::thread::Scope<'s, '_>,
+        seg: Arc<Segment>,
+        remove: Vec<u32>,
+        gate: &'s parking_lot::Mutex<()>,
+    ) -> Result<Copy<'s>> {
+        let disk = &self.options.disk;
+        let tmp = self
+            .dir
+            .join(format!("{}{COMPACT_SUFFIX}", segment_file_name(seg.base)));
+        seg.check_mapped()?;
+        let file = disk.create(&tmp)?;
         let steps = self.options.compaction_niceness;
-        if steps == 0 {
-            return work();
+        if steps == 0 && self.copies_at_once() == 1 {
+            let done = self.copy(&seg, &remove, &file, &tmp, gate);
+            return Ok(Copy {
+                seg,
+                tmp,
+                run: Run::Done(done),
+            });
         }
         // The caller's subscriber and span go along, so that its traces show the work where
         // they would have.
@@ -536,31 +621,61 @@ impl Shared {
             tracing::dispatcher::get_default(Clone::clone),
             Span::current(),
         );
-        std::thread::scope(|s| {
-            // With no thread to be had, this segment stays as it is, and a later compaction goes
-            // on from it.
-            std::thread::Builder::new()
-                .name("evj-compact".into())
-                .spawn_scoped(s, || {
-                    lower_priority(steps);
-                    tracing::dispatcher::with_default(&dispatch, || span.in_scope(work))
+        let (on, at) = (seg.clone(), tmp.clone());
+        let started = std::thread::Builder::new()
+            .name("evj-compact".into())
+            .spawn_scoped(s, move || {
+                lower_priority(steps);
+                tracing::dispatcher::with_default(&dispatch, || {
+                    span.in_scope(|| self.copy(&on, &remove, &file, &at, gate))
                 })
-                .at("starting the thread that writes", file)?
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+            });
+        match started {
+            Ok(handle) => Ok(Copy {
+                seg,
+                tmp,
+                run: Run::Thread(handle),
+            }),
+            // With no thread to be had, this segment stays as it is, and a later compaction
+            // goes on from it.
+            Err(e) => {
+                let _ = disk.remove(&tmp);
+                Err(Error::io("starting the thread that writes", &tmp, e))
+            }
+        }
     }
 
-    /// Writes `seg` again without the records at `remove` (sorted segment offsets, none removed
-    /// before), synced, renames it into place (the directory is left to
+    /// Waits for `copy`, then renames its file into place (the directory is left to
     /// [`sync_renames`](Self::sync_renames)) and opens it; returns it with the records and bytes
-    /// removed.
-    fn rewrite(&self, seg: &Segment, remove: &[u32]) -> Result<(Segment, u64, u64)> {
+    /// removed. A failed copy's file is removed and the segment stays as it was.
+    fn finish_copy(&self, copy: Copy<'_>) -> Result<(Segment, u64, u64)> {
         let disk = &self.options.disk;
+        let (seg, tmp) = (copy.seg.clone(), copy.tmp.clone());
+        let (removed, removed_bytes, built) = match copy.run.wait() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = disk.remove(&tmp);
+                return Err(e);
+            }
+        };
         let path = self.dir.join(segment_file_name(seg.base));
-        let tmp = self
-            .dir
-            .join(format!("{}{COMPACT_SUFFIX}", segment_file_name(seg.base)));
+        disk.rename(&tmp, &path)?;
+        let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
+        Ok((new, removed, removed_bytes))
+    }
+
+    /// Writes what stays of `seg` without the records at `remove` into `file` (at `tmp`), with
+    /// its compaction table and header, synced; returns the records and bytes removed and the
+    /// table.
+    fn copy(
+        &self,
+        seg: &Segment,
+        remove: &[u32],
+        file: &std::fs::File,
+        tmp: &std::path::Path,
+        gate: &parking_lot::Mutex<()>,
+    ) -> Result<(u64, u64, Compacted)> {
+        let disk = &self.options.disk;
         seg.check_mapped()?;
         let bytes = seg.bytes();
         let data_end = seg.data_end();
@@ -570,155 +685,171 @@ impl Shared {
             offset,
             reason,
         };
-        let file = disk.create(&tmp)?;
-        // The copy, on a thread nicer than the caller's; creating, renaming and opening the
-        // file (the directory's lock, the process's map) stay here.
-        let result = self.nicer(&tmp, || -> Result<(u64, u64, Compacted)> {
-            let mut table = TableBuilder::default();
-            let mut removed = 0u64;
-            let mut removed_bytes = 0u64;
-            let mut live_from: Option<u64> = None;
-            let mut next = remove.iter().copied().peekable();
-            let mut off = SEGMENT_HEADER_LEN as u64;
-            let mut out = Output::new(disk, &file, &tmp, &self.durable_syncs);
-            // Copies the records at segment offsets `from..to` (no gap among them, so they lie
-            // together in the old file too).
-            let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
-                if let Some(a) = from.take() {
-                    let at = seg.file_off(a) as usize;
-                    out.push(&bytes[at..at + (to - a) as usize])?;
-                }
-                Ok(())
-            };
-            // Where the gaps of an earlier compaction start, in order: a run of records that
-            // stay ends at the next one.
-            let gap_starts: Vec<u64> = old.as_ref().map_or_else(Vec::new, |t| {
-                t.gaps.iter().map(|&(start, _)| u64::from(start)).collect()
-            });
-            let mut next_gap = 0;
-            let mut records = 0u32;
-            while off < data_end {
-                records = records.wrapping_add(1);
-                if records.is_multiple_of(4096) {
-                    // A close (or a handover, whose write gap this would lengthen) does not
-                    // wait for the rest of the segment: the old one stays.
-                    self.check_open()?;
-                }
-                if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
-                    flush(&mut live_from, off)?;
-                    let (from, to) = (start as u32, end as u32);
-                    let first = t.removed.partition_point(|r| r.offset < from);
-                    let inside = &t.removed[first..];
-                    let inside = &inside[..inside.partition_point(|r| r.offset < to)];
-                    for (k, r) in inside.iter().enumerate() {
-                        let until = inside.get(k + 1).map_or(to, |n| n.offset);
-                        table.carry(r.offset, until, t, r);
-                    }
-                    off = end;
-                    continue;
-                }
-                // The records that stay, up to the next removed one (or gap, or the end), are
-                // copied as they are, checksums included, without being walked one by one: a
-                // reader still finds any damage they hold. Only a removed record, whose names
-                // and number go into the table, is decoded and has its checksum checked here,
-                // which also catches an index placing an event where no record starts.
-                let removing = next.peek().is_some_and(|&o| u64::from(o) == off);
-                if !removing {
-                    if next.peek().is_some_and(|&o| u64::from(o) < off) {
-                        return Err(corrupt(
-                            off,
-                            "the index places an event where no record starts".to_string(),
-                        ));
-                    }
-                    while gap_starts.get(next_gap).is_some_and(|&g| g <= off) {
-                        next_gap += 1;
-                    }
-                    let stop = next
-                        .peek()
-                        .map_or(data_end, |&o| u64::from(o))
-                        .min(gap_starts.get(next_gap).copied().unwrap_or(data_end))
-                        .min(data_end);
-                    live_from.get_or_insert(off);
-                    off = stop;
-                    continue;
-                }
-                let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
-                    corrupt(
-                        off,
-                        match e {
-                            crate::log::format::RecordError::End => {
-                                "compaction found zeros where a record belongs".to_string()
-                            }
-                            crate::log::format::RecordError::Bad(r) => r.to_string(),
-                        },
-                    )
-                })?;
-                next.next();
+        let mut table = TableBuilder::default();
+        let mut removed = 0u64;
+        let mut removed_bytes = 0u64;
+        let mut live_from: Option<u64> = None;
+        let mut next = remove.iter().copied().peekable();
+        let mut off = SEGMENT_HEADER_LEN as u64;
+        let mut out = Output::new(disk, file, tmp, &self.durable_syncs, gate);
+        // Copies the records at segment offsets `from..to` (no gap among them, so they lie
+        // together in the old file too).
+        let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
+            if let Some(a) = from.take() {
+                let at = seg.file_off(a) as usize;
+                out.push(&bytes[at..at + (to - a) as usize])?;
+            }
+            Ok(())
+        };
+        // Where the gaps of an earlier compaction start, in order: a run of records that
+        // stay ends at the next one.
+        let gap_starts: Vec<u64> = old.as_ref().map_or_else(Vec::new, |t| {
+            t.gaps.iter().map(|&(start, _)| u64::from(start)).collect()
+        });
+        let mut next_gap = 0;
+        let mut records = 0u32;
+        while off < data_end {
+            records = records.wrapping_add(1);
+            if records.is_multiple_of(4096) {
+                // A close (or a handover, whose write gap this would lengthen) does not
+                // wait for the rest of the segment: the old one stays.
+                self.check_open()?;
+            }
+            if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
                 flush(&mut live_from, off)?;
-                let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
-                let (stream, event_type) = (text(v.stream), text(v.event_type));
-                if !name_fits(stream.len()) || !name_fits(event_type.len()) {
+                let (from, to) = (start as u32, end as u32);
+                let first = t.removed.partition_point(|r| r.offset < from);
+                let inside = &t.removed[first..];
+                let inside = &inside[..inside.partition_point(|r| r.offset < to)];
+                for (k, r) in inside.iter().enumerate() {
+                    let until = inside.get(k + 1).map_or(to, |n| n.offset);
+                    table.carry(r.offset, until, t, r);
+                }
+                off = end;
+                continue;
+            }
+            // The records that stay, up to the next removed one (or gap, or the end), are
+            // copied as they are, checksums included, without being walked one by one: a
+            // reader still finds any damage they hold. Only a removed record, whose names
+            // and number go into the table, is decoded and has its checksum checked here,
+            // which also catches an index placing an event where no record starts.
+            let removing = next.peek().is_some_and(|&o| u64::from(o) == off);
+            if !removing {
+                if next.peek().is_some_and(|&o| u64::from(o) < off) {
                     return Err(corrupt(
                         off,
-                        "a removed record's stream name or event type is empty or too long"
-                            .to_string(),
+                        "the index places an event where no record starts".to_string(),
                     ));
                 }
-                table.remove(off as u32, v.len as u32, stream, event_type, v.event_number);
-                removed += 1;
-                removed_bytes += v.len as u64;
-                off += v.len as u64;
+                while gap_starts.get(next_gap).is_some_and(|&g| g <= off) {
+                    next_gap += 1;
+                }
+                let stop = next
+                    .peek()
+                    .map_or(data_end, |&o| u64::from(o))
+                    .min(gap_starts.get(next_gap).copied().unwrap_or(data_end))
+                    .min(data_end);
+                live_from.get_or_insert(off);
+                off = stop;
+                continue;
             }
-            flush(&mut live_from, data_end)?;
-            let end = out.finish()?;
-            if let Some(o) = next.next() {
+            let v = decode_record(bytes, seg.file_off(off) as usize, true).map_err(|e| {
+                corrupt(
+                    off,
+                    match e {
+                        crate::log::format::RecordError::End => {
+                            "compaction found zeros where a record belongs".to_string()
+                        }
+                        crate::log::format::RecordError::Bad(r) => r.to_string(),
+                    },
+                )
+            })?;
+            next.next();
+            flush(&mut live_from, off)?;
+            let text = |(a, b): (usize, usize)| std::str::from_utf8(&bytes[a..b]).unwrap_or("");
+            let (stream, event_type) = (text(v.stream), text(v.event_type));
+            if !name_fits(stream.len()) || !name_fits(event_type.len()) {
                 return Err(corrupt(
-                    u64::from(o),
-                    "the index places an event past the segment's records".to_string(),
+                    off,
+                    "a removed record's stream name or event type is empty or too long".to_string(),
                 ));
             }
-            let built = table.finish(data_end);
-            let table_at = built.table_at;
-            if end != table_at {
-                return Err(corrupt(
-                    data_end,
-                    "the records kept and the gaps do not add up to the segment".to_string(),
-                ));
-            }
-            let table = built.encode();
-            let header = SegmentHeader {
-                version: COMPACTED_VERSION,
-                base: seg.base,
-                capacity: seg.capacity,
-                compacted: Some(CompactedHeader {
-                    data_end,
-                    table_at,
-                    table_len: u32::try_from(table.len()).map_err(|_| {
-                        Error::InvalidInput("compaction table larger than 4 GiB".into())
-                    })?,
-                    table_crc: crc32fast::hash(&table),
-                }),
-            };
-            out.write_at(&table, table_at)?;
-            out.write_at(&header.encode(), 0)?;
-            disk.set_len(&file, &tmp, table_at + table.len() as u64)?;
-            out.settle();
-            // Always synced, whatever the durability mode: the old records it replaces were
-            // durable, and must stay so.
-            disk.sync_all(&file, &tmp)?;
-            Ok((removed, removed_bytes, built))
-        });
-        drop(file);
-        let (removed, removed_bytes, built) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = disk.remove(&tmp);
-                return Err(e);
-            }
+            table.remove(off as u32, v.len as u32, stream, event_type, v.event_number);
+            removed += 1;
+            removed_bytes += v.len as u64;
+            off += v.len as u64;
+        }
+        flush(&mut live_from, data_end)?;
+        let end = out.finish()?;
+        if let Some(o) = next.next() {
+            return Err(corrupt(
+                u64::from(o),
+                "the index places an event past the segment's records".to_string(),
+            ));
+        }
+        let built = table.finish(data_end);
+        let table_at = built.table_at;
+        if end != table_at {
+            return Err(corrupt(
+                data_end,
+                "the records kept and the gaps do not add up to the segment".to_string(),
+            ));
+        }
+        let table = built.encode();
+        let header = SegmentHeader {
+            version: COMPACTED_VERSION,
+            base: seg.base,
+            capacity: seg.capacity,
+            compacted: Some(CompactedHeader {
+                data_end,
+                table_at,
+                table_len: u32::try_from(table.len()).map_err(|_| {
+                    Error::InvalidInput("compaction table larger than 4 GiB".into())
+                })?,
+                table_crc: crc32fast::hash(&table),
+            }),
         };
-        disk.rename(&tmp, &path)?;
-        let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
-        Ok((new, removed, removed_bytes))
+        out.write_at(&table, table_at)?;
+        out.write_at(&header.encode(), 0)?;
+        disk.set_len(file, tmp, table_at + table.len() as u64)?;
+        out.settle();
+        // Always synced, whatever the durability mode: the old records it replaces were
+        // durable, and must stay so.
+        disk.sync_all(file, tmp)?;
+        Ok((removed, removed_bytes, built))
+    }
+}
+
+/// A segment's copy under way (or done, if it ran on the caller's thread).
+struct Copy<'s> {
+    seg: Arc<Segment>,
+    tmp: std::path::PathBuf,
+    run: Run<'s>,
+}
+
+/// What a [`Copy`] gives once done.
+type Copied = Result<(u64, u64, Compacted)>;
+
+enum Run<'s> {
+    Thread(std::thread::ScopedJoinHandle<'s, Copied>),
+    Done(Copied),
+}
+
+impl Run<'_> {
+    /// The copy's result, once it is done; a panic on its thread is resumed here.
+    fn wait(self) -> Copied {
+        match self {
+            Run::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Run::Done(r) => r,
+        }
+    }
+}
+
+impl Copy<'_> {
+    /// Waits for the copy and removes its file, whatever it gave.
+    fn abandon(self, disk: &crate::disk::Disk) {
+        let _ = self.run.wait();
+        let _ = disk.remove(&self.tmp);
     }
 }
 
@@ -784,6 +915,10 @@ struct Output<'a> {
     /// The store's count of durable syncs started and finished, and its value at the last piece.
     syncs: &'a std::sync::atomic::AtomicU64,
     seen: u64,
+    /// Taken for each write made while a durable append syncs, by every copy of one
+    /// compaction: copies under way at once write their pieces one after the other, so that an
+    /// append's sync finds no more in front of it than with one.
+    gate: &'a parking_lot::Mutex<()>,
 }
 
 impl<'a> Output<'a> {
@@ -792,6 +927,7 @@ impl<'a> Output<'a> {
         file: &'a std::fs::File,
         path: &'a std::path::Path,
         syncs: &'a std::sync::atomic::AtomicU64,
+        gate: &'a parking_lot::Mutex<()>,
     ) -> Output<'a> {
         Output {
             disk,
@@ -802,6 +938,7 @@ impl<'a> Output<'a> {
             in_flight: std::collections::VecDeque::new(),
             syncs,
             seen: syncs.load(std::sync::atomic::Ordering::Acquire),
+            gate,
         }
     }
 
@@ -837,6 +974,8 @@ impl<'a> Output<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let gate = self.gate;
+        let _turn = self.appending_now().then(|| gate.lock());
         if self.appending_now() {
             // `seen` is left as it was: that sync still counts for the writeback's pacing.
             yield_to_sync(self.syncs);
@@ -877,6 +1016,8 @@ impl<'a> Output<'a> {
     /// Writes `bytes` at `at` (outside the records: the table, the header), its writeback
     /// paced like theirs.
     fn write_at(&mut self, bytes: &[u8], at: u64) -> Result<()> {
+        let gate = self.gate;
+        let _turn = self.appending_now().then(|| gate.lock());
         self.disk.write_all_at(self.file, self.path, bytes, at)?;
         self.write_back(at, at + bytes.len() as u64);
         Ok(())
@@ -1097,7 +1238,8 @@ mod tests {
         let file = disk.create(&path).unwrap();
         let count = std::sync::atomic::AtomicU64::new(syncs);
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-        let mut out = super::Output::new(&disk, &file, &path, &count);
+        let gate = parking_lot::Mutex::new(());
+        let mut out = super::Output::new(&disk, &file, &path, &count, &gate);
         for run in data.chunks(272) {
             out.push(run).unwrap();
         }

@@ -1100,3 +1100,60 @@ fn a_compaction_under_durable_appends_keeps_every_event_where_it_was() {
     check(&store);
     store.close().unwrap();
 }
+
+#[test]
+fn with_no_durable_append_about_two_segments_are_copied_at_once_and_land_in_order() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        // One core: one copy at a time, which every other test covers.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .segment_size(1 << 20)
+        .durability(Durability::None);
+    let store = Store::open(dir.path(), opts).unwrap();
+    fill(&store, 4000, 600);
+    store.delete_stream("gone-1", ExpectedVersion::Any).unwrap();
+    store.delete_stream("gone-2", ExpectedVersion::Any).unwrap();
+    store.seal().unwrap();
+    let before = all(&store);
+    // The most `.compact.tmp` files seen in the directory at once while it compacts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, dir) = (stop.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let copies = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .filter(|e| e.file_name().to_string_lossy().ends_with(".compact.tmp"))
+                            .count()
+                    })
+                    .unwrap_or(0);
+                most = most.max(copies);
+            }
+            most
+        })
+    };
+    let report = store.compact().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = watcher.join().unwrap();
+    assert!(report.segments_rewritten >= 6, "{report:?}");
+    assert_eq!(report.events_removed, 8000, "{report:?}");
+    assert_eq!(most, 2, "two copies under way at once, never more");
+    let kept: Vec<AllRow> = before
+        .into_iter()
+        .filter(|r| !r.1.starts_with("gone-"))
+        .collect();
+    assert_eq!(all(&store), kept);
+    drop(store);
+    let store = Store::open(
+        dir.path(),
+        options().recovery(eventjournal::Recovery::Strict),
+    )
+    .unwrap();
+    assert_eq!(all(&store), kept);
+    drop(store);
+    eventjournal::verify::verify(dir.path(), &mut |_, _| {}).unwrap();
+}
