@@ -534,10 +534,10 @@ impl Shared {
     /// How many segments are copied at once while no durable append runs: two where the
     /// machine has two cores or more, so that a compaction of an otherwise idle store uses them
     /// both (each copy is bound by the CPU while the segments are in the page cache); one on a
-    /// single core, and one when a fault injector watches the disk, so that every run of a
-    /// test makes the same file operations in the same order.
+    /// single core, and one when a fault injector watches the disk and needs every run of a
+    /// test to make the same file operations in the same order.
     fn copies_at_once(&self) -> usize {
-        if self.options.disk.is_watched() {
+        if self.options.disk.keeps_order() {
             return 1;
         }
         std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
@@ -599,7 +599,7 @@ impl Shared {
         seg: Arc<Segment>,
         remove: Vec<u32>,
         gate: &'s parking_lot::Mutex<()>,
-    ) -> Result<Copy<'s>> {
+    ) -> Result<Rewriting<'s>> {
         let disk = &self.options.disk;
         let tmp = self
             .dir
@@ -609,7 +609,7 @@ impl Shared {
         let steps = self.options.compaction_niceness;
         if steps == 0 && self.copies_at_once() == 1 {
             let done = self.copy(&seg, &remove, &file, &tmp, gate);
-            return Ok(Copy {
+            return Ok(Rewriting {
                 seg,
                 tmp,
                 run: Run::Done(done),
@@ -631,7 +631,7 @@ impl Shared {
                 })
             });
         match started {
-            Ok(handle) => Ok(Copy {
+            Ok(handle) => Ok(Rewriting {
                 seg,
                 tmp,
                 run: Run::Thread(handle),
@@ -648,7 +648,7 @@ impl Shared {
     /// Waits for `copy`, then renames its file into place (the directory is left to
     /// [`sync_renames`](Self::sync_renames)) and opens it; returns it with the records and bytes
     /// removed. A failed copy's file is removed and the segment stays as it was.
-    fn finish_copy(&self, copy: Copy<'_>) -> Result<(Segment, u64, u64)> {
+    fn finish_copy(&self, copy: Rewriting<'_>) -> Result<(Segment, u64, u64)> {
         let disk = &self.options.disk;
         let (seg, tmp) = (copy.seg.clone(), copy.tmp.clone());
         let (removed, removed_bytes, built) = match copy.run.wait() {
@@ -821,13 +821,13 @@ impl Shared {
 }
 
 /// A segment's copy under way (or done, if it ran on the caller's thread).
-struct Copy<'s> {
+struct Rewriting<'s> {
     seg: Arc<Segment>,
     tmp: std::path::PathBuf,
     run: Run<'s>,
 }
 
-/// What a [`Copy`] gives once done.
+/// What a [`Rewriting`] gives once done.
 type Copied = Result<(u64, u64, Compacted)>;
 
 enum Run<'s> {
@@ -845,7 +845,7 @@ impl Run<'_> {
     }
 }
 
-impl Copy<'_> {
+impl Rewriting<'_> {
     /// Waits for the copy and removes its file, whatever it gave.
     fn abandon(self, disk: &crate::disk::Disk) {
         let _ = self.run.wait();

@@ -123,6 +123,20 @@ impl Disk {
         false
     }
 
+    /// Whether work that could run on two threads at once must run on one, so that every run
+    /// of a test makes the same file operations in the same order: when a fault injector
+    /// watches this disk, unless it allows interleaving
+    /// ([`allows_interleaving`](crate::fault::FaultInjector::allows_interleaving)).
+    pub(crate) fn keeps_order(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self
+            .injector
+            .as_ref()
+            .is_some_and(|i| !i.allows_interleaving());
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
     /// Asks the injector about `op`: `Err` to fail it outright.
     #[cfg(feature = "fault-injection")]
     fn ask(&self, op: FileOp<'_>) -> io::Result<Go> {

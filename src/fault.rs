@@ -152,4 +152,14 @@ pub enum Fault {
 pub trait FaultInjector: Send + Sync + 'static {
     /// Called before `op` is performed; `None` lets it go ahead.
     fn before(&self, op: &FileOp<'_>) -> Option<Fault>;
+
+    /// Whether the store may, while this injector watches, run on two threads at once file
+    /// operations whose order can differ from one run to the next: a compaction's copies of
+    /// two segments. `false` by default, so that every run of a test makes the same operations
+    /// in the same order, as a test that fails the `n`th operation of a run needs; an injector
+    /// that only records them (a model of the disk) can say `true`, to watch the store as it
+    /// runs without one. `before` may then be called from two threads at once.
+    fn allows_interleaving(&self) -> bool {
+        false
+    }
 }
