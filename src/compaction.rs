@@ -87,11 +87,16 @@ impl Shared {
         let syncs = &self.durable_syncs;
         let mut syncs_seen = syncs.load(std::sync::atomic::Ordering::Acquire);
         let gate = parking_lot::Mutex::new(());
-        std::thread::scope(|s| -> Result<()> {
+        let disk = &self.options.disk;
+        // The first error, and a copy's panic: once a copy has failed or panicked, the copy
+        // after it (if any) is waited for and its file removed, and the compaction stops there.
+        let mut failed: Option<Error> = None;
+        let mut panicked = None;
+        std::thread::scope(|s| {
             // Copies under way, oldest segment first; each is renamed into place in that order.
             let mut flight = std::collections::VecDeque::new();
             let mut more = true;
-            let mut failed = None;
+            let mut stopping = false;
             loop {
                 // A second copy only while no durable append syncs: then the appends have a
                 // core to themselves, and the copies would only take turns at the disk.
@@ -107,22 +112,35 @@ impl Shared {
                     match next {
                         Ok(Some(copy)) => flight.push_back(copy),
                         Ok(None) => more = false,
+                        // The copies under way are of earlier segments: they are still
+                        // renamed into place.
                         Err(e) => failed = Some(e),
                     }
                 }
                 let Some(copy) = flight.pop_front() else {
                     break;
                 };
-                if failed.is_some() {
-                    // Waited for, and its file removed: an error stops the compaction there.
-                    copy.abandon(&self.options.disk);
+                if stopping {
+                    copy.abandon(disk);
+                    continue;
+                }
+                // A close or a handover does not wait for more renames than it must.
+                if let Err(e) = self.check_open() {
+                    copy.abandon(disk);
+                    (failed, stopping) = (Some(e), true);
                     continue;
                 }
                 let before = allocated(&copy.seg);
                 let (new, removed, bytes) = match self.finish_copy(copy) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        failed = Some(e);
+                    Ok(Ok(r)) => r,
+                    // An earlier segment's error than that of starting a later one.
+                    Ok(Err(e)) => {
+                        (failed, stopping) = (Some(e), true);
+                        continue;
+                    }
+                    Err(panic) => {
+                        panicked = Some(panic);
+                        stopping = true;
                         continue;
                     }
                 };
@@ -140,14 +158,19 @@ impl Shared {
                 renamed = true;
                 if dir_synced.elapsed() >= DIR_SYNC_EVERY {
                     if let Err(e) = self.sync_renames() {
-                        failed = Some(e);
+                        (failed, stopping) = (Some(e), true);
                         continue;
                     }
                     (renamed, dir_synced) = (false, std::time::Instant::now());
                 }
             }
-            failed.map_or(Ok(()), Err)
-        })?;
+        });
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if renamed {
             self.sync_renames()?;
         }
@@ -647,21 +670,29 @@ impl Shared {
 
     /// Waits for `copy`, then renames its file into place (the directory is left to
     /// [`sync_renames`](Self::sync_renames)) and opens it; returns it with the records and bytes
-    /// removed. A failed copy's file is removed and the segment stays as it was.
-    fn finish_copy(&self, copy: Rewriting<'_>) -> Result<(Segment, u64, u64)> {
+    /// removed. A failed copy's file is removed and the segment stays as it was; so is a copy
+    /// whose thread panicked, whose panic is returned as `Err` for the caller to resume once
+    /// the other copy under way has been dealt with.
+    fn finish_copy(&self, copy: Rewriting<'_>) -> std::thread::Result<Result<(Segment, u64, u64)>> {
         let disk = &self.options.disk;
         let (seg, tmp) = (copy.seg.clone(), copy.tmp.clone());
         let (removed, removed_bytes, built) = match copy.run.wait() {
-            Ok(r) => r,
-            Err(e) => {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 let _ = disk.remove(&tmp);
-                return Err(e);
+                return Ok(Err(e));
+            }
+            Err(panic) => {
+                let _ = disk.remove(&tmp);
+                return Err(panic);
             }
         };
         let path = self.dir.join(segment_file_name(seg.base));
-        disk.rename(&tmp, &path)?;
-        let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
-        Ok((new, removed, removed_bytes))
+        Ok((|| {
+            disk.rename(&tmp, &path)?;
+            let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
+            Ok((new, removed, removed_bytes))
+        })())
     }
 
     /// Writes what stays of `seg` without the records at `remove` into `file` (at `tmp`), with
@@ -708,12 +739,15 @@ impl Shared {
         });
         let mut next_gap = 0;
         let mut records = 0u32;
+        let mut check_at = off;
         while off < data_end {
             records = records.wrapping_add(1);
-            if records.is_multiple_of(4096) {
+            if records.is_multiple_of(4096) || off >= check_at {
                 // A close (or a handover, whose write gap this would lengthen) does not
-                // wait for the rest of the segment: the old one stays.
+                // wait for the rest of the segment: the old one stays. Counted in steps and
+                // in bytes: a run of records that stay is one step.
                 self.check_open()?;
+                check_at = off + OPEN_CHECK_BYTES;
             }
             if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
                 flush(&mut live_from, off)?;
@@ -836,17 +870,18 @@ enum Run<'s> {
 }
 
 impl Run<'_> {
-    /// The copy's result, once it is done; a panic on its thread is resumed here.
-    fn wait(self) -> Copied {
+    /// The copy's result, once it is done, or its thread's panic.
+    fn wait(self) -> std::thread::Result<Copied> {
         match self {
-            Run::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            Run::Done(r) => r,
+            Run::Thread(h) => h.join(),
+            Run::Done(r) => Ok(r),
         }
     }
 }
 
 impl Rewriting<'_> {
-    /// Waits for the copy and removes its file, whatever it gave.
+    /// Waits for the copy and removes its file, whatever it gave (a panic too: the caller
+    /// already has an error or a panic to report).
     fn abandon(self, disk: &crate::disk::Disk) {
         let _ = self.run.wait();
         let _ = disk.remove(&self.tmp);
@@ -860,6 +895,9 @@ fn release(plan: Planner) {
         .name("eventjournal-release".into())
         .spawn(move || drop(plan));
 }
+
+/// Bytes of a segment a copy walks between two checks that the store is still open.
+const OPEN_CHECK_BYTES: u64 = 1 << 20;
 
 /// Bytes of remaining records gathered before they are written: few large writes rather than
 /// one per run of records (a run is a single record where every other one is removed).
@@ -974,9 +1012,9 @@ impl<'a> Output<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let gate = self.gate;
-        let _turn = self.appending_now().then(|| gate.lock());
-        if self.appending_now() {
+        let (gate, appending) = (self.gate, self.appending_now());
+        let _turn = appending.then(|| gate.lock());
+        if appending {
             // `seen` is left as it was: that sync still counts for the writeback's pacing.
             yield_to_sync(self.syncs);
         }

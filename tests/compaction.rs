@@ -1102,7 +1102,7 @@ fn a_compaction_under_durable_appends_keeps_every_event_where_it_was() {
 }
 
 #[test]
-fn with_no_durable_append_about_two_segments_are_copied_at_once_and_land_in_order() {
+fn with_no_durable_append_about_two_segments_are_rewritten_at_once_and_read_as_before() {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         // One core: one copy at a time, which every other test covers.
         return;

@@ -446,41 +446,175 @@ fn id_tables_rebuilt_from_a_compacted_log_find_every_stream() {
 
 // ---- Power loss --------------------------------------------------------------------------------
 
-/// Per stream, the reads a crash image may show: before the workload's last changes (deletes and
-/// truncation not yet durable), or after.
-/// A [`Recorder`] that lets the store run as it does unwatched: two segments copied at once.
-struct Interleaved(Arc<Recorder>);
+/// A [`Recorder`] that lets the store run as it does unwatched (two segments copied at once),
+/// and shows that two copies wrote at once: the first write to a segment's copy waits (up to
+/// two seconds) until another segment's copy writes too, which only a second copy running at
+/// the same time can do.
+struct Interleaved {
+    recorder: Arc<Recorder>,
+    /// The copy whose first write waits, whether it is still waiting, and whether another
+    /// copy wrote while it was.
+    meet: parking_lot::Mutex<Meeting>,
+    met: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct Meeting {
+    first: Option<String>,
+    waiting: bool,
+    met: bool,
+}
 
 impl FaultInjector for Interleaved {
     fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
-        self.0.before(op)
+        if let FileOp::Write { path, .. } = op {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(name) = name.filter(|n| n.ends_with(".compact.tmp")) {
+                let mut meet = self.meet.lock();
+                if meet.first.is_none() {
+                    meet.first = Some(name);
+                    meet.waiting = true;
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    while !meet.met && !self.met.wait_until(&mut meet, deadline).timed_out() {}
+                    meet.waiting = false;
+                } else if meet.waiting && meet.first.as_ref() != Some(&name) {
+                    meet.met = true;
+                    self.met.notify_all();
+                }
+            }
+        }
+        self.recorder.before(op)
     }
     fn allows_interleaving(&self) -> bool {
         true
     }
 }
 
-/// Whether the journal shows a segment's copy started (its `.compact.tmp` created) before the
-/// copy before it was renamed into place.
-fn copies_overlapped(journal: &[Rec]) -> bool {
-    let mut open = std::collections::BTreeSet::new();
-    for rec in journal {
-        match rec {
-            Rec::Create(f) if f.ends_with(".compact.tmp") => {
-                if !open.is_empty() {
-                    return true;
-                }
-                open.insert(f.clone());
-            }
-            Rec::Rename(f, _) | Rec::Remove(f) => {
-                open.remove(f);
-            }
-            _ => {}
-        }
-    }
-    false
+/// Panics on the first write to the `.compact.tmp` of the segment at `nth` place among those
+/// copied (counting from 0), and lets two copies run at once.
+struct PanicInCopy {
+    nth: usize,
+    seen: parking_lot::Mutex<Vec<String>>,
 }
 
+impl FaultInjector for PanicInCopy {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        if let FileOp::Write { path, .. } = op {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.ends_with(".compact.tmp") {
+                let mut seen = self.seen.lock();
+                if !seen.iter().any(|s| *s == name) {
+                    seen.push(name.to_string());
+                    if seen.len() == self.nth + 1 {
+                        drop(seen);
+                        panic!("a panic in the copy of {name}");
+                    }
+                }
+            }
+        }
+        None
+    }
+    fn allows_interleaving(&self) -> bool {
+        true
+    }
+}
+
+/// A copy that panics (the first, or the second of two under way): the panic reaches the
+/// caller of `compact` once the other copy has been waited for, no `.compact.tmp` is left, reads
+/// are as before, and the next compaction does the rest.
+#[test]
+fn a_panic_in_a_copy_leaves_no_copy_behind_and_the_next_compaction_goes_on() {
+    let t = template(Durability::Sync, 7);
+    for nth in [0, 1] {
+        let dir = copy_store(t.dir.path());
+        let injector = Arc::new(PanicInCopy {
+            nth,
+            seen: Default::default(),
+        });
+        let store = Store::open(
+            dir.path(),
+            options(Durability::Sync).fault_injector(injector.clone()),
+        )
+        .unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.compact()));
+        assert!(outcome.is_err(), "the copy's panic reaches the caller");
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".compact.tmp"))
+            .collect();
+        assert!(left.is_empty(), "copies left behind: {left:?}");
+        assert_eq!(snapshot(&store).unwrap(), t.snap);
+        let report = store.compact().unwrap();
+        assert!(report.segments_rewritten >= 2, "{report:?}");
+        assert_eq!(snapshot(&store).unwrap(), t.snap);
+        store.close().unwrap();
+        verify_ok(dir.path(), "after a panic in a copy");
+    }
+}
+
+/// Fails with `EIO` the creation of the second `.compact.tmp` of a compaction, and lets two
+/// copies run at once.
+struct FailSecondCopy {
+    creations: AtomicUsize,
+}
+
+impl FaultInjector for FailSecondCopy {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        match op {
+            FileOp::Create { path } if path.to_string_lossy().ends_with(".compact.tmp") => {
+                (self.creations.fetch_add(1, Ordering::SeqCst) == 1).then(|| Fault::Error(eio()))
+            }
+            _ => None,
+        }
+    }
+    fn allows_interleaving(&self) -> bool {
+        true
+    }
+}
+
+/// A copy that cannot start (its file cannot be created) stops the compaction with that error,
+/// but the copy of the segment before it, under way, still lands: the next compaction rewrites
+/// one segment fewer.
+#[test]
+fn a_copy_that_cannot_start_lets_the_one_before_it_land() {
+    let t = template(Durability::Sync, 7);
+    let total = {
+        let dir = copy_store(t.dir.path());
+        let store = Store::open(dir.path(), options(Durability::Sync)).unwrap();
+        store.compact().unwrap().segments_rewritten
+    };
+    assert!(total >= 3, "{total}");
+    let dir = copy_store(t.dir.path());
+    let store = Store::open(
+        dir.path(),
+        options(Durability::Sync).fault_injector(Arc::new(FailSecondCopy {
+            creations: AtomicUsize::new(0),
+        })),
+    )
+    .unwrap();
+    assert!(matches!(store.compact(), Err(Error::Io { .. })));
+    assert_eq!(snapshot(&store).unwrap(), t.snap);
+    let rest = store.compact().unwrap();
+    assert_eq!(rest.segments_rewritten, total - 1, "{rest:?}");
+    assert_eq!(snapshot(&store).unwrap(), t.snap);
+    store.close().unwrap();
+    verify_ok(dir.path(), "after a copy that could not start");
+}
+
+/// The segments renamed into place from their copies, in the journal's order.
+fn renamed_copies(journal: &[Rec]) -> Vec<String> {
+    journal
+        .iter()
+        .filter_map(|rec| match rec {
+            Rec::Rename(from, to) if from.ends_with(".compact.tmp") => Some(to.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Per stream, the reads a crash image may show: before the workload's last changes (deletes and
+/// truncation not yet durable), or after.
 fn power_loss(durability: Durability, random: usize) {
     power_loss_with(durability, random, false)
 }
@@ -491,8 +625,13 @@ fn power_loss(durability: Durability, random: usize) {
 fn power_loss_with(durability: Durability, random: usize, interleaved: bool) {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::default());
+    let meeting = Arc::new(Interleaved {
+        recorder: recorder.clone(),
+        meet: Default::default(),
+        met: Default::default(),
+    });
     let injector: Arc<dyn FaultInjector> = if interleaved {
-        Arc::new(Interleaved(recorder.clone()))
+        meeting.clone()
     } else {
         recorder.clone()
     };
@@ -550,11 +689,15 @@ fn power_loss_with(durability: Durability, random: usize, interleaved: bool) {
     let end = recorder.log.lock().len();
     store.close().unwrap();
     let journal = recorder.log.lock().clone();
-    assert_eq!(
-        copies_overlapped(&journal[start..end]),
-        interleaved,
-        "two segments' copies under way at once only when the injector allows it"
+    let renamed = renamed_copies(&journal[start..end]);
+    assert_eq!(renamed.len(), report.segments_rewritten);
+    assert!(
+        renamed.windows(2).all(|w| w[0] < w[1]),
+        "renamed in segment order: {renamed:?}"
     );
+    // Two copies wrote at once where the machine has two cores for them.
+    let two_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    assert_eq!(meeting.meet.lock().met, interleaved && two_cores);
 
     let mut points: Vec<usize> = (start..=end).collect();
     let mut rng = Random::new(0xc0ff);
