@@ -85,7 +85,15 @@ impl Shared {
         let mut dir_synced = std::time::Instant::now();
         let most = self.copies_at_once();
         let syncs = &self.durable_syncs;
-        let mut syncs_seen = syncs.load(std::sync::atomic::Ordering::Acquire);
+        // What says the store is in use: its durable syncs (odd while one is under way) and
+        // the views of the log its reads and appends take.
+        let in_use = || {
+            (
+                syncs.load(std::sync::atomic::Ordering::Acquire),
+                self.log.views(),
+            )
+        };
+        let mut seen = None;
         let gate = parking_lot::Mutex::new(());
         let disk = &self.options.disk;
         // The first error, and a copy's panic: once a copy has failed or panicked, the copy
@@ -98,12 +106,14 @@ impl Shared {
             let mut more = true;
             let mut stopping = false;
             loop {
-                // A second copy only while no durable append syncs: then the appends have a
-                // core to themselves, and the copies would only take turns at the disk.
-                let now = syncs.load(std::sync::atomic::Ordering::Acquire);
-                let appending = now != syncs_seen || !now.is_multiple_of(2);
-                syncs_seen = now;
-                let width = if appending { 1 } else { most };
+                // A second copy only while nothing else uses the store: then its reads and
+                // appends have a core to themselves, and its durable appends' syncs the disk.
+                // (The first two go at once unless a sync is under way: use is seen as a
+                // change between two looks.)
+                let now = in_use();
+                let busy = seen.is_some_and(|s| s != now) || !now.0.is_multiple_of(2);
+                seen = Some(now);
+                let width = if busy { 1 } else { most };
                 while failed.is_none() && more && flight.len() < width {
                     let next = self.next_rewrite(&mut plan, &mut bumped).and_then(|n| {
                         n.map(|(seg, fresh)| self.start_copy(s, seg, fresh, &gate))
@@ -554,7 +564,7 @@ impl Shared {
         self.options.disk.sync_dir(&self.dir)
     }
 
-    /// How many segments are copied at once while no durable append runs: two where the
+    /// How many segments are copied at once while nothing else uses the store: two where the
     /// machine has two cores or more, so that a compaction of an otherwise idle store uses them
     /// both (each copy is bound by the CPU while the segments are in the page cache); one on a
     /// single core, and one when a fault injector watches the disk and needs every run of a

@@ -120,7 +120,8 @@ impl Options {
     /// Only the copy of the records that stay, and its sync, runs nicer: the planning, and
     /// whatever takes the store's locks or the kernel's (creating, renaming, mapping files),
     /// stays at the caller's priority. On a machine of two cores or more, two segments are
-    /// copied at once, each on a thread of its own, while no durable append syncs.
+    /// copied at once, each on a thread of its own, while nothing else uses the store (no
+    /// read and no append since the last look).
     /// Niceness ranks the threads of one scheduling group (a cgroup, or with Linux's
     /// autogroup a session): the application's own threads, not other processes'.
     pub fn compaction_niceness(mut self, steps: u8) -> Options {

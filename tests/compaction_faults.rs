@@ -602,6 +602,95 @@ fn a_copy_that_cannot_start_lets_the_one_before_it_land() {
     verify_ok(dir.path(), "after a copy that could not start");
 }
 
+/// Records every operation, lets two copies run at once, and before each creation or rename of
+/// a `.compact.tmp` waits (up to two seconds) until a reader has read again since the last one:
+/// so that the compaction, looking between two segments, always finds the store in use.
+struct ReadBetween {
+    recorder: Arc<Recorder>,
+    reads: Arc<AtomicUsize>,
+    last: parking_lot::Mutex<usize>,
+}
+
+impl FaultInjector for ReadBetween {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        let copy = |p: &Path| p.to_string_lossy().ends_with(".compact.tmp");
+        let wait = match op {
+            FileOp::Create { path } => copy(path),
+            FileOp::Rename { from, .. } => copy(from),
+            _ => false,
+        };
+        if wait {
+            let mut last = self.last.lock();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while self.reads.load(Ordering::SeqCst) == *last && std::time::Instant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
+            *last = self.reads.load(Ordering::SeqCst);
+        }
+        self.recorder.before(op)
+    }
+    fn allows_interleaving(&self) -> bool {
+        true
+    }
+}
+
+/// The most `.compact.tmp` files the journal shows at once after the first rename of one.
+fn copies_at_once_after_the_first(journal: &[Rec]) -> usize {
+    let (mut open, mut most, mut renamed) = (std::collections::BTreeSet::new(), 0, false);
+    for rec in journal {
+        match rec {
+            Rec::Create(f) if f.ends_with(".compact.tmp") => {
+                open.insert(f.clone());
+                if renamed {
+                    most = most.max(open.len());
+                }
+            }
+            Rec::Rename(f, _) | Rec::Remove(f) if f.ends_with(".compact.tmp") => {
+                open.remove(f);
+                renamed = true;
+            }
+            _ => {}
+        }
+    }
+    most
+}
+
+/// While reads run beside it, a compaction copies one segment at a time (after the first two,
+/// which start before it has looked twice): the reads keep a core.
+#[test]
+fn reads_beside_a_compaction_keep_it_to_one_copy_at_a_time() {
+    let t = template(Durability::Sync, 7);
+    let dir = copy_store(t.dir.path());
+    let recorder = Arc::new(Recorder::default());
+    let reads = Arc::new(AtomicUsize::new(0));
+    let store = Store::open(
+        dir.path(),
+        options(Durability::Sync).fault_injector(Arc::new(ReadBetween {
+            recorder: recorder.clone(),
+            reads: reads.clone(),
+            last: parking_lot::Mutex::new(0),
+        })),
+    )
+    .unwrap();
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                let n = store.read_all_forward(Position::START, 10).unwrap().count();
+                assert_eq!(n, 10);
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let r = store.compact().unwrap();
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    assert!(report.segments_rewritten >= 4, "{report:?}");
+    assert_eq!(copies_at_once_after_the_first(&recorder.log.lock()), 1);
+    assert_eq!(snapshot(&store).unwrap(), t.snap);
+}
+
 /// The segments renamed into place from their copies, in the journal's order.
 fn renamed_copies(journal: &[Rec]) -> Vec<String> {
     journal

@@ -31,6 +31,9 @@ pub struct Log {
     /// Readers never look at bytes at or past it.
     visible: AtomicU64,
     verify: bool,
+    /// How many views were taken: each read and each group of appends takes one, so a count
+    /// that moved says the store was in use meanwhile.
+    views: AtomicU64,
 }
 
 impl Log {
@@ -40,13 +43,20 @@ impl Log {
             segments: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(visible),
             verify,
+            views: AtomicU64::new(0),
         }
     }
 
     /// A consistent snapshot for reading: the visible end first, then the segments that hold it.
     pub fn view(&self) -> LogView {
+        self.views.fetch_add(1, Ordering::Relaxed);
         let visible = self.visible.load(Ordering::Acquire);
         LogView::new(self.segments.read().clone(), visible, self.verify)
+    }
+
+    /// How many views have been taken (see the field).
+    pub(crate) fn views(&self) -> u64 {
+        self.views.load(Ordering::Relaxed)
     }
 
     /// The visible end of the log.
