@@ -448,7 +448,7 @@ fn id_tables_rebuilt_from_a_compacted_log_find_every_stream() {
 
 /// A [`Recorder`] that lets the store run as it does unwatched (two segments copied at once),
 /// and shows that two copies wrote at once: the first write to a segment's copy waits (up to
-/// two seconds) until another segment's copy writes too, which only a second copy running at
+/// ten seconds) until another segment's copy writes too, which only a second copy running at
 /// the same time can do.
 struct Interleaved {
     recorder: Arc<Recorder>,
@@ -474,7 +474,7 @@ impl FaultInjector for Interleaved {
                 if meet.first.is_none() {
                     meet.first = Some(name);
                     meet.waiting = true;
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                     while !meet.met && !self.met.wait_until(&mut meet, deadline).timed_out() {}
                     meet.waiting = false;
                 } else if meet.waiting && meet.first.as_ref() != Some(&name) {
@@ -603,7 +603,7 @@ fn a_copy_that_cannot_start_lets_the_one_before_it_land() {
 }
 
 /// Records every operation, lets two copies run at once, and before each creation or rename of
-/// a `.compact.tmp` waits (up to two seconds) until a reader has read again since the last one:
+/// a `.compact.tmp` waits (up to ten seconds) until a reader has read again since the last one:
 /// so that the compaction, looking between two segments, always finds the store in use.
 struct ReadBetween {
     recorder: Arc<Recorder>,
@@ -621,7 +621,7 @@ impl FaultInjector for ReadBetween {
         };
         if wait {
             let mut last = self.last.lock();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while self.reads.load(Ordering::SeqCst) == *last && std::time::Instant::now() < deadline
             {
                 std::thread::yield_now();
