@@ -106,10 +106,10 @@ impl Shared {
             let mut more = true;
             let mut stopping = false;
             loop {
-                // A second copy only while nothing else uses the store: then its reads and
-                // appends have a core to themselves, and its durable appends' syncs the disk.
-                // (The first two go at once unless a sync is under way: use is seen as a
-                // change between two looks.)
+                // A second copy only while nothing else uses the store, so that its reads and
+                // appends keep a core (and the syncs of durable ones the disk) to themselves.
+                // Use shows as a change between two looks, so the first two copies go at once
+                // unless a sync is under way.
                 let now = in_use();
                 let busy = seen.is_some_and(|s| s != now) || !now.0.is_multiple_of(2);
                 seen = Some(now);
