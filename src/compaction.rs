@@ -85,15 +85,8 @@ impl Shared {
         let mut dir_synced = std::time::Instant::now();
         let most = self.copies_at_once();
         let syncs = &self.durable_syncs;
-        // What says the store is in use: its durable syncs (odd while one is under way) and
-        // the views of the log its reads and appends take.
-        let in_use = || {
-            (
-                syncs.load(std::sync::atomic::Ordering::Acquire),
-                self.log.views(),
-            )
-        };
-        let mut seen = None;
+        // The durable syncs' count at the last look (odd while one is under way).
+        let mut syncs_seen = None;
         let gate = parking_lot::Mutex::new(());
         let disk = &self.options.disk;
         // The first error, and a copy's panic: once a copy has failed or panicked, the copy
@@ -107,14 +100,16 @@ impl Shared {
             let mut stopping = false;
             loop {
                 // A second copy only while nothing else uses the store, so that its reads and
-                // appends keep a core (and the syncs of durable ones the disk) to themselves.
-                // Use shows as a change between two looks, so the first two copies go at once
-                // unless a sync is under way.
-                let now = in_use();
-                let busy = seen.is_some_and(|s| s != now) || !now.0.is_multiple_of(2);
-                seen = Some(now);
+                // appends keep a core (and the syncs of durable ones the disk) to themselves:
+                // no view of the log taken and no durable sync made since the last look. The
+                // first look clears what the planning's own view set, so the first two copies
+                // go at once unless a sync is under way.
+                let used = self.log.take_used();
+                let now = syncs.load(std::sync::atomic::Ordering::Acquire);
+                let busy = syncs_seen.is_some_and(|s| used || s != now) || !now.is_multiple_of(2);
+                syncs_seen = Some(now);
                 let width = if busy { 1 } else { most };
-                while failed.is_none() && more && flight.len() < width {
+                while !stopping && failed.is_none() && more && flight.len() < width {
                     let next = self.next_rewrite(&mut plan, &mut bumped).and_then(|n| {
                         n.map(|(seg, fresh)| self.start_copy(s, seg, fresh, &gate))
                             .transpose()
@@ -641,7 +636,10 @@ impl Shared {
         let file = disk.create(&tmp)?;
         let steps = self.options.compaction_niceness;
         if steps == 0 && self.copies_at_once() == 1 {
-            let done = self.copy(&seg, &remove, &file, &tmp, gate);
+            // A panic is caught as a thread's would be, so that its file is removed too.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.copy(&seg, &remove, &file, &tmp, gate)
+            }));
             return Ok(Rewriting {
                 seg,
                 tmp,
@@ -699,7 +697,10 @@ impl Shared {
         };
         let path = self.dir.join(segment_file_name(seg.base));
         Ok((|| {
-            disk.rename(&tmp, &path)?;
+            if let Err(e) = disk.rename(&tmp, &path) {
+                let _ = disk.remove(&tmp);
+                return Err(e);
+            }
             let new = Segment::open_compacted(&path, seg.base, disk, Arc::new(built))?;
             Ok((new, removed, removed_bytes))
         })())
@@ -732,7 +733,8 @@ impl Shared {
         let mut live_from: Option<u64> = None;
         let mut next = remove.iter().copied().peekable();
         let mut off = SEGMENT_HEADER_LEN as u64;
-        let mut out = Output::new(disk, file, tmp, &self.durable_syncs, gate);
+        let open = || self.check_open();
+        let mut out = Output::new(disk, file, tmp, &self.durable_syncs, gate, &open);
         // Copies the records at segment offsets `from..to` (no gap among them, so they lie
         // together in the old file too).
         let mut flush = |from: &mut Option<u64>, to: u64| -> Result<()> {
@@ -749,15 +751,13 @@ impl Shared {
         });
         let mut next_gap = 0;
         let mut records = 0u32;
-        let mut check_at = off;
         while off < data_end {
             records = records.wrapping_add(1);
-            if records.is_multiple_of(4096) || off >= check_at {
+            if records.is_multiple_of(4096) {
                 // A close (or a handover, whose write gap this would lengthen) does not
-                // wait for the rest of the segment: the old one stays. Counted in steps and
-                // in bytes: a run of records that stay is one step.
+                // wait for the rest of the segment: the old one stays. (Each write asks too,
+                // for the long runs of records that stay, which are one step here.)
                 self.check_open()?;
-                check_at = off + OPEN_CHECK_BYTES;
             }
             if let (Some(t), Some((start, end))) = (&old, seg.gap_containing(off)) {
                 flush(&mut live_from, off)?;
@@ -876,15 +876,15 @@ type Copied = Result<(u64, u64, Compacted)>;
 
 enum Run<'s> {
     Thread(std::thread::ScopedJoinHandle<'s, Copied>),
-    Done(Copied),
+    Done(std::thread::Result<Copied>),
 }
 
 impl Run<'_> {
-    /// The copy's result, once it is done, or its thread's panic.
+    /// The copy's result, once it is done, or its panic.
     fn wait(self) -> std::thread::Result<Copied> {
         match self {
             Run::Thread(h) => h.join(),
-            Run::Done(r) => Ok(r),
+            Run::Done(r) => r,
         }
     }
 }
@@ -905,9 +905,6 @@ fn release(plan: Planner) {
         .name("eventjournal-release".into())
         .spawn(move || drop(plan));
 }
-
-/// Bytes of a segment a copy walks between two checks that the store is still open.
-const OPEN_CHECK_BYTES: u64 = 1 << 20;
 
 /// Bytes of remaining records gathered before they are written: few large writes rather than
 /// one per run of records (a run is a single record where every other one is removed).
@@ -967,6 +964,9 @@ struct Output<'a> {
     /// compaction: copies under way at once write their pieces one after the other, so that an
     /// append's sync finds no more in front of it than with one.
     gate: &'a parking_lot::Mutex<()>,
+    /// Fails once the store is closing or handed over: asked before each write, so that a long
+    /// run of records that stay is not copied to its end first.
+    open: &'a dyn Fn() -> Result<()>,
 }
 
 impl<'a> Output<'a> {
@@ -976,6 +976,7 @@ impl<'a> Output<'a> {
         path: &'a std::path::Path,
         syncs: &'a std::sync::atomic::AtomicU64,
         gate: &'a parking_lot::Mutex<()>,
+        open: &'a dyn Fn() -> Result<()>,
     ) -> Output<'a> {
         Output {
             disk,
@@ -987,6 +988,7 @@ impl<'a> Output<'a> {
             syncs,
             seen: syncs.load(std::sync::atomic::Ordering::Acquire),
             gate,
+            open,
         }
     }
 
@@ -1022,6 +1024,7 @@ impl<'a> Output<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        (self.open)()?;
         let (gate, appending) = (self.gate, self.appending_now());
         let _turn = appending.then(|| gate.lock());
         if appending {
@@ -1287,7 +1290,8 @@ mod tests {
         let count = std::sync::atomic::AtomicU64::new(syncs);
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let gate = parking_lot::Mutex::new(());
-        let mut out = super::Output::new(&disk, &file, &path, &count, &gate);
+        let open = || Ok(());
+        let mut out = super::Output::new(&disk, &file, &path, &count, &gate, &open);
         for run in data.chunks(272) {
             out.push(run).unwrap();
         }

@@ -509,9 +509,9 @@ pub(crate) fn shutdown(
     if let Some(t) = life.compactor.lock().take() {
         let _ = t.join();
     }
-    // A compaction a caller runs stops at its next record once the store is closed; it is
-    // waited for (and kept from starting) until the lock is released, since no file of the
-    // store may change after that.
+    // A compaction a caller runs stops at its next step (4,096 records, or a write of at most
+    // 1 MiB) once the store is closed; it is waited for (and kept from starting) until the
+    // lock is released, since no file of the store may change after that.
     let _compaction = shared.compaction.lock();
     // No file of the store may change once the lock is released.
     shared.ids.stop();

@@ -490,27 +490,34 @@ impl FaultInjector for Interleaved {
     }
 }
 
-/// Panics on the first write to the `.compact.tmp` of the segment at `nth` place among those
-/// copied (counting from 0), and lets two copies run at once.
+/// Panics on the first write to the `.compact.tmp` created `nth` (counting from 0): the
+/// creations are made in segment order on the compaction's own thread, so `nth` is the segment's
+/// place among those copied. Lets two copies run at once, and counts the creations.
 struct PanicInCopy {
     nth: usize,
-    seen: parking_lot::Mutex<Vec<String>>,
+    created: parking_lot::Mutex<Vec<String>>,
+    panicked: AtomicBool,
 }
 
 impl FaultInjector for PanicInCopy {
     fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
-        if let FileOp::Write { path, .. } = op {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if name.ends_with(".compact.tmp") {
-                let mut seen = self.seen.lock();
-                if !seen.iter().any(|s| *s == name) {
-                    seen.push(name.to_string());
-                    if seen.len() == self.nth + 1 {
-                        drop(seen);
-                        panic!("a panic in the copy of {name}");
-                    }
+        let name = |p: &Path| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        };
+        match op {
+            FileOp::Create { path } if name(path).ends_with(".compact.tmp") => {
+                self.created.lock().push(name(path));
+            }
+            FileOp::Write { path, .. } => {
+                let target = self.created.lock().get(self.nth).cloned();
+                if target == Some(name(path)) && !self.panicked.swap(true, Ordering::SeqCst) {
+                    panic!("a panic in the copy of {}", name(path));
                 }
             }
+            _ => {}
         }
         None
     }
@@ -529,7 +536,8 @@ fn a_panic_in_a_copy_leaves_no_copy_behind_and_the_next_compaction_goes_on() {
         let dir = copy_store(t.dir.path());
         let injector = Arc::new(PanicInCopy {
             nth,
-            seen: Default::default(),
+            created: Default::default(),
+            panicked: AtomicBool::new(false),
         });
         let store = Store::open(
             dir.path(),
@@ -538,6 +546,12 @@ fn a_panic_in_a_copy_leaves_no_copy_behind_and_the_next_compaction_goes_on() {
         .unwrap();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.compact()));
         assert!(outcome.is_err(), "the copy's panic reaches the caller");
+        // It stopped there: no copy started after the one that panicked and the one beside it.
+        assert!(
+            injector.created.lock().len() <= nth + 2,
+            "{:?}",
+            injector.created.lock()
+        );
         let left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -673,19 +687,30 @@ fn reads_beside_a_compaction_keep_it_to_one_copy_at_a_time() {
         })),
     )
     .unwrap();
-    let done = AtomicBool::new(false);
+    let (done, bad_read) = (AtomicBool::new(false), AtomicBool::new(false));
     let report = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                let n = store.read_all_forward(Position::START, 10).unwrap().count();
-                assert_eq!(n, 10);
+                let n = store
+                    .read_all_forward(Position::START, 10)
+                    .map(|e| e.count());
                 reads.fetch_add(1, Ordering::SeqCst);
+                if !matches!(n, Ok(10)) {
+                    bad_read.store(true, Ordering::SeqCst);
+                    return;
+                }
             }
         });
-        let r = store.compact().unwrap();
+        // The reader stops whatever the compaction gives, so that a failure fails the test.
+        let r = store.compact();
         done.store(true, Ordering::SeqCst);
         r
-    });
+    })
+    .unwrap();
+    assert!(
+        !bad_read.load(Ordering::SeqCst),
+        "a read beside the compaction failed"
+    );
     assert!(report.segments_rewritten >= 4, "{report:?}");
     assert_eq!(copies_at_once_after_the_first(&recorder.log.lock()), 1);
     assert_eq!(snapshot(&store).unwrap(), t.snap);

@@ -16,7 +16,7 @@ pub mod recovery;
 pub mod segment;
 pub mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -31,9 +31,11 @@ pub struct Log {
     /// Readers never look at bytes at or past it.
     visible: AtomicU64,
     verify: bool,
-    /// How many views were taken: each read and each group of appends takes one, so a count
-    /// that moved says the store was in use meanwhile.
-    views: AtomicU64,
+    /// Set by every view taken (each read and each group of appends takes one), cleared by
+    /// [`take_used`](Self::take_used): whether the store was in use meanwhile. Set only when
+    /// clear, so that a busy store's views only read it: a write on each would bounce the
+    /// cache line between the cores that read.
+    used: AtomicBool,
 }
 
 impl Log {
@@ -43,20 +45,22 @@ impl Log {
             segments: RwLock::new(Arc::new(segments)),
             visible: AtomicU64::new(visible),
             verify,
-            views: AtomicU64::new(0),
+            used: AtomicBool::new(false),
         }
     }
 
     /// A consistent snapshot for reading: the visible end first, then the segments that hold it.
     pub fn view(&self) -> LogView {
-        self.views.fetch_add(1, Ordering::Relaxed);
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
         let visible = self.visible.load(Ordering::Acquire);
         LogView::new(self.segments.read().clone(), visible, self.verify)
     }
 
-    /// How many views have been taken (see the field).
-    pub(crate) fn views(&self) -> u64 {
-        self.views.load(Ordering::Relaxed)
+    /// Whether a view was taken since the last call (see the field).
+    pub(crate) fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     /// The visible end of the log.
