@@ -101,12 +101,15 @@ impl Shared {
             loop {
                 // A second copy only while nothing else uses the store, so that its reads and
                 // appends keep a core (and the syncs of durable ones the disk) to themselves:
-                // no view of the log taken and no durable sync made since the last look. The
-                // first look clears what the planning's own view set, so the first two copies
-                // go at once unless a sync is under way.
+                // no view of the log alive (a long read holds one), none taken and no durable
+                // sync made since the last look. The first look clears what the planning's own
+                // view set, so the first two copies go at once unless a view is alive or a
+                // sync under way.
                 let used = self.log.take_used();
                 let now = syncs.load(std::sync::atomic::Ordering::Acquire);
-                let busy = syncs_seen.is_some_and(|s| used || s != now) || !now.is_multiple_of(2);
+                let busy = syncs_seen.is_some_and(|s| used || s != now)
+                    || self.log.views_alive() > 0
+                    || !now.is_multiple_of(2);
                 syncs_seen = Some(now);
                 let width = if busy { 1 } else { most };
                 while !stopping && failed.is_none() && more && flight.len() < width {

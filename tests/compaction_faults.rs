@@ -716,6 +716,69 @@ fn reads_beside_a_compaction_keep_it_to_one_copy_at_a_time() {
     assert_eq!(snapshot(&store).unwrap(), t.snap);
 }
 
+/// A [`Recorder`] that lets two copies run at once, and waits for nothing.
+struct Recorded(Arc<Recorder>);
+
+impl FaultInjector for Recorded {
+    fn before(&self, op: &FileOp<'_>) -> Option<Fault> {
+        self.0.before(op)
+    }
+    fn allows_interleaving(&self) -> bool {
+        true
+    }
+}
+
+/// The most `.compact.tmp` files the journal shows at once.
+fn most_copies_at_once(journal: &[Rec]) -> usize {
+    let (mut open, mut most) = (std::collections::BTreeSet::new(), 0);
+    for rec in journal {
+        match rec {
+            Rec::Create(f) if f.ends_with(".compact.tmp") => {
+                open.insert(f.clone());
+                most = most.max(open.len());
+            }
+            Rec::Rename(f, _) | Rec::Remove(f) => {
+                open.remove(f);
+            }
+            _ => {}
+        }
+    }
+    most
+}
+
+/// A read in progress (an iterator over `$all` not yet finished holds its view of the log)
+/// keeps a compaction to one copy from its first segment on; once it is done, two go at once.
+#[test]
+fn a_read_in_progress_keeps_a_compaction_to_one_copy() {
+    let t = template(Durability::Sync, 7);
+    for reading in [true, false] {
+        let dir = copy_store(t.dir.path());
+        let recorder = Arc::new(Recorder::default());
+        let store = Store::open(
+            dir.path(),
+            options(Durability::Sync).fault_injector(Arc::new(Recorded(recorder.clone()))),
+        )
+        .unwrap();
+        // Held through the compaction, or dropped before it.
+        let mut read = Some(store.read_all_forward(Position::START, usize::MAX).unwrap());
+        assert!(read.as_mut().and_then(|r| r.next()).is_some());
+        if !reading {
+            read = None;
+        }
+        let report = store.compact().unwrap();
+        assert!(report.segments_rewritten >= 3, "{report:?}");
+        let two_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        let most = most_copies_at_once(&recorder.log.lock());
+        assert_eq!(
+            most,
+            if reading || !two_cores { 1 } else { 2 },
+            "reading: {reading}"
+        );
+        assert_eq!(snapshot(&store).unwrap(), t.snap);
+        drop(read);
+    }
+}
+
 /// The segments renamed into place from their copies, in the journal's order.
 fn renamed_copies(journal: &[Rec]) -> Vec<String> {
     journal

@@ -36,6 +36,9 @@ pub struct Log {
     /// clear, so that a busy store's views only read it: a write on each would bounce the
     /// cache line between the cores that read.
     used: AtomicBool,
+    /// How many views are alive: a long read (a replay of `$all`, an iterator, a subscription)
+    /// holds one throughout, where `used` would only see it start.
+    alive: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Log {
@@ -46,6 +49,7 @@ impl Log {
             visible: AtomicU64::new(visible),
             verify,
             used: AtomicBool::new(false),
+            alive: Default::default(),
         }
     }
 
@@ -56,11 +60,17 @@ impl Log {
         }
         let visible = self.visible.load(Ordering::Acquire);
         LogView::new(self.segments.read().clone(), visible, self.verify)
+            .counted(reader::Alive::new(&self.alive))
     }
 
     /// Whether a view was taken since the last call (see the field).
     pub(crate) fn take_used(&self) -> bool {
         self.used.swap(false, Ordering::Relaxed)
+    }
+
+    /// How many views are alive now (see the field).
+    pub(crate) fn views_alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed)
     }
 
     /// The visible end of the log.

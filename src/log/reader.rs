@@ -29,6 +29,24 @@ pub struct LogView {
     segs: Arc<Vec<Arc<Segment>>>,
     visible: u64,
     verify: bool,
+    /// Counts this view among the log's views alive, while it is (see [`crate::log::Log`]).
+    _alive: Option<Alive>,
+}
+
+/// One view alive, counted in the log's count until dropped.
+pub(crate) struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    pub(crate) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Alive {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Alive(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Where a `$all` cursor stands: segment index and offset inside it.
@@ -44,7 +62,14 @@ impl LogView {
             segs,
             visible,
             verify,
+            _alive: None,
         }
+    }
+
+    /// This view, counted among the log's views alive until it is dropped.
+    pub(crate) fn counted(mut self, alive: Alive) -> LogView {
+        self._alive = Some(alive);
+        self
     }
 
     /// The visible end of the log in this snapshot.
