@@ -114,7 +114,7 @@ impl Shared {
                 let width = if busy { 1 } else { most };
                 while !stopping && failed.is_none() && more && flight.len() < width {
                     let next = self.next_rewrite(&mut plan, &mut bumped).and_then(|n| {
-                        n.map(|(seg, fresh)| self.start_copy(s, seg, fresh, &gate))
+                        n.map(|(seg, fresh)| self.start_copy(s, seg, fresh, &gate, most == 1))
                             .transpose()
                     });
                     match next {
@@ -613,9 +613,9 @@ impl Shared {
     /// Creates the file `seg` is rewritten into and starts copying into it what stays of `seg`
     /// without the records at `remove` (sorted segment offsets, none removed before): on a
     /// thread of `s`, [`Options::compaction_niceness`] steps nicer than the caller, or here if
-    /// the copy is to run at the caller's priority and alone. The copy is all CPU while the
-    /// segments are in the page cache, and an appender woken from its sync must not wait for
-    /// a core behind it. Only the copy: the planning, and the steps that take the store's
+    /// the copy is to run at the caller's priority and `alone` (one copy at a time). The copy
+    /// is all CPU while the segments are in the page cache, and an appender woken from its
+    /// sync must not wait for a core behind it. Only the copy: the planning, and the steps that take the store's
     /// locks (the writer's, the index's) or the kernel's (creating, renaming and mapping a
     /// file), stay on the caller's thread, so that appends never wait for a lock held by a
     /// thread the scheduler puts last. Measured with `cargo bench --bench compaction` while
@@ -630,6 +630,7 @@ impl Shared {
         seg: Arc<Segment>,
         remove: Vec<u32>,
         gate: &'s parking_lot::Mutex<()>,
+        alone: bool,
     ) -> Result<Rewriting<'s>> {
         let disk = &self.options.disk;
         let tmp = self
@@ -638,7 +639,7 @@ impl Shared {
         seg.check_mapped()?;
         let file = disk.create(&tmp)?;
         let steps = self.options.compaction_niceness;
-        if steps == 0 && self.copies_at_once() == 1 {
+        if steps == 0 && alone {
             // A panic is caught as a thread's would be, so that its file is removed too.
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.copy(&seg, &remove, &file, &tmp, gate)

@@ -36,9 +36,10 @@ pub struct Log {
     /// clear, so that a busy store's views only read it: a write on each would bounce the
     /// cache line between the cores that read.
     used: AtomicBool,
-    /// How many views are alive: a long read (a replay of `$all`, an iterator, a subscription)
-    /// holds one throughout, where `used` would only see it start.
-    alive: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held by every view alive, so that its reference count counts them: a long read (a
+    /// replay of `$all`, an iterator, a subscription) holds one throughout, where `used` would
+    /// only see it start.
+    alive: Arc<()>,
 }
 
 impl Log {
@@ -59,8 +60,7 @@ impl Log {
             self.used.store(true, Ordering::Relaxed);
         }
         let visible = self.visible.load(Ordering::Acquire);
-        LogView::new(self.segments.read().clone(), visible, self.verify)
-            .counted(reader::Alive::new(&self.alive))
+        LogView::new(self.segments.read().clone(), visible, self.verify).counted(self.alive.clone())
     }
 
     /// Whether a view was taken since the last call (see the field).
@@ -70,7 +70,7 @@ impl Log {
 
     /// How many views are alive now (see the field).
     pub(crate) fn views_alive(&self) -> usize {
-        self.alive.load(Ordering::Relaxed)
+        Arc::strong_count(&self.alive) - 1
     }
 
     /// The visible end of the log.

@@ -29,24 +29,9 @@ pub struct LogView {
     segs: Arc<Vec<Arc<Segment>>>,
     visible: u64,
     verify: bool,
-    /// Counts this view among the log's views alive, while it is (see [`crate::log::Log`]).
-    _alive: Option<Alive>,
-}
-
-/// One view alive, counted in the log's count until dropped.
-pub(crate) struct Alive(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Alive {
-    pub(crate) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Alive {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Alive(count.clone())
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    /// A reference to the log's token of views alive, while this view is (see
+    /// [`crate::log::Log`]): counted by its reference count.
+    _alive: Option<Arc<()>>,
 }
 
 /// Where a `$all` cursor stands: segment index and offset inside it.
@@ -67,7 +52,7 @@ impl LogView {
     }
 
     /// This view, counted among the log's views alive until it is dropped.
-    pub(crate) fn counted(mut self, alive: Alive) -> LogView {
+    pub(crate) fn counted(mut self, alive: Arc<()>) -> LogView {
         self._alive = Some(alive);
         self
     }
