@@ -31,7 +31,10 @@
 //!   structure of N keys costs on this machine, the floor under any first use of a stream. That
 //!   map reaches two places per lookup (its slot, then the name's own allocation); so
 //!   `probe_floor/{N}`, `probe_floor/1000`: the same lookup in an open-addressing table of the
-//!   names' 64-bit hashes (at most half full, linear probing), one place per lookup.
+//!   names' 64-bit hashes (at most half full, linear probing), one place per lookup;
+//!   `file_floor/{N}`, `file_floor/1000`: the same table in a mapped file, each slot pointing at
+//!   its name in a second mapped file, which the lookup compares: two places per lookup, what a
+//!   persistent index that checks the stored name pays.
 //!
 //! "Cold" means not yet looked up by this `Store` since it was opened: the files were just
 //! written and are in the page cache, so this is the cost of the store's own index, not of the
@@ -462,6 +465,93 @@ fn probe_floor_group(c: &mut Criterion, stores: &Stores<'_>) {
     group.finish();
 }
 
+/// The floor of a table kept in files, as a store's index must be: [`ProbeTable`]'s slots, each
+/// a name's hash and where its name lies, in a file, and the names in another, both mapped from
+/// the page cache (written, untimed, just before). A lookup reads the slot, then the name, which
+/// it compares with the one asked for, since a hash alone never proves a stream's identity: two
+/// dependent accesses to mapped pages at random, and what any persistent index that finds a
+/// stream's entry in one access and checks its name pays on this machine.
+struct FileTable {
+    slots: memmap2::Mmap,
+    names: memmap2::Mmap,
+    mask: usize,
+}
+
+impl FileTable {
+    fn new(dir: &Path, streams: u64) -> std::io::Result<FileTable> {
+        use std::io::Write;
+        let len = (streams as usize * 2).next_power_of_two();
+        let mut slots = vec![(0u64, 0u64); len];
+        let mut names = Vec::new();
+        for i in 0..streams {
+            let name = stream(i);
+            let h = ProbeTable::hash(&name);
+            let mut at = h as usize & (len - 1);
+            while slots[at].0 != 0 {
+                at = (at + 1) & (len - 1);
+            }
+            slots[at] = (h, (names.len() as u64) << 16 | name.len() as u64);
+            names.extend_from_slice(name.as_bytes());
+        }
+        let bytes: Vec<u8> = slots
+            .iter()
+            .flat_map(|&(h, v)| h.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+            .collect();
+        let map = |file: &str, bytes: &[u8]| -> std::io::Result<memmap2::Mmap> {
+            let path = dir.join(file);
+            std::fs::File::create(&path)?.write_all(bytes)?;
+            // SAFETY: a file of this benchmark's own temporary directory, never written again.
+            unsafe { memmap2::Mmap::map(&std::fs::File::open(&path)?) }
+        };
+        Ok(FileTable {
+            slots: map("floor.slots", &bytes)?,
+            names: map("floor.names", &names)?,
+            mask: len - 1,
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<u64> {
+        let h = ProbeTable::hash(name);
+        let word = |i: usize| {
+            let b = self.slots.get(8 * i..8 * i + 8).unwrap_or(&[0; 8]);
+            u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+        };
+        let mut at = h as usize & self.mask;
+        loop {
+            match word(2 * at) {
+                0 => return None,
+                k if k == h => {
+                    let v = word(2 * at + 1);
+                    let (from, len) = ((v >> 16) as usize, (v & 0xffff) as usize);
+                    if self.names.get(from..from + len) == Some(name.as_bytes()) {
+                        return Some(v);
+                    }
+                }
+                _ => {}
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+}
+
+fn file_floor_group(c: &mut Criterion, stores: &Stores<'_>) {
+    let mut group = c.benchmark_group("file_floor");
+    group.throughput(Throughput::Elements(1));
+    for (label, _, streams) in stores.both() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let table = FileTable::new(dir.path(), streams).expect("floor files");
+        let mut rng = Rng(SEED);
+        group.bench_function(label, |b| {
+            b.iter_batched(
+                || stream(rng.below(streams)),
+                |name| black_box(table.get(&name)),
+                criterion::BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 /// Appends one event to stream `s`, whose version is `v`, and returns the time the append took.
 fn timed_append(store: &Store, s: u64, v: &mut u64) -> Duration {
     let (name, batch) = (stream(s), vec![event()]);
@@ -713,6 +803,7 @@ fn main() {
     append_groups(&mut c, &stores);
     floor_group(&mut c, &stores);
     probe_floor_group(&mut c, &stores);
+    file_floor_group(&mut c, &stores);
     seal_group(&mut c);
     c.final_summary();
 }
