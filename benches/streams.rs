@@ -389,16 +389,26 @@ fn floor_group(c: &mut Criterion, stores: &Stores<'_>) {
     for (label, _, streams) in stores.both() {
         let map: std::collections::HashMap<String, u64> =
             (0..streams).map(|i| (stream(i), i)).collect();
-        let mut rng = Rng(SEED);
-        group.bench_function(label, |b| {
-            b.iter_batched(
-                || stream(rng.below(streams)),
-                |name| black_box(map.get(&name).copied()),
-                criterion::BatchSize::SmallInput,
-            );
-        });
+        lookups(&mut group, label, streams, |name| map.get(name).copied());
     }
     group.finish();
+}
+
+/// One floor benchmark: `get` of a random name among `streams`, the name made outside the timing.
+fn lookups(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    label: &str,
+    streams: u64,
+    get: impl Fn(&str) -> Option<u64>,
+) {
+    let mut rng = Rng(SEED);
+    group.bench_function(label, |b| {
+        b.iter_batched(
+            || stream(rng.below(streams)),
+            |name| black_box(get(&name)),
+            criterion::BatchSize::SmallInput,
+        );
+    });
 }
 
 /// The one-place floor: a table of names' 64-bit hashes and their values, side by side, in a
@@ -453,14 +463,7 @@ fn probe_floor_group(c: &mut Criterion, stores: &Stores<'_>) {
     group.throughput(Throughput::Elements(1));
     for (label, _, streams) in stores.both() {
         let table = ProbeTable::new(streams);
-        let mut rng = Rng(SEED);
-        group.bench_function(label, |b| {
-            b.iter_batched(
-                || stream(rng.below(streams)),
-                |name| black_box(table.get(&name)),
-                criterion::BatchSize::SmallInput,
-            );
-        });
+        lookups(&mut group, label, streams, |name| table.get(name));
     }
     group.finish();
 }
@@ -540,14 +543,7 @@ fn file_floor_group(c: &mut Criterion, stores: &Stores<'_>) {
     for (label, _, streams) in stores.both() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let table = FileTable::new(dir.path(), streams).expect("floor files");
-        let mut rng = Rng(SEED);
-        group.bench_function(label, |b| {
-            b.iter_batched(
-                || stream(rng.below(streams)),
-                |name| black_box(table.get(&name)),
-                criterion::BatchSize::SmallInput,
-            );
-        });
+        lookups(&mut group, label, streams, |name| table.get(name));
     }
     group.finish();
 }
