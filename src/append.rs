@@ -1131,7 +1131,7 @@ impl Shared {
         if !self.lazy {
             return Ok(());
         }
-        self.stream_id(&sw.stream)?;
+        self.stream_id_to_append(&sw.stream)?;
         if w.keys.cached_category(&sw.stream).is_none() {
             let category = crate::types::category_of(&sw.stream);
             self.key_id(&Key::Category(category).name())?;

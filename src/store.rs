@@ -13,6 +13,7 @@ use crate::append::{check_not_reserved, check_stream_name, Queue, WriterState};
 use crate::error::{Error, IoContext, Result};
 use crate::ids::IdTables;
 use crate::index::persist;
+use crate::index::FirstUse;
 use crate::index::{Index, Key, KeyKind, StreamId};
 use crate::log::reader::{Cursor, LogView};
 use crate::log::segment::Segment;
@@ -88,6 +89,9 @@ pub struct IndexInfo {
     /// Index files the stream index looks keys up in (their streams are loaded when first used,
     /// not when the store opens).
     pub index_files: usize,
+    /// Index files the key table in use covers (0 without one): a key first used since the
+    /// store opened is found in the table for these, searched for in the others.
+    pub key_table_files: usize,
 }
 
 /// An open event store.
@@ -160,6 +164,8 @@ pub(crate) struct Life {
     compactor: Mutex<Option<JoinHandle<()>>>,
     /// The thread that writes and merges id tables.
     ids_worker: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that loads or makes the key table after the store opened.
+    keys_worker: Mutex<Option<JoinHandle<()>>>,
     /// `Some` until the store is closed, with the directory lock (none for a read-only store).
     /// Held by `close` for all of its work, so that a second `close` returns only when the
     /// first is done.
@@ -370,10 +376,25 @@ impl Store {
             }
             _ => None,
         };
+        let keys_worker = if read_only || !lazy {
+            None
+        } else if shared.options.disk.is_watched() {
+            shared.keep_key_table();
+            None
+        } else {
+            let s = shared.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("eventjournal-keys".into())
+                    .spawn(move || s.keep_key_table())
+                    .at("starting the key table's worker of", &shared.dir)?,
+            )
+        };
         let life = Arc::new(Life {
             flusher: Mutex::new(flusher),
             compactor: Mutex::new(compactor),
             ids_worker: Mutex::new(ids_worker),
+            keys_worker: Mutex::new(keys_worker),
             lock: Mutex::new(Some(lock)),
             listener: Mutex::new(None),
             #[cfg(feature = "async")]
@@ -507,6 +528,10 @@ pub(crate) fn shutdown(
         let _ = t.join();
     }
     if let Some(t) = life.compactor.lock().take() {
+        let _ = t.join();
+    }
+    // Stops at its next index file once the store is closed.
+    if let Some(t) = life.keys_worker.lock().take() {
         let _ = t.join();
     }
     // A compaction a caller runs stops at its next step (4,096 records, or a write of at most
@@ -1100,6 +1125,7 @@ impl Store {
         IndexInfo {
             loaded_keys: index.loaded(),
             index_files: index.files().len(),
+            key_table_files: index.key_table_files(),
         }
     }
 
@@ -1334,16 +1360,24 @@ impl Shared {
     /// The id of the stream or index key `name`, if it has events: from memory, or else from the
     /// index files, in which case it is loaded into memory.
     pub(crate) fn stream_id(&self, name: &str) -> Result<Option<StreamId>> {
-        self.resolve(name, false)
+        self.resolve(name, false, false)
     }
 
     /// The id of the index key `name`, loaded as [`stream_id`](Self::stream_id) does, or added
     /// with no events: so that committing an event of a new category or type looks nothing up.
     pub(crate) fn key_id(&self, name: &str) -> Result<Option<StreamId>> {
-        self.resolve(name, true)
+        self.resolve(name, true, true)
     }
 
-    fn resolve(&self, name: &str, create: bool) -> Result<Option<StreamId>> {
+    /// [`stream_id`](Self::stream_id) for an append, which needs the stream's number of events
+    /// only: found through the key table when one is in use, the runs left to the first read.
+    pub(crate) fn stream_id_to_append(&self, name: &str) -> Result<Option<StreamId>> {
+        self.resolve(name, false, true)
+    }
+
+    /// The id of key `name`, loaded if it is not held (`counted`: with its number of events
+    /// only, through the key table if there is one; else with its runs, which a read needs).
+    fn resolve(&self, name: &str, create: bool, counted: bool) -> Result<Option<StreamId>> {
         let files = {
             let index = self.index.read();
             self.check_index()?;
@@ -1358,13 +1392,55 @@ impl Shared {
         // Looked up without the lock: a key not in memory has no runs but those in the files
         // left unread at open, which never change for keys not in memory; so whoever attaches
         // it first attaches the same runs.
-        let runs = files.runs(name, None, &self.ids.key_hints())?;
+        let hints = self.ids.key_hints();
+        let first = if counted {
+            files.first_use(name, &hints)?
+        } else {
+            FirstUse::Runs(files.runs(name, None, &hints)?)
+        };
+        let runs = match first {
+            FirstUse::Events(0) if !create => return Ok(None),
+            FirstUse::Events(events) => {
+                let mut index = self.index.write();
+                self.check_index()?;
+                return Ok(Some(index.attach_counted(name, events)));
+            }
+            FirstUse::Runs(runs) => runs,
+        };
         if runs.is_empty() && !create {
             return Ok(None);
         }
         let mut index = self.index.write();
         self.check_index()?;
         Ok(Some(index.attach(name, runs)))
+    }
+
+    /// Puts a key table in use for the first use of keys (see [`crate::index::keys`]): the one
+    /// in the directory if it was made from the index files in place, else a new one made from
+    /// them, when there are at least two (best effort: without one, keys are searched for in
+    /// the files). Runs after the store opened; a close stops it between two index files.
+    pub(crate) fn keep_key_table(&self) {
+        use crate::index::keys;
+        let active = self.log.segments().last().map_or(0, |s| s.base);
+        let sources = self.index.read().key_table_sources(active);
+        if sources.len() < 2 {
+            return;
+        }
+        let disk = &self.options.disk;
+        if let Some(t) = keys::open(&self.dir, disk) {
+            if self.index.write().set_key_table(Arc::new(t)) {
+                return;
+            }
+        }
+        let stop = || self.closed.load(Ordering::SeqCst);
+        let refs: Vec<_> = sources.iter().map(|(b, f, st)| (*b, &**f, *st)).collect();
+        let sync = self.options.durability != Durability::None;
+        if !matches!(keys::save(&self.dir, &refs, &stop, sync, disk), Ok(true)) || stop() {
+            return;
+        }
+        if let Some(t) = keys::open(&self.dir, disk) {
+            self.index.write().set_key_table(Arc::new(t));
+        }
     }
 
     /// The id and number of events of the stream or key `name` (0 if it has none).

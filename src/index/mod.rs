@@ -13,6 +13,7 @@
 //! up when a read needs them and kept in a bounded cache. So neither opening nor resident memory
 //! grows with the number of streams in the store, only with the number used.
 
+pub mod keys;
 pub mod persist;
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use keys::KeyTable;
 use persist::{name_hash, Damaged, IndexFile, RunEntry, RunOffsets, RunToSave};
 
 /// Dense id of a stream (or of a category or event type key) inside one open store (its creation
@@ -310,6 +312,18 @@ pub struct Files {
     /// when the store opened. A file written since holds only keys that were in memory (or
     /// those of the unread file it replaces, whose base stays here), and keys stay in memory.
     unread: Vec<u64>,
+    /// The key table, while every file it covers is the one in place (see [`keys`]).
+    keys: Option<Arc<KeyTable>>,
+}
+
+/// What the index files say of a key not held, at its first use: its runs, searched file by
+/// file, or (through the key table) only its number of events, its runs left to the first read
+/// that needs them.
+pub enum FirstUse {
+    /// Its runs in the index files.
+    Runs(Vec<Run>),
+    /// Its number of events.
+    Events(u64),
 }
 
 /// The error for a damaged directory or names block of an index file, which is removed so that
@@ -385,6 +399,14 @@ impl Files {
 
     /// Makes `file` the file of the segment at `base` (`unread`: its keys may not be held).
     fn insert(&mut self, base: u64, file: Arc<IndexFile>, unread: bool) {
+        // A table made from the file this one replaces no longer says what the files do.
+        if self
+            .keys
+            .as_ref()
+            .is_some_and(|t| t.covered().iter().any(|c| c.base == base))
+        {
+            self.keys = None;
+        }
         match self.list.binary_search_by_key(&base, |(b, _)| *b) {
             Ok(i) => self.list[i].1 = file,
             Err(i) => self.list.insert(i, (base, file)),
@@ -410,19 +432,70 @@ impl Files {
         held: Option<(u64, &[(u64, u64)])>,
         hints: &dyn Hints,
     ) -> Result<Vec<Run>> {
+        self.runs_past(name, held, hints, None)
+    }
+
+    /// What the index files say of the key `name`, not held, at its first use (see
+    /// [`FirstUse`]). With a key table, that is the events it counts in the files it covers,
+    /// and the runs in the files it does not (written after it, the newest), which must follow
+    /// on from them. A table block that fails its checksum makes this lookup search the files.
+    pub fn first_use(&self, name: &str, hints: &dyn Hints) -> Result<FirstUse> {
+        if let Some(t) = &self.keys {
+            if let Ok(events) = t.events(name) {
+                let runs = self.runs_past(name, None, hints, Some((t, events)))?;
+                return Ok(FirstUse::Events(runs.last().map_or(events, Run::end)));
+            }
+            t.remove();
+        }
+        self.runs(name, None, hints).map(FirstUse::Runs)
+    }
+
+    /// Whether `table` was made from the files in place now, the oldest of those left unread at
+    /// open (so that it says what they say of the keys not held, and the files it does not
+    /// cover hold only later events of them).
+    fn matches(&self, table: &KeyTable) -> bool {
+        let covered = table.covered();
+        !covered.is_empty()
+            && covered.len() <= self.unread.len()
+            && covered.iter().zip(&self.unread).all(|(c, &base)| {
+                c.base == base && self.file(base).is_some_and(|f| f.stamp == Some(c.stamp))
+            })
+    }
+
+    /// [`runs`](Self::runs); with `table` (and the events it counts for the key), only in the
+    /// files it does not cover, the first run found following on from those events.
+    fn runs_past(
+        &self,
+        name: &str,
+        held: Option<(u64, &[(u64, u64)])>,
+        hints: &dyn Hints,
+        table: Option<(&KeyTable, u64)>,
+    ) -> Result<Vec<Run>> {
         if held.is_none() && self.unread.is_empty() {
             return Ok(Vec::new());
         }
+        let covered = |base: u64| {
+            table.is_some_and(|(t, _)| t.covered().binary_search_by_key(&base, |c| c.base).is_ok())
+        };
         let mut runs: Vec<Run> = Vec::new();
         let mut hinted = Vec::new();
-        let use_hints = hints.positions(name_hash(name), &mut hinted).is_ok();
+        // The hints are probed only if they cover a file that may hold the key: past a key
+        // table, often only the file of the segment active at open is left, which they do not.
+        let searched = |base: u64| {
+            !(held.is_none() && self.unread.binary_search(&base).is_err() || covered(base))
+        };
+        let hintable = self
+            .list
+            .iter()
+            .any(|(base, _)| searched(*base) && hints.covers(*base));
+        let use_hints = hintable && hints.positions(name_hash(name), &mut hinted).is_ok();
         hinted.sort_unstable();
         // The files that may hold the key, by their place in the list.
         let candidates: Vec<usize> = (0..self.list.len())
             .filter(|&i| {
                 let base = self.list[i].0;
                 let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
-                if held.is_none() && self.unread.binary_search(&base).is_err() {
+                if !searched(base) {
                     return false;
                 }
                 !use_hints || !hints.covers(base) || {
@@ -432,7 +505,7 @@ impl Files {
             })
             .collect();
         let found = self.find_in(name, &candidates, hints.parallel());
-        let mut next = 0u64;
+        let mut next = table.map_or(0, |(_, events)| events);
         let mut spans = held.map_or(&[][..], |(_, s)| s).iter().peekable();
         for (&i, found) in candidates.iter().zip(found) {
             let (base, file) = &self.list[i];
@@ -757,6 +830,44 @@ impl Index {
         }
         Files::put(&mut self.files, base, file, true);
         true
+    }
+
+    /// The files a key table is made from: those left unread at open, but the one of the
+    /// segment at `active` (which a seal writes again), with their stamps.
+    pub fn key_table_sources(&self, active: u64) -> Vec<(u64, Arc<IndexFile>, crate::disk::Stamp)> {
+        self.files
+            .list
+            .iter()
+            .filter(|(base, _)| *base != active && self.files.unread.binary_search(base).is_ok())
+            .filter_map(|(base, f)| Some((*base, f.clone(), f.stamp?)))
+            .collect()
+    }
+
+    /// How many index files the key table in use covers (0 without one).
+    pub fn key_table_files(&self) -> usize {
+        self.files.keys.as_ref().map_or(0, |t| t.covered().len())
+    }
+
+    /// Uses `table` for the first use of keys, if it was made from the files in place.
+    pub fn set_key_table(&mut self, table: Arc<KeyTable>) -> bool {
+        if !self.files.matches(&table) {
+            return false;
+        }
+        Arc::make_mut(&mut self.files).keys = Some(table);
+        true
+    }
+
+    /// Adds the key `name`, not held, with `events` events, its runs in index files left to the
+    /// first read that needs them (which finds them, checked to count as many); returns its id.
+    pub fn attach_counted(&mut self, name: &str, events: u64) -> StreamId {
+        if let Some(id) = self.lookup(name) {
+            return id;
+        }
+        let id = self.get_or_create(name);
+        if let Some(e) = self.entry_mut(id) {
+            e.len = events;
+        }
+        id
     }
 
     /// Sets where lookups get their hints from.

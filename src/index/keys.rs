@@ -1,0 +1,684 @@
+//! The key table: one file, `keys.tbl`, that finds any key of the index files it covers in one
+//! probe, with its number of events, so that the first use of a key since the store opened reads
+//! one slot and one name instead of searching an index file per segment (see README, "Millions of
+//! streams").
+//!
+//! The table is derived from index files and nothing else: for each key (stream, category key,
+//! event type key) of the files it covers, its name and the end of its last run there (the number
+//! of events it has in those segments). Its header lists each covered file by base and stamp, so
+//! a table is used only while every file it was made from is still the one in place; any other
+//! table is removed and made again. A damaged block is an error for the lookup that reads it,
+//! which then searches the index files instead.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header   64 bytes   magic "EVJLKEY\0" (8), layout u32, slot_bits u32, keys u64, names_len u64,
+//!                     covered u32, zero u32, crcs_crc u32 (the CRC-32 of the block checksums),
+//!                     zero (16), header_crc u32 (the CRC-32 of bytes 0..60)
+//! body     covered × 32 bytes: base u64, then the file's stamp: inode u64, length u64,
+//!                     modification time in nanoseconds u64; in base order
+//!          2^slot_bits × 24 bytes, the slots: name hash u64 (0: free), name place u64 (its
+//!                     offset in the names shifted left 16 bits, or'ed with its length),
+//!                     events u64; open addressing from `hash & (2^slot_bits - 1)`, linear probing
+//!          names_len bytes: the names, back to back
+//! crcs     one u32 per 512-byte block of the body (the last one shorter)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::disk::{Disk, Stamp};
+use crate::log::format::{u32_at, u64_at};
+
+use super::persist::{name_hash, IndexFile};
+
+/// The table's file name, in the store's directory.
+pub const KEYS_FILE: &str = "keys.tbl";
+/// First eight bytes of the file.
+pub const KEYS_MAGIC: [u8; 8] = *b"EVJLKEY\0";
+/// Layout version this build writes and reads; a table of another layout is made again.
+pub const KEYS_LAYOUT: u32 = 1;
+/// Bytes of the header.
+pub const KEYS_HEADER_LEN: usize = 64;
+/// Bytes of one covered file's entry.
+pub const COVERED_LEN: usize = 32;
+/// Bytes of one slot.
+pub const SLOT_LEN: usize = 24;
+/// The body is checksummed in blocks of this many bytes, each verified the first time a lookup
+/// reads it.
+pub const BLOCK_LEN: usize = 512;
+/// Where the header's own checksum sits.
+const HEADER_CRC_AT: usize = KEYS_HEADER_LEN - 4;
+/// Longest name a slot can place (16 bits of length).
+const MAX_NAME: usize = u16::MAX as usize;
+/// Most slot bits a table may claim: 2^40 slots is far past any store.
+const MAX_SLOT_BITS: u32 = 40;
+
+/// A covered file: its base and stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Covered {
+    /// Base of the segment.
+    pub base: u64,
+    /// The index file's stamp when the table was made.
+    pub stamp: Stamp,
+}
+
+/// Slots past the last home slot, for the keys placed after it (see [`write`]): far more than a
+/// table at most three quarters full needs.
+const SPILL: usize = 4096;
+/// Bytes gathered before each write of the slots or the names.
+const CHUNK: usize = 1 << 20;
+
+/// Where a table is written: a file, or (for tests) memory.
+pub enum Sink<'a> {
+    /// A file being written, with its path and the disk its operations go through.
+    File(&'a std::fs::File, &'a Path, &'a Disk),
+    /// Bytes in memory.
+    #[cfg(test)]
+    Memory(Vec<u8>),
+}
+
+impl Sink<'_> {
+    fn write_at(&mut self, at: usize, bytes: &[u8]) -> crate::error::Result<()> {
+        match self {
+            Sink::File(f, path, disk) => disk.write_all_at(f, path, bytes, at as u64),
+            #[cfg(test)]
+            Sink::Memory(v) => {
+                if v.len() < at + bytes.len() {
+                    v.resize(at + bytes.len(), 0);
+                }
+                v[at..at + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn read_at(&self, at: usize, buf: &mut [u8]) -> crate::error::Result<()> {
+        match self {
+            Sink::File(f, path, disk) => disk.read_exact_at(f, path, buf, at as u64),
+            #[cfg(test)]
+            Sink::Memory(v) => {
+                buf.copy_from_slice(&v[at..at + buf.len()]);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A sequence of bytes written to consecutive places of a sink, in chunks.
+struct Stream {
+    at: usize,
+    buf: Vec<u8>,
+}
+
+impl Stream {
+    fn push(&mut self, sink: &mut Sink<'_>, bytes: &[u8]) -> crate::error::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush(sink)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, sink: &mut Sink<'_>) -> crate::error::Result<()> {
+        sink.write_at(self.at, &self.buf)?;
+        self.at += self.buf.len();
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Writes to `sink` the table of `files` (base, file and the file's stamp, in base order): every
+/// key of every file, with the end of its run in the newest file that has one. `Ok(false)`, with
+/// nothing worth keeping written, if a file is damaged, holds a name too long to place, or
+/// `stop` says so between two keys' files; the caller then makes no table.
+///
+/// The directories, each in hash order, are merged, so that the keys come in hash order: each
+/// goes to its home slot (the top bits of its hash) or, taken, to the first free one after it,
+/// and the slots and the names are written front to back. Memory stays that of the merge and two
+/// chunks, whatever the number of keys.
+pub fn write(
+    sink: &mut Sink<'_>,
+    files: &[(u64, &IndexFile, Stamp)],
+    stop: &dyn Fn() -> bool,
+) -> crate::error::Result<bool> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if files.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Ok(false);
+    }
+    let total: usize = files.iter().map(|(_, f, _)| f.run_count()).sum();
+    // At most three quarters full.
+    let slot_bits = (total.max(1) * 4)
+        .div_ceil(3)
+        .next_power_of_two()
+        .trailing_zeros()
+        .max(1);
+    let homes = 1usize << slot_bits;
+    let slots = homes + SPILL;
+    let covered_len = files.len() * COVERED_LEN;
+    let slots_at = KEYS_HEADER_LEN + covered_len;
+    let names_at = slots_at + slots * SLOT_LEN;
+    let mut covered = Vec::with_capacity(covered_len);
+    for &(base, _, st) in files {
+        for v in [base, st.ino, st.len, st.mtime_ns] {
+            covered.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    sink.write_at(KEYS_HEADER_LEN, &covered)?;
+    // The next directory entry of each file, least first.
+    let mut heap = BinaryHeap::new();
+    // A file's entry in the merge: its name's hash and name, the file, the entry.
+    type Head<'n> = Reverse<(u64, &'n str, usize, usize)>;
+    let head = |f: usize, i: usize| -> Option<Option<Head<'_>>> {
+        let file = files[f].1;
+        if i >= file.run_count() {
+            return Some(None);
+        }
+        let e = file.entry(i).ok()?;
+        let name = file.name(&e);
+        Some(Some(Reverse((name_hash(name), name, f, i))))
+    };
+    for f in 0..files.len() {
+        if stop() {
+            return Ok(false);
+        }
+        let Some(h) = head(f, 0) else {
+            return Ok(false);
+        };
+        heap.extend(h);
+    }
+    let mut slots_out = Stream {
+        at: slots_at,
+        buf: Vec::with_capacity(CHUNK + SLOT_LEN),
+    };
+    let mut names_out = Stream {
+        at: names_at,
+        buf: Vec::with_capacity(CHUNK + MAX_NAME),
+    };
+    let (mut next_free, mut names_len, mut keys, mut popped) = (0usize, 0usize, 0u64, 0usize);
+    while let Some(Reverse((hash, name, f, i))) = heap.pop() {
+        // The key's entries in every file, adjacent in the merge: the end of the newest run.
+        let mut end = 0u64;
+        let mut take = |f: usize, i: usize, heap: &mut BinaryHeap<_>| -> Option<()> {
+            let file = files[f].1;
+            let e = file.entry(i).ok()?;
+            end = end.max(e.first_event + u64::from(e.count));
+            heap.extend(head(f, i + 1)?);
+            Some(())
+        };
+        if take(f, i, &mut heap).is_none() {
+            return Ok(false);
+        }
+        while let Some(Reverse((h2, n2, f2, i2))) = heap.peek().copied() {
+            if (h2, n2) != (hash, name) {
+                break;
+            }
+            heap.pop();
+            if take(f2, i2, &mut heap).is_none() {
+                return Ok(false);
+            }
+        }
+        popped += 1;
+        if popped % 4096 == 0 && stop() {
+            return Ok(false);
+        }
+        if name.len() > MAX_NAME {
+            return Ok(false);
+        }
+        let home = (hash >> (64 - slot_bits)) as usize;
+        let slot = home.max(next_free);
+        if slot >= slots {
+            return Ok(false);
+        }
+        for _ in next_free..slot {
+            slots_out.push(sink, &[0; SLOT_LEN])?;
+        }
+        let place = (names_len as u64) << 16 | name.len() as u64;
+        for v in [hash, place, end] {
+            slots_out.push(sink, &v.to_le_bytes())?;
+        }
+        names_out.push(sink, name.as_bytes())?;
+        names_len += name.len();
+        next_free = slot + 1;
+        keys += 1;
+    }
+    for _ in next_free..slots {
+        slots_out.push(sink, &[0; SLOT_LEN])?;
+    }
+    slots_out.flush(sink)?;
+    names_out.flush(sink)?;
+    // The block checksums, from the body as written.
+    let body_len = covered_len + slots * SLOT_LEN + names_len;
+    let mut crcs = Vec::with_capacity(body_len.div_ceil(BLOCK_LEN) * 4);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut at = 0;
+    while at < body_len {
+        let n = CHUNK.min(body_len - at);
+        sink.read_at(KEYS_HEADER_LEN + at, &mut chunk[..n])?;
+        for b in chunk[..n].chunks(BLOCK_LEN) {
+            crcs.extend_from_slice(&crate::log::checksum::crc32(b).to_le_bytes());
+        }
+        at += n;
+    }
+    sink.write_at(KEYS_HEADER_LEN + body_len, &crcs)?;
+    let mut h = [0u8; KEYS_HEADER_LEN];
+    h[..8].copy_from_slice(&KEYS_MAGIC);
+    h[8..12].copy_from_slice(&KEYS_LAYOUT.to_le_bytes());
+    h[12..16].copy_from_slice(&slot_bits.to_le_bytes());
+    h[16..24].copy_from_slice(&keys.to_le_bytes());
+    h[24..32].copy_from_slice(&(names_len as u64).to_le_bytes());
+    h[32..36].copy_from_slice(&(files.len() as u32).to_le_bytes());
+    h[40..44].copy_from_slice(&crate::log::checksum::crc32(&crcs).to_le_bytes());
+    let header_crc = crate::log::checksum::crc32(&h[..HEADER_CRC_AT]);
+    h[HEADER_CRC_AT..].copy_from_slice(&header_crc.to_le_bytes());
+    sink.write_at(0, &h)?;
+    Ok(true)
+}
+
+/// A block of the table that fails its checksum, or a slot no writer makes: the table must not
+/// be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damaged {
+    /// Byte offset in the file.
+    pub at: usize,
+}
+
+/// Either a memory map or, in tests, owned bytes.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    #[cfg(test)]
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            #[cfg(test)]
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An opened key table.
+pub struct KeyTable {
+    /// The file, for errors.
+    pub path: PathBuf,
+    /// Where removing it (when damage is found) goes through.
+    disk: Disk,
+    bytes: Bytes,
+    covered: Vec<Covered>,
+    slots_at: usize,
+    slot_bits: u32,
+    slots: usize,
+    names_at: usize,
+    names_len: usize,
+    body_len: usize,
+    /// One bit per body block: verified already.
+    verified: Vec<AtomicU64>,
+}
+
+impl KeyTable {
+    /// Reads a table's header and covered list, checked; `None` if they are not what this
+    /// layout's writer makes.
+    fn parse(path: PathBuf, bytes: Bytes) -> Option<KeyTable> {
+        let b: &[u8] = &bytes;
+        let h = b.get(..KEYS_HEADER_LEN)?;
+        if h[..8] != KEYS_MAGIC
+            || u32_at(h, 8) != KEYS_LAYOUT
+            || crate::log::checksum::crc32(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT)
+            || u32_at(h, 36) != 0
+            || h[44..HEADER_CRC_AT].iter().any(|&x| x != 0)
+        {
+            return None;
+        }
+        let slot_bits = u32_at(h, 12);
+        if slot_bits == 0 || slot_bits > MAX_SLOT_BITS {
+            return None;
+        }
+        let names_len = usize::try_from(u64_at(h, 24)).ok()?;
+        let covered = u32_at(h, 32) as usize;
+        let covered_len = covered.checked_mul(COVERED_LEN)?;
+        let slots_len = (1usize << slot_bits)
+            .checked_add(SPILL)?
+            .checked_mul(SLOT_LEN)?;
+        let body_len = covered_len.checked_add(slots_len)?.checked_add(names_len)?;
+        let blocks = body_len.div_ceil(BLOCK_LEN);
+        let total = KEYS_HEADER_LEN
+            .checked_add(body_len)?
+            .checked_add(blocks.checked_mul(4)?)?;
+        if b.len() != total {
+            return None;
+        }
+        let crcs = &b[KEYS_HEADER_LEN + body_len..];
+        if crate::log::checksum::crc32(crcs) != u32_at(h, 40) {
+            return None;
+        }
+        let mut table = KeyTable {
+            path,
+            disk: Disk::default(),
+            covered: Vec::with_capacity(covered),
+            slots_at: KEYS_HEADER_LEN + covered_len,
+            slot_bits,
+            slots: (1usize << slot_bits) + SPILL,
+            names_at: KEYS_HEADER_LEN + covered_len + slots_len,
+            names_len,
+            body_len,
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            bytes,
+        };
+        table
+            .verify(KEYS_HEADER_LEN, KEYS_HEADER_LEN + covered_len)
+            .ok()?;
+        for i in 0..covered {
+            let at = KEYS_HEADER_LEN + i * COVERED_LEN;
+            let word = |k: usize| u64_at(&table.bytes, at + 8 * k);
+            table.covered.push(Covered {
+                base: word(0),
+                stamp: Stamp {
+                    ino: word(1),
+                    len: word(2),
+                    mtime_ns: word(3),
+                },
+            });
+        }
+        if table.covered.windows(2).any(|w| w[0].base >= w[1].base) {
+            return None;
+        }
+        Some(table)
+    }
+
+    /// Removes the file, found damaged, so that the next open makes the table again; best
+    /// effort. (A table written since under the same name is removed too: it is made again.)
+    pub fn remove(&self) {
+        let _ = self.disk.remove(&self.path);
+    }
+
+    /// The files the table was made from.
+    pub fn covered(&self) -> &[Covered] {
+        &self.covered
+    }
+
+    /// Checks the blocks that body bytes `from..to` (offsets in the file) lie in, each once.
+    fn verify(&self, from: usize, to: usize) -> Result<(), Damaged> {
+        if from < KEYS_HEADER_LEN || to > KEYS_HEADER_LEN + self.body_len || from > to {
+            return Err(Damaged { at: from });
+        }
+        if from == to {
+            return Ok(());
+        }
+        let crcs_at = KEYS_HEADER_LEN + self.body_len;
+        let first = (from - KEYS_HEADER_LEN) / BLOCK_LEN;
+        let last = (to - 1 - KEYS_HEADER_LEN) / BLOCK_LEN;
+        for blk in first..=last {
+            let (word, bit) = (blk / 64, 1u64 << (blk % 64));
+            let Some(seen) = self.verified.get(word) else {
+                return Err(Damaged { at: from });
+            };
+            if seen.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let a = KEYS_HEADER_LEN + blk * BLOCK_LEN;
+            let z = (a + BLOCK_LEN).min(crcs_at);
+            if crate::log::checksum::crc32(&self.bytes[a..z])
+                != u32_at(&self.bytes, crcs_at + 4 * blk)
+            {
+                return Err(Damaged { at: a });
+            }
+            seen.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The number of events `name` has in the covered segments: `Some(0)` for a key the table
+    /// does not hold. An error if a block the lookup reads is damaged, or a slot is one no writer
+    /// makes.
+    pub fn events(&self, name: &str) -> Result<u64, Damaged> {
+        let hash = name_hash(name);
+        // The slots hold the keys in hash order, each at its home slot or the first free one
+        // after it: a key is before the first free slot, or the first greater hash, from its home.
+        for i in (hash >> (64 - self.slot_bits)) as usize..self.slots {
+            let at = self.slots_at + i * SLOT_LEN;
+            self.verify(at, at + SLOT_LEN)?;
+            let slot_hash = u64_at(&self.bytes, at);
+            if slot_hash == 0 || slot_hash > hash {
+                return Ok(0);
+            }
+            if slot_hash == hash {
+                let place = u64_at(&self.bytes, at + 8);
+                let (name_at, len) = ((place >> 16) as usize, (place & 0xffff) as usize);
+                let end = name_at.checked_add(len).filter(|&e| e <= self.names_len);
+                let Some(end) = end.filter(|_| len > 0) else {
+                    return Err(Damaged { at });
+                };
+                let (a, z) = (self.names_at + name_at, self.names_at + end);
+                self.verify(a, z)?;
+                if &self.bytes[a..z] == name.as_bytes() {
+                    return Ok(u64_at(&self.bytes, at + 16));
+                }
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// Opens the key table of `dir`, if there is one of this layout; `None` otherwise.
+pub fn open(dir: &Path, disk: &Disk) -> Option<KeyTable> {
+    let path = dir.join(KEYS_FILE);
+    let file = disk.open(&path, false).ok()?;
+    // SAFETY: the table is never written in place once renamed into place (a new table is a new
+    // file renamed over it), so the mapped bytes do not change under the map.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let mut table = KeyTable::parse(path, Bytes::Mapped(map))?;
+    table.disk = disk.clone();
+    Some(table)
+}
+
+/// Makes the key table of `dir` from `files` (see [`write`]): written to a temporary file,
+/// synced first with `sync`, and renamed into place. `Ok(false)` if no table was made.
+pub fn save(
+    dir: &Path,
+    files: &[(u64, &IndexFile, Stamp)],
+    stop: &dyn Fn() -> bool,
+    sync: bool,
+    disk: &Disk,
+) -> crate::error::Result<bool> {
+    let path = dir.join(KEYS_FILE);
+    let tmp = dir.join(format!("{KEYS_FILE}.tmp"));
+    let f = disk.create(&tmp)?;
+    let written = write(&mut Sink::File(&f, &tmp, disk), files, stop).and_then(|made| {
+        if made && sync {
+            disk.sync_data(&f, &tmp)?;
+        }
+        Ok(made)
+    });
+    drop(f);
+    match written {
+        Ok(true) => disk.rename(&tmp, &path).map(|()| true),
+        other => {
+            // Best effort: a leftover temporary file is made again over, or removed at open.
+            let _ = disk.remove(&tmp);
+            other
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::persist::{self, RunToSave};
+    use super::*;
+    use std::borrow::Cow;
+
+    fn encode(files: &[(u64, &IndexFile, Stamp)], stop: &dyn Fn() -> bool) -> Option<Vec<u8>> {
+        let mut sink = Sink::Memory(Vec::new());
+        match write(&mut sink, files, stop) {
+            Ok(true) => match sink {
+                Sink::Memory(v) => Some(v),
+                Sink::File(..) => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn table(bytes: Vec<u8>) -> Option<KeyTable> {
+        KeyTable::parse(PathBuf::from("keys.tbl"), Bytes::Owned(bytes))
+    }
+
+    /// The index file of segment `base` with a run of `n` events from `first` for each name.
+    fn index_file(base: u64, runs: &[(&str, u64, u32)]) -> IndexFile {
+        let runs: Vec<RunToSave<'_>> = runs
+            .iter()
+            .map(|&(name, first, n)| {
+                let offsets: Vec<u32> = (0..n).map(|k| 64 + 256 * k).collect();
+                RunToSave::new(Cow::Borrowed(name), first, Cow::<[u32]>::Owned(offsets))
+            })
+            .collect();
+        let bytes = persist::encode(base, 1 << 20, &runs);
+        persist::parse(PathBuf::from("x.idx"), bytes, base, 1 << 21).expect("index file")
+    }
+
+    fn stamp(ino: u64) -> Stamp {
+        Stamp {
+            ino,
+            len: 100 + ino,
+            mtime_ns: 7 * ino,
+        }
+    }
+
+    #[test]
+    fn every_key_is_found_with_the_end_of_its_newest_run() {
+        let a = index_file(
+            0,
+            &[
+                ("account-1", 0, 3),
+                ("account-2", 0, 1),
+                ("$ce-account", 0, 4),
+            ],
+        );
+        let b = index_file(1 << 21, &[("account-1", 3, 2), ("$ce-account", 4, 2)]);
+        let bytes =
+            encode(&[(0, &a, stamp(1)), (1 << 21, &b, stamp(2))], &|| false).expect("encoded");
+        let t = table(bytes).expect("parsed");
+        assert_eq!(t.events("account-1"), Ok(5));
+        assert_eq!(t.events("account-2"), Ok(1));
+        assert_eq!(t.events("$ce-account"), Ok(6));
+        assert_eq!(t.events("account-3"), Ok(0));
+        assert_eq!(
+            t.covered(),
+            &[
+                Covered {
+                    base: 0,
+                    stamp: stamp(1)
+                },
+                Covered {
+                    base: 1 << 21,
+                    stamp: stamp(2)
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn many_keys_are_each_found() {
+        let names: Vec<String> = (0..5000).map(|i| format!("s-{i}")).collect();
+        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 0, 1)).collect();
+        let f = index_file(0, &runs);
+        let t = table(encode(&[(0, &f, stamp(1))], &|| false).expect("encoded")).expect("parsed");
+        for n in &names {
+            assert_eq!(t.events(n), Ok(1), "{n}");
+        }
+        assert_eq!(t.events("s-5000"), Ok(0));
+    }
+
+    #[test]
+    fn damage_is_found_and_never_answers() {
+        let names: Vec<String> = (0..300).map(|i| format!("s-{i}")).collect();
+        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 2, 1)).collect();
+        let f = index_file(0, &runs);
+        let good = encode(&[(0, &f, stamp(1))], &|| false).expect("encoded");
+        // Every byte of the body flipped in turn: each lookup either answers right or fails.
+        let body = KEYS_HEADER_LEN..good.len();
+        for at in body.step_by(7) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x41;
+            let Some(t) = table(bad) else { continue };
+            for n in names.iter().step_by(13) {
+                if let Ok(e) = t.events(n) {
+                    assert_eq!(e, 3, "{n} with byte {at} flipped");
+                }
+            }
+        }
+        // A damaged header or block checksums: no table.
+        for at in [0, 9, 13, 17, 33, 41, 61, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            assert!(table(bad).is_none(), "byte {at}");
+        }
+        assert!(table(good[..good.len() - 1].to_vec()).is_none());
+    }
+
+    /// Re-signs `b`'s block checksums and header, as a forger would.
+    fn resign(b: &mut [u8]) {
+        let slots = (1usize << u32_at(b, 12)) + SPILL;
+        let covered = u32_at(b, 32) as usize * COVERED_LEN;
+        let body_end = KEYS_HEADER_LEN + covered + slots * SLOT_LEN + u64_at(b, 24) as usize;
+        let (head, rest) = b.split_at_mut(body_end);
+        let crcs: Vec<u8> = head[KEYS_HEADER_LEN..]
+            .chunks(BLOCK_LEN)
+            .flat_map(|c| crate::log::checksum::crc32(c).to_le_bytes())
+            .collect();
+        rest[..crcs.len()].copy_from_slice(&crcs);
+        let crcs_crc = crate::log::checksum::crc32(&crcs);
+        head[40..44].copy_from_slice(&crcs_crc.to_le_bytes());
+        let crc = crate::log::checksum::crc32(&head[..HEADER_CRC_AT]);
+        head[HEADER_CRC_AT..KEYS_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn forged_tables_with_valid_checksums_never_panic() {
+        let names: Vec<String> = (0..200).map(|i| format!("s-{i}")).collect();
+        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 0, 1)).collect();
+        let f = index_file(0, &runs);
+        let good = encode(&[(0, &f, stamp(1))], &|| false).expect("encoded");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2_000 {
+            let mut bad = good.clone();
+            for _ in 0..1 + next() % 8 {
+                let at = KEYS_HEADER_LEN + (next() as usize) % (bad.len() - KEYS_HEADER_LEN);
+                bad[at] = next() as u8;
+            }
+            resign(&mut bad);
+            if let Some(t) = table(bad) {
+                for n in names.iter().step_by(17) {
+                    let _ = t.events(n);
+                }
+                let _ = t.events("not-there");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_refused_without_panics() {
+        for len in 0..KEYS_HEADER_LEN + 8 {
+            assert!(table(vec![0xff; len]).is_none());
+        }
+        let mut h = vec![0u8; KEYS_HEADER_LEN];
+        h[..8].copy_from_slice(&KEYS_MAGIC);
+        h[8..12].copy_from_slice(&KEYS_LAYOUT.to_le_bytes());
+        h[12..16].copy_from_slice(&63u32.to_le_bytes());
+        let crc = crate::log::checksum::crc32(&h[..HEADER_CRC_AT]);
+        h[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        assert!(table(h).is_none());
+    }
+}
