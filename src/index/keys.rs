@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::disk::{Disk, Stamp};
 use crate::log::format::{u32_at, u64_at};
 
-use super::persist::{name_hash, IndexFile};
+use super::persist::{name_hash, Bytes, Damaged, IndexFile};
 
 /// The table's file name, in the store's directory.
 pub const KEYS_FILE: &str = "keys.tbl";
@@ -64,7 +64,7 @@ pub struct Covered {
     pub stamp: Stamp,
 }
 
-/// Slots past the last home slot, for the keys placed after it (see [`write`]): far more than a
+/// Slots past the last home slot, for the keys placed after it (see [`write`](fn@write)): far more than a
 /// table at most three quarters full needs.
 const SPILL: usize = 4096;
 /// Bytes gathered before each write of the slots or the names.
@@ -277,32 +277,6 @@ pub fn write(
     Ok(true)
 }
 
-/// A block of the table that fails its checksum, or a slot no writer makes: the table must not
-/// be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Damaged {
-    /// Byte offset in the file.
-    pub at: usize,
-}
-
-/// Either a memory map or, in tests, owned bytes.
-enum Bytes {
-    Mapped(memmap2::Mmap),
-    #[cfg(test)]
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            #[cfg(test)]
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
 /// An opened key table.
 pub struct KeyTable {
     /// The file, for errors.
@@ -479,7 +453,7 @@ pub fn open(dir: &Path, disk: &Disk) -> Option<KeyTable> {
     Some(table)
 }
 
-/// Makes the key table of `dir` from `files` (see [`write`]): written to a temporary file,
+/// Makes the key table of `dir` from `files` (see [`write`](fn@write)): written to a temporary file,
 /// synced first with `sync`, and renamed into place. `Ok(false)` if no table was made.
 pub fn save(
     dir: &Path,

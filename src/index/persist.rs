@@ -258,8 +258,9 @@ pub struct IndexFile {
     pub(crate) stamp: Option<crate::disk::Stamp>,
 }
 
-/// Either a memory map or, for tests and tiny files, owned bytes.
-enum Bytes {
+/// Either a memory map or, for tests and tiny files, owned bytes (of index files and of the
+/// key table).
+pub(super) enum Bytes {
     Mapped(memmap2::Mmap),
     #[cfg(test)]
     Owned(Vec<u8>),
