@@ -26,9 +26,9 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::disk::{Disk, Stamp};
+use crate::log::checksum::CheckedBlocks;
 use crate::log::format::{u32_at, u64_at};
 
 use super::persist::{name_hash, Bytes, Damaged, IndexFile};
@@ -290,9 +290,8 @@ pub struct KeyTable {
     slots: usize,
     names_at: usize,
     names_len: usize,
-    body_len: usize,
-    /// One bit per body block: verified already.
-    verified: Vec<AtomicU64>,
+    /// The body's blocks, each checked when a lookup first reads it.
+    blocks: CheckedBlocks,
 }
 
 impl KeyTable {
@@ -340,10 +339,12 @@ impl KeyTable {
             slots: (1usize << slot_bits) + SPILL,
             names_at: KEYS_HEADER_LEN + covered_len + slots_len,
             names_len,
-            body_len,
-            verified: (0..blocks.div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            blocks: CheckedBlocks::new(
+                KEYS_HEADER_LEN,
+                KEYS_HEADER_LEN + body_len,
+                KEYS_HEADER_LEN + body_len,
+                BLOCK_LEN,
+            ),
             bytes,
         };
         table
@@ -380,33 +381,9 @@ impl KeyTable {
 
     /// Checks the blocks that body bytes `from..to` (offsets in the file) lie in, each once.
     fn verify(&self, from: usize, to: usize) -> Result<(), Damaged> {
-        if from < KEYS_HEADER_LEN || to > KEYS_HEADER_LEN + self.body_len || from > to {
-            return Err(Damaged { at: from });
-        }
-        if from == to {
-            return Ok(());
-        }
-        let crcs_at = KEYS_HEADER_LEN + self.body_len;
-        let first = (from - KEYS_HEADER_LEN) / BLOCK_LEN;
-        let last = (to - 1 - KEYS_HEADER_LEN) / BLOCK_LEN;
-        for blk in first..=last {
-            let (word, bit) = (blk / 64, 1u64 << (blk % 64));
-            let Some(seen) = self.verified.get(word) else {
-                return Err(Damaged { at: from });
-            };
-            if seen.load(Ordering::Relaxed) & bit != 0 {
-                continue;
-            }
-            let a = KEYS_HEADER_LEN + blk * BLOCK_LEN;
-            let z = (a + BLOCK_LEN).min(crcs_at);
-            if crate::log::checksum::crc32(&self.bytes[a..z])
-                != u32_at(&self.bytes, crcs_at + 4 * blk)
-            {
-                return Err(Damaged { at: a });
-            }
-            seen.fetch_or(bit, Ordering::Relaxed);
-        }
-        Ok(())
+        self.blocks
+            .check(&self.bytes, from, to)
+            .map_err(|at| Damaged { at })
     }
 
     /// The number of events `name` has in the covered segments: `Some(0)` for a key the table

@@ -13,9 +13,9 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::disk::Disk;
+use crate::log::checksum::CheckedBlocks;
 use crate::log::format::{u16_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
 
 /// First eight bytes of an index file.
@@ -249,8 +249,8 @@ pub struct IndexFile {
     /// Offset in the segment up to which the runs are complete; the log after it is scanned.
     pub covered_end: u64,
     layout: Layout,
-    /// One bit per checksummed block: verified already.
-    verified: Vec<AtomicU64>,
+    /// The directory's and names' blocks, each checked when a lookup first reads it.
+    blocks: CheckedBlocks,
     /// Device and inode of the file mapped, so that removing it never removes a newer file
     /// written under the same name since (a seal rewrites the active segment's file).
     identity: Option<(u64, u64)>,
@@ -286,9 +286,12 @@ impl IndexFile {
             bytes,
             covered_end: header.covered_end,
             layout,
-            verified: (0..layout.blocks.div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            blocks: CheckedBlocks::new(
+                INDEX_HEADER_LEN,
+                layout.offsets_start,
+                layout.crcs_at,
+                BLOCK_LEN,
+            ),
             identity: None,
             stamp: None,
         }
@@ -361,28 +364,12 @@ impl IndexFile {
 
     /// Checks the blocks that bytes `from..to` of the checksummed region lie in, each once.
     fn verify(&self, from: usize, to: usize) -> Result<(), Damaged> {
-        let l = &self.layout;
-        if from < INDEX_HEADER_LEN || to > l.offsets_start || from >= to {
+        if from >= to {
             return Err(Damaged { at: from });
         }
-        let first = (from - INDEX_HEADER_LEN) / BLOCK_LEN;
-        let last = (to - 1 - INDEX_HEADER_LEN) / BLOCK_LEN;
-        for b in first..=last {
-            let (word, bit) = (b / 64, 1u64 << (b % 64));
-            let Some(seen) = self.verified.get(word) else {
-                return Err(Damaged { at: from });
-            };
-            if seen.load(Ordering::Relaxed) & bit != 0 {
-                continue;
-            }
-            let (a, z) = l.block(b);
-            let want = u32_at(&self.bytes, l.crcs_at + 4 * b);
-            if crc32fast::hash(&self.bytes[a..z]) != want {
-                return Err(Damaged { at: a });
-            }
-            seen.fetch_or(bit, Ordering::Relaxed);
-        }
-        Ok(())
+        self.blocks
+            .check(&self.bytes, from, to)
+            .map_err(|at| Damaged { at })
     }
 
     /// The name hash of directory entry `i`; `i < run_count()`.

@@ -40,10 +40,74 @@ pub(crate) fn record_crc(bytes: &[u8]) -> u32 {
 }
 
 /// The same CRC-32 of any bytes, on the wide path where the CPU has it and the input is short
-/// enough: the blocks of the key table, which a lookup checks the first time it reads them.
+/// enough: the blocks of index files and of the key table, which a lookup checks the first time
+/// it reads them.
 #[inline]
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     record_crc(bytes)
+}
+
+/// The checksummed region of a mapped file (an index file's directory and names, the key
+/// table's body), cut into blocks of `block` bytes with one little-endian CRC-32 each, stored
+/// from `crcs_at`: each block is checked the first time a reader touches it, and remembered, so
+/// that a lookup checks the few blocks it reads rather than the file.
+pub(crate) struct CheckedBlocks {
+    start: usize,
+    end: usize,
+    crcs_at: usize,
+    block: usize,
+    /// One bit per block: checked already.
+    checked: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl CheckedBlocks {
+    /// The region `start..end` of a file, its blocks' checksums at `crcs_at`.
+    pub(crate) fn new(start: usize, end: usize, crcs_at: usize, block: usize) -> CheckedBlocks {
+        let blocks = end.saturating_sub(start).div_ceil(block.max(1));
+        CheckedBlocks {
+            start,
+            end,
+            crcs_at,
+            block: block.max(1),
+            checked: (0..blocks.div_ceil(64))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Checks the blocks that bytes `from..to` of `file` lie in. The error is the file offset of
+    /// a block that fails its checksum, or `from` for a range outside the region.
+    pub(crate) fn check(&self, file: &[u8], from: usize, to: usize) -> Result<(), usize> {
+        use std::sync::atomic::Ordering;
+        if from < self.start || to > self.end || from > to {
+            return Err(from);
+        }
+        if from == to {
+            return Ok(());
+        }
+        let first = (from - self.start) / self.block;
+        let last = (to - 1 - self.start) / self.block;
+        for b in first..=last {
+            let (word, bit) = (b / 64, 1u64 << (b % 64));
+            let Some(seen) = self.checked.get(word) else {
+                return Err(from);
+            };
+            if seen.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let a = self.start + b * self.block;
+            let z = (a + self.block).min(self.end);
+            let want = file
+                .get(self.crcs_at + 4 * b..self.crcs_at + 4 * b + 4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            match (file.get(a..z), want) {
+                (Some(bytes), Some(want)) if crc32(bytes) == want => {}
+                _ => return Err(a),
+            }
+            seen.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// `crc32fast`, from a hasher made once: `crc32fast::hash` sets up a hasher on every call,
