@@ -15,6 +15,8 @@
 //! - [`open_manifest`]: the input is the manifest of a small real store, and damage to a file it
 //!   may vouch for.
 //! - [`web`]: the input is HTTP requests, answered by the HTTP view of a small real store.
+//! - [`open_keys`]: the input damages, replaces or forges the key table (`keys.tbl`) of a small
+//!   real store.
 
 #![allow(dead_code)]
 
@@ -43,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("open_ids", open_ids),
     ("open_manifest", open_manifest),
     ("web", web),
+    ("open_keys", open_keys),
 ];
 
 /// File name of the first segment (base 0).
@@ -3392,4 +3395,222 @@ impl WebRun<'_> {
             "{what}: the live view ended with the store open"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// open_keys
+// ---------------------------------------------------------------------------------------------
+
+/// The key table's file name (FORMAT.md, "The key table").
+const KEYS_FILE: &str = "keys.tbl";
+/// Streams of the keys golden store.
+const KEYS_STREAMS: usize = 60;
+
+/// A small real store of many streams over several segments, opened again once so that its key
+/// table was made: its files (the key table among them) and each stream's version.
+struct KeysGolden {
+    files: Vec<(String, Vec<u8>)>,
+    versions: Vec<(String, Option<u64>)>,
+}
+
+fn keys_golden() -> &'static KeysGolden {
+    static GOLDEN: OnceLock<KeysGolden> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let dir = tempdir();
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("open");
+        let mut versions: Vec<(String, Option<u64>)> = (0..KEYS_STREAMS)
+            .map(|i| (format!("k-{i}"), None))
+            .collect();
+        // Each stream in one to three rounds, so that streams have runs in several segments.
+        for round in 0..3 {
+            for (i, (name, version)) in versions.iter_mut().enumerate() {
+                if i % 3 < round {
+                    continue;
+                }
+                let n = 1 + (i + round) % 3;
+                let events = (0..n).map(|k| EventData::new("Noted", vec![k as u8; 20 + i]));
+                let r = store
+                    .append(name, ExpectedVersion::Any, events)
+                    .expect("append");
+                *version = r.version;
+            }
+        }
+        store.close().expect("close");
+        let store = Store::open(dir.path(), options(Recovery::Strict)).expect("reopen");
+        let started = std::time::Instant::now();
+        while store.index_info().key_table_files == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no key table made"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        store.close().expect("close");
+        let files = store_files(dir.path());
+        assert!(files.iter().any(|(n, _)| n == KEYS_FILE));
+        versions.push(("k-none".to_string(), None));
+        KeysGolden { files, versions }
+    })
+}
+
+/// The key table `b` with its covered files given the stamps of those in `dir`, and its covered
+/// list and header signed again: the table the store would have made from them. Left as it is if
+/// too short to hold what it claims.
+fn restamp_keys(b: &mut [u8], dir: &Path) {
+    if b.len() < 64 {
+        return;
+    }
+    let covered = le_u32(b, 32) as usize;
+    if b.len() < 64 + 32 * covered {
+        return;
+    }
+    for k in 0..covered {
+        let at = 64 + 32 * k;
+        let base = le_u64(b, at);
+        let path = dir.join(format!("{base:020}.idx"));
+        if !path.exists() {
+            continue;
+        }
+        for (w, v) in stamp_of(&path).into_iter().enumerate() {
+            b[at + 8 + 8 * w..at + 16 + 8 * w].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    sign_keys_header(b);
+}
+
+/// Makes the covered list's and the header's checksums of key table `b` valid.
+fn sign_keys_header(b: &mut [u8]) {
+    let covered = le_u32(b, 32) as usize;
+    if b.len() < 64 + 32 * covered {
+        return;
+    }
+    let crc = crc32(&b[64..64 + 32 * covered]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Makes every checksum of key table `b` valid (slots, names, covered list, header), as a forger
+/// would: its slots then say whatever the input made them say.
+pub fn forge_keys_checksums(b: &mut [u8]) {
+    if b.len() < 64 {
+        return;
+    }
+    let bits = le_u32(b, 12);
+    let covered = le_u32(b, 32) as usize;
+    if !(1..=20).contains(&bits) {
+        sign_keys_header(b);
+        return;
+    }
+    let slots = (1usize << bits) + 4096;
+    let slots_at = 64 + 32 * covered;
+    let names_at = slots_at + 32 * slots;
+    for i in 0..slots {
+        let at = slots_at + 32 * i;
+        if at + 32 > b.len() {
+            break;
+        }
+        let place = le_u64(b, at + 8);
+        let (name_at, len) = ((place >> 16) as usize, (place & 0xffff) as usize);
+        if let Some(name) = names_at
+            .checked_add(name_at)
+            .and_then(|from| b.get(from..from.checked_add(len)?))
+        {
+            let crc = crc32(name);
+            b[at + 24..at + 28].copy_from_slice(&crc.to_le_bytes());
+        }
+        let mut signed = (i as u64).to_le_bytes().to_vec();
+        signed.extend_from_slice(&b[at..at + 28]);
+        let crc = crc32(&signed);
+        b[at + 28..at + 32].copy_from_slice(&crc.to_le_bytes());
+    }
+    sign_keys_header(b);
+}
+
+/// XORs `patches` (offset: u24 little-endian, byte) onto `b`, offsets taken modulo its length: a
+/// key table's names lie past the 64 KiB that [`xor_patches`] reaches.
+fn xor_patches_wide(b: &mut [u8], patches: &[u8]) {
+    for t in patches.chunks_exact(4) {
+        if b.is_empty() {
+            return;
+        }
+        let at = (usize::from(t[0]) | usize::from(t[1]) << 8 | usize::from(t[2]) << 16) % b.len();
+        b[at] ^= t[3];
+    }
+}
+
+/// Fuzz target `open_keys`: a mode byte, then bytes XORed onto the key table of
+/// [`keys_golden`]'s store as (u24 offset, byte) pairs (mode bit 0), or that replace it; the
+/// table is given the stamps of the copied index files first (so that the store uses it), or,
+/// with bit 2, after the input changed it; with bit 1, every checksum is made valid. The store
+/// opens with `Strict` and uses a table (this one, or one it made again after refusing it); each
+/// stream's first use since open, by an append refused for its expected version, reports the
+/// stream's version, and nothing is written (with forged checksums: any answer, never a panic);
+/// then every stream reads back whole.
+pub fn open_keys(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let g = keys_golden();
+    let dir = tempdir();
+    let others: Vec<(String, Vec<u8>)> = g
+        .files
+        .iter()
+        .filter(|(n, _)| n != KEYS_FILE)
+        .cloned()
+        .collect();
+    restore(dir.path(), &others);
+    let golden = &g
+        .files
+        .iter()
+        .find(|(n, _)| n == KEYS_FILE)
+        .expect("key table")
+        .1;
+    let mut table = if mode & 1 != 0 {
+        let mut b = golden.clone();
+        restamp_keys(&mut b, dir.path());
+        xor_patches_wide(&mut b, rest);
+        b
+    } else {
+        rest.to_vec()
+    };
+    if mode & 4 != 0 {
+        restamp_keys(&mut table, dir.path());
+    }
+    let forged = mode & 2 != 0;
+    if forged {
+        forge_keys_checksums(&mut table);
+    }
+    fs::write(dir.path().join(KEYS_FILE), &table).expect("write key table");
+    let store = Store::open(dir.path(), options(Recovery::Strict)).expect("a key table is a cache");
+    let started = std::time::Instant::now();
+    while store.index_info().key_table_files == 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let head = store.head();
+    for (name, version) in &g.versions {
+        let probe = [EventData::new("Probe", &b""[..])];
+        let r = store.append(name, ExpectedVersion::Exact(u64::MAX - 1), probe);
+        match r {
+            Err(Error::WrongExpectedVersion { actual, .. }) if actual == *version => {}
+            _ if forged => {}
+            other => panic!("first append to {name}: {other:?}, version {version:?}"),
+        }
+    }
+    if forged {
+        return;
+    }
+    assert_eq!(store.head(), head, "a refused append wrote");
+    for (name, version) in &g.versions {
+        let read = store
+            .read_stream_forward(name, 0, usize::MAX)
+            .expect("read")
+            .count() as u64;
+        assert_eq!(
+            Some(read).filter(|&n| n > 0),
+            version.map(|v| v + 1),
+            "{name}"
+        );
+    }
+    store.close().expect("close");
 }

@@ -31,6 +31,11 @@ use crate::types::{
 /// Largest event size an option may set: an event must fit in a segment.
 const MAX_EVENT_SIZE_LIMIT: u64 = 1 << 30;
 
+/// Index files sealed since the key table in place was made, past which an open makes a new one:
+/// a first use asks each of them (its key filter: a cache miss), where a table made again (some
+/// seconds of one thread at 10M keys) answers for all in one probe.
+const REMAKE_PAST: usize = 4;
+
 /// State shared by the store, its appenders and its background flusher.
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
@@ -92,6 +97,10 @@ pub struct IndexInfo {
     /// Index files the key table in use covers (0 without one): a key first used since the
     /// store opened is found in the table for these, searched for in the others.
     pub key_table_files: usize,
+    /// Bytes of memory taken by the key filters: one per index file left unread at open that
+    /// neither the key table nor the event-id tables narrow (most often the file of the segment
+    /// active at open), so that a first use searches it only for keys it may hold.
+    pub key_filter_bytes: usize,
 }
 
 /// An open event store.
@@ -1126,6 +1135,7 @@ impl Store {
             loaded_keys: index.loaded(),
             index_files: index.files().len(),
             key_table_files: index.key_table_files(),
+            key_filter_bytes: index.key_filters().1,
         }
     }
 
@@ -1420,6 +1430,27 @@ impl Shared {
     /// them, when there are at least two (best effort: without one, keys are searched for in
     /// the files). Runs after the store opened; a close stops it between two index files.
     pub(crate) fn keep_key_table(&self) {
+        self.make_key_table();
+        self.make_key_filters();
+    }
+
+    /// Makes a [`KeyFilter`](crate::index::filter::KeyFilter) for each index file left unread at
+    /// open that the key table does not cover, and a first use would otherwise search: the file
+    /// of the segment active at open, and those sealed since the table was made.
+    fn make_key_filters(&self) {
+        use crate::index::filter::KeyFilter;
+        let stop = || self.closed.load(Ordering::SeqCst);
+        let sources = self.index.read().filter_sources();
+        for (base, file) in sources {
+            let Some(filter) = KeyFilter::of(&file, &stop) else {
+                return;
+            };
+            self.index.write().add_filter(base, Arc::new(filter));
+        }
+    }
+
+    /// Puts the key table in use (see [`keep_key_table`](Self::keep_key_table)).
+    fn make_key_table(&self) {
         use crate::index::keys;
         let active = self.log.segments().last().map_or(0, |s| s.base);
         let sources = self.index.read().key_table_sources(active);
@@ -1428,7 +1459,9 @@ impl Shared {
         }
         let disk = &self.options.disk;
         if let Some(t) = keys::open(&self.dir, disk) {
-            if self.index.write().set_key_table(Arc::new(t)) {
+            let mut index = self.index.write();
+            // Kept until a new one is made, if the files sealed since it are many.
+            if index.set_key_table(Arc::new(t)) && index.past_key_table(active) < REMAKE_PAST {
                 return;
             }
         }

@@ -37,7 +37,7 @@ use std::fs;
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eventjournal::*;
 
@@ -320,11 +320,23 @@ struct Fixture {
 }
 
 const META: &str = "eventjournal.meta";
+/// The key table (FORMAT.md, "The key table").
+const KEYS: &str = "keys.tbl";
 
 impl Fixture {
     fn new(scratch: &Path, keep_index_files: bool) -> Fixture {
         let dir = scratch.join("pristine");
         let model = build_store(&dir);
+        if keep_index_files {
+            // Opened again, as an application's store has been: its key table is made.
+            let store = Store::open(&dir, opts()).unwrap();
+            let started = Instant::now();
+            while store.index_info().key_table_files == 0 {
+                assert!(started.elapsed() < Duration::from_secs(20), "no key table");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            store.close().unwrap();
+        }
         let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap())
@@ -367,6 +379,7 @@ impl Fixture {
             "every segment of a closed store has an index file"
         );
         assert!(files.iter().any(|f| f.0 == META));
+        assert_eq!(files.iter().any(|f| f.0 == KEYS), keep_index_files);
         Fixture { files, segs, model }
     }
 
@@ -404,16 +417,25 @@ impl Fixture {
     }
 
     /// Writes the store into `dir`, with byte `offset` of file `file` XORed with `mask`.
+    ///
+    /// The key table is written last, its list of covered index files given the stamps of the
+    /// files just written (as if the store had made it from them), since a table whose files are
+    /// not the ones it was made from is never used, and so its damage would never be read.
     fn materialize(&self, dir: &Path, case: &Case) {
         fs::create_dir(dir).unwrap();
-        for (i, (name, bytes)) in self.files.iter().enumerate() {
-            if i == case.file {
-                let mut b = bytes.clone();
-                b[case.offset as usize] ^= case.mask;
-                fs::write(dir.join(name), b).unwrap();
-            } else {
-                fs::write(dir.join(name), bytes).unwrap();
+        for (i, (name, _)) in self.files.iter().enumerate() {
+            if name == KEYS {
+                continue;
             }
+            fs::write(dir.join(name), self.damaged_bytes(i, case)).unwrap();
+        }
+        if let Some(i) = self.files.iter().position(|f| f.0 == KEYS) {
+            let mut b = self.files[i].1.clone();
+            restamp_key_table(&mut b, dir);
+            if i == case.file {
+                b[case.offset as usize] ^= case.mask;
+            }
+            fs::write(dir.join(KEYS), b).unwrap();
         }
     }
 
@@ -675,6 +697,37 @@ fn check_store(store: &Store, model: &[Ev], allowed: &dyn Fn(&Error) -> bool) ->
     }
     let prefix = &model[..kept];
 
+    // First, each stream's first use since open by an append, refused for its expected version
+    // (so nothing is written): an append finds a stream it has not used through the key table
+    // when one is in use, and the version it reports must be the stream's.
+    let mut names: Vec<&str> = STREAMS.to_vec();
+    names.extend(model.iter().map(|e| e.stream.as_str()));
+    names.sort();
+    names.dedup();
+    for &name in &names {
+        let version = prefix
+            .iter()
+            .rev()
+            .find(|e| e.stream == name)
+            .map(|e| e.number);
+        let refused = store.append(
+            name,
+            ExpectedVersion::Exact(u64::MAX - 1),
+            [EventData::new("Probe", &b""[..])],
+        );
+        match refused {
+            Err(Error::WrongExpectedVersion { actual, .. }) if actual == version => {}
+            Err(e) if allowed(&e) => c.read_errors += 1,
+            other => c.violations.push((
+                "wrong version at a first append",
+                format!(
+                    "append to `{name}` expecting {}: {other:?}, version {version:?}",
+                    u64::MAX - 1
+                ),
+            )),
+        }
+    }
+
     let mut streams: Vec<&str> = Vec::new();
     for e in prefix {
         if !streams.contains(&e.stream.as_str()) {
@@ -711,10 +764,6 @@ fn check_store(store: &Store, model: &[Ev], allowed: &dyn Fn(&Error) -> bool) ->
     });
     c.judge("replay_all", &got, r.err(), &all_fwd, allowed);
 
-    let mut names: Vec<&str> = STREAMS.to_vec();
-    names.extend(model.iter().map(|e| e.stream.as_str()));
-    names.sort();
-    names.dedup();
     for name in names {
         let fwd: Vec<&Ev> = prefix.iter().filter(|e| e.stream == name).collect();
         let bwd: Vec<&Ev> = fwd.iter().rev().copied().collect();
@@ -853,7 +902,65 @@ fn expected_open_error(
 /// store is a fresh copy, whose files have other inodes than the manifest names: it vouches for
 /// none of them, and a damaged one is as good as none.)
 fn is_cache(name: &str) -> bool {
-    name.ends_with(".idx") || name.ends_with(".ids") || name == "eventjournal.manifest"
+    name.ends_with(".idx")
+        || name.ends_with(".ids")
+        || name == "eventjournal.manifest"
+        || name == KEYS
+}
+
+/// Gives the key table's covered files (32 bytes each from byte 64: base, inode, length,
+/// modification time in nanoseconds) the stamps of those files in `dir`, and signs its covered
+/// list and header again (FORMAT.md, "The key table").
+fn restamp_key_table(b: &mut [u8], dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let covered = u32::from_le_bytes(b[32..36].try_into().unwrap()) as usize;
+    for k in 0..covered {
+        let at = 64 + 32 * k;
+        let base = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+        let meta = fs::metadata(dir.join(format!("{base:020}.idx"))).unwrap();
+        let mtime_ns = (meta.mtime() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(meta.mtime_nsec() as u64);
+        for (w, v) in [meta.ino(), meta.len(), mtime_ns].into_iter().enumerate() {
+            b[at + 8 + 8 * w..at + 16 + 8 * w].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&b[64..64 + 32 * covered]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether byte `offset` of the key table `b` is one a lookup of this store's few keys may read:
+/// the header, the covered list, the home slots and a few past them, the names. The other slots
+/// (the spill area, free) are sampled.
+fn key_table_byte_read(b: &[u8], offset: u64) -> bool {
+    let slot_bits = u32::from_le_bytes(b[12..16].try_into().unwrap());
+    let covered = u32::from_le_bytes(b[32..36].try_into().unwrap()) as u64;
+    let slots_at = 64 + 32 * covered;
+    let slots = (1u64 << slot_bits) + 4096;
+    let names_at = slots_at + 32 * slots;
+    offset < slots_at + 32 * ((1 << slot_bits) + 16) || offset >= names_at
+}
+
+/// With the key table damaged, waits until the store uses a table (the damaged one, or one it
+/// made again after refusing it), so that the first uses the checks make go through it; a
+/// violation if it does not within seconds.
+fn await_key_table(store: &Store, fx: &Fixture, case: &Case) -> Option<Violation> {
+    if fx.files[case.file].0 != KEYS {
+        return None;
+    }
+    let started = Instant::now();
+    while store.index_info().key_table_files == 0 {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Some((
+                "no key table in use",
+                "strict open: no key table in use after 10 s".to_string(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
 }
 
 fn run_case(fx: &Fixture, scratch: &Path, case: &Case) -> Outcome {
@@ -887,6 +994,7 @@ fn run_case(fx: &Fixture, scratch: &Path, case: &Case) -> Outcome {
         }
         Ok(store) => {
             out.strict = "opened".to_string();
+            out.violations.extend(await_key_table(&store, fx, case));
             if matches!(region, Region::Meta | Region::SegHeader { .. }) {
                 out.violations.push((
                     "strict open accepted a damaged header",
@@ -1085,6 +1193,10 @@ fn cases(fx: &Fixture, full: bool) -> Vec<Case> {
                 continue;
             }
             let (every, len_word) = match region {
+                Region::Index if fx.files[file].0 == KEYS => (
+                    key_table_byte_read(bytes, offset) || h.is_multiple_of(256),
+                    false,
+                ),
                 Region::Meta
                 | Region::SegHeader { .. }
                 | Region::Index

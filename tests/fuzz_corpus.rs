@@ -85,3 +85,8 @@ fn open_manifest_corpus() {
 fn web_corpus() {
     replay("web");
 }
+
+#[test]
+fn open_keys_corpus() {
+    replay("open_keys");
+}

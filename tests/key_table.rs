@@ -88,6 +88,13 @@ fn streams_first_used_through_the_key_table_append_and_read_as_written() {
     open_with_table(dir.path()).close().unwrap();
     assert!(dir.path().join("keys.tbl").exists());
     let s = open_with_table(dir.path());
+    // The file of the segment active at open gets a key filter, which a first use then asks
+    // before searching that file: a wrong "no" would show as a wrong version below.
+    let start = Instant::now();
+    while s.index_info().key_filter_bytes == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no key filter");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(s.index_info().loaded_keys, 0);
     check(&s, &want);
     s.close().unwrap();
@@ -95,18 +102,32 @@ fn streams_first_used_through_the_key_table_append_and_read_as_written() {
 
 #[test]
 fn a_damaged_key_table_is_never_trusted() {
-    let (dir, want) = filled(1_500);
-    open_with_table(dir.path()).close().unwrap();
-    let path = dir.path().join("keys.tbl");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let len = bytes.len();
-    for at in (64..len).step_by(61) {
-        bytes[at] ^= 0x5a;
+    // Past the header and the covered list (which opening checks whole), so that the table is
+    // used and its lookups meet the damage: bytes flipped here and there, or a page of slots
+    // and names zeroed, as a lost write leaves it.
+    let flipped = |b: &mut [u8], body: usize| {
+        for at in (body..b.len()).step_by(61) {
+            b[at] ^= 0x5a;
+        }
+    };
+    let zeroed = |b: &mut [u8], body: usize| {
+        let page = (body / 4096 + 1) * 4096;
+        let end = (page + 4096).min(b.len());
+        b[page..end].fill(0);
+    };
+    for damage in [&flipped as &dyn Fn(&mut [u8], usize), &zeroed] {
+        let (dir, want) = filled(1_500);
+        open_with_table(dir.path()).close().unwrap();
+        let path = dir.path().join("keys.tbl");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let covered = u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+        damage(&mut bytes, 64 + 32 * covered);
+        std::fs::write(&path, bytes).unwrap();
+        let s = open_with_table(dir.path());
+        check(&s, &want);
+        s.close().unwrap();
+        assert!(!path.exists(), "a table found damaged is removed");
     }
-    std::fs::write(&path, &bytes).unwrap();
-    let s = Store::open(dir.path(), opts()).unwrap();
-    check(&s, &want);
-    s.close().unwrap();
 }
 
 #[test]
@@ -150,6 +171,37 @@ fn a_table_that_misses_an_older_index_file_is_not_used() {
     std::fs::write(&oldest, saved).unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    check(&s, &want);
+    s.close().unwrap();
+}
+
+#[test]
+fn a_table_is_made_again_once_many_files_are_sealed_after_it() {
+    let (dir, mut want) = filled(1_500);
+    let s = open_with_table(dir.path());
+    let first = s.index_info().key_table_files;
+    // Enough new events for several new sealed segments, whose index files the table does not
+    // cover: the next open searches them (through their key filters) until it makes a new one.
+    for (name, n) in want.iter_mut().step_by(2) {
+        s.append(
+            name,
+            ExpectedVersion::Exact(*n - 1),
+            events(name, *n as usize, 4),
+        )
+        .unwrap();
+        *n += 4;
+    }
+    s.close().unwrap();
+    let s = open_with_table(dir.path());
+    let start = Instant::now();
+    while s.index_info().key_table_files <= first + 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "table not made again: {} files, {first} before",
+            s.index_info().key_table_files
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     check(&s, &want);
     s.close().unwrap();
 }

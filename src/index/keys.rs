@@ -7,28 +7,32 @@
 //! event type key) of the files it covers, its name and the end of its last run there (the number
 //! of events it has in those segments). Its header lists each covered file by base and stamp, so
 //! a table is used only while every file it was made from is still the one in place; any other
-//! table is removed and made again. A damaged block is an error for the lookup that reads it,
-//! which then searches the index files instead.
+//! table is removed and made again. Each slot carries its own checksum, and the checksum of the
+//! name it places, so that a lookup checks the few bytes it reads and nothing else: a slot or a
+//! name that fails its check is an error for the lookup that reads it, which then searches the
+//! index files instead.
 //!
 //! Layout (all integers little-endian):
 //!
 //! ```text
 //! header   64 bytes   magic "EVJLKEY\0" (8), layout u32, slot_bits u32, keys u64, names_len u64,
-//!                     covered u32, zero u32, crcs_crc u32 (the CRC-32 of the block checksums),
+//!                     covered u32, zero u32, covered_crc u32 (the CRC-32 of the covered list),
 //!                     zero (16), header_crc u32 (the CRC-32 of bytes 0..60)
-//! body     covered × 32 bytes: base u64, then the file's stamp: inode u64, length u64,
+//! covered  covered × 32 bytes: base u64, then the file's stamp: inode u64, length u64,
 //!                     modification time in nanoseconds u64; in base order
-//!          2^slot_bits × 24 bytes, the slots: name hash u64 (0: free), name place u64 (its
+//! slots    (2^slot_bits + 4096) × 32 bytes: name hash u64 (0: free), name place u64 (its
 //!                     offset in the names shifted left 16 bits, or'ed with its length),
-//!                     events u64; open addressing from `hash & (2^slot_bits - 1)`, linear probing
-//!          names_len bytes: the names, back to back
-//! crcs     one u32 per 512-byte block of the body (the last one shorter)
+//!                     events u64, name_crc u32 (the CRC-32 of the name), slot_crc u32 (the
+//!                     CRC-32 of the slot's number as a u64, then of the slot's bytes 0..28);
+//!                     a free slot is zero but for its slot_crc. A key is at its home slot,
+//!                     the top slot_bits bits of its hash, or the first free one after it
+//! names    names_len bytes: the names, back to back, in slot order
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use crate::disk::{Disk, Stamp};
-use crate::log::checksum::CheckedBlocks;
+use crate::log::checksum::crc32;
 use crate::log::format::{u32_at, u64_at};
 
 use super::persist::{name_hash, Bytes, Damaged, IndexFile};
@@ -38,16 +42,18 @@ pub const KEYS_FILE: &str = "keys.tbl";
 /// First eight bytes of the file.
 pub const KEYS_MAGIC: [u8; 8] = *b"EVJLKEY\0";
 /// Layout version this build writes and reads; a table of another layout is made again.
-pub const KEYS_LAYOUT: u32 = 1;
+/// (Layout 1 checked 512-byte blocks of the body against an array of checksums at the end of
+/// the file: a lookup then read and checked a whole block for each slot and name it read.)
+pub const KEYS_LAYOUT: u32 = 2;
 /// Bytes of the header.
 pub const KEYS_HEADER_LEN: usize = 64;
 /// Bytes of one covered file's entry.
 pub const COVERED_LEN: usize = 32;
-/// Bytes of one slot.
-pub const SLOT_LEN: usize = 24;
-/// The body is checksummed in blocks of this many bytes, each verified the first time a lookup
-/// reads it.
-pub const BLOCK_LEN: usize = 512;
+/// Bytes of one slot: one half of a 64-byte cache line, so that a slot is read in one.
+pub const SLOT_LEN: usize = 32;
+/// Where a slot's name checksum sits, and the bytes its own checksum covers (all but itself).
+const NAME_CRC_AT: usize = 24;
+const SLOT_CRC_AT: usize = 28;
 /// Where the header's own checksum sits.
 const HEADER_CRC_AT: usize = KEYS_HEADER_LEN - 4;
 /// Longest name a slot can place (16 bits of length).
@@ -89,17 +95,6 @@ impl Sink<'_> {
                     v.resize(at + bytes.len(), 0);
                 }
                 v[at..at + bytes.len()].copy_from_slice(bytes);
-                Ok(())
-            }
-        }
-    }
-
-    fn read_at(&self, at: usize, buf: &mut [u8]) -> crate::error::Result<()> {
-        match self {
-            Sink::File(f, path, disk) => disk.read_exact_at(f, path, buf, at as u64),
-            #[cfg(test)]
-            Sink::Memory(v) => {
-                buf.copy_from_slice(&v[at..at + buf.len()]);
                 Ok(())
             }
         }
@@ -232,37 +227,22 @@ pub fn write(
         if slot >= slots {
             return Ok(false);
         }
-        for _ in next_free..slot {
-            slots_out.push(sink, &[0; SLOT_LEN])?;
+        for free in next_free..slot {
+            slots_out.push(sink, &slot_bytes(free, [0; 3], 0))?;
         }
         let place = (names_len as u64) << 16 | name.len() as u64;
-        for v in [hash, place, end] {
-            slots_out.push(sink, &v.to_le_bytes())?;
-        }
+        let name_crc = crc32(name.as_bytes());
+        slots_out.push(sink, &slot_bytes(slot, [hash, place, end], name_crc))?;
         names_out.push(sink, name.as_bytes())?;
         names_len += name.len();
         next_free = slot + 1;
         keys += 1;
     }
-    for _ in next_free..slots {
-        slots_out.push(sink, &[0; SLOT_LEN])?;
+    for free in next_free..slots {
+        slots_out.push(sink, &slot_bytes(free, [0; 3], 0))?;
     }
     slots_out.flush(sink)?;
     names_out.flush(sink)?;
-    // The block checksums, from the body as written.
-    let body_len = covered_len + slots * SLOT_LEN + names_len;
-    let mut crcs = Vec::with_capacity(body_len.div_ceil(BLOCK_LEN) * 4);
-    let mut chunk = vec![0u8; CHUNK];
-    let mut at = 0;
-    while at < body_len {
-        let n = CHUNK.min(body_len - at);
-        sink.read_at(KEYS_HEADER_LEN + at, &mut chunk[..n])?;
-        for b in chunk[..n].chunks(BLOCK_LEN) {
-            crcs.extend_from_slice(&crate::log::checksum::crc32(b).to_le_bytes());
-        }
-        at += n;
-    }
-    sink.write_at(KEYS_HEADER_LEN + body_len, &crcs)?;
     let mut h = [0u8; KEYS_HEADER_LEN];
     h[..8].copy_from_slice(&KEYS_MAGIC);
     h[8..12].copy_from_slice(&KEYS_LAYOUT.to_le_bytes());
@@ -270,11 +250,33 @@ pub fn write(
     h[16..24].copy_from_slice(&keys.to_le_bytes());
     h[24..32].copy_from_slice(&(names_len as u64).to_le_bytes());
     h[32..36].copy_from_slice(&(files.len() as u32).to_le_bytes());
-    h[40..44].copy_from_slice(&crate::log::checksum::crc32(&crcs).to_le_bytes());
-    let header_crc = crate::log::checksum::crc32(&h[..HEADER_CRC_AT]);
+    h[40..44].copy_from_slice(&crc32(&covered).to_le_bytes());
+    let header_crc = crc32(&h[..HEADER_CRC_AT]);
     h[HEADER_CRC_AT..].copy_from_slice(&header_crc.to_le_bytes());
     sink.write_at(0, &h)?;
     Ok(true)
+}
+
+/// Slot `number`'s bytes: `words` (hash, place, events; all zero for a free slot), the name's
+/// checksum, and the slot's own.
+fn slot_bytes(number: usize, words: [u64; 3], name_crc: u32) -> [u8; SLOT_LEN] {
+    let mut b = [0u8; SLOT_LEN];
+    for (k, w) in words.iter().enumerate() {
+        b[8 * k..8 * k + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    b[NAME_CRC_AT..SLOT_CRC_AT].copy_from_slice(&name_crc.to_le_bytes());
+    let crc = slot_crc(number, &b);
+    b[SLOT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The checksum of slot `number` whose bytes are `slot`: of the number, so that a slot read at
+/// the wrong place fails, and of the bytes before the checksum.
+fn slot_crc(number: usize, slot: &[u8]) -> u32 {
+    let mut b = [0u8; 8 + SLOT_CRC_AT];
+    b[..8].copy_from_slice(&(number as u64).to_le_bytes());
+    b[8..].copy_from_slice(&slot[..SLOT_CRC_AT]);
+    crc32(&b)
 }
 
 /// An opened key table.
@@ -290,8 +292,6 @@ pub struct KeyTable {
     slots: usize,
     names_at: usize,
     names_len: usize,
-    /// The body's blocks, each checked when a lookup first reads it.
-    blocks: CheckedBlocks,
 }
 
 impl KeyTable {
@@ -302,7 +302,7 @@ impl KeyTable {
         let h = b.get(..KEYS_HEADER_LEN)?;
         if h[..8] != KEYS_MAGIC
             || u32_at(h, 8) != KEYS_LAYOUT
-            || crate::log::checksum::crc32(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT)
+            || crc32(&h[..HEADER_CRC_AT]) != u32_at(h, HEADER_CRC_AT)
             || u32_at(h, 36) != 0
             || h[44..HEADER_CRC_AT].iter().any(|&x| x != 0)
         {
@@ -318,16 +318,13 @@ impl KeyTable {
         let slots_len = (1usize << slot_bits)
             .checked_add(SPILL)?
             .checked_mul(SLOT_LEN)?;
-        let body_len = covered_len.checked_add(slots_len)?.checked_add(names_len)?;
-        let blocks = body_len.div_ceil(BLOCK_LEN);
         let total = KEYS_HEADER_LEN
-            .checked_add(body_len)?
-            .checked_add(blocks.checked_mul(4)?)?;
-        if b.len() != total {
-            return None;
-        }
-        let crcs = &b[KEYS_HEADER_LEN + body_len..];
-        if crate::log::checksum::crc32(crcs) != u32_at(h, 40) {
+            .checked_add(covered_len)?
+            .checked_add(slots_len)?
+            .checked_add(names_len)?;
+        if b.len() != total
+            || crc32(&b[KEYS_HEADER_LEN..KEYS_HEADER_LEN + covered_len]) != u32_at(h, 40)
+        {
             return None;
         }
         let mut table = KeyTable {
@@ -339,17 +336,8 @@ impl KeyTable {
             slots: (1usize << slot_bits) + SPILL,
             names_at: KEYS_HEADER_LEN + covered_len + slots_len,
             names_len,
-            blocks: CheckedBlocks::new(
-                KEYS_HEADER_LEN,
-                KEYS_HEADER_LEN + body_len,
-                KEYS_HEADER_LEN + body_len,
-                BLOCK_LEN,
-            ),
             bytes,
         };
-        table
-            .verify(KEYS_HEADER_LEN, KEYS_HEADER_LEN + covered_len)
-            .ok()?;
         for i in 0..covered {
             let at = KEYS_HEADER_LEN + i * COVERED_LEN;
             let word = |k: usize| u64_at(&table.bytes, at + 8 * k);
@@ -379,38 +367,44 @@ impl KeyTable {
         &self.covered
     }
 
-    /// Checks the blocks that body bytes `from..to` (offsets in the file) lie in, each once.
-    fn verify(&self, from: usize, to: usize) -> Result<(), Damaged> {
-        self.blocks
-            .check(&self.bytes, from, to)
-            .map_err(|at| Damaged { at })
-    }
-
     /// The number of events `name` has in the covered segments: `Some(0)` for a key the table
-    /// does not hold. An error if a block the lookup reads is damaged, or a slot is one no writer
-    /// makes.
+    /// does not hold. An error if a slot or name the lookup reads fails its checksum, or a slot
+    /// is one no writer makes.
     pub fn events(&self, name: &str) -> Result<u64, Damaged> {
         let hash = name_hash(name);
         // The slots hold the keys in hash order, each at its home slot or the first free one
         // after it: a key is before the first free slot, or the first greater hash, from its home.
         for i in (hash >> (64 - self.slot_bits)) as usize..self.slots {
             let at = self.slots_at + i * SLOT_LEN;
-            self.verify(at, at + SLOT_LEN)?;
-            let slot_hash = u64_at(&self.bytes, at);
-            if slot_hash == 0 || slot_hash > hash {
+            let slot = &self.bytes[at..at + SLOT_LEN];
+            if slot_crc(i, slot) != u32_at(slot, SLOT_CRC_AT) {
+                return Err(Damaged { at });
+            }
+            let slot_hash = u64_at(slot, 0);
+            if slot_hash == 0 {
+                if slot[..SLOT_CRC_AT].iter().any(|&b| b != 0) {
+                    return Err(Damaged { at });
+                }
+                return Ok(0);
+            }
+            if slot_hash > hash {
                 return Ok(0);
             }
             if slot_hash == hash {
-                let place = u64_at(&self.bytes, at + 8);
+                let place = u64_at(slot, 8);
                 let (name_at, len) = ((place >> 16) as usize, (place & 0xffff) as usize);
                 let end = name_at.checked_add(len).filter(|&e| e <= self.names_len);
                 let Some(end) = end.filter(|_| len > 0) else {
                     return Err(Damaged { at });
                 };
-                let (a, z) = (self.names_at + name_at, self.names_at + end);
-                self.verify(a, z)?;
-                if &self.bytes[a..z] == name.as_bytes() {
-                    return Ok(u64_at(&self.bytes, at + 16));
+                let stored = &self.bytes[self.names_at + name_at..self.names_at + end];
+                if crc32(stored) != u32_at(slot, NAME_CRC_AT) {
+                    return Err(Damaged {
+                        at: self.names_at + name_at,
+                    });
+                }
+                if stored == name.as_bytes() {
+                    return Ok(u64_at(slot, 16));
                 }
             }
         }
@@ -564,8 +558,8 @@ mod tests {
                 }
             }
         }
-        // A damaged header or block checksums: no table.
-        for at in [0, 9, 13, 17, 33, 41, 61, good.len() - 1] {
+        // A damaged header or covered list: no table.
+        for at in [0, 9, 13, 17, 33, 41, 61, KEYS_HEADER_LEN + 5] {
             let mut bad = good.clone();
             bad[at] ^= 1;
             assert!(table(bad).is_none(), "byte {at}");
@@ -573,21 +567,27 @@ mod tests {
         assert!(table(good[..good.len() - 1].to_vec()).is_none());
     }
 
-    /// Re-signs `b`'s block checksums and header, as a forger would.
+    /// Re-signs `b`'s slots, covered list and header, as a forger would.
     fn resign(b: &mut [u8]) {
         let slots = (1usize << u32_at(b, 12)) + SPILL;
         let covered = u32_at(b, 32) as usize * COVERED_LEN;
-        let body_end = KEYS_HEADER_LEN + covered + slots * SLOT_LEN + u64_at(b, 24) as usize;
-        let (head, rest) = b.split_at_mut(body_end);
-        let crcs: Vec<u8> = head[KEYS_HEADER_LEN..]
-            .chunks(BLOCK_LEN)
-            .flat_map(|c| crate::log::checksum::crc32(c).to_le_bytes())
-            .collect();
-        rest[..crcs.len()].copy_from_slice(&crcs);
-        let crcs_crc = crate::log::checksum::crc32(&crcs);
-        head[40..44].copy_from_slice(&crcs_crc.to_le_bytes());
-        let crc = crate::log::checksum::crc32(&head[..HEADER_CRC_AT]);
-        head[HEADER_CRC_AT..KEYS_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        let slots_at = KEYS_HEADER_LEN + covered;
+        let names_at = slots_at + slots * SLOT_LEN;
+        for i in 0..slots {
+            let at = slots_at + i * SLOT_LEN;
+            let place = u64_at(b, at + 8);
+            let (name_at, len) = ((place >> 16) as usize, (place & 0xffff) as usize);
+            if let Some(name) = b.get(names_at + name_at..names_at + name_at + len) {
+                let crc = crc32(name);
+                b[at + NAME_CRC_AT..at + SLOT_CRC_AT].copy_from_slice(&crc.to_le_bytes());
+            }
+            let crc = slot_crc(i, &b[at..at + SLOT_LEN]);
+            b[at + SLOT_CRC_AT..at + SLOT_LEN].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32(&b[KEYS_HEADER_LEN..slots_at]);
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32(&b[..HEADER_CRC_AT]);
+        b[HEADER_CRC_AT..KEYS_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     }
 
     #[test]
@@ -628,7 +628,7 @@ mod tests {
         h[..8].copy_from_slice(&KEYS_MAGIC);
         h[8..12].copy_from_slice(&KEYS_LAYOUT.to_le_bytes());
         h[12..16].copy_from_slice(&63u32.to_le_bytes());
-        let crc = crate::log::checksum::crc32(&h[..HEADER_CRC_AT]);
+        let crc = crc32(&h[..HEADER_CRC_AT]);
         h[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         assert!(table(h).is_none());
     }

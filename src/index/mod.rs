@@ -13,6 +13,7 @@
 //! up when a read needs them and kept in a bounded cache. So neither opening nor resident memory
 //! grows with the number of streams in the store, only with the number used.
 
+pub mod filter;
 pub mod keys;
 pub mod persist;
 
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use filter::KeyFilter;
 use keys::KeyTable;
 use persist::{name_hash, Damaged, IndexFile, RunEntry, RunOffsets, RunToSave};
 
@@ -314,6 +316,9 @@ pub struct Files {
     unread: Vec<u64>,
     /// The key table, while every file it covers is the one in place (see [`keys`]).
     keys: Option<Arc<KeyTable>>,
+    /// Filters of the keys of unread files searched at a first use (see [`filter`]), by base.
+    /// Kept when their file is rewritten: what they say of keys not held stays true.
+    filters: Vec<(u64, Arc<KeyFilter>)>,
 }
 
 /// What the index files say of a key not held, at its first use: its runs, searched file by
@@ -474,30 +479,44 @@ impl Files {
         if held.is_none() && self.unread.is_empty() {
             return Ok(Vec::new());
         }
-        let covered = |base: u64| {
-            table.is_some_and(|(t, _)| t.covered().binary_search_by_key(&base, |c| c.base).is_ok())
+        let hash = name_hash(name);
+        // The files that may hold the key, by their place in the list: for a key not held, those
+        // left unread at open, but the ones the table covers (the oldest of them, as
+        // `matches` checks) and the filtered ones that do not hold it (a key not held has there
+        // only the runs it had at open).
+        let considered: Vec<usize> = match held {
+            Some(_) => (0..self.list.len()).collect(),
+            None => {
+                let covered = table.map_or(&[][..], |(t, _)| t.covered());
+                let past = if covered.len() <= self.unread.len()
+                    && covered.iter().zip(&self.unread).all(|(c, b)| c.base == *b)
+                {
+                    &self.unread[covered.len()..]
+                } else {
+                    &self.unread[..]
+                };
+                past.iter()
+                    .filter(|&&base| covered.binary_search_by_key(&base, |c| c.base).is_err())
+                    .filter(|&&base| {
+                        let filter = self.filters.iter().find(|(b, _)| *b == base);
+                        filter.is_none_or(|(_, f)| f.may_hold(hash))
+                    })
+                    .filter_map(|base| self.list.binary_search_by_key(base, |(b, _)| *b).ok())
+                    .collect()
+            }
         };
         let mut runs: Vec<Run> = Vec::new();
         let mut hinted = Vec::new();
         // The hints are probed only if they cover a file that may hold the key: past a key
         // table, often only the file of the segment active at open is left, which they do not.
-        let searched = |base: u64| {
-            !(held.is_none() && self.unread.binary_search(&base).is_err() || covered(base))
-        };
-        let hintable = self
-            .list
-            .iter()
-            .any(|(base, _)| searched(*base) && hints.covers(*base));
-        let use_hints = hintable && hints.positions(name_hash(name), &mut hinted).is_ok();
+        let hintable = considered.iter().any(|&i| hints.covers(self.list[i].0));
+        let use_hints = hintable && hints.positions(hash, &mut hinted).is_ok();
         hinted.sort_unstable();
-        // The files that may hold the key, by their place in the list.
-        let candidates: Vec<usize> = (0..self.list.len())
+        let candidates: Vec<usize> = considered
+            .into_iter()
             .filter(|&i| {
                 let base = self.list[i].0;
                 let seg_end = self.list.get(i + 1).map_or(u64::MAX, |(b, _)| *b);
-                if !searched(base) {
-                    return false;
-                }
                 !use_hints || !hints.covers(base) || {
                     let at = hinted.partition_point(|&p| p < base);
                     hinted.get(at).is_some_and(|&p| p < seg_end)
@@ -843,6 +862,46 @@ impl Index {
             .collect()
     }
 
+    /// The files worth a [`KeyFilter`]: unread at open, with none yet, not covered by the key
+    /// table. (The id tables' hints narrow the search too, where they cover a file, but asking
+    /// them probes every id table: a filter answers for one file in one read.)
+    pub fn filter_sources(&self) -> Vec<(u64, Arc<IndexFile>)> {
+        let f = &self.files;
+        let covered = |base: u64| {
+            f.keys
+                .as_ref()
+                .is_some_and(|t| t.covered().iter().any(|c| c.base == base))
+        };
+        f.list
+            .iter()
+            .filter(|(base, _)| f.unread.binary_search(base).is_ok())
+            .filter(|(base, _)| !covered(*base))
+            .filter(|(base, _)| !f.filters.iter().any(|(b, _)| b == base))
+            .map(|(base, file)| (*base, file.clone()))
+            .collect()
+    }
+
+    /// Uses `filter` at the first use of keys, for the file at `base`.
+    pub fn add_filter(&mut self, base: u64, filter: Arc<KeyFilter>) {
+        let files = Arc::make_mut(&mut self.files);
+        if !files.filters.iter().any(|(b, _)| *b == base) {
+            files.filters.push((base, filter));
+        }
+    }
+
+    /// How many key filters are in use, and the bytes they take.
+    pub fn key_filters(&self) -> (usize, usize) {
+        let f = &self.files.filters;
+        (f.len(), f.iter().map(|(_, f)| f.bytes()).sum())
+    }
+
+    /// How many of the files a key table would be made from (see
+    /// [`key_table_sources`](Self::key_table_sources)) the one in use does not cover.
+    pub fn past_key_table(&self, active: u64) -> usize {
+        let covered = self.key_table_files();
+        self.key_table_sources(active).len().saturating_sub(covered)
+    }
+
     /// How many index files the key table in use covers (0 without one).
     pub fn key_table_files(&self) -> usize {
         self.files.keys.as_ref().map_or(0, |t| t.covered().len())
@@ -853,7 +912,13 @@ impl Index {
         if !self.files.matches(&table) {
             return false;
         }
-        Arc::make_mut(&mut self.files).keys = Some(table);
+        let files = Arc::make_mut(&mut self.files);
+        // The files it covers are not searched any more: their filters go.
+        let covered = table.covered();
+        files
+            .filters
+            .retain(|(base, _)| covered.binary_search_by_key(base, |c| c.base).is_err());
+        files.keys = Some(table);
         true
     }
 

@@ -373,7 +373,7 @@ impl IndexFile {
     }
 
     /// The name hash of directory entry `i`; `i < run_count()`.
-    fn hash_at(&self, i: usize) -> Result<u64, Damaged> {
+    pub(super) fn hash_at(&self, i: usize) -> Result<u64, Damaged> {
         let at = INDEX_HEADER_LEN + i * DIR_ENTRY_LEN;
         self.verify(at, at + 8)?;
         Ok(u64_at(&self.bytes, at))
