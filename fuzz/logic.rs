@@ -3520,6 +3520,7 @@ pub fn forge_keys_checksums(b: &mut [u8]) {
             b[at + 24..at + 28].copy_from_slice(&crc.to_le_bytes());
         }
         let mut signed = (i as u64).to_le_bytes().to_vec();
+        signed.extend_from_slice(&bits.to_le_bytes());
         signed.extend_from_slice(&b[at..at + 28]);
         let crc = crc32(&signed);
         b[at + 28..at + 32].copy_from_slice(&crc.to_le_bytes());

@@ -97,9 +97,9 @@ pub struct IndexInfo {
     /// Index files the key table in use covers (0 without one): a key first used since the
     /// store opened is found in the table for these, searched for in the others.
     pub key_table_files: usize,
-    /// Bytes of memory taken by the key filters: one per index file left unread at open that
-    /// neither the key table nor the event-id tables narrow (most often the file of the segment
-    /// active at open), so that a first use searches it only for keys it may hold.
+    /// Bytes of memory taken by the key filters: one per index file left unread at open that the
+    /// key table does not cover (most often only the file of the segment active at open), so
+    /// that a first use searches it only for keys it may hold.
     pub key_filter_bytes: usize,
 }
 

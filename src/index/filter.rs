@@ -1,7 +1,8 @@
-//! Key filters: for an index file left unread at open that neither the key table nor the id
-//! tables' hints cover (usually only the file of the segment active at open), a filter of the
-//! keys it holds, kept in memory, so that the first use of a key it does not hold never searches
-//! it.
+//! Key filters: for an index file left unread at open that the key table does not cover (the
+//! file of the segment active at open, those sealed since the table was made, or all of them
+//! when there is no table), a filter of the keys it holds, kept in memory, so that the first use
+//! of a key it does not hold never searches it. (The id tables' hints narrow such a search too,
+//! but asking them probes every id table.)
 //!
 //! A filter answers "perhaps" for every key of the file and "no" for nearly all others; a "no"
 //! is final. It stays right while the file is rewritten (a seal, a checkpoint): a rewritten file

@@ -23,7 +23,8 @@
 //! slots    (2^slot_bits + 4096) × 32 bytes: name hash u64 (0: free), name place u64 (its
 //!                     offset in the names shifted left 16 bits, or'ed with its length),
 //!                     events u64, name_crc u32 (the CRC-32 of the name), slot_crc u32 (the
-//!                     CRC-32 of the slot's number as a u64, then of the slot's bytes 0..28);
+//!                     CRC-32 of the slot's number as a u64, slot_bits as a u32, then the
+//!                     slot's bytes 0..28);
 //!                     a free slot is zero but for its slot_crc. A key is at its home slot,
 //!                     the top slot_bits bits of its hash, or the first free one after it
 //! names    names_len bytes: the names, back to back, in slot order
@@ -166,12 +167,15 @@ pub fn write(
     let mut heap = BinaryHeap::new();
     // A file's entry in the merge: its name's hash and name, the file, the entry.
     type Head<'n> = Reverse<(u64, &'n str, usize, usize)>;
+    // A damaged directory: the file is removed, so that the next open rebuilds it from the log
+    // rather than try (and fail) to make a table from it again.
+    let entry = |file: &IndexFile, i: usize| file.entry(i).inspect_err(|_| file.remove()).ok();
     let head = |f: usize, i: usize| -> Option<Option<Head<'_>>> {
         let file = files[f].1;
         if i >= file.run_count() {
             return Some(None);
         }
-        let e = file.entry(i).ok()?;
+        let e = entry(file, i)?;
         let name = file.name(&e);
         Some(Some(Reverse((name_hash(name), name, f, i))))
     };
@@ -198,7 +202,7 @@ pub fn write(
         let mut end = 0u64;
         let mut take = |f: usize, i: usize, heap: &mut BinaryHeap<_>| -> Option<()> {
             let file = files[f].1;
-            let e = file.entry(i).ok()?;
+            let e = entry(file, i)?;
             end = end.max(e.first_event + u64::from(e.count));
             heap.extend(head(f, i + 1)?);
             Some(())
@@ -228,18 +232,21 @@ pub fn write(
             return Ok(false);
         }
         for free in next_free..slot {
-            slots_out.push(sink, &slot_bytes(free, [0; 3], 0))?;
+            slots_out.push(sink, &slot_bytes(free, slot_bits, [0; 3], 0))?;
         }
         let place = (names_len as u64) << 16 | name.len() as u64;
         let name_crc = crc32(name.as_bytes());
-        slots_out.push(sink, &slot_bytes(slot, [hash, place, end], name_crc))?;
+        slots_out.push(
+            sink,
+            &slot_bytes(slot, slot_bits, [hash, place, end], name_crc),
+        )?;
         names_out.push(sink, name.as_bytes())?;
         names_len += name.len();
         next_free = slot + 1;
         keys += 1;
     }
     for free in next_free..slots {
-        slots_out.push(sink, &slot_bytes(free, [0; 3], 0))?;
+        slots_out.push(sink, &slot_bytes(free, slot_bits, [0; 3], 0))?;
     }
     slots_out.flush(sink)?;
     names_out.flush(sink)?;
@@ -257,25 +264,27 @@ pub fn write(
     Ok(true)
 }
 
-/// Slot `number`'s bytes: `words` (hash, place, events; all zero for a free slot), the name's
-/// checksum, and the slot's own.
-fn slot_bytes(number: usize, words: [u64; 3], name_crc: u32) -> [u8; SLOT_LEN] {
+/// Slot `number`'s bytes in a table of `2^bits` home slots: `words` (hash, place, events; all
+/// zero for a free slot), the name's checksum, and the slot's own.
+fn slot_bytes(number: usize, bits: u32, words: [u64; 3], name_crc: u32) -> [u8; SLOT_LEN] {
     let mut b = [0u8; SLOT_LEN];
     for (k, w) in words.iter().enumerate() {
         b[8 * k..8 * k + 8].copy_from_slice(&w.to_le_bytes());
     }
     b[NAME_CRC_AT..SLOT_CRC_AT].copy_from_slice(&name_crc.to_le_bytes());
-    let crc = slot_crc(number, &b);
+    let crc = slot_crc(number, bits, &b);
     b[SLOT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-/// The checksum of slot `number` whose bytes are `slot`: of the number, so that a slot read at
-/// the wrong place fails, and of the bytes before the checksum.
-fn slot_crc(number: usize, slot: &[u8]) -> u32 {
-    let mut b = [0u8; 8 + SLOT_CRC_AT];
+/// The checksum of slot `number` whose bytes are `slot`, in a table of `2^bits` home slots: of
+/// the number and of `bits`, so that a slot read at the wrong place, or through a header that
+/// claims another size (which moves every key's home), fails; and of the bytes before it.
+fn slot_crc(number: usize, bits: u32, slot: &[u8]) -> u32 {
+    let mut b = [0u8; 12 + SLOT_CRC_AT];
     b[..8].copy_from_slice(&(number as u64).to_le_bytes());
-    b[8..].copy_from_slice(&slot[..SLOT_CRC_AT]);
+    b[8..12].copy_from_slice(&bits.to_le_bytes());
+    b[12..].copy_from_slice(&slot[..SLOT_CRC_AT]);
     crc32(&b)
 }
 
@@ -367,7 +376,7 @@ impl KeyTable {
         &self.covered
     }
 
-    /// The number of events `name` has in the covered segments: `Some(0)` for a key the table
+    /// The number of events `name` has in the covered segments: 0 for a key the table
     /// does not hold. An error if a slot or name the lookup reads fails its checksum, or a slot
     /// is one no writer makes.
     pub fn events(&self, name: &str) -> Result<u64, Damaged> {
@@ -377,7 +386,7 @@ impl KeyTable {
         for i in (hash >> (64 - self.slot_bits)) as usize..self.slots {
             let at = self.slots_at + i * SLOT_LEN;
             let slot = &self.bytes[at..at + SLOT_LEN];
-            if slot_crc(i, slot) != u32_at(slot, SLOT_CRC_AT) {
+            if slot_crc(i, self.slot_bits, slot) != u32_at(slot, SLOT_CRC_AT) {
                 return Err(Damaged { at });
             }
             let slot_hash = u64_at(slot, 0);
@@ -581,7 +590,7 @@ mod tests {
                 let crc = crc32(name);
                 b[at + NAME_CRC_AT..at + SLOT_CRC_AT].copy_from_slice(&crc.to_le_bytes());
             }
-            let crc = slot_crc(i, &b[at..at + SLOT_LEN]);
+            let crc = slot_crc(i, u32_at(b, 12), &b[at..at + SLOT_LEN]);
             b[at + SLOT_CRC_AT..at + SLOT_LEN].copy_from_slice(&crc.to_le_bytes());
         }
         let crc = crc32(&b[KEYS_HEADER_LEN..slots_at]);

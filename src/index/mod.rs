@@ -443,9 +443,17 @@ impl Files {
     /// What the index files say of the key `name`, not held, at its first use (see
     /// [`FirstUse`]). With a key table, that is the events it counts in the files it covers,
     /// and the runs in the files it does not (written after it, the newest), which must follow
-    /// on from them. A table block that fails its checksum makes this lookup search the files.
+    /// on from them. A slot or name of the table that fails its checksum makes this lookup search
+    /// the files.
     pub fn first_use(&self, name: &str, hints: &dyn Hints) -> Result<FirstUse> {
-        if let Some(t) = &self.keys {
+        // A table is put in use only over the oldest unread files (`matches`), and `unread`
+        // changes only while the store opens; checked again, as it costs a few comparisons.
+        let prefix = |t: &KeyTable| {
+            let covered = t.covered();
+            covered.len() <= self.unread.len()
+                && covered.iter().zip(&self.unread).all(|(c, b)| c.base == *b)
+        };
+        if let Some(t) = self.keys.as_ref().filter(|t| prefix(t)) {
             if let Ok(events) = t.events(name) {
                 let runs = self.runs_past(name, None, hints, Some((t, events)))?;
                 return Ok(FirstUse::Events(runs.last().map_or(events, Run::end)));
@@ -481,22 +489,18 @@ impl Files {
         }
         let hash = name_hash(name);
         // The files that may hold the key, by their place in the list: for a key not held, those
-        // left unread at open, but the ones the table covers (the oldest of them, as
-        // `matches` checks) and the filtered ones that do not hold it (a key not held has there
-        // only the runs it had at open).
+        // left unread at open, but the ones the table covers (the oldest of them) and the
+        // filtered ones that do not hold it (a key not held has there only the runs it had at
+        // open).
         let considered: Vec<usize> = match held {
             Some(_) => (0..self.list.len()).collect(),
             None => {
-                let covered = table.map_or(&[][..], |(t, _)| t.covered());
-                let past = if covered.len() <= self.unread.len()
-                    && covered.iter().zip(&self.unread).all(|(c, b)| c.base == *b)
-                {
-                    &self.unread[covered.len()..]
-                } else {
-                    &self.unread[..]
-                };
-                past.iter()
-                    .filter(|&&base| covered.binary_search_by_key(&base, |c| c.base).is_err())
+                // The table covers a prefix of the unread files (checked by `first_use`).
+                let covered = table.map_or(0, |(t, _)| t.covered().len());
+                self.unread
+                    .get(covered..)
+                    .unwrap_or_default()
+                    .iter()
                     .filter(|&&base| {
                         let filter = self.filters.iter().find(|(b, _)| *b == base);
                         filter.is_none_or(|(_, f)| f.may_hold(hash))
