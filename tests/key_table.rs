@@ -73,6 +73,16 @@ fn check(s: &Store, want: &BTreeMap<String, u64>) {
         .is_ok());
 }
 
+/// Appends `k` events to every `step`-th stream of `want`, with exact expected versions.
+fn append_to_every(s: &Store, want: &mut BTreeMap<String, u64>, step: usize, k: usize) {
+    for (name, n) in want.iter_mut().step_by(step) {
+        let batch = events(name, *n as usize, k);
+        s.append(name, ExpectedVersion::Exact(*n - 1), batch)
+            .unwrap();
+        *n += k as u64;
+    }
+}
+
 fn filled(n: usize) -> (tempfile::TempDir, BTreeMap<String, u64>) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
@@ -136,15 +146,7 @@ fn a_table_of_files_no_longer_in_place_is_not_used() {
     open_with_table(dir.path()).close().unwrap();
     let s = Store::open(dir.path(), opts()).unwrap();
     // New events in new segments, and the older segments compacted: their index files change.
-    for (name, n) in want.iter_mut().step_by(3) {
-        s.append(
-            name,
-            ExpectedVersion::Exact(*n - 1),
-            events(name, *n as usize, 3),
-        )
-        .unwrap();
-        *n += 3;
-    }
+    append_to_every(&s, &mut want, 3, 3);
     s.seal().unwrap();
     s.compact().unwrap();
     s.close().unwrap();
@@ -182,15 +184,7 @@ fn a_table_is_made_again_once_many_files_are_sealed_after_it() {
     let first = s.index_info().key_table_files;
     // Enough new events for several new sealed segments, whose index files the table does not
     // cover: the next open searches them (through their key filters) until it makes a new one.
-    for (name, n) in want.iter_mut().step_by(2) {
-        s.append(
-            name,
-            ExpectedVersion::Exact(*n - 1),
-            events(name, *n as usize, 4),
-        )
-        .unwrap();
-        *n += 4;
-    }
+    append_to_every(&s, &mut want, 2, 4);
     s.close().unwrap();
     let s = open_with_table(dir.path());
     let start = Instant::now();
