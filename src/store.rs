@@ -1442,10 +1442,12 @@ impl Shared {
         let stop = || self.closed.load(Ordering::SeqCst);
         let sources = self.index.read().filter_sources();
         for (base, file) in sources {
-            let Some(filter) = KeyFilter::of(&file, &stop) else {
-                return;
-            };
-            self.index.write().add_filter(base, Arc::new(filter));
+            match KeyFilter::of(&file, &stop) {
+                Some(filter) => self.index.write().add_filter(base, Arc::new(filter)),
+                // A damaged directory: that file goes without (its lookups find the damage).
+                None if !stop() => continue,
+                None => return,
+            }
         }
     }
 

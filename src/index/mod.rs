@@ -448,12 +448,7 @@ impl Files {
     pub fn first_use(&self, name: &str, hints: &dyn Hints) -> Result<FirstUse> {
         // A table is put in use only over the oldest unread files (`matches`), and `unread`
         // changes only while the store opens; checked again, as it costs a few comparisons.
-        let prefix = |t: &KeyTable| {
-            let covered = t.covered();
-            covered.len() <= self.unread.len()
-                && covered.iter().zip(&self.unread).all(|(c, b)| c.base == *b)
-        };
-        if let Some(t) = self.keys.as_ref().filter(|t| prefix(t)) {
+        if let Some(t) = self.keys.as_ref().filter(|t| self.covers_oldest(t)) {
             if let Ok(events) = t.events(name) {
                 let runs = self.runs_past(name, None, hints, Some((t, events)))?;
                 return Ok(FirstUse::Events(runs.last().map_or(events, Run::end)));
@@ -467,12 +462,20 @@ impl Files {
     /// open (so that it says what they say of the keys not held, and the files it does not
     /// cover hold only later events of them).
     fn matches(&self, table: &KeyTable) -> bool {
+        !table.covered().is_empty()
+            && self.covers_oldest(table)
+            && table
+                .covered()
+                .iter()
+                .all(|c| self.file(c.base).is_some_and(|f| f.stamp == Some(c.stamp)))
+    }
+
+    /// Whether the files `table` covers are, base for base, the oldest of those left unread at
+    /// open: what the search past it relies on.
+    fn covers_oldest(&self, table: &KeyTable) -> bool {
         let covered = table.covered();
-        !covered.is_empty()
-            && covered.len() <= self.unread.len()
-            && covered.iter().zip(&self.unread).all(|(c, &base)| {
-                c.base == base && self.file(base).is_some_and(|f| f.stamp == Some(c.stamp))
-            })
+        covered.len() <= self.unread.len()
+            && covered.iter().zip(&self.unread).all(|(c, b)| c.base == *b)
     }
 
     /// [`runs`](Self::runs); with `table` (and the events it counts for the key), only in the
@@ -495,7 +498,8 @@ impl Files {
         let considered: Vec<usize> = match held {
             Some(_) => (0..self.list.len()).collect(),
             None => {
-                // The table covers a prefix of the unread files (checked by `first_use`).
+                // The table covers the oldest unread files (`covers_oldest`, which `first_use`
+                // checks).
                 let covered = table.map_or(0, |(t, _)| t.covered().len());
                 self.unread
                     .get(covered..)
