@@ -15,13 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::disk::Disk;
 use crate::error::{Error, Result};
+use crate::log::checksum::CheckedBlocks;
 use crate::log::segment::Segment;
 use crate::types::EventId;
 
@@ -250,8 +251,8 @@ struct MappedTable {
     map: memmap2::Mmap,
     dir_bits: u32,
     count: u64,
-    /// One bit per body block: verified against its checksum.
-    verified: Vec<AtomicU64>,
+    /// The body's blocks, each checked against its checksum when a lookup first reads it.
+    blocks: CheckedBlocks,
     /// The file's stamp when it was opened (tables never change once renamed into place).
     stamp: crate::disk::Stamp,
 }
@@ -387,30 +388,16 @@ impl MappedTable {
 
     /// Verifies the checksums of the body blocks holding body bytes `from..to`.
     fn verify(&self, from: usize, to: usize) -> Result<()> {
-        let body_len = self.body_len();
-        let blocks = body_len.div_ceil(BLOCK_LEN);
-        let crcs_at = IDS_HEADER_LEN + body_len;
-        let first = from / BLOCK_LEN;
-        let last = to.saturating_sub(1) / BLOCK_LEN;
-        for b in first..=last.min(blocks.saturating_sub(1)) {
-            let word = &self.verified[b / 64];
-            let bit = 1u64 << (b % 64);
-            if word.load(Ordering::Relaxed) & bit != 0 {
-                continue;
-            }
-            let start = IDS_HEADER_LEN + b * BLOCK_LEN;
-            let end = (start + BLOCK_LEN).min(IDS_HEADER_LEN + body_len);
-            let want = u32_at(&self.map, crcs_at + 4 * b);
-            if crc32fast::hash(&self.map[start..end]) != want {
-                return Err(Error::Corrupt {
-                    file: self.path.clone(),
-                    offset: start as u64,
-                    reason: format!("id table block {b} fails its checksum"),
-                });
-            }
-            word.fetch_or(bit, Ordering::Relaxed);
-        }
-        Ok(())
+        self.blocks
+            .check(&self.map, IDS_HEADER_LEN + from, IDS_HEADER_LEN + to)
+            .map_err(|at| Error::Corrupt {
+                file: self.path.clone(),
+                offset: at as u64,
+                reason: format!(
+                    "id table block {} fails its checksum",
+                    at.saturating_sub(IDS_HEADER_LEN) / BLOCK_LEN
+                ),
+            })
     }
 
     /// Reads, unchecked, what a lookup of `hash` reads first: at `stage` 0 the bucket's
@@ -733,9 +720,8 @@ fn open_table_vouched(
     if !vouched(base, stamp) && crc32fast::hash(&map[crcs_at..]) != u32_at(h, 44) {
         return None;
     }
-    let verified = (0..blocks.div_ceil(64))
-        .map(|_| AtomicU64::new(0))
-        .collect();
+    let body_end = IDS_HEADER_LEN + body_len as usize;
+    let blocks = CheckedBlocks::new(IDS_HEADER_LEN, body_end, crcs_at, BLOCK_LEN);
     Some(Table {
         base,
         end,
@@ -746,7 +732,7 @@ fn open_table_vouched(
             map,
             dir_bits: bits,
             count,
-            verified,
+            blocks,
             stamp,
         }),
         broken: AtomicBool::new(false),

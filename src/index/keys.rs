@@ -496,6 +496,16 @@ mod tests {
         persist::parse(PathBuf::from("x.idx"), bytes, base, 1 << 21).expect("index file")
     }
 
+    /// Names `s-0` to `s-{n-1}`, and the table of one index file holding a run of one event
+    /// from `first` for each.
+    fn one_file_table(n: usize, first: u64) -> (Vec<String>, Vec<u8>) {
+        let names: Vec<String> = (0..n).map(|i| format!("s-{i}")).collect();
+        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), first, 1)).collect();
+        let f = index_file(0, &runs);
+        let bytes = encode(&[(0, &f, stamp(1))], &|| false).expect("encoded");
+        (names, bytes)
+    }
+
     fn stamp(ino: u64) -> Stamp {
         Stamp {
             ino,
@@ -539,10 +549,8 @@ mod tests {
 
     #[test]
     fn many_keys_are_each_found() {
-        let names: Vec<String> = (0..5000).map(|i| format!("s-{i}")).collect();
-        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 0, 1)).collect();
-        let f = index_file(0, &runs);
-        let t = table(encode(&[(0, &f, stamp(1))], &|| false).expect("encoded")).expect("parsed");
+        let (names, bytes) = one_file_table(5000, 0);
+        let t = table(bytes).expect("parsed");
         for n in &names {
             assert_eq!(t.events(n), Ok(1), "{n}");
         }
@@ -551,10 +559,7 @@ mod tests {
 
     #[test]
     fn damage_is_found_and_never_answers() {
-        let names: Vec<String> = (0..300).map(|i| format!("s-{i}")).collect();
-        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 2, 1)).collect();
-        let f = index_file(0, &runs);
-        let good = encode(&[(0, &f, stamp(1))], &|| false).expect("encoded");
+        let (names, good) = one_file_table(300, 2);
         // Every byte of the body flipped in turn: each lookup either answers right or fails.
         let body = KEYS_HEADER_LEN..good.len();
         for at in body.step_by(7) {
@@ -601,10 +606,7 @@ mod tests {
 
     #[test]
     fn forged_tables_with_valid_checksums_never_panic() {
-        let names: Vec<String> = (0..200).map(|i| format!("s-{i}")).collect();
-        let runs: Vec<(&str, u64, u32)> = names.iter().map(|n| (n.as_str(), 0, 1)).collect();
-        let f = index_file(0, &runs);
-        let good = encode(&[(0, &f, stamp(1))], &|| false).expect("encoded");
+        let (names, good) = one_file_table(200, 0);
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             x ^= x << 13;

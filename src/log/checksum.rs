@@ -40,15 +40,15 @@ pub(crate) fn record_crc(bytes: &[u8]) -> u32 {
 }
 
 /// The same CRC-32 of any bytes, on the wide path where the CPU has it and the input is short
-/// enough: the blocks of index files and of the key table, which a lookup checks the first time
-/// it reads them.
+/// enough: the blocks of index files and id tables, and the slots and names of the key table,
+/// which a lookup checks as it reads them.
 #[inline]
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     record_crc(bytes)
 }
 
-/// The checksummed region of a mapped file (an index file's directory and names, the key
-/// table's body), cut into blocks of `block` bytes with one little-endian CRC-32 each, stored
+/// The checksummed region of a mapped file (an index file's directory and names, an id table's
+/// body), cut into blocks of `block` bytes with one little-endian CRC-32 each, stored
 /// from `crcs_at`: each block is checked the first time a reader touches it, and remembered, so
 /// that a lookup checks the few blocks it reads rather than the file.
 pub(crate) struct CheckedBlocks {
