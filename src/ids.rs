@@ -157,7 +157,7 @@ impl ActiveIds {
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(1024);
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        let old = std::mem::replace(&mut self.slots, crate::slots::zeroed(cap, (0, 0)));
         self.len = 0;
         for (h, p) in old {
             if h != 0 {
@@ -191,7 +191,7 @@ impl ActiveIds {
         let old = std::mem::replace(
             self,
             ActiveIds {
-                slots: vec![(0, 0); capacity],
+                slots: crate::slots::zeroed(capacity, (0, 0)),
                 len: 0,
                 complete: true,
             },

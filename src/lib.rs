@@ -32,6 +32,7 @@ mod manifest;
 mod mapping;
 mod options;
 mod read;
+mod slots;
 mod startup;
 mod stats;
 mod store;

@@ -45,7 +45,7 @@ impl KeyFilter {
         let keys = file.run_count();
         let blocks = (keys * BITS_PER_KEY).div_ceil(BLOCK_BITS).max(1);
         let mut filter = KeyFilter {
-            blocks: vec![[0u32; 8]; blocks].into_boxed_slice(),
+            blocks: crate::slots::zeroed(blocks, [0u32; 8]).into_boxed_slice(),
         };
         for i in 0..keys {
             if i % 4096 == 0 && stop() {
@@ -102,7 +102,7 @@ mod tests {
     fn filter_of(hashes: impl Iterator<Item = u64>, keys: usize) -> KeyFilter {
         let blocks = (keys * BITS_PER_KEY).div_ceil(BLOCK_BITS).max(1);
         let mut f = KeyFilter {
-            blocks: vec![[0u32; 8]; blocks].into_boxed_slice(),
+            blocks: crate::slots::zeroed(blocks, [0u32; 8]).into_boxed_slice(),
         };
         hashes.for_each(|h| f.add(h));
         f
