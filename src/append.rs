@@ -1151,14 +1151,16 @@ impl Shared {
         // or its keys be unknown, the table is left out and the worker builds it from the log.
         let loaded = w.ids.complete || w.ids.load(seg, w.open_end).is_ok();
         let Some(keys) = keys.filter(|_| loaded) else {
-            w.ids.seal(seg.end_base());
+            let fresh = self.ids.take_spare(w.ids.capacity());
+            w.ids.seal(seg.end_base(), fresh);
             self.ids.add_uncovered(seg);
             return;
         };
         for (hash, pos) in keys {
             w.ids.insert_dense(hash, pos);
         }
-        let sealed = w.ids.seal(seg.end_base());
+        let fresh = self.ids.take_spare(w.ids.capacity());
+        let sealed = w.ids.seal(seg.end_base(), fresh);
         self.ids.add_sealed(
             seg,
             Table::from_map(seg, sealed),

@@ -806,7 +806,7 @@ impl Index {
     /// hashed about twice in all).
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(1024);
-        let mut slots = crate::slots::zeroed(cap, 0u32);
+        let mut slots = vec![0u32; cap];
         let mut tags = crate::slots::zeroed(cap, 0u8);
         let mask = cap - 1;
         for id in 0..self.count as StreamId {
