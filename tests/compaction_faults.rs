@@ -846,6 +846,19 @@ fn power_loss_with(durability: Durability, random: usize, interleaved: bool) {
     let done = AtomicBool::new(false);
     let report = std::thread::scope(|s| {
         s.spawn(|| {
+            // With two copies at once, the appends wait for the first copy's first write: the
+            // compaction's first look decides how many copies go at once, and an append of
+            // this thread planning at that moment holds a view of the log, which makes it copy
+            // one segment at a time, as it does beside any reader.
+            if interleaved {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while meeting.meet.lock().first.is_none()
+                    && !done.load(Ordering::SeqCst)
+                    && std::time::Instant::now() < until
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             let mut seq = 0;
             // Paced, so that they spread over the compaction and the journal stays short.
             while (!done.load(Ordering::SeqCst) || seq < 20) && seq < 200 {
