@@ -40,8 +40,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn every_page_of_a_zeroed_table_is_resident() {
-        let v = zeroed(1 << 21, (0u64, 0u64)); // 32 MiB: far past the allocator's mmap threshold
-                                               // SAFETY: sysconf has no memory arguments.
+        // 32 MiB: far past the allocator's threshold for taking memory straight from the kernel.
+        let v = zeroed(1 << 21, (0u64, 0u64));
+        // SAFETY: sysconf has no memory arguments.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let start = v.as_ptr() as usize & !(page - 1);
         let end = v.as_ptr() as usize + v.len() * std::mem::size_of::<(u64, u64)>();
